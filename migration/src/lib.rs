@@ -1,0 +1,23 @@
+//! The ledger schema of the dbservice demo.
+//!
+//! Applied at startup by the demo (through `dbservice::migrate::run`, which serialises
+//! concurrent instances), or by hand with `cargo run --bin migrate -- up`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20250101_000001_create_accounts;
+mod m20250101_000002_create_transfers;
+
+/// The ledger's migrations, in order.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20250101_000001_create_accounts::Migration),
+            Box::new(m20250101_000002_create_transfers::Migration),
+        ]
+    }
+}

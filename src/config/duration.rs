@@ -1,0 +1,97 @@
+//! Durations as Prisma writes them: a bare number is seconds (`5`, `0.5`), and explicit units
+//! (`500ms`, `2s`, `1m`, `1h 30m`) are parsed by `humantime`.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+/// Parses `value` for parameter `param`; errors name both.
+pub(crate) fn parse_duration(param: &str, value: &str) -> Result<Duration, ConfigError> {
+    let trimmed = value.trim();
+    let invalid = |reason: String| ConfigError::InvalidValue {
+        param: param.to_owned(),
+        value: value.to_owned(),
+        reason,
+    };
+    if trimmed.is_empty() {
+        return Err(invalid("expected a duration such as `5`, `500ms`, `2s` or `1m`".into()));
+    }
+    if trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let secs: f64 = trimmed
+            .parse()
+            .map_err(|_| invalid("expected a number of seconds or a duration such as `500ms`".into()))?;
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|e| invalid(format!("out of range: {e}")));
+    }
+    humantime::parse_duration(trimmed).map_err(|e| {
+        invalid(format!(
+            "{e}; expected a number of seconds or a duration such as `500ms`, `2s`, `1m`"
+        ))
+    })
+}
+
+/// Like [`parse_duration`], but `0` means "no limit" and yields `None`.
+pub(crate) fn parse_optional_duration(
+    param: &str,
+    value: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    let d = parse_duration(param, value)?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
+/// Serializes a `Duration` as `humantime` text (`"10s"`, `"1m 30s"`).
+pub(crate) mod human {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+}
+
+/// Serializes an `Option<Duration>` as `humantime` text or `null` (no limit).
+pub(crate) mod human_opt {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(&humantime::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_numbers_are_seconds() {
+        assert_eq!(parse_duration("p", "5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("p", "0.25"), Ok(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn units_are_accepted() {
+        assert_eq!(parse_duration("p", "500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("p", "2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("p", "1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("p", "1h 30m"), Ok(Duration::from_secs(5400)));
+    }
+
+    #[test]
+    fn garbage_names_parameter_and_value() {
+        let err = parse_duration("pool_timeout", "abc").expect_err("abc is not a duration");
+        let msg = err.to_string();
+        assert!(msg.contains("pool_timeout") && msg.contains("`abc`"), "{msg}");
+        assert!(parse_duration("p", "-1").is_err());
+        assert!(parse_duration("p", "").is_err());
+        assert!(parse_duration("p", "1.2.3").is_err());
+    }
+
+    #[test]
+    fn zero_means_none_for_optional() {
+        assert_eq!(parse_optional_duration("p", "0"), Ok(None));
+        assert_eq!(parse_optional_duration("p", "0s"), Ok(None));
+        assert_eq!(parse_optional_duration("p", "3"), Ok(Some(Duration::from_secs(3))));
+    }
+}

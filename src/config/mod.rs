@@ -1,0 +1,429 @@
+//! Configuration: `DATABASE_URL`, its pool parameters, and the layered settings.
+//!
+//! - [`DbConfig`] is the validated pool configuration. It is built from a URL whose query holds
+//!   the pool parameters (Prisma's convention), optionally on top of values from the layered
+//!   settings; the URL wins where both set a parameter.
+//! - [`Settings`] loads everything a backend needs from defaults < config file < environment
+//!   (`.env` included); see its docs for the exact names.
+//! - [`RedactedUrl`] is the only form in which a URL is ever shown.
+
+pub(crate) mod duration;
+mod redact;
+mod settings;
+mod url;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use self::redact::RedactedUrl;
+pub use self::settings::{LogFormat, Settings};
+pub use self::url::Backend;
+use self::duration::{parse_duration, parse_optional_duration};
+use self::url::{POOL_KEYS, SplitUrl, split};
+use crate::error::ConfigError;
+
+/// The validated pool configuration of one [`DbService`](crate::DbService).
+///
+/// `Debug` and `Serialize` show the URL redacted; there is no way to print the password.
+#[derive(Clone)]
+pub struct DbConfig {
+    url: SplitUrl,
+    secrets: Vec<String>,
+    pool: PoolOptions,
+}
+
+/// The pool parameters, with their effective values. Every field can be set in the URL query
+/// under the same name. Durations written as bare numbers are seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PoolOptions {
+    /// Maximum connections in the pool. Default: `available cores * 2 + 1` (Prisma's rule).
+    pub connection_limit: u32,
+    /// Connections kept open while idle; maintained in the background. Default: 0.
+    pub min_connections: u32,
+    /// Longest wait for a free connection before the caller gets a "pool timed out" error.
+    /// `None` (written `0`) waits without limit. Default: 10 s.
+    #[serde(with = "duration::human_opt")]
+    pub pool_timeout: Option<Duration>,
+    /// Bound on each connection attempt made by [`DbService::connect`](crate::DbService::connect)
+    /// and by the readiness probe. Must be above zero. Default: 5 s.
+    #[serde(with = "duration::human")]
+    pub connect_timeout: Duration,
+    /// Total time the initial connect keeps retrying a database that is not reachable yet, with
+    /// exponential backoff and jitter. `0` tries once. Default: 60 s.
+    #[serde(with = "duration::human")]
+    pub connect_retry_timeout: Duration,
+    /// Connections idle longer than this are closed (down to `min_connections`). `None`
+    /// (written `0`) keeps them. Default: 10 min.
+    #[serde(with = "duration::human_opt")]
+    pub idle_timeout: Option<Duration>,
+    /// Connections older than this are closed and replaced. `None` (written `0`) keeps them
+    /// forever. Default: 30 min.
+    #[serde(with = "duration::human_opt")]
+    pub max_lifetime: Option<Duration>,
+    /// A connection that has been idle at least this long is pinged before it is handed out;
+    /// fresher ones are handed out without the extra round trip. `0` pings on every checkout
+    /// (sqlx's default). Default: 10 s.
+    #[serde(with = "duration::human")]
+    pub ping_after_idle: Duration,
+    /// Bound on the readiness probe's database check. Must be above zero. Default: 1 s.
+    #[serde(with = "duration::human")]
+    pub health_check_timeout: Duration,
+    /// PostgreSQL `statement_timeout` for every session, applied by the server. Default: none.
+    #[serde(with = "duration::human_opt")]
+    pub statement_timeout: Option<Duration>,
+    /// PostgreSQL `idle_in_transaction_session_timeout` for every session. Default: none.
+    #[serde(with = "duration::human_opt")]
+    pub idle_in_transaction_session_timeout: Option<Duration>,
+    /// `true` when connecting through PgBouncer in transaction mode: no prepared statement
+    /// cache and no session state in the startup packet. Default: false.
+    pub pgbouncer: bool,
+    /// Prepared statements cached per connection. `None`: the driver's default (100).
+    pub statement_cache_size: Option<usize>,
+    /// PostgreSQL `search_path` for every session. Default: the server's.
+    pub schema: Option<String>,
+    /// Name shown in PostgreSQL's `pg_stat_activity`. Default: `dbservice`.
+    pub application_name: String,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            connection_limit: u32::try_from(cores * 2 + 1).unwrap_or(u32::MAX),
+            min_connections: 0,
+            pool_timeout: Some(Duration::from_secs(10)),
+            connect_timeout: Duration::from_secs(5),
+            connect_retry_timeout: Duration::from_secs(60),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+            ping_after_idle: Duration::from_secs(10),
+            health_check_timeout: Duration::from_secs(1),
+            statement_timeout: None,
+            idle_in_transaction_session_timeout: None,
+            pgbouncer: false,
+            statement_cache_size: None,
+            schema: None,
+            application_name: "dbservice".to_owned(),
+        }
+    }
+}
+
+impl DbConfig {
+    /// Builds the configuration from a URL alone; unset parameters take their defaults.
+    ///
+    /// ```
+    /// let cfg = dbservice::DbConfig::from_url("postgres://app:secret@db/app?connection_limit=5&pool_timeout=2s")?;
+    /// assert_eq!(cfg.pool().connection_limit, 5);
+    /// assert_eq!(cfg.redacted_url().to_string(), "postgres://app:***@db/app");
+    /// # Ok::<(), dbservice::ConfigError>(())
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        Self::from_parts(url, &[])
+    }
+
+    /// Builds the configuration from `url` on top of `settings` (pairs of parameter name and
+    /// value, e.g. from a config file or the environment). A parameter in the URL query
+    /// overrides the same parameter in `settings`.
+    pub fn from_parts(url: &str, settings: &[(String, String)]) -> Result<Self, ConfigError> {
+        let split = split(url)?;
+        let mut pool = PoolOptions::default();
+        let mut explicit = Vec::new();
+        for (key, value) in settings.iter().chain(split.params.iter()) {
+            apply(&mut pool, key, value)?;
+            explicit.push(key.as_str());
+        }
+        validate(&pool, split.backend, &explicit)?;
+        let secrets = redact::secrets_of(&split.driver_url);
+        Ok(Self {
+            url: split,
+            secrets,
+            pool,
+        })
+    }
+
+    /// The pool parameters in effect.
+    pub fn pool(&self) -> &PoolOptions {
+        &self.pool
+    }
+
+    /// The database engine.
+    pub fn backend(&self) -> Backend {
+        self.url.backend
+    }
+
+    /// The URL handed to the driver (our parameters stripped), password masked.
+    pub fn redacted_url(&self) -> RedactedUrl {
+        self.url.redacted()
+    }
+
+    /// The URL handed to the driver, password included. Crate-internal on purpose.
+    pub(crate) fn driver_url(&self) -> &str {
+        self.url.driver_url.as_str()
+    }
+
+    /// Removes this URL's password from `text` (for driver messages we did not write).
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        redact::scrub(text, &self.secrets)
+    }
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &self.redacted_url())
+            .field("backend", &self.url.backend)
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl Serialize for DbConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            url: RedactedUrl,
+            backend: Backend,
+            #[serde(flatten)]
+            pool: &'a PoolOptions,
+        }
+        Shown {
+            url: self.redacted_url(),
+            backend: self.url.backend,
+            pool: &self.pool,
+        }
+        .serialize(serializer)
+    }
+}
+
+fn invalid(param: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidValue {
+        param: param.to_owned(),
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_count(param: &str, value: &str, min: u32) -> Result<u32, ConfigError> {
+    let n: u32 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(param, value, "expected a whole number"))?;
+    if n < min {
+        return Err(invalid(param, value, format!("must be at least {min}")));
+    }
+    Ok(n)
+}
+
+fn parse_bool(param: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(invalid(param, value, "expected true or false")),
+    }
+}
+
+fn positive(param: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(param, value)?;
+    if d.is_zero() {
+        return Err(invalid(param, value, "must be greater than 0"));
+    }
+    Ok(d)
+}
+
+/// Sets one parameter; `key` must be one of [`POOL_KEYS`].
+fn apply(pool: &mut PoolOptions, key: &str, value: &str) -> Result<(), ConfigError> {
+    match key {
+        "connection_limit" => pool.connection_limit = parse_count(key, value, 1)?,
+        "min_connections" => pool.min_connections = parse_count(key, value, 0)?,
+        "pool_timeout" => pool.pool_timeout = parse_optional_duration(key, value)?,
+        "connect_timeout" => pool.connect_timeout = positive(key, value)?,
+        "connect_retry_timeout" => pool.connect_retry_timeout = parse_duration(key, value)?,
+        "idle_timeout" => pool.idle_timeout = parse_optional_duration(key, value)?,
+        "max_lifetime" => pool.max_lifetime = parse_optional_duration(key, value)?,
+        "ping_after_idle" => pool.ping_after_idle = parse_duration(key, value)?,
+        "health_check_timeout" => pool.health_check_timeout = positive(key, value)?,
+        "statement_timeout" => pool.statement_timeout = parse_optional_duration(key, value)?,
+        "idle_in_transaction_session_timeout" => {
+            pool.idle_in_transaction_session_timeout = parse_optional_duration(key, value)?;
+        }
+        "pgbouncer" => pool.pgbouncer = parse_bool(key, value)?,
+        "statement_cache_size" => {
+            let n: usize = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid(key, value, "expected a whole number (0 disables the cache)"))?;
+            pool.statement_cache_size = Some(n);
+        }
+        "schema" => {
+            let v = value.trim();
+            if v.is_empty() || v.contains(['\'', ';', '\\', '\0']) {
+                return Err(invalid(key, value, "expected schema names separated by commas"));
+            }
+            pool.schema = Some(v.to_owned());
+        }
+        "application_name" => {
+            if value.len() > 63 || !value.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+                return Err(invalid(key, value, "expected at most 63 printable ASCII characters"));
+            }
+            pool.application_name = value.to_owned();
+        }
+        other => {
+            return Err(ConfigError::UnknownParameter {
+                param: other.to_owned(),
+                hint: format!("; known parameters are {}", POOL_KEYS.join(", ")),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn validate(pool: &PoolOptions, backend: Backend, explicit: &[&str]) -> Result<(), ConfigError> {
+    if pool.min_connections > pool.connection_limit {
+        return Err(ConfigError::MinAboveLimit {
+            min: pool.min_connections,
+            max: pool.connection_limit,
+        });
+    }
+    if backend != Backend::Postgres {
+        for param in [
+            "statement_timeout",
+            "idle_in_transaction_session_timeout",
+            "schema",
+            "pgbouncer",
+        ] {
+            if explicit.contains(&param) {
+                return Err(ConfigError::UnsupportedOnBackend {
+                    param: param.to_owned(),
+                    supported: "PostgreSQL",
+                    backend: backend.name(),
+                });
+            }
+        }
+    }
+    if backend == Backend::Sqlite && explicit.contains(&"statement_cache_size") {
+        return Err(ConfigError::UnsupportedOnBackend {
+            param: "statement_cache_size".to_owned(),
+            supported: "PostgreSQL and MySQL/MariaDB",
+            backend: backend.name(),
+        });
+    }
+    if pool.pgbouncer {
+        if pool.statement_cache_size.is_some_and(|n| n > 0) {
+            return Err(ConfigError::Conflict {
+                first: "pgbouncer".into(),
+                second: "statement_cache_size".into(),
+                reason: "prepared statements do not survive PgBouncer's transaction mode; \
+                         drop statement_cache_size (pgbouncer=true sets it to 0)"
+                    .into(),
+            });
+        }
+        for param in ["statement_timeout", "idle_in_transaction_session_timeout", "schema"] {
+            if explicit.contains(&param) {
+                return Err(ConfigError::Conflict {
+                    first: "pgbouncer".into(),
+                    second: param.into(),
+                    reason: "PgBouncer rejects session settings in the startup packet; set \
+                             them on the role instead (ALTER ROLE ... SET ...)"
+                        .into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(url: &str) -> Result<DbConfig, ConfigError> {
+        DbConfig::from_url(url)
+    }
+
+    #[test]
+    fn every_parameter_is_parsed() {
+        let c = cfg("postgres://u:pw@h/db?connection_limit=7&min_connections=2&pool_timeout=500ms\
+                     &connect_timeout=3&connect_retry_timeout=1m&idle_timeout=30&max_lifetime=0\
+                     &ping_after_idle=0&health_check_timeout=2s&statement_timeout=1.5\
+                     &idle_in_transaction_session_timeout=20s&statement_cache_size=50\
+                     &schema=app,public&application_name=ledger")
+        .expect("valid");
+        let p = c.pool();
+        assert_eq!(p.connection_limit, 7);
+        assert_eq!(p.min_connections, 2);
+        assert_eq!(p.pool_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(p.connect_timeout, Duration::from_secs(3));
+        assert_eq!(p.connect_retry_timeout, Duration::from_secs(60));
+        assert_eq!(p.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(p.max_lifetime, None);
+        assert_eq!(p.ping_after_idle, Duration::ZERO);
+        assert_eq!(p.health_check_timeout, Duration::from_secs(2));
+        assert_eq!(p.statement_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(p.idle_in_transaction_session_timeout, Some(Duration::from_secs(20)));
+        assert_eq!(p.statement_cache_size, Some(50));
+        assert_eq!(p.schema.as_deref(), Some("app,public"));
+        assert_eq!(p.application_name, "ledger");
+        assert_eq!(c.driver_url(), "postgres://u:pw@h/db");
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let p = cfg("postgres://h/db").expect("valid").pool().clone();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        assert_eq!(p.connection_limit, cores * 2 + 1);
+        assert_eq!(p.min_connections, 0);
+        assert_eq!(p.pool_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(p.connect_timeout, Duration::from_secs(5));
+        assert_eq!(p.idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(p.max_lifetime, Some(Duration::from_secs(1800)));
+        assert_eq!(p.application_name, "dbservice");
+        assert!(!p.pgbouncer);
+    }
+
+    #[test]
+    fn bad_values_name_parameter_and_value() {
+        for (url, needles) in [
+            ("postgres://h/db?pool_timeout=abc", vec!["pool_timeout", "`abc`"]),
+            ("postgres://h/db?connection_limit=0", vec!["connection_limit", "`0`", "at least 1"]),
+            ("postgres://h/db?connection_limit=-4", vec!["connection_limit", "`-4`"]),
+            ("postgres://h/db?pgbouncer=maybe", vec!["pgbouncer", "`maybe`"]),
+            ("postgres://h/db?connect_timeout=0", vec!["connect_timeout", "greater than 0"]),
+            (
+                "postgres://h/db?connection_limit=2&min_connections=5",
+                vec!["min_connections", "(5)", "connection_limit", "(2)"],
+            ),
+            ("redis://h/0", vec!["`redis`"]),
+            ("sqlite://x.db?statement_timeout=5", vec!["statement_timeout", "PostgreSQL", "SQLite"]),
+            ("postgres://h/db?pgbouncer=true&statement_cache_size=10", vec!["pgbouncer", "statement_cache_size"]),
+            ("postgres://h/db?pool_timout=1", vec!["pool_timout", "did you mean `pool_timeout`"]),
+        ] {
+            let msg = cfg(url).err().unwrap_or_else(|| panic!("{url} accepted")).to_string();
+            for needle in needles {
+                assert!(msg.contains(needle), "{url}: {msg:?} lacks {needle:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn url_overrides_settings() {
+        let settings = vec![
+            ("connection_limit".to_owned(), "4".to_owned()),
+            ("pool_timeout".to_owned(), "3".to_owned()),
+        ];
+        let c = DbConfig::from_parts("postgres://h/db?connection_limit=9", &settings).expect("valid");
+        assert_eq!(c.pool().connection_limit, 9);
+        assert_eq!(c.pool().pool_timeout, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn password_never_shows() {
+        let c = cfg("postgres://app:hunter2@h/db?connection_limit=3").expect("valid");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let json = serde_json::to_string(&c).expect("serializes");
+        assert!(!json.contains("hunter2") && json.contains("app:***@h"), "{json}");
+        let err = cfg("postgres://app:hunter2@h/db?pool_timeout=x").err().expect("rejected");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}

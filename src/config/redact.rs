@@ -1,0 +1,125 @@
+//! URLs that can be shown anywhere.
+//!
+//! The only way this crate formats a database URL is through [`RedactedUrl`], whose `Display`
+//! and `Debug` replace the password (in the userinfo and in a `password=` query parameter) with
+//! `***`. [`scrub`] removes the password from text we did not write, such as driver errors.
+
+use std::fmt;
+
+use url::Url;
+
+const MASK: &str = "***";
+
+/// A database URL with its password masked; safe for logs, errors and HTTP bodies.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedactedUrl(String);
+
+impl RedactedUrl {
+    /// Masks the password of `url`.
+    pub fn new(url: &Url) -> Self {
+        let mut shown = url.clone();
+        if shown.password().is_some() {
+            // `set_password` fails only for URLs that cannot have credentials (`cannot-be-a-base`),
+            // which also cannot carry a password to hide.
+            let _ = shown.set_password(Some(MASK));
+        }
+        if shown.query_pairs().any(|(k, _)| is_secret_key(&k)) {
+            let pairs: Vec<(String, String)> = shown
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if is_secret_key(&k) { MASK.to_owned() } else { v.into_owned() };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            shown.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        Self(shown.to_string())
+    }
+
+    /// The redacted text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedactedUrl({})", self.0)
+    }
+}
+
+impl serde::Serialize for RedactedUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+fn is_secret_key(key: &str) -> bool {
+    matches!(key, "password" | "sslpassword" | "ssl-password")
+}
+
+/// The secrets of `url` in every spelling a message might contain them: raw, percent-decoded,
+/// and the full URL text.
+pub(crate) fn secrets_of(url: &Url) -> Vec<String> {
+    let mut secrets = Vec::new();
+    if let Some(pw) = url.password().filter(|p| !p.is_empty()) {
+        secrets.push(url.as_str().to_owned());
+        secrets.push(pw.to_owned());
+        if let Ok(decoded) = percent_encoding::percent_decode_str(pw).decode_utf8() {
+            secrets.push(decoded.into_owned());
+        }
+    }
+    for (k, v) in url.query_pairs() {
+        if is_secret_key(&k) && !v.is_empty() {
+            secrets.push(url.as_str().to_owned());
+            secrets.push(v.into_owned());
+        }
+    }
+    // Longest first, so the full URL is replaced before the password inside it.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    secrets
+}
+
+/// Replaces every occurrence of each secret in `text` with `***`.
+pub(crate) fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets {
+        if !secret.is_empty() {
+            out = out.replace(secret.as_str(), MASK);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).expect("test URL parses")
+    }
+
+    #[test]
+    fn masks_userinfo_password_and_query_password() {
+        let u = url("postgres://app:s%40cret@db:5432/x?password=qq&sslmode=require");
+        let shown = RedactedUrl::new(&u).to_string();
+        assert_eq!(shown, "postgres://app:***@db:5432/x?password=***&sslmode=require");
+        assert!(!format!("{:?}", RedactedUrl::new(&u)).contains("cret"));
+    }
+
+    #[test]
+    fn scrub_removes_raw_and_decoded_password() {
+        let u = url("postgres://app:s%40cret@db/x");
+        let secrets = secrets_of(&u);
+        let text = format!("failed for '{}' with s@cret and s%40cret", u.as_str());
+        let clean = scrub(&text, &secrets);
+        assert!(!clean.contains("cret"), "{clean}");
+    }
+}

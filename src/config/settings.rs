@@ -1,0 +1,259 @@
+//! Layered settings: defaults < config file < `.env` < process environment.
+//!
+//! | source | names |
+//! |---|---|
+//! | config file | TOML, flat keys: `database_url`, the pool parameters (`connection_limit`, ...), `host`, `port`, `log_format`, `shutdown_grace`, `drain_timeout`, `pool_close_timeout`, `demo_diagnostics`. Read from `$DBSERVICE_CONFIG` (must exist) or `./dbservice.toml` (optional). |
+//! | environment | `DATABASE_URL`, `HOST`, `PORT`, `LOG_FORMAT`, and every other key as `DBSERVICE_<KEY>` (e.g. `DBSERVICE_CONNECTION_LIMIT=5`). |
+//! | `.env` | same names as the environment; a variable already set in the environment wins. |
+//!
+//! Pool parameters in the `DATABASE_URL` query override all of these (see
+//! [`DbConfig::from_parts`]). Unknown `DBSERVICE_*` variables and unknown file keys are errors,
+//! so a typo is reported rather than ignored.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::DbConfig;
+use super::duration::parse_duration;
+use super::url::POOL_KEYS;
+use crate::error::ConfigError;
+use crate::shutdown::ShutdownSettings;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, coloured when writing to a terminal.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Everything a backend built on dbservice reads at startup.
+#[derive(Clone)]
+pub struct Settings {
+    database_url: Option<String>,
+    pool: Vec<(String, String)>,
+    /// Address the HTTP server binds (`HOST`). Default: `127.0.0.1`.
+    pub host: String,
+    /// Port the HTTP server binds (`PORT`); 0 picks a free one. Default: 8080.
+    pub port: u16,
+    /// Log line format (`LOG_FORMAT=pretty|json`). Default: pretty.
+    pub log_format: LogFormat,
+    /// The shutdown sequence's bounds.
+    pub shutdown: ShutdownSettings,
+    /// Demo only: enables `GET /api/diagnostics/sleep` (holds a connection for a while; for
+    /// shutdown and load tests). Default: false.
+    pub demo_diagnostics: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Raw {
+    database_url: Option<String>,
+    config: Option<String>,
+    host: Option<String>,
+    port: Option<String>,
+    log_format: Option<String>,
+    shutdown_grace: Option<String>,
+    drain_timeout: Option<String>,
+    pool_close_timeout: Option<String>,
+    demo_diagnostics: Option<String>,
+    /// Everything else: must be a pool parameter (checked in `from_raw`, so that a typo is an
+    /// error naming the key).
+    #[serde(flatten)]
+    pool: HashMap<String, Scalar>,
+}
+
+/// A scalar from any source: TOML keeps numbers and booleans typed, the environment does not.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Text(s) => f.write_str(s),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the settings from the process environment, `.env` (if present) and the config
+    /// file. Reads files; call it before serving.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut env: HashMap<String, String> = std::env::vars().collect();
+        match dotenvy::dotenv_iter() {
+            Ok(iter) => {
+                for item in iter {
+                    let (k, v) = item.map_err(|e| ConfigError::Source(format!(".env: {e}")))?;
+                    env.entry(k).or_insert(v);
+                }
+            }
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(ConfigError::Source(format!(".env: {e}"))),
+        }
+        Self::from_sources(&env, Path::new("."))
+    }
+
+    /// Loads the settings from `env` (variable name to value) and the config file it points
+    /// at, resolving a relative `./dbservice.toml` against `dir`. Touches no process state, so
+    /// tests can call it freely.
+    pub fn from_sources(env: &HashMap<String, String>, dir: &Path) -> Result<Self, ConfigError> {
+        let source_err = |e: config::ConfigError| ConfigError::Source(e.to_string());
+        let mut builder = config::Config::builder();
+        match env.get("DBSERVICE_CONFIG").filter(|p| !p.is_empty()) {
+            Some(path) => {
+                builder = builder.add_source(config::File::from(PathBuf::from(path)).required(true));
+            }
+            None => {
+                builder = builder
+                    .add_source(config::File::from(dir.join("dbservice.toml")).required(false));
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("DBSERVICE")
+                .prefix_separator("_")
+                .ignore_empty(true)
+                .source(Some(env.clone().into_iter().collect())),
+        );
+        for (var, key) in [
+            ("DATABASE_URL", "database_url"),
+            ("HOST", "host"),
+            ("PORT", "port"),
+            ("LOG_FORMAT", "log_format"),
+        ] {
+            if let Some(v) = env.get(var).filter(|v| !v.is_empty()) {
+                builder = builder.set_override(key, v.clone()).map_err(source_err)?;
+            }
+        }
+        let raw: Raw = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(source_err)?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
+        let mut pool: Vec<(String, String)> = Vec::new();
+        for (key, value) in raw.pool {
+            if !POOL_KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::Source(format!(
+                    "unknown setting `{key}` (DBSERVICE_{}); known settings are database_url, \
+                     host, port, log_format, shutdown_grace, drain_timeout, pool_close_timeout, \
+                     demo_diagnostics, {}",
+                    key.to_ascii_uppercase(),
+                    POOL_KEYS.join(", ")
+                )));
+            }
+            pool.push((key, value.to_string()));
+        }
+        pool.sort();
+        let duration_or = |param: &str, v: Option<String>, default: Duration| {
+            v.map_or(Ok(default), |v| parse_duration(param, &v))
+        };
+        let defaults = ShutdownSettings::default();
+        let port = match raw.port {
+            Some(p) => p.trim().parse::<u16>().map_err(|_| ConfigError::InvalidValue {
+                param: "port".into(),
+                value: p.clone(),
+                reason: "expected a port number from 0 to 65535".into(),
+            })?,
+            None => 8080,
+        };
+        let log_format = match raw.log_format.as_deref().map(str::trim) {
+            None | Some("pretty") | Some("") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::InvalidValue {
+                    param: "log_format".into(),
+                    value: other.into(),
+                    reason: "expected `pretty` or `json`".into(),
+                });
+            }
+        };
+        let demo_diagnostics = match raw.demo_diagnostics.as_deref().map(str::trim) {
+            None | Some("false") | Some("0") | Some("") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => {
+                return Err(ConfigError::InvalidValue {
+                    param: "demo_diagnostics".into(),
+                    value: other.into(),
+                    reason: "expected true or false".into(),
+                });
+            }
+        };
+        let _ = raw.config;
+        Ok(Self {
+            database_url: raw.database_url.filter(|u| !u.trim().is_empty()),
+            pool,
+            host: raw.host.unwrap_or_else(|| "127.0.0.1".to_owned()),
+            port,
+            log_format,
+            shutdown: ShutdownSettings {
+                grace: duration_or("shutdown_grace", raw.shutdown_grace, defaults.grace)?,
+                drain_timeout: duration_or("drain_timeout", raw.drain_timeout, defaults.drain_timeout)?,
+                pool_close_timeout: duration_or(
+                    "pool_close_timeout",
+                    raw.pool_close_timeout,
+                    defaults.pool_close_timeout,
+                )?,
+            },
+            demo_diagnostics,
+        })
+    }
+
+    /// Whether a database URL was configured.
+    pub fn has_database_url(&self) -> bool {
+        self.database_url.is_some()
+    }
+
+    /// Replaces the database URL (e.g. with a test database).
+    pub fn set_database_url(&mut self, url: impl Into<String>) {
+        self.database_url = Some(url.into());
+    }
+
+    /// Sets one pool parameter as if it came from the environment; validated by
+    /// [`Settings::db_config`].
+    pub fn set_pool_param(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let key = key.into();
+        self.pool.retain(|(k, _)| *k != key);
+        self.pool.push((key, value.into()));
+    }
+
+    /// The validated pool configuration: the configured URL, or `default_url` when none is
+    /// set, on top of the pool parameters from the file and environment.
+    pub fn db_config(&self, default_url: Option<&str>) -> Result<DbConfig, ConfigError> {
+        let url = self
+            .database_url
+            .as_deref()
+            .or(default_url)
+            .ok_or(ConfigError::MissingUrl)?;
+        DbConfig::from_parts(url, &self.pool)
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set, not shown>"))
+            .field("pool", &self.pool)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("log_format", &self.log_format)
+            .field("shutdown", &self.shutdown)
+            .field("demo_diagnostics", &self.demo_diagnostics)
+            .finish()
+    }
+}

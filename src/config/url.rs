@@ -1,0 +1,232 @@
+//! Splitting `DATABASE_URL` into the driver's URL and our pool parameters.
+//!
+//! sqlx's three drivers treat unknown query keys three ways (PostgreSQL logs them with their
+//! values, MySQL ignores them, SQLite fails), so every key is classified here, in one place:
+//! our keys are taken out, the driver's own keys pass through untouched, and anything else is
+//! an error that names the key (with a suggestion when it looks like a typo of one of ours).
+
+use url::Url;
+
+use super::redact::RedactedUrl;
+use crate::error::ConfigError;
+
+/// The database engine a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// PostgreSQL (`postgres://`, `postgresql://`).
+    Postgres,
+    /// MySQL or MariaDB (`mysql://`, `mariadb://`).
+    MySql,
+    /// SQLite (`sqlite:`).
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend's human name, as used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "PostgreSQL",
+            Backend::MySql => "MySQL/MariaDB",
+            Backend::Sqlite => "SQLite",
+        }
+    }
+
+    /// Query keys the driver itself understands; they are passed through untouched.
+    fn driver_keys(self) -> &'static [&'static str] {
+        match self {
+            Backend::Postgres => &[
+                "sslmode",
+                "ssl-mode",
+                "sslrootcert",
+                "ssl-root-cert",
+                "ssl-ca",
+                "sslcert",
+                "ssl-cert",
+                "sslkey",
+                "ssl-key",
+                "host",
+                "hostaddr",
+                "port",
+                "dbname",
+                "user",
+                "password",
+                "options",
+            ],
+            Backend::MySql => &[
+                "sslmode",
+                "ssl-mode",
+                "sslca",
+                "ssl-ca",
+                "charset",
+                "collation",
+                "sslcert",
+                "ssl-cert",
+                "sslkey",
+                "ssl-key",
+                "socket",
+                "timezone",
+                "time-zone",
+            ],
+            Backend::Sqlite => &["mode", "cache", "immutable", "vfs"],
+        }
+    }
+}
+
+/// Our parameters, as accepted in the URL query and in the layered settings.
+pub(crate) const POOL_KEYS: &[&str] = &[
+    "connection_limit",
+    "min_connections",
+    "pool_timeout",
+    "connect_timeout",
+    "connect_retry_timeout",
+    "idle_timeout",
+    "max_lifetime",
+    "ping_after_idle",
+    "health_check_timeout",
+    "statement_timeout",
+    "idle_in_transaction_session_timeout",
+    "pgbouncer",
+    "statement_cache_size",
+    "schema",
+    "application_name",
+];
+
+/// The driver's spelling of a parameter we also accept under our own name.
+const ALIASES: &[(&str, &str)] = &[("statement-cache-capacity", "statement_cache_size")];
+
+/// `DATABASE_URL` taken apart.
+#[derive(Clone)]
+pub(crate) struct SplitUrl {
+    pub backend: Backend,
+    /// The URL for the driver: our keys removed, driver keys untouched.
+    pub driver_url: Url,
+    /// Our parameters in the order written.
+    pub params: Vec<(String, String)>,
+}
+
+/// Parses `raw` and separates our parameters from the driver's.
+pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
+    let mut url = Url::parse(raw.trim()).map_err(|e| ConfigError::InvalidUrl {
+        reason: e.to_string(),
+    })?;
+    let backend = match url.scheme() {
+        "postgres" | "postgresql" => Backend::Postgres,
+        "mysql" | "mariadb" => Backend::MySql,
+        "sqlite" => Backend::Sqlite,
+        other => {
+            return Err(ConfigError::UnsupportedScheme {
+                scheme: other.to_owned(),
+            });
+        }
+    };
+    if url.scheme() == "mariadb" {
+        // sqlx's MySQL driver speaks to MariaDB too; give it the scheme it documents.
+        let _ = url.set_scheme("mysql");
+    }
+
+    let mut params = Vec::new();
+    let mut driver_pairs = Vec::new();
+    for (key, value) in url.query_pairs() {
+        let key = key.into_owned();
+        let value = value.into_owned();
+        let ours = ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == key)
+            .map(|(_, name)| (*name).to_owned())
+            .or_else(|| POOL_KEYS.contains(&key.as_str()).then(|| key.clone()));
+        if let Some(name) = ours {
+            params.push((name, value));
+        } else if backend.driver_keys().contains(&key.as_str()) {
+            driver_pairs.push((key, value));
+        } else {
+            return Err(unknown_parameter(&key, backend));
+        }
+    }
+
+    if driver_pairs.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(driver_pairs);
+    }
+    Ok(SplitUrl {
+        backend,
+        driver_url: url,
+        params,
+    })
+}
+
+impl SplitUrl {
+    /// The driver URL, safe to show.
+    pub fn redacted(&self) -> RedactedUrl {
+        RedactedUrl::new(&self.driver_url)
+    }
+}
+
+fn unknown_parameter(key: &str, backend: Backend) -> ConfigError {
+    let closest = POOL_KEYS
+        .iter()
+        .chain(backend.driver_keys())
+        .map(|known| (strsim::damerau_levenshtein(key, known), *known))
+        .min_by_key(|(distance, _)| *distance);
+    let hint = match closest {
+        Some((distance, known)) if distance <= 3 => format!(" (did you mean `{known}`?)"),
+        _ => format!(
+            "; pool parameters are {}; {} parameters are {}",
+            POOL_KEYS.join(", "),
+            backend.name(),
+            backend.driver_keys().join(", ")
+        ),
+    };
+    ConfigError::UnknownParameter {
+        param: key.to_owned(),
+        hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_our_keys_and_keeps_driver_keys() {
+        let s = split("postgres://u:p@h:5/db?connection_limit=3&sslmode=disable&pool_timeout=2")
+            .expect("valid URL");
+        assert_eq!(s.backend, Backend::Postgres);
+        assert_eq!(s.driver_url.as_str(), "postgres://u:p@h:5/db?sslmode=disable");
+        assert_eq!(
+            s.params,
+            vec![
+                ("connection_limit".to_owned(), "3".to_owned()),
+                ("pool_timeout".to_owned(), "2".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn removes_the_question_mark_when_nothing_is_left() {
+        let s = split("sqlite://x.db?connection_limit=1").expect("valid URL");
+        assert_eq!(s.driver_url.as_str(), "sqlite://x.db");
+        let s = split("sqlite::memory:").expect("valid URL");
+        assert_eq!(s.backend, Backend::Sqlite);
+    }
+
+    #[test]
+    fn typo_gets_a_suggestion() {
+        let err = split("postgres://h/db?conection_limit=3").err().expect("rejected");
+        assert_eq!(err.to_string(), "unknown parameter `conection_limit` in DATABASE_URL (did you mean `connection_limit`?)");
+    }
+
+    #[test]
+    fn unknown_scheme_is_named() {
+        let err = split("mongodb://h/db").err().expect("rejected");
+        assert!(err.to_string().contains("`mongodb`"), "{err}");
+    }
+
+    #[test]
+    fn mariadb_scheme_becomes_mysql() {
+        let s = split("mariadb://root@127.0.0.1/test").expect("valid URL");
+        assert_eq!(s.backend, Backend::MySql);
+        assert!(s.driver_url.as_str().starts_with("mysql://"));
+    }
+}

@@ -1,0 +1,25 @@
+//! `accounts(id, owner, balance_cents >= 0, created_at)`.
+
+use sea_orm::entity::prelude::*;
+use serde::Serialize;
+
+/// An account row.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
+#[sea_orm(table_name = "accounts")]
+pub struct Model {
+    /// Primary key.
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// Who owns it.
+    pub owner: String,
+    /// Balance in cents; never negative (a CHECK constraint guards it too).
+    pub balance_cents: i64,
+    /// Creation time (UTC).
+    pub created_at: ChronoDateTimeUtc,
+}
+
+/// No relations are navigated from accounts.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,4 @@
+//! SeaORM entities of the ledger.
+
+pub mod accounts;
+pub mod transfers;

@@ -1,0 +1,29 @@
+//! `transfers(id, from_account_id, to_account_id, amount_cents > 0, idempotency_key unique, created_at)`.
+
+use sea_orm::entity::prelude::*;
+use serde::Serialize;
+
+/// A transfer row.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
+#[sea_orm(table_name = "transfers")]
+pub struct Model {
+    /// Primary key.
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// Debited account.
+    pub from_account_id: i64,
+    /// Credited account.
+    pub to_account_id: i64,
+    /// Amount in cents, above zero.
+    pub amount_cents: i64,
+    /// The client's `Idempotency-Key`, unique when present.
+    pub idempotency_key: Option<String>,
+    /// Creation time (UTC).
+    pub created_at: ChronoDateTimeUtc,
+}
+
+/// No relations are navigated from transfers.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,147 @@
+//! `ApiError`: the demo's one error type at the HTTP edge, rendered as
+//! `{"error": {"code": "...", "message": "..."}}` with a meaningful status.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::{HttpResponse, ResponseError};
+use sea_orm::{DbErr, sqlx};
+use serde_json::json;
+
+/// An error response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code (e.g. `insufficient_funds`, `pool_timeout`).
+    pub code: &'static str,
+    /// Human-readable explanation; never contains secrets or internal details.
+    pub message: String,
+    /// Seconds for a `Retry-After` header (503s).
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400: malformed or invalid input.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 409: conflicts with existing state (e.g. an idempotency key reused for another request).
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 422: well-formed but breaks a business rule.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// 503 with `Retry-After`.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+
+    /// 500 with an opaque message; the detail goes to the log only.
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            res.insert_header((RETRY_AFTER, secs.to_string()));
+        }
+        res.json(json!({ "error": { "code": self.code, "message": self.message } }))
+    }
+}
+
+/// The SQLSTATE of a driver error, if it has one.
+pub(crate) fn sqlstate(err: &DbErr) -> Option<String> {
+    match err {
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)) => match e.as_ref() {
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn is_connection_failure(err: &DbErr) -> bool {
+    match err {
+        DbErr::Conn(_) => true,
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => matches!(
+            e.as_ref(),
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
+        ),
+        _ => false,
+    }
+}
+
+impl From<DbErr> for ApiError {
+    fn from(err: DbErr) -> Self {
+        use sea_orm::error::ConnAcquireErr;
+        match &err {
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => {
+                return ApiError::unavailable(
+                    "pool_timeout",
+                    "no database connection became free within pool_timeout; retry later",
+                );
+            }
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed) => {
+                return ApiError::unavailable("shutting_down", "the database pool is closed");
+            }
+            _ => {}
+        }
+        if is_connection_failure(&err) {
+            tracing::warn!(error = %err, "database unreachable");
+            return ApiError::unavailable("database_unavailable", "the database is unreachable; retry later");
+        }
+        match sqlstate(&err).as_deref() {
+            // PostgreSQL query_canceled (statement_timeout); MySQL/MariaDB max_statement_time.
+            Some("57014") | Some("70100") => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "statement_timeout",
+                "the database statement timed out",
+            ),
+            // Serialization failure / deadlock: safe for the client to retry.
+            Some("40001") | Some("40P01") => ApiError::unavailable(
+                "transaction_conflict",
+                "the transaction conflicted with another one; retry",
+            ),
+            _ => ApiError::internal(&err),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The demo backend: a small ledger (accounts and transfers) on top of [`DbService`].
+//!
+//! The library never uses this module; it shows how a backend wires the service in, and the
+//! tests drive it exactly as `cargo run` does.
+
+pub mod entities;
+pub mod error;
+mod routes;
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, middleware, web};
+
+use self::error::ApiError;
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::service::DbService;
+use crate::shutdown::{self, ShutdownSettings};
+use crate::{health, migrate, telemetry};
+
+/// Where the demo keeps its data when `DATABASE_URL` is unset: an SQLite file in the working
+/// directory, created on first run.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://dbservice-demo.sqlite?mode=rwc";
+
+/// The demo server, bound and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    db: DbService,
+    shutdown: ShutdownSettings,
+}
+
+impl Application {
+    /// Validates the settings, creates the (not yet connected) [`DbService`] and binds the
+    /// listener (`port` 0 picks a free port). Serves nothing until
+    /// [`run_until_stopped`](Self::run_until_stopped). Must be called inside a tokio runtime.
+    pub fn build(settings: &Settings) -> Result<Self> {
+        let config = settings.db_config(Some(DEFAULT_DATABASE_URL))?;
+        let db = DbService::new(config)?;
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port)).map_err(|e| {
+            Error::Startup(format!("cannot listen on {}:{}: {e}", settings.host, settings.port))
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| Error::Startup(format!("cannot read the bound address: {e}")))?
+            .port();
+        let diagnostics = settings.demo_diagnostics;
+        let data = web::Data::new(db.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(middleware::from_fn(telemetry::log_request))
+                .app_data(data.clone())
+                .app_data(json_config())
+                .app_data(path_config())
+                .app_data(query_config())
+                .service(health::scope())
+                .configure(|cfg| routes::configure(cfg, diagnostics))
+        })
+        // Signals are ours (crate::shutdown): readiness must fail before the listener closes.
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown.drain_timeout_secs())
+        .listen(listener)
+        .map_err(|e| Error::Startup(format!("cannot serve: {e}")))?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            db,
+            shutdown: settings.shutdown,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The service behind the server.
+    pub fn db(&self) -> &DbService {
+        &self.db
+    }
+
+    /// Serves until `stop` resolves (the binary passes the first SIGTERM/SIGINT) or the
+    /// startup gives up, then runs the graceful shutdown ([`shutdown::drain`]); a second signal
+    /// forces it. Meanwhile the database is connected with backoff and migrated in the
+    /// background; `/health/ready` answers 503 until that is done.
+    ///
+    /// Returns an error if the startup failed (the process should exit non-zero).
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> Result<()> {
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
+        let db = self.db.clone();
+        let startup = tokio::spawn(async move {
+            tracing::info!(url = %db.config().redacted_url(), "connecting to the database");
+            let result = db.start(|db| async move { migrate::run::<migration::Migrator>(&db).await }).await;
+            match result {
+                Ok(()) => tracing::info!("database ready: migrations applied"),
+                Err(e) => {
+                    let _ = failed_tx.send(e);
+                }
+            }
+        });
+
+        let outcome = tokio::select! {
+            () = stop => Ok(()),
+            Ok(err) = failed_rx => Err(err),
+            res = &mut server => {
+                startup.abort();
+                let _ = self.db.close(self.shutdown.pool_close_timeout).await;
+                return match res {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(Error::Startup(format!("server failed: {e}"))),
+                    Err(e) => Err(Error::Startup(format!("server task failed: {e}"))),
+                };
+            }
+        };
+        startup.abort();
+        let mut settings = self.shutdown;
+        if outcome.is_err() {
+            // Not ready, never was: nothing to wait for behind a load balancer.
+            settings.grace = std::time::Duration::ZERO;
+        }
+        shutdown::drain(&self.db, handle, server, &settings, async {
+            shutdown::signal().await;
+        })
+        .await;
+        outcome
+    }
+}
+
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(16 * 1024)
+        .error_handler(|err, _req| {
+            use actix_web::error::JsonPayloadError;
+            let api = match &err {
+                JsonPayloadError::ContentType => ApiError {
+                    status: actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    ..ApiError::bad_request("unsupported_media_type", "expected Content-Type: application/json")
+                },
+                JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => ApiError {
+                    status: actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    ..ApiError::bad_request("payload_too_large", "the JSON body is larger than 16 KiB")
+                },
+                JsonPayloadError::Deserialize(e) => ApiError::bad_request("invalid_json", e.to_string()),
+                other => ApiError::bad_request("invalid_json", other.to_string()),
+            };
+            api.into()
+        })
+}
+
+fn path_config() -> web::PathConfig {
+    web::PathConfig::default()
+        .error_handler(|err, _req| ApiError::bad_request("invalid_path", err.to_string()).into())
+}
+
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|err, _req| ApiError::bad_request("invalid_query", err.to_string()).into())
+}

@@ -1,0 +1,263 @@
+//! `POST /api/transfers` (optional `Idempotency-Key`) and
+//! `GET /api/transfers?account_id=&limit=&after=`.
+//!
+//! A transfer runs in one transaction that first locks both account rows in id order
+//! (`SELECT ... FOR UPDATE` on PostgreSQL and MySQL; on SQLite a no-op write that takes the
+//! database's write lock, since SQLite locks the whole file and a read-then-write transaction
+//! would fail with "database is locked" instead of waiting). Locking in id order means two
+//! opposite transfers queue instead of deadlocking. With the rows locked, the balance check and
+//! the two updates cannot interleave with another transfer, so money is never lost and no
+//! balance goes negative (a CHECK constraint backs this up).
+//!
+//! The idempotency check runs inside the same transaction, after the locks: a retry of a
+//! transfer that committed sees it and gets the original back (201, `Idempotent-Replayed: true`)
+//! without moving money again; a concurrent duplicate that slips past the check hits the unique
+//! index, rolls back, and is answered with the original too.
+//!
+//! The transaction runs in its own task, so a client that disconnects mid-request cannot cancel
+//! it halfway: it commits or rolls back either way.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::Utc;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+};
+use serde::Deserialize;
+
+use super::accounts::Page;
+use super::page_limit;
+use crate::DbService;
+use crate::demo::entities::{accounts, transfers};
+use crate::demo::error::ApiError;
+
+/// Body of `POST /api/transfers`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTransfer {
+    from_account_id: i64,
+    to_account_id: i64,
+    amount_cents: i64,
+}
+
+/// Query of `GET /api/transfers`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    account_id: Option<i64>,
+    limit: Option<u64>,
+    after: Option<i64>,
+}
+
+enum Outcome {
+    Created(transfers::Model),
+    Replayed(transfers::Model),
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(raw) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.chars().all(|c| c.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn validate(t: &NewTransfer) -> Result<(), ApiError> {
+    if t.amount_cents <= 0 {
+        return Err(ApiError::bad_request(
+            "invalid_amount",
+            format!("amount_cents must be greater than zero, got {}", t.amount_cents),
+        ));
+    }
+    if t.from_account_id == t.to_account_id {
+        return Err(ApiError::unprocessable(
+            "same_account",
+            format!("cannot transfer from account {} to itself", t.from_account_id),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn create(
+    db: web::Data<DbService>,
+    req: HttpRequest,
+    body: web::Json<NewTransfer>,
+) -> Result<HttpResponse, ApiError> {
+    let t = body.into_inner();
+    validate(&t)?;
+    let key = idempotency_key(&req)?;
+    let db = db.into_inner();
+    let task = tokio::spawn(async move { run_transfer(&db, &t, key).await });
+    let outcome = task.await.map_err(|e| ApiError::internal(&e))??;
+    Ok(match outcome {
+        Outcome::Created(t) => HttpResponse::Created().json(t),
+        Outcome::Replayed(t) => HttpResponse::Created()
+            .insert_header(("Idempotent-Replayed", "true"))
+            .json(t),
+    })
+}
+
+async fn run_transfer(db: &DbService, t: &NewTransfer, key: Option<String>) -> Result<Outcome, ApiError> {
+    let txn = db.conn().begin().await?;
+    let result = transfer_in(&txn, t, key.as_deref()).await;
+    match result {
+        Ok(outcome) => {
+            txn.commit().await?;
+            Ok(outcome)
+        }
+        Err(err) => {
+            // Explicit rollback: the connection goes back to the pool clean, whatever the error.
+            let _ = txn.rollback().await;
+            match (err, key) {
+                (TxError::DuplicateKey, Some(key)) => {
+                    // A concurrent request with the same key committed first: answer like a retry.
+                    let original = find_by_key(db.conn(), &key).await?.ok_or_else(|| {
+                        ApiError::conflict("idempotency_conflict", "the idempotency key is being used concurrently")
+                    })?;
+                    replay(original, t)
+                }
+                (TxError::DuplicateKey, None) => Err(ApiError::internal(&"unique violation without a key")),
+                (TxError::Api(e), _) => Err(e),
+            }
+        }
+    }
+}
+
+enum TxError {
+    Api(ApiError),
+    DuplicateKey,
+}
+
+impl From<sea_orm::DbErr> for TxError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
+            TxError::DuplicateKey
+        } else {
+            TxError::Api(e.into())
+        }
+    }
+}
+
+impl From<ApiError> for TxError {
+    fn from(e: ApiError) -> Self {
+        TxError::Api(e)
+    }
+}
+
+fn replay(original: transfers::Model, t: &NewTransfer) -> Result<Outcome, ApiError> {
+    if original.from_account_id != t.from_account_id
+        || original.to_account_id != t.to_account_id
+        || original.amount_cents != t.amount_cents
+    {
+        return Err(ApiError::conflict(
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different transfer",
+        ));
+    }
+    Ok(Outcome::Replayed(original))
+}
+
+async fn find_by_key(conn: &impl ConnectionTrait, key: &str) -> Result<Option<transfers::Model>, sea_orm::DbErr> {
+    transfers::Entity::find()
+        .filter(transfers::Column::IdempotencyKey.eq(key))
+        .one(conn)
+        .await
+}
+
+async fn transfer_in(txn: &DatabaseTransaction, t: &NewTransfer, key: Option<&str>) -> Result<Outcome, TxError> {
+    let ids = [
+        Ord::min(t.from_account_id, t.to_account_id),
+        Ord::max(t.from_account_id, t.to_account_id),
+    ];
+    let mut lock = accounts::Entity::find()
+        .filter(accounts::Column::Id.is_in(ids))
+        .order_by_asc(accounts::Column::Id);
+    if txn.get_database_backend() == DbBackend::Sqlite {
+        // Take SQLite's write lock before any read (see the module docs).
+        accounts::Entity::update_many()
+            .col_expr(accounts::Column::BalanceCents, Expr::col(accounts::Column::BalanceCents).into())
+            .filter(accounts::Column::Id.is_in(ids))
+            .exec(txn)
+            .await?;
+    } else {
+        lock = lock.lock_exclusive();
+    }
+    let rows = lock.all(txn).await?;
+
+    if let Some(key) = key
+        && let Some(original) = find_by_key(txn, key).await?
+    {
+        return Ok(replay(original, t)?);
+    }
+
+    let find = |id: i64| {
+        rows.iter()
+            .find(|a| a.id == id)
+            .ok_or_else(|| ApiError::not_found("account_not_found", format!("account {id} does not exist")))
+    };
+    let from = find(t.from_account_id)?;
+    find(t.to_account_id)?;
+    if from.balance_cents < t.amount_cents {
+        return Err(ApiError::unprocessable(
+            "insufficient_funds",
+            format!(
+                "account {} has {} cents, cannot transfer {}",
+                from.id, from.balance_cents, t.amount_cents
+            ),
+        )
+        .into());
+    }
+
+    for (id, delta) in [(t.from_account_id, -t.amount_cents), (t.to_account_id, t.amount_cents)] {
+        accounts::Entity::update_many()
+            .col_expr(
+                accounts::Column::BalanceCents,
+                Expr::col(accounts::Column::BalanceCents).add(delta),
+            )
+            .filter(accounts::Column::Id.eq(id))
+            .exec(txn)
+            .await?;
+    }
+    let created = transfers::ActiveModel {
+        from_account_id: Set(t.from_account_id),
+        to_account_id: Set(t.to_account_id),
+        amount_cents: Set(t.amount_cents),
+        idempotency_key: Set(key.map(str::to_owned)),
+        created_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
+    Ok(Outcome::Created(created))
+}
+
+pub(crate) async fn list(db: web::Data<DbService>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let limit = page_limit(q.limit)?;
+    let mut query = transfers::Entity::find().order_by_asc(transfers::Column::Id);
+    if let Some(account) = q.account_id {
+        if accounts::Entity::find_by_id(account).one(db.conn()).await?.is_none() {
+            return Err(ApiError::not_found("account_not_found", format!("account {account} does not exist")));
+        }
+        query = query.filter(
+            Condition::any()
+                .add(transfers::Column::FromAccountId.eq(account))
+                .add(transfers::Column::ToAccountId.eq(account)),
+        );
+    }
+    if let Some(after) = q.after {
+        query = query.filter(transfers::Column::Id.gt(after));
+    }
+    let items = query.limit(limit).all(db.conn()).await?;
+    let next_after = (items.len() as u64 == limit).then(|| items.last().map(|t| t.id)).flatten();
+    Ok(HttpResponse::Ok().json(Page { items, next_after }))
+}

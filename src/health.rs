@@ -1,0 +1,133 @@
+//! Health endpoints for actix-web: mount [`scope()`] and put a `web::Data<DbService>` in the
+//! app data.
+//!
+//! - `GET /health/live`: 200 while the process serves HTTP. Never touches the database, so a
+//!   database outage does not make Kubernetes restart healthy pods.
+//! - `GET /health/ready`: 200 (`pass`/`warn`) when the service is started, not shutting down,
+//!   and the database answers within `health_check_timeout`; 503 (`fail`) otherwise. A pool
+//!   whose every connection is busy is `warn` (200): the database is fine, we are just busy.
+//! - `GET /health/db`: details for humans: phase, redacted configuration, pool statistics,
+//!   last error.
+//!
+//! Bodies follow the IETF *Health Check Response Format for HTTP APIs* draft
+//! (`application/health+json`).
+
+use std::time::SystemTime;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::{HttpResponse, Scope, web};
+use serde_json::json;
+
+use crate::service::{DbService, Phase, PingError};
+use crate::stats::PoolStats;
+use crate::time::rfc3339;
+
+/// The `/health` scope with `live`, `ready` and `db`.
+pub fn scope() -> Scope {
+    web::scope("/health")
+        .route("/live", web::get().to(live))
+        .route("/ready", web::get().to(ready))
+        .route("/db", web::get().to(details))
+}
+
+fn respond(status: StatusCode, body: serde_json::Value) -> HttpResponse {
+    let mut res = HttpResponse::build(status);
+    res.insert_header((CONTENT_TYPE, "application/health+json"))
+        .insert_header((CACHE_CONTROL, "no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        res.insert_header((RETRY_AFTER, "1"));
+    }
+    res.body(body.to_string())
+}
+
+async fn live() -> HttpResponse {
+    respond(StatusCode::OK, json!({ "status": "pass" }))
+}
+
+fn pool_check(stats: &PoolStats, status: &str, now: &str) -> serde_json::Value {
+    json!([{
+        "componentType": "datastore",
+        "observedValue": stats,
+        "observedUnit": "connections",
+        "status": status,
+        "time": now,
+    }])
+}
+
+async fn ready(db: web::Data<DbService>) -> HttpResponse {
+    let now = rfc3339::format(SystemTime::now());
+    let phase = db.phase();
+    if phase != Phase::Ready {
+        let stats = db.stats();
+        let why = match phase {
+            Phase::Starting => "starting: waiting for the database or migrations",
+            Phase::Failed => "startup failed; see /health/db",
+            _ => "shutting down",
+        };
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "status": "fail",
+                "output": why,
+                "checks": { "database:connections": pool_check(&stats, "fail", &now) },
+            }),
+        );
+    }
+
+    let result = db.ping().await;
+    let stats = db.stats();
+    let (status, code, output, response_ms) = match result {
+        Ok(rtt) => {
+            let status = if stats.is_saturated() { "warn" } else { "pass" };
+            (status, StatusCode::OK, None, Some(rtt.as_secs_f64() * 1000.0))
+        }
+        Err(PingError::TimedOut(_)) if stats.is_saturated() => (
+            "warn",
+            StatusCode::OK,
+            Some(format!("pool saturated: all {} connections busy", stats.max)),
+            None,
+        ),
+        Err(e) => ("fail", StatusCode::SERVICE_UNAVAILABLE, Some(e.to_string()), None),
+    };
+    let mut body = json!({
+        "status": status,
+        "checks": {
+            "database:responseTime": [{
+                "componentType": "datastore",
+                "observedValue": response_ms,
+                "observedUnit": "ms",
+                "status": status,
+                "time": now,
+            }],
+            "database:connections": pool_check(&stats, status, &now),
+        },
+    });
+    if let Some(output) = output {
+        body["output"] = json!(output);
+    }
+    respond(code, body)
+}
+
+async fn details(db: web::Data<DbService>) -> HttpResponse {
+    let phase = db.phase();
+    let stats = db.stats();
+    let status = match phase {
+        Phase::Ready if stats.is_saturated() => "warn",
+        Phase::Ready => "pass",
+        _ => "fail",
+    };
+    respond(
+        StatusCode::OK,
+        json!({
+            "status": status,
+            "phase": phase,
+            "backend": db.backend(),
+            "pool": stats,
+            "utilization": stats.utilization(),
+            "config": db.config(),
+            "last_error": db.last_error(),
+            "time": rfc3339::format(SystemTime::now()),
+        }),
+    )
+}

@@ -1,0 +1,38 @@
+//! # dbservice
+//!
+//! One process-wide database pool service for Rust web backends: Prisma's `PrismaService`,
+//! on SeaORM 2 (sqlx), tokio and actix-web 4.
+//!
+//! - [`config`]: `DATABASE_URL` and its pool parameters (`connection_limit`, `pool_timeout`,
+//!   ...), layered settings, redaction.
+//! - [`DbService`]: owns the pool; lazy creation, connect with backoff, readiness, close.
+//! - [`health`]: `/health/live`, `/health/ready`, `/health/db` for actix-web.
+//! - [`shutdown`]: SIGTERM/SIGINT handling: readiness first, then drain, then close.
+//! - [`migrate`]: sea-orm-migration behind a cross-process lock.
+//! - [`telemetry`]: `tracing` subscriber and the per-request log line.
+//! - `demo`: the ledger backend that `cargo run` serves; an example, not part of the API.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use dbservice::{DbConfig, DbService};
+//! let db = DbService::new(DbConfig::from_url("postgres://app@localhost/app?connection_limit=5")?)?;
+//! db.connect().await?;
+//! let ready = db.ping().await.is_ok();
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod demo;
+mod error;
+pub mod health;
+pub mod migrate;
+mod service;
+pub mod shutdown;
+mod stats;
+pub mod telemetry;
+mod time;
+
+pub use config::{Backend, DbConfig, PoolOptions, RedactedUrl, Settings};
+pub use error::{ConfigError, Error, Result};
+pub use service::{DbService, LastError, Phase, PingError};
+pub use stats::PoolStats;

@@ -1,0 +1,52 @@
+//! The demo ledger server: `cargo run`.
+
+use std::process::ExitCode;
+
+use dbservice::demo::Application;
+use dbservice::{Settings, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dbservice: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = telemetry::init(settings.log_format) {
+        eprintln!("dbservice: cannot initialise logging: {e}");
+        return ExitCode::from(1);
+    }
+    let app = match Application::build(&settings) {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("dbservice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let db = app.db();
+    tracing::info!(
+        address = %format!("{}:{}", settings.host, app.port()),
+        url = %db.config().redacted_url(),
+        pool = ?db.config().pool(),
+        shutdown = ?settings.shutdown,
+        "listening"
+    );
+    if !settings.has_database_url() {
+        tracing::info!("DATABASE_URL is unset: using the embedded SQLite file");
+    }
+    let stop = async {
+        let name = shutdown::signal().await;
+        tracing::info!(signal = name, "stop requested");
+    };
+    match app.run_until_stopped(stop).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stopped with an error");
+            eprintln!("dbservice: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

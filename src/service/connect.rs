@@ -1,0 +1,145 @@
+//! The initial connect: retry a database that is not up yet, give up on one that refuses us.
+//!
+//! Each attempt takes a connection from the (lazy) pool and pings it, bounded by
+//! `connect_timeout`. Transient failures (refused, reset, timed out, "the database system is
+//! starting up" 57P03, "too many connections" 53300, ...) are retried with exponential backoff
+//! (100 ms doubling up to 5 s, with full jitter so a fleet restarting together does not knock in
+//! step) until `connect_retry_timeout` has passed. Anything else (bad password 28P01, unknown
+//! database 3D000, TLS refused) fails at once: retrying cannot fix it.
+
+use std::io::ErrorKind;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use sea_orm::sqlx;
+
+use super::pool::PoolHandle;
+use crate::config::DbConfig;
+use crate::error::Error;
+
+/// One failed attempt, already scrubbed of secrets.
+#[derive(Debug, Clone)]
+pub(crate) struct AttemptError {
+    pub transient: bool,
+    pub message: String,
+}
+
+/// Describes a driver error with its SQLSTATE, scrubbed of the URL's secrets.
+pub(crate) fn describe(config: &DbConfig, err: &sqlx::Error) -> String {
+    let text = match err {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", db.message()),
+            None => db.message().to_owned(),
+        },
+        other => other.to_string(),
+    };
+    config.scrub(&text)
+}
+
+/// Whether retrying the connect may succeed.
+pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::NotConnected
+                | ErrorKind::TimedOut
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::BrokenPipe
+                | ErrorKind::AddrNotAvailable
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable
+                | ErrorKind::NetworkDown
+                | ErrorKind::Interrupted
+        ),
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            matches!(
+                code.as_ref(),
+                // PostgreSQL: starting up, too many connections, admin/crash shutdown,
+                // connection failures.
+                "57P03" | "53300" | "57P01" | "57P02" | "08000" | "08001" | "08006"
+                // MySQL/MariaDB: too many connections.
+                | "08004"
+            )
+        }),
+        _ => false,
+    }
+}
+
+/// Retries [`PoolHandle::probe`] until it succeeds, a non-transient error occurs, or
+/// `connect_retry_timeout` passes. `on_error` sees every failed attempt (for "last error").
+pub(crate) async fn connect_with_retry(
+    pool: &PoolHandle,
+    config: &DbConfig,
+    on_error: &(dyn Fn(&str) + Sync),
+) -> Result<(), Error> {
+    let p = config.pool();
+    let started = Instant::now();
+    let attempts = AtomicU32::new(0);
+    let last = Mutex::new(String::from("no attempt finished"));
+
+    let attempt = || async {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        let result = match tokio::time::timeout(p.connect_timeout, pool.probe()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => AttemptError {
+                transient: is_transient(&e),
+                message: describe(config, &e),
+            },
+            Err(_) => AttemptError {
+                transient: true,
+                message: format!(
+                    "no connection within connect_timeout ({})",
+                    humantime::format_duration(p.connect_timeout)
+                ),
+            },
+        };
+        on_error(&result.message);
+        if let Ok(mut slot) = last.lock() {
+            slot.clone_from(&result.message);
+        }
+        Err(result)
+    };
+
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    let url = config.redacted_url();
+    let retrying = attempt
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e: &AttemptError| e.transient && !p.connect_retry_timeout.is_zero())
+        .notify(|e: &AttemptError, delay: Duration| {
+            tracing::warn!(
+                url = %url,
+                error = %e.message,
+                retry_in_ms = delay.as_millis() as u64,
+                "database not reachable yet; retrying"
+            );
+        });
+
+    let outcome = tokio::time::timeout(p.connect_retry_timeout.max(p.connect_timeout), retrying).await;
+    let attempts = attempts.load(Ordering::Relaxed);
+    let last_error = last.lock().map(|s| s.clone()).unwrap_or_default();
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if !e.transient => Err(Error::ConnectRejected {
+            url,
+            message: e.message,
+        }),
+        _ => Err(Error::ConnectTimedOut {
+            url,
+            elapsed: started.elapsed(),
+            attempts,
+            last_error,
+        }),
+    }
+}

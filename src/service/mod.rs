@@ -1,0 +1,215 @@
+//! [`DbService`]: the one owner of a backend's database pool.
+
+mod connect;
+mod global;
+mod lifecycle;
+mod pool;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use sea_orm::DatabaseConnection;
+use serde::Serialize;
+
+pub use self::lifecycle::Phase;
+use self::lifecycle::Lifecycle;
+use self::pool::PoolHandle;
+use crate::config::{Backend, DbConfig};
+use crate::error::{Error, Result};
+use crate::stats::PoolStats;
+
+/// A cheap-to-clone handle to one database pool and its state.
+///
+/// Build as many as you like with [`DbService::new`] (tests run several side by side); a
+/// backend usually installs one as the process-wide instance ([`DbService::install_global`])
+/// and hands clones to its handlers through `web::Data`.
+///
+/// The pool is lazy: [`DbService::new`] does no I/O. [`DbService::connect`] (or
+/// [`DbService::start`]) waits for the database with backoff and marks the service ready.
+#[derive(Clone)]
+pub struct DbService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: DatabaseConnection,
+    pool: PoolHandle,
+    config: DbConfig,
+    lifecycle: Lifecycle,
+    last_error: Mutex<Option<LastError>>,
+}
+
+/// The most recent database error the service saw (redacted), for `/health/db`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    /// The message, without secrets.
+    pub message: String,
+    /// When it happened.
+    #[serde(with = "crate::time::rfc3339")]
+    pub at: SystemTime,
+}
+
+/// Why a database check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PingError {
+    /// No answer within `health_check_timeout` (the pool may be saturated, or the database hung).
+    #[error("no answer from the database within {0:?}")]
+    TimedOut(Duration),
+    /// The database could not be reached or answered with an error.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl std::fmt::Debug for DbService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbService")
+            .field("config", &self.inner.config)
+            .field("phase", &self.phase())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DbService {
+    /// Creates the service and its (lazy) pool. No connection is opened yet.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn new(config: DbConfig) -> Result<Self> {
+        let (conn, pool) = pool::build(&config)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                pool,
+                config,
+                lifecycle: Lifecycle::default(),
+                last_error: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The SeaORM connection: pass `db.conn()` to any SeaORM call.
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.inner.conn
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &DbConfig {
+        &self.inner.config
+    }
+
+    /// The database engine.
+    pub fn backend(&self) -> Backend {
+        self.inner.config.backend()
+    }
+
+    /// Where the service is in its life (starting, ready, draining, ...).
+    pub fn phase(&self) -> Phase {
+        self.inner.lifecycle.phase()
+    }
+
+    /// A snapshot of the pool's connections.
+    pub fn stats(&self) -> PoolStats {
+        let p = &self.inner.pool;
+        let open = p.size();
+        let idle = p.num_idle().min(open);
+        let cfg = self.inner.config.pool();
+        PoolStats {
+            open,
+            idle,
+            busy: open - idle,
+            max: cfg.connection_limit,
+            min: cfg.min_connections,
+        }
+    }
+
+    /// The most recent connection or health-check error, if any.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.inner.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn record_error(&self, message: &str) {
+        if let Ok(mut slot) = self.inner.last_error.lock() {
+            *slot = Some(LastError {
+                message: message.to_owned(),
+                at: SystemTime::now(),
+            });
+        }
+    }
+
+    /// Waits for the database (retrying transient failures with backoff, bounded by
+    /// `connect_retry_timeout`), then marks the service ready.
+    pub async fn connect(&self) -> Result<()> {
+        self.start(|_| async { Ok::<(), std::convert::Infallible>(()) })
+            .await
+    }
+
+    /// Like [`connect`](Self::connect), but runs `prepare` (e.g. migrations) after the
+    /// database is reachable and before the service reports ready. On failure the service
+    /// stays not-ready ([`Phase::Failed`]) and the error says why.
+    pub async fn start<F, Fut, E>(&self, prepare: F) -> Result<()>
+    where
+        F: FnOnce(DbService) -> Fut,
+        Fut: Future<Output = std::result::Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let cfg = &self.inner.config;
+        let record = |msg: &str| self.record_error(msg);
+        let result = async {
+            connect::connect_with_retry(&self.inner.pool, cfg, &record).await?;
+            tracing::info!(url = %cfg.redacted_url(), "database reachable");
+            prepare(self.clone())
+                .await
+                .map_err(|e| Error::Startup(cfg.scrub(&e.to_string())))
+        }
+        .await;
+        match &result {
+            Ok(()) => self.inner.lifecycle.mark_ready(),
+            Err(e) => {
+                self.record_error(&e.to_string());
+                self.inner.lifecycle.mark_failed();
+            }
+        }
+        result
+    }
+
+    /// Checks that a connection can be had and answers, within `health_check_timeout`.
+    /// Returns the round-trip time.
+    pub async fn ping(&self) -> std::result::Result<Duration, PingError> {
+        let bound = self.inner.config.pool().health_check_timeout;
+        let started = Instant::now();
+        match tokio::time::timeout(bound, self.inner.pool.probe()).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            Ok(Err(e)) => {
+                let msg = connect::describe(&self.inner.config, &e);
+                self.record_error(&msg);
+                Err(PingError::Failed(msg))
+            }
+            Err(_) => Err(PingError::TimedOut(bound)),
+        }
+    }
+
+    /// Starts the shutdown: readiness fails from now on; the pool keeps serving in-flight work.
+    pub fn begin_shutdown(&self) {
+        self.inner.lifecycle.mark_draining();
+    }
+
+    /// Closes the pool, waiting at most `bound` for checked-out connections to come back.
+    /// Returns `false` if the bound passed first (the remaining connections close when the
+    /// process exits).
+    pub async fn close(&self, bound: Duration) -> bool {
+        self.inner.lifecycle.mark_draining();
+        let closed = tokio::time::timeout(bound, self.inner.pool.close())
+            .await
+            .is_ok();
+        if !closed {
+            let stats = self.stats();
+            tracing::warn!(
+                busy = stats.busy,
+                bound_ms = bound.as_millis() as u64,
+                "pool close timed out with connections still checked out"
+            );
+        }
+        self.inner.lifecycle.mark_closed();
+        closed
+    }
+}

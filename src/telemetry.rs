@@ -1,0 +1,57 @@
+//! Logging with `tracing`: one subscriber for the process, and a per-request log line.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::TryInitError;
+
+use crate::config::LogFormat;
+
+/// The filter used when `RUST_LOG` is unset: our lines at INFO, the drivers' only when they warn.
+pub const DEFAULT_FILTER: &str = "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn";
+
+/// Installs the process's subscriber (`RUST_LOG` filter, pretty or JSON lines on stdout).
+///
+/// Call it once, early in `main`; a second call returns an error.
+pub fn init(format: LogFormat) -> Result<(), TryInitError> {
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .finish()
+            .try_init(),
+        LogFormat::Pretty => builder.compact().finish().try_init(),
+    }
+}
+
+/// actix middleware (use with `middleware::from_fn`): one INFO line per request with method,
+/// path, status and latency. Query strings are left out: they may carry personal data.
+pub async fn log_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let res = next.call(req).await;
+    let status = match &res {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.as_response_error().status_code().as_u16(),
+    };
+    tracing::info!(
+        target: "dbservice::http",
+        method = %method,
+        path = %path,
+        status,
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    res
+}
