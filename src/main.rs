@@ -41,7 +41,11 @@ async fn main() -> ExitCode {
         let name = shutdown::signal().await;
         tracing::info!(signal = name, "stop requested");
     };
-    match app.run_until_stopped(stop).await {
+    let force = async {
+        let name = shutdown::signal().await;
+        tracing::warn!(signal = name, "second stop request: forcing");
+    };
+    match app.run_until_stopped(stop, force).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "stopped with an error");

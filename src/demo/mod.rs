@@ -82,12 +82,16 @@ impl Application {
     }
 
     /// Serves until `stop` resolves (the binary passes the first SIGTERM/SIGINT) or the
-    /// startup gives up, then runs the graceful shutdown ([`shutdown::drain`]); a second signal
-    /// forces it. Meanwhile the database is connected with backoff and migrated in the
+    /// startup gives up, then runs the graceful shutdown ([`shutdown::drain`]); `force`
+    /// resolving during it (the binary passes the next signal) cuts it short. Meanwhile the database is connected with backoff and migrated in the
     /// background; `/health/ready` answers 503 until that is done.
     ///
     /// Returns an error if the startup failed (the process should exit non-zero).
-    pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()>,
+        force: impl Future<Output = ()>,
+    ) -> Result<()> {
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
@@ -122,10 +126,7 @@ impl Application {
             // Not ready, never was: nothing to wait for behind a load balancer.
             settings.grace = std::time::Duration::ZERO;
         }
-        shutdown::drain(&self.db, handle, server, &settings, async {
-            shutdown::signal().await;
-        })
-        .await;
+        shutdown::drain(&self.db, handle, server, &settings, force).await;
         outcome
     }
 }

@@ -1,6 +1,7 @@
 //! The initial connect: retry a database that is not up yet, give up on one that refuses us.
 //!
-//! Each attempt takes a connection from the (lazy) pool and pings it, bounded by
+//! Each attempt opens one connection directly (so a failure reports its real cause), then takes
+//! a connection from the (lazy) pool and pings it; the whole attempt is bounded by
 //! `connect_timeout`. Transient failures (refused, reset, timed out, "the database system is
 //! starting up" 57P03, "too many connections" 53300, ...) are retried with exponential backoff
 //! (100 ms doubling up to 5 s, with full jitter so a fleet restarting together does not knock in
@@ -85,7 +86,11 @@ pub(crate) async fn connect_with_retry(
 
     let attempt = || async {
         attempts.fetch_add(1, Ordering::Relaxed);
-        let result = match tokio::time::timeout(p.connect_timeout, pool.probe()).await {
+        let probe = async {
+            pool.connect_direct().await?;
+            pool.probe().await
+        };
+        let result = match tokio::time::timeout(p.connect_timeout, probe).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => AttemptError {
                 transient: is_transient(&e),

@@ -63,6 +63,18 @@ impl PoolHandle {
         })
     }
 
+    /// Opens one connection outside the pool and closes it again. Unlike a pool checkout,
+    /// which silently retries refused connections until its deadline and then reports only
+    /// "timed out", this returns the real cause (refused, bad password, unknown database) at
+    /// once: what the startup loop needs to decide whether to retry and to say why.
+    pub async fn connect_direct(&self) -> Result<(), sqlx::Error> {
+        use sqlx::ConnectOptions;
+        each_pool!(self, p => {
+            let conn = p.connect_options().connect().await?;
+            conn.close().await
+        })
+    }
+
     /// Closes the pool: no new checkouts; waits until every connection is returned and closed.
     pub async fn close(&self) {
         each_pool!(self, p => p.close().await)

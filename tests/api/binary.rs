@@ -1,0 +1,218 @@
+//! The compiled demo binary: exit codes, messages, signals, and what it prints.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::support::pg_cluster::free_port;
+use crate::support::{PASSWORD, backends_named, eventually, fresh_pg_database, shared_url, unique_name, with_params};
+
+/// A running binary whose stdout and stderr are collected line by line.
+struct Server {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    _cwd: tempfile::TempDir,
+}
+
+impl Server {
+    fn spawn(env: &[(&str, String)]) -> Self {
+        let cwd = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbservice"));
+        cmd.current_dir(cwd.path())
+            .env_clear()
+            .env("PORT", "0")
+            .env("LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("binary starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().expect("lines lock").push(line);
+                }
+            });
+        }
+        Self { child, lines, _cwd: cwd }
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().expect("lines lock").join("\n")
+    }
+
+    /// The `http://host:port` from the "listening" log line.
+    async fn address(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let found = self.lines.lock().expect("lines lock").iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["message"] == "listening").then(|| v["address"].as_str().map(str::to_owned))?
+            });
+            if let Some(a) = found {
+                return format!("http://{a}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no listening line:\n{}", self.output());
+    }
+
+    async fn wait_exit(&mut self, bound: Duration) -> (i32, Duration) {
+        let started = Instant::now();
+        while started.elapsed() < bound {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // Let the reader threads drain the pipes.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return (status.code().unwrap_or(-1), started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        panic!("did not exit within {bound:?}:\n{}", self.output());
+    }
+
+    fn signal(&self, sig: Signal) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits");
+        kill(Pid::from_raw(pid), sig).expect("signal delivered");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, address: &str) {
+    let ok = eventually(Duration::from_secs(30), || async {
+        client
+            .get(format!("{address}/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 200)
+    })
+    .await;
+    assert!(ok, "never ready");
+}
+
+#[tokio::test]
+async fn bad_setting_exits_2_naming_parameter_and_value() {
+    let url = format!("postgres://app:{PASSWORD}@127.0.0.1:1/db?pool_timeout=abc");
+    let mut server = Server::spawn(&[("DATABASE_URL", url)]);
+    let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
+    let out = server.output();
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("pool_timeout") && out.contains("`abc`"), "{out}");
+    assert!(!out.contains(PASSWORD), "password printed:\n{out}");
+
+    let mut server = Server::spawn(&[("DATABASE_URL", "postgres://h/db?connection_limit=2&min_connections=3".into())]);
+    let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(code, 2);
+    assert!(server.output().contains("`min_connections` (3) is greater than `connection_limit` (2)"));
+}
+
+#[tokio::test]
+async fn unreachable_database_gives_up_after_connect_retry_timeout() {
+    let port = free_port();
+    let url = format!("postgres://app:{PASSWORD}@127.0.0.1:{port}/db?connect_retry_timeout=2&connect_timeout=1");
+    let mut server = Server::spawn(&[("DATABASE_URL", url)]);
+    let (code, took) = server.wait_exit(Duration::from_secs(30)).await;
+    let out = server.output();
+    assert_eq!(code, 1, "{out}");
+    assert!(took >= Duration::from_millis(1500), "kept retrying for the bound: {took:?}");
+    assert!(out.contains("gave up connecting") && out.contains("connect_retry_timeout"), "{out}");
+    assert!(out.contains("retrying"), "each failed attempt is logged:\n{out}");
+    assert!(!out.contains(PASSWORD), "password printed:\n{out}");
+}
+
+#[tokio::test]
+async fn unknown_database_fails_fast_without_retrying() {
+    let url = with_params(
+        &tokio::task::spawn_blocking(|| shared_url("no_such_database")).await.expect("shared cluster"),
+        "connect_retry_timeout=60",
+    );
+    let mut server = Server::spawn(&[("DATABASE_URL", url)]);
+    let (code, took) = server.wait_exit(Duration::from_secs(30)).await;
+    let out = server.output();
+    assert_eq!(code, 1, "{out}");
+    assert!(took < Duration::from_secs(15), "no retry loop on a non-transient error: {took:?}");
+    assert!(out.contains("3D000"), "the SQLSTATE is reported:\n{out}");
+    assert!(!out.contains(PASSWORD), "password printed:\n{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_fails_readiness_then_drains_in_flight_requests() {
+    let base = fresh_pg_database().await;
+    let name = unique_name("term");
+    let mut server = Server::spawn(&[
+        ("DATABASE_URL", with_params(&base, &format!("application_name={name}"))),
+        ("DBSERVICE_DEMO_DIAGNOSTICS", "true".into()),
+        ("DBSERVICE_SHUTDOWN_GRACE", "1500ms".into()),
+    ]);
+    let address = server.address().await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+    wait_ready(&client, &address).await;
+
+    let slow = tokio::spawn({
+        let (client, address) = (client.clone(), address.clone());
+        async move {
+            let res = client.get(format!("{address}/api/diagnostics/sleep?seconds=3")).send().await;
+            res.map(|r| r.status().as_u16())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(backends_named(&base, &name).await >= 1, "the slow request holds a connection");
+    server.signal(Signal::SIGTERM);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = client.get(format!("{address}/health/ready")).send().await.expect("served during grace");
+    assert_eq!(ready.status().as_u16(), 503, "readiness fails at once");
+    let live = client.get(format!("{address}/health/live")).send().await.expect("served during grace");
+    assert_eq!(live.status().as_u16(), 200);
+
+    assert_eq!(slow.await.expect("task").expect("slow request answered"), 200, "in-flight request completed");
+    let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
+    let out = server.output();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        eventually(Duration::from_secs(3), || async { backends_named(&base, &name).await == 0 }).await,
+        "a backend of ours outlived the process"
+    );
+    let request_line = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "request" && v["path"] == "/api/diagnostics/sleep")
+        .unwrap_or_else(|| panic!("no request line:\n{out}"));
+    assert_eq!(request_line["method"], "GET");
+    assert_eq!(request_line["status"], 200);
+    assert!(request_line["latency_ms"].as_f64().is_some_and(|ms| ms >= 2500.0), "{request_line}");
+    assert!(!out.contains(PASSWORD), "password printed:\n{out}");
+}
+
+#[tokio::test]
+async fn sigint_stops_cleanly_on_sqlite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("int.sqlite").display());
+    let mut server = Server::spawn(&[("DATABASE_URL", url)]);
+    let address = server.address().await;
+    let client = reqwest::Client::new();
+    wait_ready(&client, &address).await;
+    server.signal(Signal::SIGINT);
+    let (code, took) = server.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(code, 0, "{}", server.output());
+    assert!(took < Duration::from_secs(5), "idle server stops promptly: {took:?}");
+}

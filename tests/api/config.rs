@@ -1,0 +1,99 @@
+//! Layered settings: defaults < config file < environment < URL query; errors name the key.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dbservice::Settings;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+#[test]
+fn environment_overrides_file_and_url_overrides_environment() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("dbservice.toml"),
+        "database_url = \"postgres://file@h/db\"\nconnection_limit = 4\npool_timeout = 7\nmin_connections = 1\nport = 9000\n",
+    )
+    .expect("write config file");
+
+    let only_file = Settings::from_sources(&HashMap::new(), dir.path()).expect("file alone loads");
+    let cfg = only_file.db_config(None).expect("valid");
+    assert_eq!(cfg.pool().connection_limit, 4, "numbers from TOML are accepted");
+    assert_eq!(cfg.pool().pool_timeout, Some(Duration::from_secs(7)));
+    assert_eq!(only_file.port, 9000);
+
+    let s = Settings::from_sources(
+        &env(&[
+            ("DATABASE_URL", "postgres://env@h/db?connection_limit=9"),
+            ("DBSERVICE_CONNECTION_LIMIT", "6"),
+            ("DBSERVICE_POOL_TIMEOUT", "2s"),
+            ("PORT", "9100"),
+        ]),
+        dir.path(),
+    )
+    .expect("layers load");
+    let cfg = s.db_config(None).expect("valid");
+    assert_eq!(cfg.pool().connection_limit, 9, "URL beats environment");
+    assert_eq!(cfg.pool().pool_timeout, Some(Duration::from_secs(2)), "environment beats file");
+    assert_eq!(cfg.pool().min_connections, 1, "file beats defaults");
+    assert_eq!(s.port, 9100);
+    assert!(cfg.redacted_url().to_string().starts_with("postgres://env@"));
+}
+
+#[test]
+fn explicit_config_file_must_exist() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("nope.toml");
+    let err = Settings::from_sources(
+        &env(&[("DBSERVICE_CONFIG", missing.to_str().expect("utf-8 path"))]),
+        dir.path(),
+    )
+    .err()
+    .expect("missing explicit file is an error");
+    assert!(err.to_string().contains("nope.toml"), "{err}");
+}
+
+#[test]
+fn unknown_prefixed_variable_is_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let err = Settings::from_sources(&env(&[("DBSERVICE_CONECTION_LIMIT", "3")]), dir.path())
+        .err()
+        .expect("typo is an error");
+    let msg = err.to_string();
+    assert!(msg.contains("conection_limit") && msg.contains("DBSERVICE_CONECTION_LIMIT"), "{msg}");
+}
+
+#[test]
+fn bad_values_from_the_environment_name_the_parameter() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (var, value, needle) in [
+        ("DBSERVICE_POOL_TIMEOUT", "abc", "pool_timeout"),
+        ("DBSERVICE_CONNECTION_LIMIT", "0", "connection_limit"),
+        ("DBSERVICE_SHUTDOWN_GRACE", "soon", "shutdown_grace"),
+        ("PORT", "http", "port"),
+        ("LOG_FORMAT", "xml", "log_format"),
+    ] {
+        let result = Settings::from_sources(
+            &env(&[(var, value), ("DATABASE_URL", "postgres://u:pw@h/db")]),
+            dir.path(),
+        )
+        .and_then(|s| s.db_config(None));
+        let msg = result.err().unwrap_or_else(|| panic!("{var}={value} accepted")).to_string();
+        assert!(msg.contains(needle) && msg.contains(value), "{var}: {msg}");
+    }
+}
+
+#[test]
+fn shutdown_settings_have_documented_defaults() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Settings::from_sources(&HashMap::new(), dir.path()).expect("defaults load");
+    assert_eq!(s.shutdown.grace, Duration::ZERO);
+    assert_eq!(s.shutdown.drain_timeout, Duration::from_secs(15));
+    assert_eq!(s.shutdown.pool_close_timeout, Duration::from_secs(5));
+    assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 8080));
+    assert!(!s.has_database_url());
+    let err = s.db_config(None).err().expect("no URL, no default");
+    assert!(err.to_string().contains("DATABASE_URL"));
+}

@@ -1,0 +1,111 @@
+//! The demo app in-process on a random port, exactly as `cargo run` builds it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dbservice::demo::Application;
+use dbservice::{DbService, Settings};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running demo app.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: DbService,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<dbservice::Result<()>>,
+}
+
+/// Settings as a fresh machine would have them (no environment, no file), with `url`.
+pub fn test_settings(url: &str) -> Settings {
+    let empty = tempfile::tempdir().expect("temp dir");
+    let mut s = Settings::from_sources(&HashMap::new(), empty.path()).expect("default settings");
+    s.set_database_url(url);
+    s.port = 0;
+    s.demo_diagnostics = true;
+    s
+}
+
+/// Builds and runs the demo app against `url`; `tweak` may change the settings first.
+pub async fn spawn_app(url: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings(url);
+    tweak(&mut settings);
+    let app = Application::build(&settings).expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let db = app.db().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(
+        async {
+            let _ = rx.await;
+        },
+        std::future::pending(),
+    ));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client"),
+        db,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl TestApp {
+    /// `GET path` → (status, JSON body or Null).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("GET answered");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// `POST path` with a JSON body and optional `Idempotency-Key` → (status, headers, body).
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        key: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let mut req = self.client.post(format!("{}{path}", self.address)).json(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let res = req.send().await.expect("POST answered");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        (status, headers, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Waits until `/health/ready` is 200; panics with the last body after `bound`.
+    pub async fn wait_ready(&self, bound: Duration) {
+        let mut last = serde_json::Value::Null;
+        let deadline = tokio::time::Instant::now() + bound;
+        while tokio::time::Instant::now() < deadline {
+            let (status, body) = self.get("/health/ready").await;
+            if status == 200 {
+                return;
+            }
+            last = body;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("not ready within {bound:?}: {last}");
+    }
+
+    /// Runs the graceful shutdown and returns the app's result.
+    pub async fn stop(mut self) -> dbservice::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("app stops within 30 s")
+            .expect("app task did not panic")
+    }
+}

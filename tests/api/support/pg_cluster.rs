@@ -1,0 +1,164 @@
+//! A private, throwaway PostgreSQL cluster: `initdb` + `pg_ctl` from the installed server
+//! binaries, on a free port and a private socket directory, as the `postgres` OS user when we
+//! run as root (initdb refuses root). Tests can stop, start and kill it without touching any
+//! other server. A watchdog process removes it if the test process dies without dropping it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use tempfile::TempDir;
+
+/// A running (or stopped) private cluster.
+pub struct PgCluster {
+    pub port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    sockets: PathBuf,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+fn bin_dir() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("an initdb under /usr/lib/postgresql/*/bin")
+}
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// A command run as the `postgres` user when we are root.
+fn as_pg(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+fn run(mut cmd: Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PgCluster {
+    /// initdb + start.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dbservice-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        let sockets = dir.path().join("sock");
+        std::fs::create_dir(&sockets).expect("socket dir");
+        if is_root() {
+            let pg = nix::unistd::User::from_name("postgres")
+                .expect("look up user postgres")
+                .expect("a `postgres` OS user");
+            for p in [dir.path(), sockets.as_path()] {
+                nix::unistd::chown(p, Some(pg.uid), Some(pg.gid)).expect("chown to postgres");
+            }
+        }
+        let bin = bin_dir();
+        let mut initdb = as_pg(&bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"]);
+        run(initdb, "initdb");
+        let cluster = Self {
+            port: free_port(),
+            bin,
+            log: dir.path().join("postgres.log"),
+            data,
+            sockets,
+            _dir: dir,
+        };
+        cluster.spawn_watchdog();
+        cluster.start_server();
+        cluster
+    }
+
+    fn pg_ctl(&self) -> Command {
+        let mut c = as_pg(&self.bin.join("pg_ctl"));
+        c.arg("-D").arg(&self.data);
+        c
+    }
+
+    /// Starts the server (again), waiting until it accepts connections.
+    pub fn start_server(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=300",
+            self.port,
+            self.sockets.display()
+        );
+        let mut c = self.pg_ctl();
+        c.arg("-l").arg(&self.log).args(["-w", "-t", "60", "-o", &opts, "start"]);
+        run(c, "pg_ctl start");
+    }
+
+    /// Stops the server (fast mode: disconnects clients), waiting until it is down.
+    pub fn stop_server(&self) {
+        let mut c = self.pg_ctl();
+        c.args(["-w", "-t", "60", "-m", "fast", "stop"]);
+        run(c, "pg_ctl stop");
+    }
+
+    /// A URL for `database` on this cluster. Auth is `trust`, so the password is accepted and
+    /// ignored: tests use it to check that it is never shown.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres:{}@127.0.0.1:{}/{database}", super::PASSWORD, self.port)
+    }
+
+    /// Removes the cluster even if this process is killed: a detached shell polls our pid.
+    fn spawn_watchdog(&self) {
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             {pg_ctl} -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{root}'",
+            pid = std::process::id(),
+            pg_ctl = if is_root() {
+                format!("runuser -u postgres -- {}", self.bin.join("pg_ctl").display())
+            } else {
+                self.bin.join("pg_ctl").display().to_string()
+            },
+            data = self.data.display(),
+            root = self._dir.path().display(),
+        );
+        let _ = Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let mut c = self.pg_ctl();
+        c.args(["-m", "immediate", "stop"]).stdout(Stdio::null()).stderr(Stdio::null());
+        let _ = c.status();
+    }
+}
