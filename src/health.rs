@@ -80,15 +80,28 @@ async fn ready(db: web::Data<DbService>) -> HttpResponse {
     let (status, code, output, response_ms) = match result {
         Ok(rtt) => {
             let status = if stats.is_saturated() { "warn" } else { "pass" };
-            (status, StatusCode::OK, None, Some(rtt.as_secs_f64() * 1000.0))
+            (
+                status,
+                StatusCode::OK,
+                None,
+                Some(rtt.as_secs_f64() * 1000.0),
+            )
         }
         Err(PingError::TimedOut(_)) if stats.is_saturated() => (
             "warn",
             StatusCode::OK,
-            Some(format!("pool saturated: all {} connections busy", stats.max)),
+            Some(format!(
+                "pool saturated: all {} connections busy",
+                stats.max
+            )),
             None,
         ),
-        Err(e) => ("fail", StatusCode::SERVICE_UNAVAILABLE, Some(e.to_string()), None),
+        Err(e) => (
+            "fail",
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(e.to_string()),
+            None,
+        ),
     };
     let mut body = json!({
         "status": status,

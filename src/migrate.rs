@@ -40,7 +40,9 @@ pub async fn run<M: MigratorTrait>(db: &DbService) -> Result<()> {
             let got = txn
                 .query_one_raw(sea_orm::Statement::from_string(
                     conn.get_database_backend(),
-                    format!("SELECT GET_LOCK('dbservice_migrations', {MYSQL_LOCK_WAIT_SECS}) AS got"),
+                    format!(
+                        "SELECT GET_LOCK('dbservice_migrations', {MYSQL_LOCK_WAIT_SECS}) AS got"
+                    ),
                 ))
                 .await?
                 .and_then(|row| row.try_get::<Option<i64>>("", "got").ok().flatten());

@@ -13,8 +13,14 @@ impl MigrationTrait for Migration {
                     .if_not_exists()
                     .col(big_integer(Accounts::Id).auto_increment().primary_key())
                     .col(string_len(Accounts::Owner, 200))
-                    .col(big_integer(Accounts::BalanceCents).check(Expr::col(Accounts::BalanceCents).gte(0)))
-                    .col(timestamp_with_time_zone(Accounts::CreatedAt).default(Expr::current_timestamp()))
+                    .col(
+                        big_integer(Accounts::BalanceCents)
+                            .check(Expr::col(Accounts::BalanceCents).gte(0)),
+                    )
+                    .col(
+                        timestamp_with_time_zone(Accounts::CreatedAt)
+                            .default(Expr::current_timestamp()),
+                    )
                     .to_owned(),
             )
             .await

@@ -16,9 +16,15 @@ impl MigrationTrait for Migration {
                     .col(big_integer(Transfers::Id).auto_increment().primary_key())
                     .col(big_integer(Transfers::FromAccountId))
                     .col(big_integer(Transfers::ToAccountId))
-                    .col(big_integer(Transfers::AmountCents).check(Expr::col(Transfers::AmountCents).gt(0)))
+                    .col(
+                        big_integer(Transfers::AmountCents)
+                            .check(Expr::col(Transfers::AmountCents).gt(0)),
+                    )
                     .col(string_len_null(Transfers::IdempotencyKey, 255).unique_key())
-                    .col(timestamp_with_time_zone(Transfers::CreatedAt).default(Expr::current_timestamp()))
+                    .col(
+                        timestamp_with_time_zone(Transfers::CreatedAt)
+                            .default(Expr::current_timestamp()),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_transfers_from")

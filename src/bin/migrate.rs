@@ -12,7 +12,9 @@ async fn main() {
         let config = DbConfig::from_url(opts.get_url())
             .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
         let db = DbService::new(config).map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
-        db.connect().await.map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+        db.connect()
+            .await
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
         Ok(db.conn().clone())
     })
     .await;

@@ -14,12 +14,14 @@ pub(crate) fn parse_duration(param: &str, value: &str) -> Result<Duration, Confi
         reason,
     };
     if trimmed.is_empty() {
-        return Err(invalid("expected a duration such as `5`, `500ms`, `2s` or `1m`".into()));
+        return Err(invalid(
+            "expected a duration such as `5`, `500ms`, `2s` or `1m`".into(),
+        ));
     }
     if trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        let secs: f64 = trimmed
-            .parse()
-            .map_err(|_| invalid("expected a number of seconds or a duration such as `500ms`".into()))?;
+        let secs: f64 = trimmed.parse().map_err(|_| {
+            invalid("expected a number of seconds or a duration such as `500ms`".into())
+        })?;
         return Duration::try_from_secs_f64(secs)
             .map_err(|e| invalid(format!("out of range: {e}")));
     }
@@ -82,7 +84,10 @@ mod tests {
     fn garbage_names_parameter_and_value() {
         let err = parse_duration("pool_timeout", "abc").expect_err("abc is not a duration");
         let msg = err.to_string();
-        assert!(msg.contains("pool_timeout") && msg.contains("`abc`"), "{msg}");
+        assert!(
+            msg.contains("pool_timeout") && msg.contains("`abc`"),
+            "{msg}"
+        );
         assert!(parse_duration("p", "-1").is_err());
         assert!(parse_duration("p", "").is_err());
         assert!(parse_duration("p", "1.2.3").is_err());
@@ -92,6 +97,9 @@ mod tests {
     fn zero_means_none_for_optional() {
         assert_eq!(parse_optional_duration("p", "0"), Ok(None));
         assert_eq!(parse_optional_duration("p", "0s"), Ok(None));
-        assert_eq!(parse_optional_duration("p", "3"), Ok(Some(Duration::from_secs(3))));
+        assert_eq!(
+            parse_optional_duration("p", "3"),
+            Ok(Some(Duration::from_secs(3)))
+        );
     }
 }

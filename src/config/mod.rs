@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use self::duration::{parse_duration, parse_optional_duration};
 pub use self::redact::RedactedUrl;
 pub use self::settings::{LogFormat, Settings};
 pub use self::url::Backend;
-use self::duration::{parse_duration, parse_optional_duration};
 use self::url::{POOL_KEYS, SplitUrl, split};
 use crate::error::ConfigError;
 
@@ -250,22 +250,29 @@ fn apply(pool: &mut PoolOptions, key: &str, value: &str) -> Result<(), ConfigErr
         }
         "pgbouncer" => pool.pgbouncer = parse_bool(key, value)?,
         "statement_cache_size" => {
-            let n: usize = value
-                .trim()
-                .parse()
-                .map_err(|_| invalid(key, value, "expected a whole number (0 disables the cache)"))?;
+            let n: usize = value.trim().parse().map_err(|_| {
+                invalid(key, value, "expected a whole number (0 disables the cache)")
+            })?;
             pool.statement_cache_size = Some(n);
         }
         "schema" => {
             let v = value.trim();
             if v.is_empty() || v.contains(['\'', ';', '\\', '\0']) {
-                return Err(invalid(key, value, "expected schema names separated by commas"));
+                return Err(invalid(
+                    key,
+                    value,
+                    "expected schema names separated by commas",
+                ));
             }
             pool.schema = Some(v.to_owned());
         }
         "application_name" => {
             if value.len() > 63 || !value.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
-                return Err(invalid(key, value, "expected at most 63 printable ASCII characters"));
+                return Err(invalid(
+                    key,
+                    value,
+                    "expected at most 63 printable ASCII characters",
+                ));
             }
             pool.application_name = value.to_owned();
         }
@@ -319,7 +326,11 @@ fn validate(pool: &PoolOptions, backend: Backend, explicit: &[&str]) -> Result<(
                     .into(),
             });
         }
-        for param in ["statement_timeout", "idle_in_transaction_session_timeout", "schema"] {
+        for param in [
+            "statement_timeout",
+            "idle_in_transaction_session_timeout",
+            "schema",
+        ] {
             if explicit.contains(&param) {
                 return Err(ConfigError::Conflict {
                     first: "pgbouncer".into(),
@@ -344,11 +355,13 @@ mod tests {
 
     #[test]
     fn every_parameter_is_parsed() {
-        let c = cfg("postgres://u:pw@h/db?connection_limit=7&min_connections=2&pool_timeout=500ms\
+        let c = cfg(
+            "postgres://u:pw@h/db?connection_limit=7&min_connections=2&pool_timeout=500ms\
                      &connect_timeout=3&connect_retry_timeout=1m&idle_timeout=30&max_lifetime=0\
                      &ping_after_idle=0&health_check_timeout=2s&statement_timeout=1.5\
                      &idle_in_transaction_session_timeout=20s&statement_cache_size=50\
-                     &schema=app,public&application_name=ledger")
+                     &schema=app,public&application_name=ledger",
+        )
         .expect("valid");
         let p = c.pool();
         assert_eq!(p.connection_limit, 7);
@@ -361,7 +374,10 @@ mod tests {
         assert_eq!(p.ping_after_idle, Duration::ZERO);
         assert_eq!(p.health_check_timeout, Duration::from_secs(2));
         assert_eq!(p.statement_timeout, Some(Duration::from_millis(1500)));
-        assert_eq!(p.idle_in_transaction_session_timeout, Some(Duration::from_secs(20)));
+        assert_eq!(
+            p.idle_in_transaction_session_timeout,
+            Some(Duration::from_secs(20))
+        );
         assert_eq!(p.statement_cache_size, Some(50));
         assert_eq!(p.schema.as_deref(), Some("app,public"));
         assert_eq!(p.application_name, "ledger");
@@ -385,21 +401,48 @@ mod tests {
     #[test]
     fn bad_values_name_parameter_and_value() {
         for (url, needles) in [
-            ("postgres://h/db?pool_timeout=abc", vec!["pool_timeout", "`abc`"]),
-            ("postgres://h/db?connection_limit=0", vec!["connection_limit", "`0`", "at least 1"]),
-            ("postgres://h/db?connection_limit=-4", vec!["connection_limit", "`-4`"]),
-            ("postgres://h/db?pgbouncer=maybe", vec!["pgbouncer", "`maybe`"]),
-            ("postgres://h/db?connect_timeout=0", vec!["connect_timeout", "greater than 0"]),
+            (
+                "postgres://h/db?pool_timeout=abc",
+                vec!["pool_timeout", "`abc`"],
+            ),
+            (
+                "postgres://h/db?connection_limit=0",
+                vec!["connection_limit", "`0`", "at least 1"],
+            ),
+            (
+                "postgres://h/db?connection_limit=-4",
+                vec!["connection_limit", "`-4`"],
+            ),
+            (
+                "postgres://h/db?pgbouncer=maybe",
+                vec!["pgbouncer", "`maybe`"],
+            ),
+            (
+                "postgres://h/db?connect_timeout=0",
+                vec!["connect_timeout", "greater than 0"],
+            ),
             (
                 "postgres://h/db?connection_limit=2&min_connections=5",
                 vec!["min_connections", "(5)", "connection_limit", "(2)"],
             ),
             ("redis://h/0", vec!["`redis`"]),
-            ("sqlite://x.db?statement_timeout=5", vec!["statement_timeout", "PostgreSQL", "SQLite"]),
-            ("postgres://h/db?pgbouncer=true&statement_cache_size=10", vec!["pgbouncer", "statement_cache_size"]),
-            ("postgres://h/db?pool_timout=1", vec!["pool_timout", "did you mean `pool_timeout`"]),
+            (
+                "sqlite://x.db?statement_timeout=5",
+                vec!["statement_timeout", "PostgreSQL", "SQLite"],
+            ),
+            (
+                "postgres://h/db?pgbouncer=true&statement_cache_size=10",
+                vec!["pgbouncer", "statement_cache_size"],
+            ),
+            (
+                "postgres://h/db?pool_timout=1",
+                vec!["pool_timout", "did you mean `pool_timeout`"],
+            ),
         ] {
-            let msg = cfg(url).err().unwrap_or_else(|| panic!("{url} accepted")).to_string();
+            let msg = cfg(url)
+                .err()
+                .unwrap_or_else(|| panic!("{url} accepted"))
+                .to_string();
             for needle in needles {
                 assert!(msg.contains(needle), "{url}: {msg:?} lacks {needle:?}");
             }
@@ -412,7 +455,8 @@ mod tests {
             ("connection_limit".to_owned(), "4".to_owned()),
             ("pool_timeout".to_owned(), "3".to_owned()),
         ];
-        let c = DbConfig::from_parts("postgres://h/db?connection_limit=9", &settings).expect("valid");
+        let c =
+            DbConfig::from_parts("postgres://h/db?connection_limit=9", &settings).expect("valid");
         assert_eq!(c.pool().connection_limit, 9);
         assert_eq!(c.pool().pool_timeout, Some(Duration::from_secs(3)));
     }
@@ -422,8 +466,11 @@ mod tests {
         let c = cfg("postgres://app:hunter2@h/db?connection_limit=3").expect("valid");
         assert!(!format!("{c:?}").contains("hunter2"));
         let json = serde_json::to_string(&c).expect("serializes");
-        assert!(!json.contains("hunter2") && json.contains("app:***@h"), "{json}");
-        let err = cfg("postgres://app:hunter2@h/db?pool_timeout=x").err().expect("rejected");
+        assert!(
+            !json.contains("hunter2") && json.contains("app:***@h"),
+            "{json}"
+        );
+        let err = cfg("postgres://app:hunter2@h/db?pool_timeout=x").expect_err("rejected");
         assert!(!err.to_string().contains("hunter2"));
     }
 }

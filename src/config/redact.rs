@@ -27,7 +27,11 @@ impl RedactedUrl {
             let pairs: Vec<(String, String)> = shown
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if is_secret_key(&k) { MASK.to_owned() } else { v.into_owned() };
+                    let v = if is_secret_key(&k) {
+                        MASK.to_owned()
+                    } else {
+                        v.into_owned()
+                    };
                     (k.into_owned(), v)
                 })
                 .collect();
@@ -110,7 +114,10 @@ mod tests {
     fn masks_userinfo_password_and_query_password() {
         let u = url("postgres://app:s%40cret@db:5432/x?password=qq&sslmode=require");
         let shown = RedactedUrl::new(&u).to_string();
-        assert_eq!(shown, "postgres://app:***@db:5432/x?password=***&sslmode=require");
+        assert_eq!(
+            shown,
+            "postgres://app:***@db:5432/x?password=***&sslmode=require"
+        );
         assert!(!format!("{:?}", RedactedUrl::new(&u)).contains("cret"));
     }
 

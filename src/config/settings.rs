@@ -115,7 +115,8 @@ impl Settings {
         let mut builder = config::Config::builder();
         match env.get("DBSERVICE_CONFIG").filter(|p| !p.is_empty()) {
             Some(path) => {
-                builder = builder.add_source(config::File::from(PathBuf::from(path)).required(true));
+                builder =
+                    builder.add_source(config::File::from(PathBuf::from(path)).required(true));
             }
             None => {
                 builder = builder
@@ -165,11 +166,14 @@ impl Settings {
         };
         let defaults = ShutdownSettings::default();
         let port = match raw.port {
-            Some(p) => p.trim().parse::<u16>().map_err(|_| ConfigError::InvalidValue {
-                param: "port".into(),
-                value: p.clone(),
-                reason: "expected a port number from 0 to 65535".into(),
-            })?,
+            Some(p) => p
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| ConfigError::InvalidValue {
+                    param: "port".into(),
+                    value: p.clone(),
+                    reason: "expected a port number from 0 to 65535".into(),
+                })?,
             None => 8080,
         };
         let log_format = match raw.log_format.as_deref().map(str::trim) {
@@ -203,7 +207,11 @@ impl Settings {
             log_format,
             shutdown: ShutdownSettings {
                 grace: duration_or("shutdown_grace", raw.shutdown_grace, defaults.grace)?,
-                drain_timeout: duration_or("drain_timeout", raw.drain_timeout, defaults.drain_timeout)?,
+                drain_timeout: duration_or(
+                    "drain_timeout",
+                    raw.drain_timeout,
+                    defaults.drain_timeout,
+                )?,
                 pool_close_timeout: duration_or(
                     "pool_close_timeout",
                     raw.pool_close_timeout,
@@ -247,7 +255,10 @@ impl Settings {
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("database_url", &self.database_url.as_ref().map(|_| "<set, not shown>"))
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<set, not shown>"),
+            )
             .field("pool", &self.pool)
             .field("host", &self.host)
             .field("port", &self.port)

@@ -156,6 +156,16 @@ pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
     })
 }
 
+impl std::fmt::Debug for SplitUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SplitUrl")
+            .field("backend", &self.backend)
+            .field("driver_url", &self.redacted())
+            .field("params", &self.params)
+            .finish()
+    }
+}
+
 impl SplitUrl {
     /// The driver URL, safe to show.
     pub fn redacted(&self) -> RedactedUrl {
@@ -193,7 +203,10 @@ mod tests {
         let s = split("postgres://u:p@h:5/db?connection_limit=3&sslmode=disable&pool_timeout=2")
             .expect("valid URL");
         assert_eq!(s.backend, Backend::Postgres);
-        assert_eq!(s.driver_url.as_str(), "postgres://u:p@h:5/db?sslmode=disable");
+        assert_eq!(
+            s.driver_url.as_str(),
+            "postgres://u:p@h:5/db?sslmode=disable"
+        );
         assert_eq!(
             s.params,
             vec![
@@ -213,13 +226,16 @@ mod tests {
 
     #[test]
     fn typo_gets_a_suggestion() {
-        let err = split("postgres://h/db?conection_limit=3").err().expect("rejected");
-        assert_eq!(err.to_string(), "unknown parameter `conection_limit` in DATABASE_URL (did you mean `connection_limit`?)");
+        let err = split("postgres://h/db?conection_limit=3").expect_err("rejected");
+        assert_eq!(
+            err.to_string(),
+            "unknown parameter `conection_limit` in DATABASE_URL (did you mean `connection_limit`?)"
+        );
     }
 
     #[test]
     fn unknown_scheme_is_named() {
-        let err = split("mongodb://h/db").err().expect("rejected");
+        let err = split("mongodb://h/db").expect_err("rejected");
         assert!(err.to_string().contains("`mongodb`"), "{err}");
     }
 

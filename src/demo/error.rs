@@ -61,13 +61,23 @@ impl ApiError {
     /// 500 with an opaque message; the detail goes to the log only.
     pub fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -104,7 +114,10 @@ fn is_connection_failure(err: &DbErr) -> bool {
         DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
         | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => matches!(
             e.as_ref(),
-            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
         ),
         _ => false,
     }
@@ -127,7 +140,10 @@ impl From<DbErr> for ApiError {
         }
         if is_connection_failure(&err) {
             tracing::warn!(error = %err, "database unreachable");
-            return ApiError::unavailable("database_unavailable", "the database is unreachable; retry later");
+            return ApiError::unavailable(
+                "database_unavailable",
+                "the database is unreachable; retry later",
+            );
         }
         match sqlstate(&err).as_deref() {
             // PostgreSQL query_canceled (statement_timeout); MySQL/MariaDB max_statement_time.

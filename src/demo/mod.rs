@@ -39,7 +39,10 @@ impl Application {
         let config = settings.db_config(Some(DEFAULT_DATABASE_URL))?;
         let db = DbService::new(config)?;
         let listener = TcpListener::bind((settings.host.as_str(), settings.port)).map_err(|e| {
-            Error::Startup(format!("cannot listen on {}:{}: {e}", settings.host, settings.port))
+            Error::Startup(format!(
+                "cannot listen on {}:{}: {e}",
+                settings.host, settings.port
+            ))
         })?;
         let port = listener
             .local_addr()
@@ -98,7 +101,9 @@ impl Application {
         let db = self.db.clone();
         let startup = tokio::spawn(async move {
             tracing::info!(url = %db.config().redacted_url(), "connecting to the database");
-            let result = db.start(|db| async move { migrate::run::<migration::Migrator>(&db).await }).await;
+            let result = db
+                .start(|db| async move { migrate::run::<migration::Migrator>(&db).await })
+                .await;
             match result {
                 Ok(()) => tracing::info!("database ready: migrations applied"),
                 Err(e) => {
@@ -139,13 +144,22 @@ fn json_config() -> web::JsonConfig {
             let api = match &err {
                 JsonPayloadError::ContentType => ApiError {
                     status: actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    ..ApiError::bad_request("unsupported_media_type", "expected Content-Type: application/json")
+                    ..ApiError::bad_request(
+                        "unsupported_media_type",
+                        "expected Content-Type: application/json",
+                    )
                 },
-                JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => ApiError {
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => ApiError {
                     status: actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    ..ApiError::bad_request("payload_too_large", "the JSON body is larger than 16 KiB")
+                    ..ApiError::bad_request(
+                        "payload_too_large",
+                        "the JSON body is larger than 16 KiB",
+                    )
                 },
-                JsonPayloadError::Deserialize(e) => ApiError::bad_request("invalid_json", e.to_string()),
+                JsonPayloadError::Deserialize(e) => {
+                    ApiError::bad_request("invalid_json", e.to_string())
+                }
                 other => ApiError::bad_request("invalid_json", other.to_string()),
             };
             api.into()

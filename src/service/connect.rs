@@ -131,7 +131,8 @@ pub(crate) async fn connect_with_retry(
             );
         });
 
-    let outcome = tokio::time::timeout(p.connect_retry_timeout.max(p.connect_timeout), retrying).await;
+    let outcome =
+        tokio::time::timeout(p.connect_retry_timeout.max(p.connect_timeout), retrying).await;
     let attempts = attempts.load(Ordering::Relaxed);
     let last_error = last.lock().map(|s| s.clone()).unwrap_or_default();
     match outcome {

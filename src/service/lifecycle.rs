@@ -45,7 +45,9 @@ impl Lifecycle {
         let to = to as u8;
         let _ = self
             .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| (cur < to).then_some(to));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                (cur < to).then_some(to)
+            });
     }
 
     pub fn mark_ready(&self) {

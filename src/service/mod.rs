@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use sea_orm::DatabaseConnection;
 use serde::Serialize;
 
-pub use self::lifecycle::Phase;
 use self::lifecycle::Lifecycle;
+pub use self::lifecycle::Phase;
 use self::pool::PoolHandle;
 use crate::config::{Backend, DbConfig};
 use crate::error::{Error, Result};

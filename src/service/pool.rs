@@ -16,9 +16,7 @@ use sea_orm::sqlx::{
     postgres::{PgConnectOptions, PgPool},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool},
 };
-use sea_orm::{
-    DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector,
-};
+use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
 
 use crate::config::{Backend, DbConfig, PoolOptions};
 use crate::error::ConfigError;
@@ -154,7 +152,10 @@ fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOpt
         session.push(("statement_timeout", t.as_millis().to_string()));
     }
     if let Some(t) = p.idle_in_transaction_session_timeout {
-        session.push(("idle_in_transaction_session_timeout", t.as_millis().to_string()));
+        session.push((
+            "idle_in_transaction_session_timeout",
+            t.as_millis().to_string(),
+        ));
     }
     if let Some(schema) = &p.schema {
         session.push(("search_path", schema.clone()));

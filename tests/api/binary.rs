@@ -9,7 +9,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::pg_cluster::free_port;
-use crate::support::{PASSWORD, backends_named, eventually, fresh_pg_database, shared_url, unique_name, with_params};
+use crate::support::{
+    PASSWORD, backends_named, eventually, fresh_pg_database, shared_url, unique_name, with_params,
+};
 
 /// A running binary whose stdout and stderr are collected line by line.
 struct Server {
@@ -35,8 +37,14 @@ impl Server {
         let mut child = cmd.spawn().expect("binary starts");
         let lines = Arc::new(Mutex::new(Vec::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -48,7 +56,11 @@ impl Server {
                 }
             });
         }
-        Self { child, lines, _cwd: cwd }
+        Self {
+            child,
+            lines,
+            _cwd: cwd,
+        }
     }
 
     fn output(&self) -> String {
@@ -116,40 +128,66 @@ async fn bad_setting_exits_2_naming_parameter_and_value() {
     let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
     let out = server.output();
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("pool_timeout") && out.contains("`abc`"), "{out}");
+    assert!(
+        out.contains("pool_timeout") && out.contains("`abc`"),
+        "{out}"
+    );
     assert!(!out.contains(PASSWORD), "password printed:\n{out}");
 
-    let mut server = Server::spawn(&[("DATABASE_URL", "postgres://h/db?connection_limit=2&min_connections=3".into())]);
+    let mut server = Server::spawn(&[(
+        "DATABASE_URL",
+        "postgres://h/db?connection_limit=2&min_connections=3".into(),
+    )]);
     let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
     assert_eq!(code, 2);
-    assert!(server.output().contains("`min_connections` (3) is greater than `connection_limit` (2)"));
+    assert!(
+        server
+            .output()
+            .contains("`min_connections` (3) is greater than `connection_limit` (2)")
+    );
 }
 
 #[tokio::test]
 async fn unreachable_database_gives_up_after_connect_retry_timeout() {
     let port = free_port();
-    let url = format!("postgres://app:{PASSWORD}@127.0.0.1:{port}/db?connect_retry_timeout=2&connect_timeout=1");
+    let url = format!(
+        "postgres://app:{PASSWORD}@127.0.0.1:{port}/db?connect_retry_timeout=2&connect_timeout=1"
+    );
     let mut server = Server::spawn(&[("DATABASE_URL", url)]);
     let (code, took) = server.wait_exit(Duration::from_secs(30)).await;
     let out = server.output();
     assert_eq!(code, 1, "{out}");
-    assert!(took >= Duration::from_millis(1500), "kept retrying for the bound: {took:?}");
-    assert!(out.contains("gave up connecting") && out.contains("connect_retry_timeout"), "{out}");
-    assert!(out.contains("retrying"), "each failed attempt is logged:\n{out}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "kept retrying for the bound: {took:?}"
+    );
+    assert!(
+        out.contains("gave up connecting") && out.contains("connect_retry_timeout"),
+        "{out}"
+    );
+    assert!(
+        out.contains("retrying"),
+        "each failed attempt is logged:\n{out}"
+    );
     assert!(!out.contains(PASSWORD), "password printed:\n{out}");
 }
 
 #[tokio::test]
 async fn unknown_database_fails_fast_without_retrying() {
     let url = with_params(
-        &tokio::task::spawn_blocking(|| shared_url("no_such_database")).await.expect("shared cluster"),
+        &tokio::task::spawn_blocking(|| shared_url("no_such_database"))
+            .await
+            .expect("shared cluster"),
         "connect_retry_timeout=60",
     );
     let mut server = Server::spawn(&[("DATABASE_URL", url)]);
     let (code, took) = server.wait_exit(Duration::from_secs(30)).await;
     let out = server.output();
     assert_eq!(code, 1, "{out}");
-    assert!(took < Duration::from_secs(15), "no retry loop on a non-transient error: {took:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "no retry loop on a non-transient error: {took:?}"
+    );
     assert!(out.contains("3D000"), "the SQLSTATE is reported:\n{out}");
     assert!(!out.contains(PASSWORD), "password printed:\n{out}");
 }
@@ -159,37 +197,64 @@ async fn sigterm_fails_readiness_then_drains_in_flight_requests() {
     let base = fresh_pg_database().await;
     let name = unique_name("term");
     let mut server = Server::spawn(&[
-        ("DATABASE_URL", with_params(&base, &format!("application_name={name}"))),
+        (
+            "DATABASE_URL",
+            with_params(&base, &format!("application_name={name}")),
+        ),
         ("DBSERVICE_DEMO_DIAGNOSTICS", "true".into()),
         ("DBSERVICE_SHUTDOWN_GRACE", "1500ms".into()),
     ]);
     let address = server.address().await;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
     wait_ready(&client, &address).await;
 
     let slow = tokio::spawn({
         let (client, address) = (client.clone(), address.clone());
         async move {
-            let res = client.get(format!("{address}/api/diagnostics/sleep?seconds=3")).send().await;
+            let res = client
+                .get(format!("{address}/api/diagnostics/sleep?seconds=3"))
+                .send()
+                .await;
             res.map(|r| r.status().as_u16())
         }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(backends_named(&base, &name).await >= 1, "the slow request holds a connection");
+    assert!(
+        backends_named(&base, &name).await >= 1,
+        "the slow request holds a connection"
+    );
     server.signal(Signal::SIGTERM);
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let ready = client.get(format!("{address}/health/ready")).send().await.expect("served during grace");
+    let ready = client
+        .get(format!("{address}/health/ready"))
+        .send()
+        .await
+        .expect("served during grace");
     assert_eq!(ready.status().as_u16(), 503, "readiness fails at once");
-    let live = client.get(format!("{address}/health/live")).send().await.expect("served during grace");
+    let live = client
+        .get(format!("{address}/health/live"))
+        .send()
+        .await
+        .expect("served during grace");
     assert_eq!(live.status().as_u16(), 200);
 
-    assert_eq!(slow.await.expect("task").expect("slow request answered"), 200, "in-flight request completed");
+    assert_eq!(
+        slow.await.expect("task").expect("slow request answered"),
+        200,
+        "in-flight request completed"
+    );
     let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
     let out = server.output();
     assert_eq!(code, 0, "{out}");
     assert!(
-        eventually(Duration::from_secs(3), || async { backends_named(&base, &name).await == 0 }).await,
+        eventually(Duration::from_secs(3), || async {
+            backends_named(&base, &name).await == 0
+        })
+        .await,
         "a backend of ours outlived the process"
     );
     let request_line = out
@@ -199,14 +264,22 @@ async fn sigterm_fails_readiness_then_drains_in_flight_requests() {
         .unwrap_or_else(|| panic!("no request line:\n{out}"));
     assert_eq!(request_line["method"], "GET");
     assert_eq!(request_line["status"], 200);
-    assert!(request_line["latency_ms"].as_f64().is_some_and(|ms| ms >= 2500.0), "{request_line}");
+    assert!(
+        request_line["latency_ms"]
+            .as_f64()
+            .is_some_and(|ms| ms >= 2500.0),
+        "{request_line}"
+    );
     assert!(!out.contains(PASSWORD), "password printed:\n{out}");
 }
 
 #[tokio::test]
 async fn sigint_stops_cleanly_on_sqlite() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("int.sqlite").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("int.sqlite").display()
+    );
     let mut server = Server::spawn(&[("DATABASE_URL", url)]);
     let address = server.address().await;
     let client = reqwest::Client::new();
@@ -214,5 +287,8 @@ async fn sigint_stops_cleanly_on_sqlite() {
     server.signal(Signal::SIGINT);
     let (code, took) = server.wait_exit(Duration::from_secs(20)).await;
     assert_eq!(code, 0, "{}", server.output());
-    assert!(took < Duration::from_secs(5), "idle server stops promptly: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "idle server stops promptly: {took:?}"
+    );
 }

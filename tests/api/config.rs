@@ -6,7 +6,10 @@ use std::time::Duration;
 use dbservice::Settings;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 #[test]
@@ -20,7 +23,11 @@ fn environment_overrides_file_and_url_overrides_environment() {
 
     let only_file = Settings::from_sources(&HashMap::new(), dir.path()).expect("file alone loads");
     let cfg = only_file.db_config(None).expect("valid");
-    assert_eq!(cfg.pool().connection_limit, 4, "numbers from TOML are accepted");
+    assert_eq!(
+        cfg.pool().connection_limit,
+        4,
+        "numbers from TOML are accepted"
+    );
     assert_eq!(cfg.pool().pool_timeout, Some(Duration::from_secs(7)));
     assert_eq!(only_file.port, 9000);
 
@@ -36,10 +43,18 @@ fn environment_overrides_file_and_url_overrides_environment() {
     .expect("layers load");
     let cfg = s.db_config(None).expect("valid");
     assert_eq!(cfg.pool().connection_limit, 9, "URL beats environment");
-    assert_eq!(cfg.pool().pool_timeout, Some(Duration::from_secs(2)), "environment beats file");
+    assert_eq!(
+        cfg.pool().pool_timeout,
+        Some(Duration::from_secs(2)),
+        "environment beats file"
+    );
     assert_eq!(cfg.pool().min_connections, 1, "file beats defaults");
     assert_eq!(s.port, 9100);
-    assert!(cfg.redacted_url().to_string().starts_with("postgres://env@"));
+    assert!(
+        cfg.redacted_url()
+            .to_string()
+            .starts_with("postgres://env@")
+    );
 }
 
 #[test]
@@ -50,8 +65,7 @@ fn explicit_config_file_must_exist() {
         &env(&[("DBSERVICE_CONFIG", missing.to_str().expect("utf-8 path"))]),
         dir.path(),
     )
-    .err()
-    .expect("missing explicit file is an error");
+    .expect_err("missing explicit file is an error");
     assert!(err.to_string().contains("nope.toml"), "{err}");
 }
 
@@ -59,10 +73,12 @@ fn explicit_config_file_must_exist() {
 fn unknown_prefixed_variable_is_named() {
     let dir = tempfile::tempdir().expect("temp dir");
     let err = Settings::from_sources(&env(&[("DBSERVICE_CONECTION_LIMIT", "3")]), dir.path())
-        .err()
-        .expect("typo is an error");
+        .expect_err("typo is an error");
     let msg = err.to_string();
-    assert!(msg.contains("conection_limit") && msg.contains("DBSERVICE_CONECTION_LIMIT"), "{msg}");
+    assert!(
+        msg.contains("conection_limit") && msg.contains("DBSERVICE_CONECTION_LIMIT"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -80,7 +96,10 @@ fn bad_values_from_the_environment_name_the_parameter() {
             dir.path(),
         )
         .and_then(|s| s.db_config(None));
-        let msg = result.err().unwrap_or_else(|| panic!("{var}={value} accepted")).to_string();
+        let msg = result
+            .err()
+            .unwrap_or_else(|| panic!("{var}={value} accepted"))
+            .to_string();
         assert!(msg.contains(needle) && msg.contains(value), "{var}: {msg}");
     }
 }
@@ -94,6 +113,6 @@ fn shutdown_settings_have_documented_defaults() {
     assert_eq!(s.shutdown.pool_close_timeout, Duration::from_secs(5));
     assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 8080));
     assert!(!s.has_database_url());
-    let err = s.db_config(None).err().expect("no URL, no default");
+    let err = s.db_config(None).expect_err("no URL, no default");
     assert!(err.to_string().contains("DATABASE_URL"));
 }

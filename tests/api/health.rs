@@ -28,23 +28,38 @@ async fn ready_reports_pool_statistics_and_details_are_redacted() {
     }
     assert!(check(&body, "database:responseTime")["observedValue"].is_f64());
 
-    let res = app.client.get(format!("{}/health/db", app.address)).send().await.expect("answered");
+    let res = app
+        .client
+        .get(format!("{}/health/db", app.address))
+        .send()
+        .await
+        .expect("answered");
     assert_eq!(res.status().as_u16(), 200);
     let text = res.text().await.expect("body");
     assert!(!text.contains(PASSWORD), "password leaked: {text}");
     let details: Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(details["phase"], "ready");
     assert_eq!(details["config"]["connection_limit"], 4);
-    assert!(details["config"]["url"].as_str().is_some_and(|u| u.contains(":***@")), "{details}");
+    assert!(
+        details["config"]["url"]
+            .as_str()
+            .is_some_and(|u| u.contains(":***@")),
+        "{details}"
+    );
     app.stop().await.expect("clean shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saturated_pool_is_warn_within_the_probe_bound() {
     let base = fresh_pg_database().await;
-    let app = spawn_app(&with_params(&base, "connection_limit=2&health_check_timeout=500ms"), |_| {}).await;
+    let app = spawn_app(
+        &with_params(&base, "connection_limit=2&health_check_timeout=500ms"),
+        |_| {},
+    )
+    .await;
     app.wait_ready(Duration::from_secs(30)).await;
-    let hogs = futures::future::join_all((0..2).map(|_| app.get("/api/diagnostics/sleep?seconds=3")));
+    let hogs =
+        futures::future::join_all((0..2).map(|_| app.get("/api/diagnostics/sleep?seconds=3")));
     let probe = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let started = Instant::now();
@@ -62,11 +77,18 @@ async fn saturated_pool_is_warn_within_the_probe_bound() {
 /// when the database goes away, readiness fails (within its bound) and liveness does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_database_then_outage_then_recovery() {
-    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.expect("cluster");
-    let url = with_params(&cluster.url("postgres"), "connect_timeout=1&health_check_timeout=1");
+    let cluster = tokio::task::spawn_blocking(PgCluster::start)
+        .await
+        .expect("cluster");
+    let url = with_params(
+        &cluster.url("postgres"),
+        "connect_timeout=1&health_check_timeout=1",
+    );
     let cluster = std::sync::Arc::new(cluster);
     let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.stop_server()).await.expect("stopped");
+    tokio::task::spawn_blocking(move || c.stop_server())
+        .await
+        .expect("stopped");
 
     let app = spawn_app(&url, |_| {}).await;
     for _ in 0..3 {
@@ -78,27 +100,44 @@ async fn late_database_then_outage_then_recovery() {
     }
     let (_, details) = app.get("/health/db").await;
     assert_eq!(details["phase"], "starting");
-    assert!(details["last_error"]["message"].is_string(), "the connect failure is reported: {details}");
+    assert!(
+        details["last_error"]["message"].is_string(),
+        "the connect failure is reported: {details}"
+    );
 
     let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.start_server()).await.expect("started");
+    tokio::task::spawn_blocking(move || c.start_server())
+        .await
+        .expect("started");
     app.wait_ready(Duration::from_secs(20)).await;
     let (status, _, body) = app
-        .post("/api/accounts", &serde_json::json!({"owner": "late", "balance_cents": 1}), None)
+        .post(
+            "/api/accounts",
+            &serde_json::json!({"owner": "late", "balance_cents": 1}),
+            None,
+        )
         .await;
     assert_eq!(status, 201, "migrations ran after the late connect: {body}");
 
     let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.stop_server()).await.expect("stopped");
+    tokio::task::spawn_blocking(move || c.stop_server())
+        .await
+        .expect("stopped");
     let started = Instant::now();
     let (ready, body) = app.get("/health/ready").await;
     assert_eq!(ready, 503, "{body}");
-    assert!(started.elapsed() < Duration::from_secs(3), "readiness answered in {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "readiness answered in {:?}",
+        started.elapsed()
+    );
     let (live, _) = app.get("/health/live").await;
     assert_eq!(live, 200, "liveness ignores the database");
 
     let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.start_server()).await.expect("started");
+    tokio::task::spawn_blocking(move || c.start_server())
+        .await
+        .expect("started");
     app.wait_ready(Duration::from_secs(10)).await;
     app.stop().await.expect("clean shutdown");
 }

@@ -9,7 +9,11 @@ use crate::support::{TestApp, fresh_pg_database, spawn_app, sqlite_url, with_par
 
 async fn create_account(app: &TestApp, owner: &str, balance: i64) -> i64 {
     let (status, _, body) = app
-        .post("/api/accounts", &json!({"owner": owner, "balance_cents": balance}), None)
+        .post(
+            "/api/accounts",
+            &json!({"owner": owner, "balance_cents": balance}),
+            None,
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     body["id"].as_i64().expect("account id")
@@ -75,19 +79,63 @@ async fn bad_input_is_rejected(app: &TestApp) {
     let b = create_account(app, "bob", 0).await;
     let cases = [
         (json!({"owner": "x"}), "/api/accounts", 400, "invalid_json"),
-        (json!({"owner": "x", "balance_cents": -5}), "/api/accounts", 400, "invalid_balance"),
-        (json!({"owner": "  ", "balance_cents": 5}), "/api/accounts", 400, "invalid_owner"),
-        (json!({"from_account_id": a, "to_account_id": b}), "/api/transfers", 400, "invalid_json"),
-        (json!({"from_account_id": a, "to_account_id": b, "amount_cents": -1}), "/api/transfers", 400, "invalid_amount"),
-        (json!({"from_account_id": a, "to_account_id": b, "amount_cents": 0}), "/api/transfers", 400, "invalid_amount"),
-        (json!({"from_account_id": a, "to_account_id": a, "amount_cents": 1}), "/api/transfers", 422, "same_account"),
-        (json!({"from_account_id": a, "to_account_id": 987654, "amount_cents": 1}), "/api/transfers", 404, "account_not_found"),
-        (json!({"from_account_id": a, "to_account_id": b, "amount_cents": 1001}), "/api/transfers", 422, "insufficient_funds"),
+        (
+            json!({"owner": "x", "balance_cents": -5}),
+            "/api/accounts",
+            400,
+            "invalid_balance",
+        ),
+        (
+            json!({"owner": "  ", "balance_cents": 5}),
+            "/api/accounts",
+            400,
+            "invalid_owner",
+        ),
+        (
+            json!({"from_account_id": a, "to_account_id": b}),
+            "/api/transfers",
+            400,
+            "invalid_json",
+        ),
+        (
+            json!({"from_account_id": a, "to_account_id": b, "amount_cents": -1}),
+            "/api/transfers",
+            400,
+            "invalid_amount",
+        ),
+        (
+            json!({"from_account_id": a, "to_account_id": b, "amount_cents": 0}),
+            "/api/transfers",
+            400,
+            "invalid_amount",
+        ),
+        (
+            json!({"from_account_id": a, "to_account_id": a, "amount_cents": 1}),
+            "/api/transfers",
+            422,
+            "same_account",
+        ),
+        (
+            json!({"from_account_id": a, "to_account_id": 987654, "amount_cents": 1}),
+            "/api/transfers",
+            404,
+            "account_not_found",
+        ),
+        (
+            json!({"from_account_id": a, "to_account_id": b, "amount_cents": 1001}),
+            "/api/transfers",
+            422,
+            "insufficient_funds",
+        ),
     ];
     for (body, path, status, code) in cases {
         let (got, _, res) = app.post(path, &body, None).await;
         assert_eq!((got, error_code(&res)), (status, code), "{body} -> {res}");
-        assert!(res["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            res["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     // Not JSON at all.
     let res = app
@@ -99,7 +147,11 @@ async fn bad_input_is_rejected(app: &TestApp) {
         .await
         .expect("answered");
     assert_eq!(res.status().as_u16(), 400);
-    assert_eq!(balance(app, a).await, 1_000, "rejected transfers moved no money");
+    assert_eq!(
+        balance(app, a).await,
+        1_000,
+        "rejected transfers moved no money"
+    );
     assert_eq!(balance(app, b).await, 0);
 }
 
@@ -113,7 +165,10 @@ async fn transfers_and_idempotency(app: &TestApp) {
     assert!(headers.get("idempotent-replayed").is_none());
     let (status, headers, again) = app.post("/api/transfers", &body, Some("order-42")).await;
     assert_eq!(status, 201, "{again}");
-    assert_eq!(headers.get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
+    assert_eq!(
+        headers.get("idempotent-replayed").map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
     assert_eq!(first, again, "the replay returns the original transfer");
     assert_eq!(balance(app, a).await, 700);
     assert_eq!(balance(app, b).await, 350);
@@ -136,7 +191,10 @@ async fn transfers_and_idempotency(app: &TestApp) {
     // Concurrent duplicates of one key: exactly one transfer is stored.
     let c = create_account(app, "dup", 10_000).await;
     let dup = json!({"from_account_id": c, "to_account_id": b, "amount_cents": 10});
-    let replies = futures::future::join_all((0..10).map(|_| app.post("/api/transfers", &dup, Some("dup-key")))).await;
+    let replies = futures::future::join_all(
+        (0..10).map(|_| app.post("/api/transfers", &dup, Some("dup-key"))),
+    )
+    .await;
     let ids: std::collections::HashSet<i64> = replies
         .iter()
         .map(|(status, _, body)| {
@@ -168,7 +226,9 @@ async fn concurrent_transfers_keep_the_books(app: &TestApp) {
             json!({"from_account_id": from, "to_account_id": to, "amount_cents": rng.i64(1..=4_000)})
         })
         .collect();
-    let replies = futures::future::join_all(requests.iter().map(|r| app.post("/api/transfers", r, None))).await;
+    let replies =
+        futures::future::join_all(requests.iter().map(|r| app.post("/api/transfers", r, None)))
+            .await;
     let mut committed = 0;
     for (status, _, body) in &replies {
         match status {
@@ -177,7 +237,10 @@ async fn concurrent_transfers_keep_the_books(app: &TestApp) {
             other => panic!("unexpected {other}: {body}"),
         }
     }
-    assert!(committed > 100, "most transfers should succeed, got {committed}");
+    assert!(
+        committed > 100,
+        "most transfers should succeed, got {committed}"
+    );
 
     let mut balances = std::collections::HashMap::new();
     for id in &ids {
@@ -185,14 +248,21 @@ async fn concurrent_transfers_keep_the_books(app: &TestApp) {
         assert!(b >= 0, "account {id} went negative: {b}");
         balances.insert(*id, b);
     }
-    assert_eq!(balances.values().sum::<i64>(), START * ACCOUNTS as i64, "money was created or lost");
+    assert_eq!(
+        balances.values().sum::<i64>(),
+        START * ACCOUNTS as i64,
+        "money was created or lost"
+    );
 
     // Replay the stored transfers: they must explain every balance exactly.
-    let mut expected: std::collections::HashMap<i64, i64> = ids.iter().map(|id| (*id, START)).collect();
+    let mut expected: std::collections::HashMap<i64, i64> =
+        ids.iter().map(|id| (*id, START)).collect();
     let mut stored = 0;
     let mut after = 0;
     loop {
-        let (status, page) = app.get(&format!("/api/transfers?limit=200&after={after}")).await;
+        let (status, page) = app
+            .get(&format!("/api/transfers?limit=200&after={after}"))
+            .await;
         assert_eq!(status, 200);
         let items = page["items"].as_array().expect("items").clone();
         for t in &items {
@@ -212,7 +282,10 @@ async fn concurrent_transfers_keep_the_books(app: &TestApp) {
             None => break,
         }
     }
-    assert_eq!(stored, committed, "every acknowledged transfer is stored exactly once");
+    assert_eq!(
+        stored, committed,
+        "every acknowledged transfer is stored exactly once"
+    );
     assert_eq!(expected, balances);
 }
 

@@ -6,12 +6,17 @@ use std::time::{Duration, Instant};
 use dbservice::{DbConfig, DbService};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
-use crate::support::{PASSWORD, backends_named, eventually, fresh_pg_database, spawn_app, unique_name, with_params};
+use crate::support::{
+    PASSWORD, backends_named, eventually, fresh_pg_database, spawn_app, unique_name, with_params,
+};
 
 async fn show(db: &DbService, setting: &str) -> String {
     let row = db
         .conn()
-        .query_one_raw(Statement::from_string(DbBackend::Postgres, format!("SHOW {setting}")))
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SHOW {setting}"),
+        ))
         .await
         .expect("SHOW runs")
         .expect("one row");
@@ -22,10 +27,18 @@ async fn show(db: &DbService, setting: &str) -> String {
 async fn connection_limit_caps_backends_under_concurrent_requests() {
     let base = fresh_pg_database().await;
     let name = unique_name("cap");
-    let app = spawn_app(&with_params(&base, &format!("connection_limit=3&application_name={name}")), |_| {}).await;
+    let app = spawn_app(
+        &with_params(
+            &base,
+            &format!("connection_limit=3&application_name={name}"),
+        ),
+        |_| {},
+    )
+    .await;
     app.wait_ready(Duration::from_secs(30)).await;
 
-    let load = futures::future::join_all((0..20).map(|_| app.get("/api/diagnostics/sleep?seconds=0.3")));
+    let load =
+        futures::future::join_all((0..20).map(|_| app.get("/api/diagnostics/sleep?seconds=0.3")));
     let sampler = async {
         let mut max = 0;
         let until = Instant::now() + Duration::from_millis(1500);
@@ -36,8 +49,14 @@ async fn connection_limit_caps_backends_under_concurrent_requests() {
         max
     };
     let (replies, max_backends) = tokio::join!(load, sampler);
-    assert!(replies.iter().all(|(s, _)| *s == 200), "every request is served: {replies:?}");
-    assert_eq!(max_backends, 3, "the pool used all 3 connections and never more");
+    assert!(
+        replies.iter().all(|(s, _)| *s == 200),
+        "every request is served: {replies:?}"
+    );
+    assert_eq!(
+        max_backends, 3,
+        "the pool used all 3 connections and never more"
+    );
     assert!(app.db.stats().open <= 3);
     app.stop().await.expect("clean shutdown");
 }
@@ -53,7 +72,10 @@ async fn session_parameters_reach_the_server() {
     db.connect().await.expect("connects");
     assert_eq!(show(&db, "application_name").await, "ledger-x");
     assert_eq!(show(&db, "statement_timeout").await, "1500ms");
-    assert_eq!(show(&db, "idle_in_transaction_session_timeout").await, "20s");
+    assert_eq!(
+        show(&db, "idle_in_transaction_session_timeout").await,
+        "20s"
+    );
     assert_eq!(show(&db, "search_path").await, "app,public");
     assert!(db.close(Duration::from_secs(5)).await);
 }
@@ -61,8 +83,10 @@ async fn session_parameters_reach_the_server() {
 #[tokio::test]
 async fn statement_timeout_cancels_long_statements_on_the_server() {
     let base = fresh_pg_database().await;
-    let db = DbService::new(DbConfig::from_url(&with_params(&base, "statement_timeout=200ms")).expect("valid"))
-        .expect("service");
+    let db = DbService::new(
+        DbConfig::from_url(&with_params(&base, "statement_timeout=200ms")).expect("valid"),
+    )
+    .expect("service");
     db.connect().await.expect("connects");
     let started = Instant::now();
     let err = db
@@ -70,7 +94,11 @@ async fn statement_timeout_cancels_long_statements_on_the_server() {
         .execute_unprepared("SELECT pg_sleep(5)")
         .await
         .expect_err("cancelled by the server");
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(err.to_string().contains("statement timeout"), "{err}");
     db.close(Duration::from_secs(5)).await;
 }
@@ -79,28 +107,46 @@ async fn statement_timeout_cancels_long_statements_on_the_server() {
 async fn pool_timeout_fails_a_waiting_caller_in_time() {
     let base = fresh_pg_database().await;
     let db = DbService::new(
-        DbConfig::from_url(&with_params(&base, "connection_limit=1&pool_timeout=300ms")).expect("valid"),
+        DbConfig::from_url(&with_params(&base, "connection_limit=1&pool_timeout=300ms"))
+            .expect("valid"),
     )
     .expect("service");
     db.connect().await.expect("connects");
     let held = db.conn().begin().await.expect("takes the only connection");
     let started = Instant::now();
-    let err = db.conn().execute_unprepared("SELECT 1").await.expect_err("no connection free");
+    let err = db
+        .conn()
+        .execute_unprepared("SELECT 1")
+        .await
+        .expect_err("no connection free");
     let waited = started.elapsed();
     assert!(
-        matches!(err, sea_orm::DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)),
+        matches!(
+            err,
+            sea_orm::DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)
+        ),
         "{err:?}"
     );
-    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(2), "waited {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "waited {waited:?}"
+    );
     held.rollback().await.expect("rollback");
-    db.conn().execute_unprepared("SELECT 1").await.expect("free again");
+    db.conn()
+        .execute_unprepared("SELECT 1")
+        .await
+        .expect("free again");
     db.close(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_timeout_is_a_503_with_retry_after() {
     let base = fresh_pg_database().await;
-    let app = spawn_app(&with_params(&base, "connection_limit=1&pool_timeout=300ms"), |_| {}).await;
+    let app = spawn_app(
+        &with_params(&base, "connection_limit=1&pool_timeout=300ms"),
+        |_| {},
+    )
+    .await;
     app.wait_ready(Duration::from_secs(30)).await;
     let slow = app.get("/api/diagnostics/sleep?seconds=2");
     let blocked = async {
@@ -112,14 +158,25 @@ async fn pool_timeout_is_a_503_with_retry_after() {
             .send()
             .await
             .expect("answered");
-        (res.status().as_u16(), res.headers().get("retry-after").cloned(), started.elapsed(), res.json::<serde_json::Value>().await.ok())
+        (
+            res.status().as_u16(),
+            res.headers().get("retry-after").cloned(),
+            started.elapsed(),
+            res.json::<serde_json::Value>().await.ok(),
+        )
     };
     let ((slow_status, _), (status, retry_after, waited, body)) = tokio::join!(slow, blocked);
     assert_eq!(slow_status, 200);
     assert_eq!(status, 503, "{body:?}");
     assert!(retry_after.is_some(), "Retry-After is set");
-    assert_eq!(body.as_ref().map(|b| b["error"]["code"].clone()), Some(serde_json::json!("pool_timeout")));
-    assert!(waited < Duration::from_secs(2), "refused within pool_timeout + slack: {waited:?}");
+    assert_eq!(
+        body.as_ref().map(|b| b["error"]["code"].clone()),
+        Some(serde_json::json!("pool_timeout"))
+    );
+    assert!(
+        waited < Duration::from_secs(2),
+        "refused within pool_timeout + slack: {waited:?}"
+    );
     app.stop().await.expect("clean shutdown");
 }
 
@@ -129,7 +186,11 @@ async fn statement_timeout_is_a_504() {
     let app = spawn_app(&with_params(&base, "statement_timeout=200ms"), |_| {}).await;
     app.wait_ready(Duration::from_secs(30)).await;
     let (status, body) = app.get("/api/diagnostics/sleep?seconds=3").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (504, Some("statement_timeout")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (504, Some("statement_timeout")),
+        "{body}"
+    );
     app.stop().await.expect("clean shutdown");
 }
 
@@ -137,11 +198,17 @@ async fn statement_timeout_is_a_504() {
 async fn min_connections_are_opened_and_idle_ones_closed() {
     let base = fresh_pg_database().await;
     let name = unique_name("minidle");
-    let url = with_params(&base, &format!("min_connections=2&idle_timeout=1&application_name={name}"));
+    let url = with_params(
+        &base,
+        &format!("min_connections=2&idle_timeout=1&application_name={name}"),
+    );
     let db = DbService::new(DbConfig::from_url(&url).expect("valid")).expect("service");
     db.connect().await.expect("connects");
     assert!(
-        eventually(Duration::from_secs(5), || async { backends_named(&base, &name).await >= 2 }).await,
+        eventually(Duration::from_secs(5), || async {
+            backends_named(&base, &name).await >= 2
+        })
+        .await,
         "min_connections=2 opens two connections"
     );
     // Open more than the minimum, then let them idle past idle_timeout.
@@ -150,12 +217,18 @@ async fn min_connections_are_opened_and_idle_ones_closed() {
         txn.expect("begin").rollback().await.expect("rollback");
     }
     assert!(
-        eventually(Duration::from_secs(10), || async { backends_named(&base, &name).await == 2 }).await,
+        eventually(Duration::from_secs(10), || async {
+            backends_named(&base, &name).await == 2
+        })
+        .await,
         "idle connections above the minimum are closed after idle_timeout"
     );
     db.close(Duration::from_secs(5)).await;
     assert!(
-        eventually(Duration::from_secs(5), || async { backends_named(&base, &name).await == 0 }).await,
+        eventually(Duration::from_secs(5), || async {
+            backends_named(&base, &name).await == 0
+        })
+        .await,
         "close() leaves no backend behind"
     );
 }
@@ -163,13 +236,24 @@ async fn min_connections_are_opened_and_idle_ones_closed() {
 #[tokio::test]
 async fn stripped_url_reaches_the_driver_and_password_never_shows() {
     let base = fresh_pg_database().await;
-    let cfg = DbConfig::from_url(&with_params(&base, "connection_limit=2&pool_timeout=1&sslmode=disable"))
-        .expect("valid");
+    let cfg = DbConfig::from_url(&with_params(
+        &base,
+        "connection_limit=2&pool_timeout=1&sslmode=disable",
+    ))
+    .expect("valid");
     let shown = cfg.redacted_url().to_string();
-    assert!(!shown.contains(PASSWORD) && shown.contains("***") && shown.contains("sslmode=disable"), "{shown}");
-    assert!(!shown.contains("connection_limit"), "pool keys are stripped: {shown}");
+    assert!(
+        !shown.contains(PASSWORD) && shown.contains("***") && shown.contains("sslmode=disable"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("connection_limit"),
+        "pool keys are stripped: {shown}"
+    );
     let db = DbService::new(cfg).expect("service");
-    db.connect().await.expect("the driver accepts the stripped URL");
+    db.connect()
+        .await
+        .expect("the driver accepts the stripped URL");
     assert!(!format!("{db:?}").contains(PASSWORD));
     db.close(Duration::from_secs(5)).await;
 }

@@ -2,7 +2,10 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 use serde::{Deserialize, Serialize};
 
 use super::page_limit;
@@ -32,11 +35,20 @@ pub struct Page<T> {
     pub(crate) next_after: Option<i64>,
 }
 
-pub(crate) async fn create(db: web::Data<DbService>, body: web::Json<NewAccount>) -> Result<HttpResponse, ApiError> {
-    let NewAccount { owner, balance_cents } = body.into_inner();
+pub(crate) async fn create(
+    db: web::Data<DbService>,
+    body: web::Json<NewAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let NewAccount {
+        owner,
+        balance_cents,
+    } = body.into_inner();
     let owner = owner.trim().to_owned();
     if owner.is_empty() || owner.chars().count() > 200 {
-        return Err(ApiError::bad_request("invalid_owner", "owner must be 1 to 200 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_owner",
+            "owner must be 1 to 200 characters",
+        ));
     }
     if balance_cents < 0 {
         return Err(ApiError::bad_request(
@@ -57,22 +69,32 @@ pub(crate) async fn create(db: web::Data<DbService>, body: web::Json<NewAccount>
         .json(account))
 }
 
-pub(crate) async fn get(db: web::Data<DbService>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get(
+    db: web::Data<DbService>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let account = accounts::Entity::find_by_id(id)
         .one(db.conn())
         .await?
-        .ok_or_else(|| ApiError::not_found("account_not_found", format!("account {id} does not exist")))?;
+        .ok_or_else(|| {
+            ApiError::not_found("account_not_found", format!("account {id} does not exist"))
+        })?;
     Ok(HttpResponse::Ok().json(account))
 }
 
-pub(crate) async fn list(db: web::Data<DbService>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn list(
+    db: web::Data<DbService>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(q.limit)?;
     let mut query = accounts::Entity::find().order_by_asc(accounts::Column::Id);
     if let Some(after) = q.after {
         query = query.filter(accounts::Column::Id.gt(after));
     }
     let items = query.limit(limit).all(db.conn()).await?;
-    let next_after = (items.len() as u64 == limit).then(|| items.last().map(|a| a.id)).flatten();
+    let next_after = (items.len() as u64 == limit)
+        .then(|| items.last().map(|a| a.id))
+        .flatten();
     Ok(HttpResponse::Ok().json(Page { items, next_after }))
 }

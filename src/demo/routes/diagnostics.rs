@@ -17,22 +17,36 @@ pub struct SleepQuery {
     seconds: f64,
 }
 
-pub(crate) async fn sleep(db: web::Data<DbService>, q: web::Query<SleepQuery>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn sleep(
+    db: web::Data<DbService>,
+    q: web::Query<SleepQuery>,
+) -> Result<HttpResponse, ApiError> {
     let secs = q.seconds;
     if !(0.0..=30.0).contains(&secs) {
-        return Err(ApiError::bad_request("invalid_seconds", format!("seconds must be between 0 and 30, got {secs}")));
+        return Err(ApiError::bad_request(
+            "invalid_seconds",
+            format!("seconds must be between 0 and 30, got {secs}"),
+        ));
     }
     let started = Instant::now();
     let conn = db.conn();
     let backend = conn.get_database_backend();
     match backend {
         DbBackend::Postgres => {
-            conn.execute_raw(Statement::from_sql_and_values(backend, "SELECT pg_sleep($1)", [secs.into()]))
-                .await?;
+            conn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT pg_sleep($1)",
+                [secs.into()],
+            ))
+            .await?;
         }
         DbBackend::MySql => {
-            conn.execute_raw(Statement::from_sql_and_values(backend, "SELECT SLEEP(?)", [secs.into()]))
-                .await?;
+            conn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT SLEEP(?)",
+                [secs.into()],
+            ))
+            .await?;
         }
         _ => {
             // SQLite has no sleep: hold a transaction (and so a connection) for the time instead.

@@ -21,8 +21,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
+    DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    TransactionTrait,
 };
 use serde::Deserialize;
 
@@ -76,13 +77,19 @@ fn validate(t: &NewTransfer) -> Result<(), ApiError> {
     if t.amount_cents <= 0 {
         return Err(ApiError::bad_request(
             "invalid_amount",
-            format!("amount_cents must be greater than zero, got {}", t.amount_cents),
+            format!(
+                "amount_cents must be greater than zero, got {}",
+                t.amount_cents
+            ),
         ));
     }
     if t.from_account_id == t.to_account_id {
         return Err(ApiError::unprocessable(
             "same_account",
-            format!("cannot transfer from account {} to itself", t.from_account_id),
+            format!(
+                "cannot transfer from account {} to itself",
+                t.from_account_id
+            ),
         ));
     }
     Ok(())
@@ -107,7 +114,11 @@ pub(crate) async fn create(
     })
 }
 
-async fn run_transfer(db: &DbService, t: &NewTransfer, key: Option<String>) -> Result<Outcome, ApiError> {
+async fn run_transfer(
+    db: &DbService,
+    t: &NewTransfer,
+    key: Option<String>,
+) -> Result<Outcome, ApiError> {
     let txn = db.conn().begin().await?;
     let result = transfer_in(&txn, t, key.as_deref()).await;
     match result {
@@ -122,11 +133,16 @@ async fn run_transfer(db: &DbService, t: &NewTransfer, key: Option<String>) -> R
                 (TxError::DuplicateKey, Some(key)) => {
                     // A concurrent request with the same key committed first: answer like a retry.
                     let original = find_by_key(db.conn(), &key).await?.ok_or_else(|| {
-                        ApiError::conflict("idempotency_conflict", "the idempotency key is being used concurrently")
+                        ApiError::conflict(
+                            "idempotency_conflict",
+                            "the idempotency key is being used concurrently",
+                        )
                     })?;
                     replay(original, t)
                 }
-                (TxError::DuplicateKey, None) => Err(ApiError::internal(&"unique violation without a key")),
+                (TxError::DuplicateKey, None) => {
+                    Err(ApiError::internal(&"unique violation without a key"))
+                }
                 (TxError::Api(e), _) => Err(e),
             }
         }
@@ -167,14 +183,21 @@ fn replay(original: transfers::Model, t: &NewTransfer) -> Result<Outcome, ApiErr
     Ok(Outcome::Replayed(original))
 }
 
-async fn find_by_key(conn: &impl ConnectionTrait, key: &str) -> Result<Option<transfers::Model>, sea_orm::DbErr> {
+async fn find_by_key(
+    conn: &impl ConnectionTrait,
+    key: &str,
+) -> Result<Option<transfers::Model>, sea_orm::DbErr> {
     transfers::Entity::find()
         .filter(transfers::Column::IdempotencyKey.eq(key))
         .one(conn)
         .await
 }
 
-async fn transfer_in(txn: &DatabaseTransaction, t: &NewTransfer, key: Option<&str>) -> Result<Outcome, TxError> {
+async fn transfer_in(
+    txn: &DatabaseTransaction,
+    t: &NewTransfer,
+    key: Option<&str>,
+) -> Result<Outcome, TxError> {
     let ids = [
         Ord::min(t.from_account_id, t.to_account_id),
         Ord::max(t.from_account_id, t.to_account_id),
@@ -185,7 +208,10 @@ async fn transfer_in(txn: &DatabaseTransaction, t: &NewTransfer, key: Option<&st
     if txn.get_database_backend() == DbBackend::Sqlite {
         // Take SQLite's write lock before any read (see the module docs).
         accounts::Entity::update_many()
-            .col_expr(accounts::Column::BalanceCents, Expr::col(accounts::Column::BalanceCents).into())
+            .col_expr(
+                accounts::Column::BalanceCents,
+                Expr::col(accounts::Column::BalanceCents),
+            )
             .filter(accounts::Column::Id.is_in(ids))
             .exec(txn)
             .await?;
@@ -201,9 +227,9 @@ async fn transfer_in(txn: &DatabaseTransaction, t: &NewTransfer, key: Option<&st
     }
 
     let find = |id: i64| {
-        rows.iter()
-            .find(|a| a.id == id)
-            .ok_or_else(|| ApiError::not_found("account_not_found", format!("account {id} does not exist")))
+        rows.iter().find(|a| a.id == id).ok_or_else(|| {
+            ApiError::not_found("account_not_found", format!("account {id} does not exist"))
+        })
     };
     let from = find(t.from_account_id)?;
     find(t.to_account_id)?;
@@ -218,7 +244,10 @@ async fn transfer_in(txn: &DatabaseTransaction, t: &NewTransfer, key: Option<&st
         .into());
     }
 
-    for (id, delta) in [(t.from_account_id, -t.amount_cents), (t.to_account_id, t.amount_cents)] {
+    for (id, delta) in [
+        (t.from_account_id, -t.amount_cents),
+        (t.to_account_id, t.amount_cents),
+    ] {
         accounts::Entity::update_many()
             .col_expr(
                 accounts::Column::BalanceCents,
@@ -241,12 +270,22 @@ async fn transfer_in(txn: &DatabaseTransaction, t: &NewTransfer, key: Option<&st
     Ok(Outcome::Created(created))
 }
 
-pub(crate) async fn list(db: web::Data<DbService>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn list(
+    db: web::Data<DbService>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(q.limit)?;
     let mut query = transfers::Entity::find().order_by_asc(transfers::Column::Id);
     if let Some(account) = q.account_id {
-        if accounts::Entity::find_by_id(account).one(db.conn()).await?.is_none() {
-            return Err(ApiError::not_found("account_not_found", format!("account {account} does not exist")));
+        if accounts::Entity::find_by_id(account)
+            .one(db.conn())
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::not_found(
+                "account_not_found",
+                format!("account {account} does not exist"),
+            ));
         }
         query = query.filter(
             Condition::any()
@@ -258,6 +297,8 @@ pub(crate) async fn list(db: web::Data<DbService>, q: web::Query<ListQuery>) -> 
         query = query.filter(transfers::Column::Id.gt(after));
     }
     let items = query.limit(limit).all(db.conn()).await?;
-    let next_after = (items.len() as u64 == limit).then(|| items.last().map(|t| t.id)).flatten();
+    let next_after = (items.len() as u64 == limit)
+        .then(|| items.last().map(|t| t.id))
+        .flatten();
     Ok(HttpResponse::Ok().json(Page { items, next_after }))
 }

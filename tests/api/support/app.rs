@@ -73,14 +73,21 @@ impl TestApp {
         body: &serde_json::Value,
         key: Option<&str>,
     ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
-        let mut req = self.client.post(format!("{}{path}", self.address)).json(body);
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .json(body);
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
         let res = req.send().await.expect("POST answered");
         let status = res.status().as_u16();
         let headers = res.headers().clone();
-        (status, headers, res.json().await.unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            headers,
+            res.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// Waits until `/health/ready` is 200; panics with the last body after `bound`.

@@ -50,7 +50,11 @@ pub fn shared_url(database: &str) -> String {
 /// A name no other test in this run uses.
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Creates an empty database on the shared PostgreSQL server; returns its URL.
@@ -60,7 +64,9 @@ pub async fn fresh_pg_database() -> String {
     let admin = tokio::task::spawn_blocking(|| shared_url("postgres"))
         .await
         .expect("shared cluster starts");
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the shared server");
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the shared server");
     conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .await
         .expect("create test database");
@@ -71,15 +77,23 @@ pub async fn fresh_pg_database() -> String {
 /// A fresh SQLite file URL in `dir`.
 pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
     LazyLock::force(&TRACING);
-    format!("sqlite://{}?mode=rwc", dir.path().join("test.sqlite").display())
+    format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("test.sqlite").display()
+    )
 }
 
 /// A fresh MariaDB/MySQL database URL, or `None` (with a loud banner) when no server answers.
 /// Uses `TEST_MYSQL_URL`, else the machine's MariaDB on 127.0.0.1:3306 as root.
 pub async fn fresh_mysql_database() -> Option<String> {
     LazyLock::force(&TRACING);
-    let base = std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".to_owned());
-    let connect = tokio::time::timeout(Duration::from_secs(5), sqlx::MySqlConnection::connect(&base)).await;
+    let base = std::env::var("TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".to_owned());
+    let connect = tokio::time::timeout(
+        Duration::from_secs(5),
+        sqlx::MySqlConnection::connect(&base),
+    )
+    .await;
     let mut conn = match connect {
         Ok(Ok(c)) => c,
         other => {
@@ -108,8 +122,13 @@ pub async fn fresh_mysql_database() -> Option<String> {
 
 /// Runs SQL on a separate, unpooled connection (the observer's view of the server).
 pub async fn pg_scalar_i64(url: &str, sql: &str) -> i64 {
-    let mut conn = sqlx::PgConnection::connect(url).await.expect("observer connection");
-    let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut conn).await.expect("observer query");
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("observer connection");
+    let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut conn)
+        .await
+        .expect("observer query");
     let _ = conn.close().await;
     v
 }
@@ -118,7 +137,9 @@ pub async fn pg_scalar_i64(url: &str, sql: &str) -> i64 {
 pub async fn backends_named(url: &str, application_name: &str) -> i64 {
     pg_scalar_i64(
         url,
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application_name}'"),
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application_name}'"
+        ),
     )
     .await
 }

@@ -26,7 +26,9 @@ fn bin_dir() -> PathBuf {
         .filter(|p| p.join("initdb").exists())
         .collect();
     versions.sort();
-    versions.pop().expect("an initdb under /usr/lib/postgresql/*/bin")
+    versions
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
 }
 
 fn is_root() -> bool {
@@ -82,10 +84,15 @@ impl PgCluster {
         }
         let bin = bin_dir();
         let mut initdb = as_pg(&bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"]);
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ]);
         run(initdb, "initdb");
         let cluster = Self {
             port: free_port(),
@@ -115,7 +122,9 @@ impl PgCluster {
             self.sockets.display()
         );
         let mut c = self.pg_ctl();
-        c.arg("-l").arg(&self.log).args(["-w", "-t", "60", "-o", &opts, "start"]);
+        c.arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "60", "-o", &opts, "start"]);
         run(c, "pg_ctl start");
     }
 
@@ -129,7 +138,11 @@ impl PgCluster {
     /// A URL for `database` on this cluster. Auth is `trust`, so the password is accepted and
     /// ignored: tests use it to check that it is never shown.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres:{}@127.0.0.1:{}/{database}", super::PASSWORD, self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{database}",
+            super::PASSWORD,
+            self.port
+        )
     }
 
     /// Removes the cluster even if this process is killed: a detached shell polls our pid.
@@ -139,7 +152,10 @@ impl PgCluster {
              {pg_ctl} -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{root}'",
             pid = std::process::id(),
             pg_ctl = if is_root() {
-                format!("runuser -u postgres -- {}", self.bin.join("pg_ctl").display())
+                format!(
+                    "runuser -u postgres -- {}",
+                    self.bin.join("pg_ctl").display()
+                )
             } else {
                 self.bin.join("pg_ctl").display().to_string()
             },
@@ -158,7 +174,9 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let mut c = self.pg_ctl();
-        c.args(["-m", "immediate", "stop"]).stdout(Stdio::null()).stderr(Stdio::null());
+        c.args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let _ = c.status();
     }
 }
