@@ -26,9 +26,14 @@ pub(crate) fn parse_duration(param: &str, value: &str) -> Result<Duration, Confi
             .map_err(|e| invalid(format!("out of range: {e}")));
     }
     humantime::parse_duration(trimmed).map_err(|e| {
-        invalid(format!(
-            "{e}; expected a number of seconds or a duration such as `500ms`, `2s`, `1m`"
-        ))
+        let expected = "expected a number of seconds or a duration such as `500ms`, `2s`, `1m`";
+        match e {
+            // The only humantime message that adds something: which unit it did not know.
+            humantime::DurationError::UnknownUnit { unit, .. } => {
+                invalid(format!("unknown unit `{unit}`; {expected}"))
+            }
+            _ => invalid(expected.to_owned()),
+        }
     })
 }
 
