@@ -20,7 +20,8 @@ use self::duration::{parse_duration, parse_optional_duration};
 pub use self::redact::RedactedUrl;
 pub use self::settings::{LogFormat, Settings};
 pub use self::url::Backend;
-use self::url::{POOL_KEYS, SplitUrl, split};
+pub use self::url::POOL_KEYS;
+use self::url::{SplitUrl, split};
 use crate::error::ConfigError;
 
 /// The validated pool configuration of one [`DbService`](crate::DbService).

@@ -73,8 +73,8 @@ impl Backend {
     }
 }
 
-/// Our parameters, as accepted in the URL query and in the layered settings.
-pub(crate) const POOL_KEYS: &[&str] = &[
+/// Our pool parameters, as accepted in the URL query and in the layered settings.
+pub const POOL_KEYS: &[&str] = &[
     "connection_limit",
     "min_connections",
     "pool_timeout",

@@ -116,3 +116,52 @@ fn shutdown_settings_have_documented_defaults() {
     let err = s.db_config(None).expect_err("no URL, no default");
     assert!(err.to_string().contains("DATABASE_URL"));
 }
+
+/// `.env.example` documents every setting, and every example value in it is valid.
+#[test]
+fn env_example_lists_every_setting_with_valid_values() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+        .expect(".env.example exists");
+    let mut vars: HashMap<String, String> = HashMap::new();
+    for line in text.lines() {
+        let line = line.trim_start_matches('#').trim();
+        if let Some((k, v)) = line.split_once('=')
+            && !k.is_empty()
+            && k.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        {
+            vars.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    for key in dbservice::config::POOL_KEYS {
+        let var = format!("DBSERVICE_{}", key.to_ascii_uppercase());
+        assert!(vars.contains_key(&var), ".env.example lacks {var}");
+    }
+    for var in [
+        "DATABASE_URL",
+        "HOST",
+        "PORT",
+        "LOG_FORMAT",
+        "RUST_LOG",
+        "DBSERVICE_CONFIG",
+        "DBSERVICE_SHUTDOWN_GRACE",
+        "DBSERVICE_DRAIN_TIMEOUT",
+        "DBSERVICE_POOL_CLOSE_TIMEOUT",
+        "DBSERVICE_DEMO_DIAGNOSTICS",
+    ] {
+        assert!(vars.contains_key(var), ".env.example lacks {var}");
+    }
+    // The example values load, except the config file path (it need not exist here) and the
+    // PgBouncer switch (the example also sets session settings PgBouncer rejects).
+    vars.remove("DBSERVICE_CONFIG");
+    vars.remove("DBSERVICE_PGBOUNCER");
+    // Several example URLs are listed; the PostgreSQL-only settings need the PostgreSQL one.
+    vars.insert(
+        "DATABASE_URL".into(),
+        "postgres://app:secret@127.0.0.1:5432/app".into(),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = Settings::from_sources(&vars, dir.path()).expect("example settings load");
+    settings
+        .db_config(None)
+        .expect("example pool settings are valid");
+}

@@ -257,3 +257,35 @@ async fn stripped_url_reaches_the_driver_and_password_never_shows() {
     assert!(!format!("{db:?}").contains(PASSWORD));
     db.close(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn max_lifetime_recycles_connections() {
+    let base = fresh_pg_database().await;
+    let url = with_params(&base, "connection_limit=1&max_lifetime=1");
+    let db = DbService::new(DbConfig::from_url(&url).expect("valid")).expect("service");
+    db.connect().await.expect("connects");
+    let pid = || async {
+        db.conn()
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_backend_pid()",
+            ))
+            .await
+            .expect("query")
+            .expect("row")
+            .try_get_by_index::<i32>(0)
+            .expect("pid")
+    };
+    let first = pid().await;
+    assert_eq!(pid().await, first, "a young connection is reused");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // sqlx checks the lifetime when a connection comes back to the pool (and on its periodic
+    // sweep), so the expired connection may serve one last query before it is closed.
+    let _ = pid().await;
+    assert_ne!(
+        pid().await,
+        first,
+        "a connection older than max_lifetime is replaced"
+    );
+    db.close(Duration::from_secs(5)).await;
+}
