@@ -6,6 +6,8 @@
 //! - [`config`]: `DATABASE_URL` and its pool parameters (`connection_limit`, `pool_timeout`,
 //!   ...), layered settings, redaction.
 //! - [`DbService`]: owns the pool; lazy creation, connect with backoff, readiness, close.
+//! - [`transaction`]: `db.transaction(opts, |tx| ...)` with `max_wait`, `timeout`, isolation,
+//!   read-only and retries; savepoints.
 //! - [`health`]: `/health/live`, `/health/ready`, `/health/db` for actix-web.
 //! - [`shutdown`]: SIGTERM/SIGINT handling: readiness first, then drain, then close.
 //! - [`migrate`]: sea-orm-migration behind a cross-process lock.
@@ -31,8 +33,10 @@ pub mod shutdown;
 mod stats;
 pub mod telemetry;
 mod time;
+pub mod transaction;
 
 pub use config::{Backend, DbConfig, PoolOptions, RedactedUrl, Settings};
 pub use error::{ConfigError, Error, Result};
 pub use service::{DbService, LastError, Phase, PingError};
 pub use stats::PoolStats;
+pub use transaction::{Isolation, TxError, TxOptions, TxStats};

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::transaction::TxStats;
+
 /// A snapshot of the pool's connections.
 ///
 /// The numbers are read one after another without a lock, so under load they may not add up
@@ -19,6 +21,8 @@ pub struct PoolStats {
     pub max: u32,
     /// Connections kept open while idle (`min_connections`).
     pub min: u32,
+    /// Outcomes of [`DbService::transaction`](crate::DbService::transaction) so far.
+    pub transactions: TxStats,
 }
 
 impl PoolStats {

@@ -71,6 +71,14 @@ pub struct PoolOptions {
     /// Bound on the readiness probe's database check. Must be above zero. Default: 1 s.
     #[serde(with = "duration::human")]
     pub health_check_timeout: Duration,
+    /// Default `max_wait` of [`DbService::tx_options`](crate::DbService::tx_options): longest
+    /// wait for a connection and `BEGIN`. Must be above zero. Default: 2 s (Prisma's).
+    #[serde(with = "duration::human")]
+    pub transaction_max_wait: Duration,
+    /// Default `timeout` of [`DbService::tx_options`](crate::DbService::tx_options): longest
+    /// time from `BEGIN` to `COMMIT`. Must be above zero. Default: 5 s (Prisma's).
+    #[serde(with = "duration::human")]
+    pub transaction_timeout: Duration,
     /// PostgreSQL `statement_timeout` for every session, applied by the server. Default: none.
     #[serde(with = "duration::human_opt")]
     pub statement_timeout: Option<Duration>,
@@ -101,6 +109,8 @@ impl Default for PoolOptions {
             max_lifetime: Some(Duration::from_secs(1800)),
             ping_after_idle: Duration::from_secs(10),
             health_check_timeout: Duration::from_secs(1),
+            transaction_max_wait: Duration::from_secs(2),
+            transaction_timeout: Duration::from_secs(5),
             statement_timeout: None,
             idle_in_transaction_session_timeout: None,
             pgbouncer: false,
@@ -245,6 +255,8 @@ fn apply(pool: &mut PoolOptions, key: &str, value: &str) -> Result<(), ConfigErr
         "max_lifetime" => pool.max_lifetime = parse_optional_duration(key, value)?,
         "ping_after_idle" => pool.ping_after_idle = parse_duration(key, value)?,
         "health_check_timeout" => pool.health_check_timeout = positive(key, value)?,
+        "transaction_max_wait" => pool.transaction_max_wait = positive(key, value)?,
+        "transaction_timeout" => pool.transaction_timeout = positive(key, value)?,
         "statement_timeout" => pool.statement_timeout = parse_optional_duration(key, value)?,
         "idle_in_transaction_session_timeout" => {
             pool.idle_in_transaction_session_timeout = parse_optional_duration(key, value)?;

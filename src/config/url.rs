@@ -84,6 +84,8 @@ pub const POOL_KEYS: &[&str] = &[
     "max_lifetime",
     "ping_after_idle",
     "health_check_timeout",
+    "transaction_max_wait",
+    "transaction_timeout",
     "statement_timeout",
     "idle_in_transaction_session_timeout",
     "pgbouncer",

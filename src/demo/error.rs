@@ -81,6 +81,29 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+impl std::error::Error for ApiError {}
+
+impl<E: std::fmt::Display> From<crate::transaction::TxError<E>> for ApiError {
+    fn from(err: crate::transaction::TxError<E>) -> Self {
+        use crate::transaction::TxError;
+        match err {
+            TxError::MaxWait(d) => ApiError::unavailable(
+                "transaction_max_wait",
+                format!(
+                    "no database connection within the transaction's max_wait ({d:?}); retry later"
+                ),
+            ),
+            TxError::Timeout(d) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "transaction_timeout",
+                format!("the transaction ran past its timeout ({d:?}) and was rolled back"),
+            ),
+            TxError::Database(e) => e.into(),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status

@@ -17,6 +17,7 @@ use self::pool::PoolHandle;
 use crate::config::{Backend, DbConfig};
 use crate::error::{Error, Result};
 use crate::stats::PoolStats;
+use crate::transaction::TxCounters;
 
 /// A cheap-to-clone handle to one database pool and its state.
 ///
@@ -37,6 +38,7 @@ struct Inner {
     config: DbConfig,
     lifecycle: Lifecycle,
     last_error: Mutex<Option<LastError>>,
+    tx: TxCounters,
 }
 
 /// The most recent database error the service saw (redacted), for `/health/db`.
@@ -83,6 +85,7 @@ impl DbService {
                 config,
                 lifecycle: Lifecycle::default(),
                 last_error: Mutex::new(None),
+                tx: TxCounters::default(),
             }),
         })
     }
@@ -119,7 +122,12 @@ impl DbService {
             busy: open - idle,
             max: cfg.connection_limit,
             min: cfg.min_connections,
+            transactions: self.inner.tx.snapshot(),
         }
+    }
+
+    pub(crate) fn tx_counters(&self) -> &TxCounters {
+        &self.inner.tx
     }
 
     /// The most recent connection or health-check error, if any.

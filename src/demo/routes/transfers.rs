@@ -14,8 +14,9 @@
 //! without moving money again; a concurrent duplicate that slips past the check hits the unique
 //! index, rolls back, and is answered with the original too.
 //!
-//! The transaction runs in its own task, so a client that disconnects mid-request cannot cancel
-//! it halfway: it commits or rolls back either way.
+//! The transaction runs through [`DbService::transaction`], so it is bounded by
+//! `transaction_max_wait` (503) and `transaction_timeout` (504), and a client that disconnects
+//! mid-request cannot leave it half-done: it commits or rolls back as a whole.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
@@ -23,7 +24,6 @@ use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
     DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
-    TransactionTrait,
 };
 use serde::Deserialize;
 
@@ -32,6 +32,7 @@ use super::page_limit;
 use crate::DbService;
 use crate::demo::entities::{accounts, transfers};
 use crate::demo::error::ApiError;
+use crate::transaction::{Isolation, TxError};
 
 /// Body of `POST /api/transfers`.
 #[derive(Debug, Clone, Deserialize)]
@@ -103,10 +104,7 @@ pub(crate) async fn create(
     let t = body.into_inner();
     validate(&t)?;
     let key = idempotency_key(&req)?;
-    let db = db.into_inner();
-    let task = tokio::spawn(async move { run_transfer(&db, &t, key).await });
-    let outcome = task.await.map_err(|e| ApiError::internal(&e))??;
-    Ok(match outcome {
+    Ok(match run_transfer(&db, &t, key.as_deref()).await? {
         Outcome::Created(t) => HttpResponse::Created().json(t),
         Outcome::Replayed(t) => HttpResponse::Created()
             .insert_header(("Idempotent-Replayed", "true"))
@@ -114,59 +112,60 @@ pub(crate) async fn create(
     })
 }
 
-async fn run_transfer(
-    db: &DbService,
-    t: &NewTransfer,
-    key: Option<String>,
-) -> Result<Outcome, ApiError> {
-    let txn = db.conn().begin().await?;
-    let result = transfer_in(&txn, t, key.as_deref()).await;
-    match result {
-        Ok(outcome) => {
-            txn.commit().await?;
-            Ok(outcome)
-        }
-        Err(err) => {
-            // Explicit rollback: the connection goes back to the pool clean, whatever the error.
-            let _ = txn.rollback().await;
-            match (err, key) {
-                (TxError::DuplicateKey, Some(key)) => {
-                    // A concurrent request with the same key committed first: answer like a retry.
-                    let original = find_by_key(db.conn(), &key).await?.ok_or_else(|| {
-                        ApiError::conflict(
-                            "idempotency_conflict",
-                            "the idempotency key is being used concurrently",
-                        )
-                    })?;
-                    replay(original, t)
-                }
-                (TxError::DuplicateKey, None) => {
-                    Err(ApiError::internal(&"unique violation without a key"))
-                }
-                (TxError::Api(e), _) => Err(e),
-            }
-        }
-    }
-}
-
-enum TxError {
+/// What can stop a transfer inside its transaction.
+#[derive(Debug, thiserror::Error)]
+enum TransferError {
+    /// A database error; kept as the source so serialization failures are retried.
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// A business-rule or input error, answered as is.
+    #[error("{0}")]
     Api(ApiError),
+    /// Another request with the same `Idempotency-Key` committed first.
+    #[error("duplicate idempotency key")]
     DuplicateKey,
 }
 
-impl From<sea_orm::DbErr> for TxError {
-    fn from(e: sea_orm::DbErr) -> Self {
-        if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
-            TxError::DuplicateKey
-        } else {
-            TxError::Api(e.into())
-        }
+impl From<ApiError> for TransferError {
+    fn from(e: ApiError) -> Self {
+        TransferError::Api(e)
     }
 }
 
-impl From<ApiError> for TxError {
-    fn from(e: ApiError) -> Self {
-        TxError::Api(e)
+async fn run_transfer(
+    db: &DbService,
+    t: &NewTransfer,
+    key: Option<&str>,
+) -> Result<Outcome, ApiError> {
+    // Row locks in id order under READ COMMITTED (see the module docs); retries cover the
+    // rare deadlock the database may still report.
+    let opts = db
+        .tx_options()
+        .isolation(Isolation::ReadCommitted)
+        .retries(3);
+    let result = db
+        .transaction(opts, async |txn| transfer_in(txn, t, key).await)
+        .await;
+    match result {
+        Ok(outcome) => Ok(outcome),
+        Err(TxError::Aborted(TransferError::DuplicateKey)) => {
+            let Some(key) = key else {
+                return Err(ApiError::internal(
+                    &"unique violation without an idempotency key",
+                ));
+            };
+            // A concurrent request with the same key committed first: answer like a retry.
+            let original = find_by_key(db.conn(), key).await?.ok_or_else(|| {
+                ApiError::conflict(
+                    "idempotency_conflict",
+                    "the idempotency key is being used concurrently",
+                )
+            })?;
+            replay(original, t)
+        }
+        Err(TxError::Aborted(TransferError::Api(e))) => Err(e),
+        Err(TxError::Aborted(TransferError::Db(e))) | Err(TxError::Database(e)) => Err(e.into()),
+        Err(other) => Err(other.into()),
     }
 }
 
@@ -197,7 +196,7 @@ async fn transfer_in(
     txn: &DatabaseTransaction,
     t: &NewTransfer,
     key: Option<&str>,
-) -> Result<Outcome, TxError> {
+) -> Result<Outcome, TransferError> {
     let ids = [
         Ord::min(t.from_account_id, t.to_account_id),
         Ord::max(t.from_account_id, t.to_account_id),
@@ -266,7 +265,11 @@ async fn transfer_in(
         ..Default::default()
     }
     .insert(txn)
-    .await?;
+    .await
+    .map_err(|e| match e.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) if key.is_some() => TransferError::DuplicateKey,
+        _ => TransferError::Db(e),
+    })?;
     Ok(Outcome::Created(created))
 }
 

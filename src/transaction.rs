@@ -1,0 +1,464 @@
+//! Transactions that cannot hang, leak or half-apply.
+//!
+//! [`DbService::transaction`] runs a closure inside a transaction with Prisma's options and
+//! more:
+//!
+//! - `max_wait` bounds getting a connection and `BEGIN` ([`TxError::MaxWait`]);
+//! - `timeout` bounds the whole transaction from `BEGIN` to `COMMIT` ([`TxError::Timeout`]). On
+//!   PostgreSQL the server is given the same budget (`statement_timeout` and
+//!   `idle_in_transaction_session_timeout`, transaction-scoped through `set_config(..., true)`,
+//!   which also works through PgBouncer), because sqlx never cancels a statement on the server:
+//!   without it a timed-out `pg_sleep` would keep its connection and locks;
+//! - `isolation` and `read_only`;
+//! - `retries` re-runs the closure after a serialization failure or deadlock (SQLSTATE 40001,
+//!   40P01; MySQL reports deadlocks as 40001), with exponential backoff and jitter.
+//!
+//! **Cancellation.** sqlx 0.9.0 leaves a pooled PostgreSQL connection inside a transaction
+//! when the future is dropped while `BEGIN` is in flight (sqlx#4385/#4393). Here `BEGIN`,
+//! `COMMIT` and `ROLLBACK` run in spawned tasks that the caller cannot cancel; if the caller
+//! goes away (an HTTP client disconnects), the body future is dropped first and the transaction
+//! is rolled back explicitly in a task of its own, never through SeaORM's `Drop` (which panics
+//! if it runs while a statement holds the connection's lock).
+//!
+//! [`savepoint`] nests: inside a transaction it runs a closure in a savepoint, so an inner
+//! failure undoes only the inner part.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, Statement,
+    TransactionTrait,
+};
+use serde::Serialize;
+
+use crate::service::DbService;
+
+/// Transaction isolation levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Isolation {
+    /// Each statement sees data committed before it started (PostgreSQL's default).
+    ReadCommitted,
+    /// The whole transaction sees one snapshot (MySQL's default).
+    RepeatableRead,
+    /// As if transactions ran one after another; conflicts fail with SQLSTATE 40001 and are
+    /// retried (see [`TxOptions::retries`]).
+    Serializable,
+}
+
+impl From<Isolation> for IsolationLevel {
+    fn from(i: Isolation) -> Self {
+        match i {
+            Isolation::ReadCommitted => IsolationLevel::ReadCommitted,
+            Isolation::RepeatableRead => IsolationLevel::RepeatableRead,
+            Isolation::Serializable => IsolationLevel::Serializable,
+        }
+    }
+}
+
+/// Options of [`DbService::transaction`]; build from `TxOptions::default()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TxOptions {
+    max_wait: Duration,
+    timeout: Duration,
+    isolation: Option<Isolation>,
+    read_only: bool,
+    retries: u32,
+}
+
+impl Default for TxOptions {
+    /// `max_wait` 2 s, `timeout` 5 s (Prisma's defaults), the database's default isolation,
+    /// read-write, 3 retries.
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            isolation: None,
+            read_only: false,
+            retries: 3,
+        }
+    }
+}
+
+impl TxOptions {
+    /// Longest wait for a connection and `BEGIN`. Default 2 s.
+    pub fn max_wait(mut self, d: Duration) -> Self {
+        self.max_wait = d;
+        self
+    }
+
+    /// Longest time from `BEGIN` to `COMMIT`, per attempt. Default 5 s.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// Isolation level. Default: the database's (read committed on PostgreSQL, repeatable
+    /// read on MySQL). Ignored on SQLite, whose transactions are serializable.
+    pub fn isolation(mut self, i: Isolation) -> Self {
+        self.isolation = Some(i);
+        self
+    }
+
+    /// Read-only transaction: writes fail. Default false. Ignored on SQLite.
+    pub fn read_only(mut self, yes: bool) -> Self {
+        self.read_only = yes;
+        self
+    }
+
+    /// How many times the closure is re-run after a serialization failure or deadlock.
+    /// Default 3; 0 disables retries.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxError<E> {
+    /// No connection (and `BEGIN`) within `max_wait`. Nothing ran; safe to retry later
+    /// (HTTP 503 + `Retry-After`).
+    #[error("no database connection within max_wait ({0:?})")]
+    MaxWait(Duration),
+    /// The transaction ran past its `timeout` and was rolled back (HTTP 504).
+    #[error("transaction timed out after {0:?} and was rolled back")]
+    Timeout(Duration),
+    /// A database error outside the closure (`BEGIN`, `COMMIT`, ...), or a retryable conflict
+    /// that persisted through every retry. The transaction was rolled back.
+    #[error("transaction failed: {0}")]
+    Database(DbErr),
+    /// The closure returned an error; the transaction was rolled back.
+    #[error("transaction aborted: {0}")]
+    Aborted(E),
+}
+
+/// Transaction outcome counters, since the service started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TxStats {
+    /// Transactions committed.
+    pub commit: u64,
+    /// Transactions rolled back because the closure failed (retried attempts included).
+    pub rollback: u64,
+    /// Transactions rolled back because they ran past `timeout`.
+    pub timeout: u64,
+    /// Transactions that could not start within `max_wait`.
+    pub max_wait: u64,
+    /// Re-runs after a serialization failure or deadlock.
+    pub retry: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct TxCounters {
+    commit: AtomicU64,
+    rollback: AtomicU64,
+    timeout: AtomicU64,
+    max_wait: AtomicU64,
+    retry: AtomicU64,
+}
+
+impl TxCounters {
+    pub fn snapshot(&self) -> TxStats {
+        TxStats {
+            commit: self.commit.load(Ordering::Relaxed),
+            rollback: self.rollback.load(Ordering::Relaxed),
+            timeout: self.timeout.load(Ordering::Relaxed),
+            max_wait: self.max_wait.load(Ordering::Relaxed),
+            retry: self.retry.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The SQLSTATE of a driver error, if it carries one.
+pub fn sqlstate(err: &DbErr) -> Option<String> {
+    use sea_orm::{RuntimeErr, sqlx};
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Conn(RuntimeErr::SqlxError(e)) => match e.as_ref() {
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether re-running the whole transaction may succeed: serialization failure or deadlock.
+pub fn is_retryable(err: &DbErr) -> bool {
+    matches!(sqlstate(err).as_deref(), Some("40001" | "40P01"))
+}
+
+/// Finds a [`DbErr`] in `err` or its `source()` chain.
+fn find_db_err<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a DbErr> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(db) = e.downcast_ref::<DbErr>() {
+            return Some(db);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// Rolls back in a task of its own: completes even if the caller is dropped meanwhile.
+async fn rollback_detached(txn: DatabaseTransaction) -> Result<(), DbErr> {
+    match tokio::spawn(async move { txn.rollback().await }).await {
+        Ok(r) => r,
+        Err(e) => Err(DbErr::Custom(format!("rollback task failed: {e}"))),
+    }
+}
+
+/// Owns the open transaction; if dropped (the caller's future was cancelled) it rolls back
+/// explicitly in a spawned task instead of relying on SeaORM's `Drop`.
+struct Open(Option<DatabaseTransaction>);
+
+impl Open {
+    fn txn(&self) -> Option<&DatabaseTransaction> {
+        self.0.as_ref()
+    }
+
+    fn take(&mut self) -> Option<DatabaseTransaction> {
+        self.0.take()
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(txn) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                if let Err(e) = txn.rollback().await {
+                    tracing::warn!(error = %e, "rollback after cancellation failed");
+                }
+            });
+        }
+    }
+}
+
+enum Attempt<T, E> {
+    Done(T),
+    Failed(TxError<E>),
+}
+
+impl DbService {
+    /// Transaction options with this service's configured defaults (`transaction_max_wait`,
+    /// `transaction_timeout`); adjust per call with the builder methods.
+    pub fn tx_options(&self) -> TxOptions {
+        let p = self.config().pool();
+        TxOptions::default()
+            .max_wait(p.transaction_max_wait)
+            .timeout(p.transaction_timeout)
+    }
+
+    /// Runs `body` in a transaction with `opts`; commits if it returns `Ok`, rolls back
+    /// otherwise. The closure may run more than once (see [`TxOptions::retries`]), so it must
+    /// not have effects outside the transaction that cannot be repeated.
+    ///
+    /// The closure's error type must be an `Error` so a serialization failure can be found in
+    /// its `source()` chain (e.g. a `thiserror` variant `Db(#[from] DbErr)`) and retried.
+    ///
+    /// ```no_run
+    /// # async fn f(db: dbservice::DbService) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use dbservice::transaction::{Isolation, TxOptions};
+    /// use sea_orm::ConnectionTrait;
+    /// let opts = TxOptions::default().max_wait(Duration::from_millis(500)).isolation(Isolation::Serializable);
+    /// let n = db
+    ///     .transaction(opts, async |tx| {
+    ///         tx.execute_unprepared("UPDATE accounts SET balance_cents = balance_cents + 1").await
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<F, T, E>(&self, opts: TxOptions, mut body: F) -> Result<T, TxError<E>>
+    where
+        F: AsyncFnMut(&DatabaseTransaction) -> Result<T, E> + Send,
+        T: Send,
+        E: std::error::Error + Send + 'static,
+    {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(10))
+            .with_max_delay(Duration::from_millis(500))
+            .with_jitter()
+            .with_max_times(opts.retries as usize)
+            .build();
+        loop {
+            let error = match self.attempt(&opts, &mut body).await {
+                Attempt::Done(value) => return Ok(value),
+                Attempt::Failed(e) => e,
+            };
+            let retryable = match &error {
+                TxError::Database(db) => is_retryable(db),
+                TxError::Aborted(e) => find_db_err(e).is_some_and(is_retryable),
+                _ => false,
+            };
+            match delays.next() {
+                Some(delay) if retryable => {
+                    bump(&self.tx_counters().retry);
+                    tracing::debug!(delay_ms = delay.as_millis() as u64, error = %error, "retrying transaction");
+                    tokio::time::sleep(delay).await;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    async fn attempt<F, T, E>(&self, opts: &TxOptions, body: &mut F) -> Attempt<T, E>
+    where
+        F: AsyncFnMut(&DatabaseTransaction) -> Result<T, E> + Send,
+        T: Send,
+        E: Send,
+    {
+        let counters = self.tx_counters();
+        let backend = self.backend_kind();
+        let started = Instant::now();
+
+        // BEGIN in a task of its own: a cancelled BEGIN would poison the connection (sqlx#4393).
+        // On max_wait we stop waiting for it, and it rolls back by itself when it completes.
+        let conn = self.conn().clone();
+        let (isolation, access) = match backend {
+            DbBackend::Sqlite => (None, None),
+            _ => (
+                opts.isolation.map(IsolationLevel::from),
+                opts.read_only.then_some(AccessMode::ReadOnly),
+            ),
+        };
+        let mut begin =
+            tokio::spawn(async move { conn.begin_with_config(isolation, access).await });
+        let txn = match tokio::time::timeout(opts.max_wait, &mut begin).await {
+            Ok(Ok(Ok(txn))) => txn,
+            Ok(Ok(Err(DbErr::ConnectionAcquire(_)))) | Err(_) => {
+                tokio::spawn(async move {
+                    if let Ok(Ok(txn)) = begin.await {
+                        let _ = txn.rollback().await;
+                    }
+                });
+                bump(&counters.max_wait);
+                return Attempt::Failed(TxError::MaxWait(opts.max_wait));
+            }
+            Ok(Ok(Err(e))) => return Attempt::Failed(TxError::Database(e)),
+            Ok(Err(e)) => {
+                return Attempt::Failed(TxError::Database(DbErr::Custom(format!(
+                    "BEGIN task failed: {e}"
+                ))));
+            }
+        };
+        let mut open = Open(Some(txn));
+        let Some(txn) = open.txn() else {
+            return Attempt::Failed(TxError::Database(DbErr::Custom(
+                "transaction vanished".into(),
+            )));
+        };
+
+        let budget = opts.timeout.saturating_sub(started.elapsed());
+        if backend == DbBackend::Postgres
+            && let Err(e) = limit_on_server(txn, budget).await
+        {
+            return self.finish_failed(&mut open, TxError::Database(e)).await;
+        }
+
+        let outcome = tokio::time::timeout(budget, body(txn)).await;
+        match outcome {
+            Ok(Ok(value)) => {
+                let Some(txn) = open.take() else {
+                    return Attempt::Failed(TxError::Database(DbErr::Custom(
+                        "transaction vanished".into(),
+                    )));
+                };
+                // COMMIT in its own task: it completes even if the caller goes away now.
+                let commit = tokio::spawn(async move { txn.commit().await });
+                match commit.await {
+                    Ok(Ok(())) => {
+                        bump(&counters.commit);
+                        Attempt::Done(value)
+                    }
+                    Ok(Err(e)) => {
+                        bump(&counters.rollback);
+                        Attempt::Failed(map_server_timeout(e, opts.timeout, counters))
+                    }
+                    Err(e) => Attempt::Failed(TxError::Database(DbErr::Custom(format!(
+                        "COMMIT task failed: {e}"
+                    )))),
+                }
+            }
+            Ok(Err(e)) => self.finish_failed(&mut open, TxError::Aborted(e)).await,
+            Err(_elapsed) => {
+                // The body future (and any statement lock it held) is gone; roll back explicitly.
+                if let Some(txn) = open.take() {
+                    let _ = rollback_detached(txn).await;
+                }
+                bump(&counters.timeout);
+                Attempt::Failed(TxError::Timeout(opts.timeout))
+            }
+        }
+    }
+
+    async fn finish_failed<T, E>(&self, open: &mut Open, error: TxError<E>) -> Attempt<T, E> {
+        if let Some(txn) = open.take()
+            && let Err(e) = rollback_detached(txn).await
+        {
+            tracing::warn!(error = %e, "rollback failed; the connection is discarded");
+        }
+        bump(&self.tx_counters().rollback);
+        Attempt::Failed(error)
+    }
+
+    fn backend_kind(&self) -> DbBackend {
+        self.conn().get_database_backend()
+    }
+}
+
+/// A statement the server cancelled because our transaction budget ran out is a timeout.
+fn map_server_timeout<E>(e: DbErr, timeout: Duration, counters: &TxCounters) -> TxError<E> {
+    if matches!(sqlstate(&e).as_deref(), Some("57014" | "25P03")) {
+        bump(&counters.timeout);
+        TxError::Timeout(timeout)
+    } else {
+        TxError::Database(e)
+    }
+}
+
+/// Gives the server the transaction's remaining budget, so a stuck statement or a stalled
+/// client cannot hold locks past the timeout. Transaction-scoped: gone at COMMIT/ROLLBACK.
+async fn limit_on_server(txn: &DatabaseTransaction, budget: Duration) -> Result<(), DbErr> {
+    let ms = budget.as_millis().max(1).to_string();
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT set_config('statement_timeout', $1, true), \
+                set_config('idle_in_transaction_session_timeout', $1, true)",
+        [ms.into()],
+    ))
+    .await
+    .map(|_| ())
+}
+
+/// Runs `body` in a savepoint of `txn`: on error only the savepoint's work is undone and the
+/// outer transaction continues.
+pub async fn savepoint<F, T, E>(txn: &DatabaseTransaction, body: F) -> Result<T, TxError<E>>
+where
+    F: AsyncFnOnce(&DatabaseTransaction) -> Result<T, E> + Send,
+    T: Send,
+    E: Send,
+{
+    let inner = txn.begin().await.map_err(TxError::Database)?;
+    match body(&inner).await {
+        Ok(value) => {
+            inner.commit().await.map_err(TxError::Database)?;
+            Ok(value)
+        }
+        Err(e) => {
+            inner.rollback().await.map_err(TxError::Database)?;
+            Err(TxError::Aborted(e))
+        }
+    }
+}
