@@ -324,7 +324,8 @@ impl DbService {
         let started = Instant::now();
 
         // BEGIN in a task of its own: a cancelled BEGIN would poison the connection (sqlx#4393).
-        // On max_wait we stop waiting for it, and it rolls back by itself when it completes.
+        // If nobody takes the transaction (max_wait passed, or the caller was dropped), the
+        // task rolls it back itself.
         let conn = self.conn().clone();
         let (isolation, access) = match backend {
             DbBackend::Sqlite => (None, None),
@@ -333,24 +334,24 @@ impl DbService {
                 opts.read_only.then_some(AccessMode::ReadOnly),
             ),
         };
-        let mut begin =
-            tokio::spawn(async move { conn.begin_with_config(isolation, access).await });
-        let txn = match tokio::time::timeout(opts.max_wait, &mut begin).await {
+        let (deliver, receive) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let begun = conn.begin_with_config(isolation, access).await;
+            if let Err(Ok(txn)) = deliver.send(begun) {
+                let _ = txn.rollback().await;
+            }
+        });
+        let txn = match tokio::time::timeout(opts.max_wait, receive).await {
             Ok(Ok(Ok(txn))) => txn,
             Ok(Ok(Err(DbErr::ConnectionAcquire(_)))) | Err(_) => {
-                tokio::spawn(async move {
-                    if let Ok(Ok(txn)) = begin.await {
-                        let _ = txn.rollback().await;
-                    }
-                });
                 bump(&counters.max_wait);
                 return Attempt::Failed(TxError::MaxWait(opts.max_wait));
             }
             Ok(Ok(Err(e))) => return Attempt::Failed(TxError::Database(e)),
-            Ok(Err(e)) => {
-                return Attempt::Failed(TxError::Database(DbErr::Custom(format!(
-                    "BEGIN task failed: {e}"
-                ))));
+            Ok(Err(_)) => {
+                return Attempt::Failed(TxError::Database(DbErr::Custom(
+                    "the BEGIN task died".into(),
+                )));
             }
         };
         let mut open = Open(Some(txn));
@@ -428,10 +429,16 @@ fn map_server_timeout<E>(e: DbErr, timeout: Duration, counters: &TxCounters) -> 
     }
 }
 
-/// Gives the server the transaction's remaining budget, so a stuck statement or a stalled
-/// client cannot hold locks past the timeout. Transaction-scoped: gone at COMMIT/ROLLBACK.
+/// How much later than the client the server gives up: the client's timeout fires first and
+/// reports `Timeout`; the server's is the backstop that frees the connection and the locks
+/// (sqlx cannot cancel a running statement) and guards against a stalled client.
+const SERVER_GRACE: Duration = Duration::from_millis(250);
+
+/// Gives the server the transaction's remaining budget (plus [`SERVER_GRACE`]), so a stuck
+/// statement or a stalled client cannot hold locks past the timeout. Transaction-scoped
+/// (`set_config(..., true)`): gone at COMMIT/ROLLBACK, and safe behind PgBouncer.
 async fn limit_on_server(txn: &DatabaseTransaction, budget: Duration) -> Result<(), DbErr> {
-    let ms = budget.as_millis().max(1).to_string();
+    let ms = (budget + SERVER_GRACE).as_millis().to_string();
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT set_config('statement_timeout', $1, true), \

@@ -12,3 +12,4 @@ mod health;
 mod ledger;
 mod mysql;
 mod pool;
+mod transactions;

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod pg_cluster;
+pub mod proxy;
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
