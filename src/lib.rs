@@ -39,4 +39,4 @@ pub use config::{Backend, DbConfig, PoolOptions, RedactedUrl, Settings};
 pub use error::{ConfigError, Error, Result};
 pub use service::{DbService, LastError, Phase, PingError};
 pub use stats::PoolStats;
-pub use transaction::{Isolation, TxError, TxOptions, TxStats};
+pub use transaction::{Isolation, Transaction, TxError, TxOptions, TxStats};

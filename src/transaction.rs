@@ -137,6 +137,95 @@ pub enum TxError<E> {
     Aborted(E),
 }
 
+impl TxError<std::convert::Infallible> {
+    /// The same error with another closure error type (there is no `Aborted` to convert).
+    fn widen<E>(self) -> TxError<E> {
+        match self {
+            TxError::MaxWait(d) => TxError::MaxWait(d),
+            TxError::Timeout(d) => TxError::Timeout(d),
+            TxError::Database(e) => TxError::Database(e),
+            TxError::Aborted(never) => match never {},
+        }
+    }
+}
+
+/// A transaction begun with [`DbService::begin`]; rolls back when dropped uncommitted.
+pub struct Transaction {
+    open: Open,
+    started: Instant,
+    timeout: Duration,
+    db: DbService,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("elapsed", &self.started.elapsed())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for Transaction {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        // `open` holds the transaction from `begin` until `commit`/`rollback`, which consume
+        // the handle; `Drop` is the only other taker.
+        self.open
+            .txn()
+            .expect("a Transaction handle always holds its transaction")
+    }
+}
+
+impl Transaction {
+    /// Commits, unless `timeout` has passed: then rolls back and returns [`TxError::Timeout`].
+    pub async fn commit(mut self) -> Result<(), TxError<std::convert::Infallible>> {
+        let counters = self.db.tx_counters();
+        let Some(txn) = self.open.take() else {
+            return Err(TxError::Database(DbErr::Custom(
+                "transaction already finished".into(),
+            )));
+        };
+        if self.started.elapsed() > self.timeout {
+            let _ = rollback_detached(txn).await;
+            bump(&counters.timeout);
+            return Err(TxError::Timeout(self.timeout));
+        }
+        match tokio::spawn(async move { txn.commit().await }).await {
+            Ok(Ok(())) => {
+                bump(&counters.commit);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                bump(&counters.rollback);
+                Err(map_server_timeout(e, self.timeout, counters))
+            }
+            Err(e) => Err(TxError::Database(DbErr::Custom(format!(
+                "COMMIT task failed: {e}"
+            )))),
+        }
+    }
+
+    /// Rolls back now.
+    pub async fn rollback(mut self) -> Result<(), DbErr> {
+        bump(&self.db.tx_counters().rollback);
+        match self.open.take() {
+            Some(txn) => rollback_detached(txn).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if self.open.txn().is_some() {
+            bump(&self.db.tx_counters().rollback);
+        }
+        // `open`'s own Drop rolls back in a spawned task.
+    }
+}
+
 /// Transaction outcome counters, since the service started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -322,39 +411,10 @@ impl DbService {
         let counters = self.tx_counters();
         let backend = self.backend_kind();
         let started = Instant::now();
-
-        // BEGIN in a task of its own: a cancelled BEGIN would poison the connection (sqlx#4393).
-        // If nobody takes the transaction (max_wait passed, or the caller was dropped), the
-        // task rolls it back itself.
-        let conn = self.conn().clone();
-        let (isolation, access) = match backend {
-            DbBackend::Sqlite => (None, None),
-            _ => (
-                opts.isolation.map(IsolationLevel::from),
-                opts.read_only.then_some(AccessMode::ReadOnly),
-            ),
+        let mut open = match self.begin_guarded(opts).await {
+            Ok(open) => open,
+            Err(e) => return Attempt::Failed(e.widen()),
         };
-        let (deliver, receive) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let begun = conn.begin_with_config(isolation, access).await;
-            if let Err(Ok(txn)) = deliver.send(begun) {
-                let _ = txn.rollback().await;
-            }
-        });
-        let txn = match tokio::time::timeout(opts.max_wait, receive).await {
-            Ok(Ok(Ok(txn))) => txn,
-            Ok(Ok(Err(DbErr::ConnectionAcquire(_)))) | Err(_) => {
-                bump(&counters.max_wait);
-                return Attempt::Failed(TxError::MaxWait(opts.max_wait));
-            }
-            Ok(Ok(Err(e))) => return Attempt::Failed(TxError::Database(e)),
-            Ok(Err(_)) => {
-                return Attempt::Failed(TxError::Database(DbErr::Custom(
-                    "the BEGIN task died".into(),
-                )));
-            }
-        };
-        let mut open = Open(Some(txn));
         let Some(txn) = open.txn() else {
             return Attempt::Failed(TxError::Database(DbErr::Custom(
                 "transaction vanished".into(),
@@ -402,6 +462,71 @@ impl DbService {
                 Attempt::Failed(TxError::Timeout(opts.timeout))
             }
         }
+    }
+
+    /// Acquires a connection and runs `BEGIN` within `max_wait`, in a task the caller cannot
+    /// cancel (a cancelled BEGIN would poison the connection: sqlx#4393). If nobody takes the
+    /// transaction (max_wait passed, or the caller was dropped), that task rolls it back.
+    async fn begin_guarded(
+        &self,
+        opts: &TxOptions,
+    ) -> Result<Open, TxError<std::convert::Infallible>> {
+        let conn = self.conn().clone();
+        let (isolation, access) = match self.backend_kind() {
+            DbBackend::Sqlite => (None, None),
+            _ => (
+                opts.isolation.map(IsolationLevel::from),
+                opts.read_only.then_some(AccessMode::ReadOnly),
+            ),
+        };
+        let (deliver, receive) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let begun = conn.begin_with_config(isolation, access).await;
+            if let Err(Ok(txn)) = deliver.send(begun) {
+                let _ = txn.rollback().await;
+            }
+        });
+        match tokio::time::timeout(opts.max_wait, receive).await {
+            Ok(Ok(Ok(txn))) => Ok(Open(Some(txn))),
+            Ok(Ok(Err(DbErr::ConnectionAcquire(_)))) | Err(_) => {
+                bump(&self.tx_counters().max_wait);
+                Err(TxError::MaxWait(opts.max_wait))
+            }
+            Ok(Ok(Err(e))) => Err(TxError::Database(e)),
+            Ok(Err(_)) => Err(TxError::Database(DbErr::Custom(
+                "the BEGIN task died".into(),
+            ))),
+        }
+    }
+
+    /// Begins a transaction with `opts` and returns a handle: use it (it derefs to SeaORM's
+    /// `DatabaseTransaction`) and [`commit`](Transaction::commit) it. Dropping the handle rolls
+    /// back (explicitly, in a spawned task). `max_wait` bounds the begin; `timeout` is enforced
+    /// by the server on PostgreSQL (statements and idle time inside the transaction) and by
+    /// `commit`, which rolls back and returns [`TxError::Timeout`] once it has passed.
+    /// `retries` does not apply: only the closure form can re-run your code.
+    pub async fn begin(
+        &self,
+        opts: TxOptions,
+    ) -> Result<Transaction, TxError<std::convert::Infallible>> {
+        let started = Instant::now();
+        let mut open = self.begin_guarded(&opts).await?;
+        if self.backend_kind() == DbBackend::Postgres
+            && let Some(txn) = open.txn()
+            && let Err(e) =
+                limit_on_server(txn, opts.timeout.saturating_sub(started.elapsed())).await
+        {
+            if let Some(txn) = open.take() {
+                let _ = rollback_detached(txn).await;
+            }
+            return Err(TxError::Database(e));
+        }
+        Ok(Transaction {
+            open,
+            started,
+            timeout: opts.timeout,
+            db: self.clone(),
+        })
     }
 
     async fn finish_failed<T, E>(&self, open: &mut Open, error: TxError<E>) -> Attempt<T, E> {

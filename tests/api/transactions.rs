@@ -469,3 +469,50 @@ async fn transfer_past_max_wait_is_a_503_with_retry_after() {
     assert_eq!(balance["balance_cents"], 100, "nothing moved");
     app.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn manual_begin_commits_rolls_back_on_drop_and_enforces_timeout() {
+    let db = service(&with_params(
+        &fresh_pg_database().await,
+        "connection_limit=1",
+    ))
+    .await;
+    exec(db.conn(), "CREATE TABLE m (x int)").await;
+
+    let tx = db.begin(TxOptions::default()).await.expect("begins");
+    exec(&*tx, "INSERT INTO m VALUES (1)").await;
+    tx.commit().await.expect("commits");
+
+    let tx = db.begin(TxOptions::default()).await.expect("begins");
+    exec(&*tx, "INSERT INTO m VALUES (2)").await;
+    drop(tx);
+    assert_clean(&db).await;
+
+    let tx = db
+        .begin(TxOptions::default().timeout(Duration::from_millis(300)))
+        .await
+        .expect("begins");
+    exec(&*tx, "INSERT INTO m VALUES (3)").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        matches!(tx.commit().await, Err(TxError::Timeout(_))),
+        "commit after the timeout fails"
+    );
+
+    assert_eq!(
+        scalar(db.conn(), "SELECT count(*) FROM m").await,
+        1,
+        "only the committed row remains"
+    );
+    assert_eq!(
+        scalar(db.conn(), "SELECT count(*) FROM m WHERE x = 1").await,
+        1
+    );
+    let stats = db.stats().transactions;
+    assert_eq!(
+        (stats.commit, stats.rollback, stats.timeout),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+    db.close(Duration::from_secs(5)).await;
+}
