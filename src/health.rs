@@ -7,7 +7,8 @@
 //!   and the database answers within `health_check_timeout`; 503 (`fail`) otherwise. A pool
 //!   whose every connection is busy is `warn` (200): the database is fine, we are just busy.
 //! - `GET /health/db`: details for humans: phase, redacted configuration, pool statistics,
-//!   last error.
+//!   an alert level from utilization (`ok`, `warn` at `utilization_warn_percent`, `critical` at
+//!   `utilization_critical_percent`), and the last error (redacted) with its time.
 //!
 //! Bodies follow the IETF *Health Check Response Format for HTTP APIs* draft
 //! (`application/health+json`).
@@ -114,6 +115,13 @@ async fn ready(db: web::Data<DbService>) -> HttpResponse {
                 "time": now,
             }],
             "database:connections": pool_check(&stats, status, &now),
+            "database:utilization": [{
+                "componentType": "datastore",
+                "observedValue": stats.utilization() * 100.0,
+                "observedUnit": "percent",
+                "status": status,
+                "time": now,
+            }],
         },
     });
     if let Some(output) = output {
@@ -125,8 +133,17 @@ async fn ready(db: web::Data<DbService>) -> HttpResponse {
 async fn details(db: web::Data<DbService>) -> HttpResponse {
     let phase = db.phase();
     let stats = db.stats();
+    let cfg = db.config().pool();
+    let percent = stats.utilization() * 100.0;
+    let level = if percent >= f64::from(cfg.utilization_critical_percent) {
+        "critical"
+    } else if percent >= f64::from(cfg.utilization_warn_percent) {
+        "warn"
+    } else {
+        "ok"
+    };
     let status = match phase {
-        Phase::Ready if stats.is_saturated() => "warn",
+        Phase::Ready if level != "ok" => "warn",
         Phase::Ready => "pass",
         _ => "fail",
     };
@@ -137,7 +154,12 @@ async fn details(db: web::Data<DbService>) -> HttpResponse {
             "phase": phase,
             "backend": db.backend(),
             "pool": stats,
-            "utilization": stats.utilization(),
+            "alert": {
+                "level": level,
+                "utilization_percent": percent,
+                "warn_percent": cfg.utilization_warn_percent,
+                "critical_percent": cfg.utilization_critical_percent,
+            },
             "config": db.config(),
             "last_error": db.last_error(),
             "time": rfc3339::format(SystemTime::now()),

@@ -8,6 +8,8 @@
 //! - [`DbService`]: owns the pool; lazy creation, connect with backoff, readiness, close.
 //! - [`transaction`]: `db.transaction(opts, |tx| ...)` with `max_wait`, `timeout`, isolation,
 //!   read-only and retries; savepoints.
+//! - [`metrics`]: `GET /metrics` (Prometheus/OpenMetrics) for the pool, queries, errors,
+//!   transactions and HTTP routes.
 //! - [`health`]: `/health/live`, `/health/ready`, `/health/db` for actix-web.
 //! - [`shutdown`]: SIGTERM/SIGINT handling: readiness first, then drain, then close.
 //! - [`migrate`]: sea-orm-migration behind a cross-process lock.
@@ -24,10 +26,14 @@
 //! ```
 
 pub mod config;
+mod conn;
 pub mod demo;
 mod error;
+mod gate;
 pub mod health;
+pub mod metrics;
 pub mod migrate;
+mod observe;
 mod service;
 pub mod shutdown;
 mod stats;
@@ -36,7 +42,9 @@ mod time;
 pub mod transaction;
 
 pub use config::{Backend, DbConfig, PoolOptions, RedactedUrl, Settings};
+pub use conn::DbConn;
 pub use error::{ConfigError, Error, Result};
+pub use observe::{Distribution, ErrorCounts};
 pub use service::{DbService, LastError, Phase, PingError};
 pub use stats::PoolStats;
 pub use transaction::{Isolation, Transaction, TxError, TxOptions, TxStats};

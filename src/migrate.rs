@@ -21,7 +21,8 @@ const MYSQL_LOCK_WAIT_SECS: u32 = 120;
 
 /// Applies every pending migration of `M`, serialised across processes.
 pub async fn run<M: MigratorTrait>(db: &DbService) -> Result<()> {
-    let conn = db.conn();
+    // Migrations run once at startup on their own connection: no need for the gate.
+    let conn = db.conn().raw();
     match db.backend() {
         Backend::Postgres => {
             let txn = conn.begin().await?;

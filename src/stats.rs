@@ -2,13 +2,15 @@
 
 use serde::Serialize;
 
+use crate::observe::{Distribution, ErrorCounts};
 use crate::transaction::TxStats;
 
-/// A snapshot of the pool's connections.
+/// A snapshot of the pool: connections, callers, statements, errors, transactions.
 ///
 /// The numbers are read one after another without a lock, so under load they may not add up
-/// exactly (`busy` is derived as `open - idle`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// exactly (`busy` is derived as `open - idle`). Where each is measured: see
+/// `CONNECTION_POOLING.md`, "Monitoring".
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct PoolStats {
     /// Connections currently open, idle or in use.
@@ -21,6 +23,24 @@ pub struct PoolStats {
     pub max: u32,
     /// Connections kept open while idle (`min_connections`).
     pub min: u32,
+    /// Callers waiting for a connection right now (measured where they wait).
+    pub waiting: u64,
+    /// Callers holding a connection right now: statements in flight and open transactions.
+    pub active: u64,
+    /// Connections opened since the service started.
+    pub opened_total: u64,
+    /// Connections closed since the service started (idle, lifetime, broken): opened − open.
+    pub closed_total: u64,
+    /// Statements executed (inside transactions too).
+    pub queries_total: u64,
+    /// Statements that returned an error.
+    pub queries_failed: u64,
+    /// Errors by kind.
+    pub errors: ErrorCounts,
+    /// Time callers waited for a connection, over the recent window.
+    pub wait: Distribution,
+    /// Statement execution time, over the recent window.
+    pub query: Distribution,
     /// Outcomes of [`DbService::transaction`](crate::DbService::transaction) so far.
     pub transactions: TxStats,
 }

@@ -5,10 +5,12 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
+use actix_web::web;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::util::TryInitError;
 
 use crate::config::LogFormat;
+use crate::metrics::HttpMetrics;
 
 /// The filter used when `RUST_LOG` is unset: our lines at INFO, the drivers' only when they warn.
 pub const DEFAULT_FILTER: &str = "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn";
@@ -33,7 +35,8 @@ pub fn init(format: LogFormat) -> Result<(), TryInitError> {
 }
 
 /// actix middleware (use with `middleware::from_fn`): one INFO line per request with method,
-/// path, status and latency. Query strings are left out: they may carry personal data.
+/// path, status and latency, and, if the app data holds a [`HttpMetrics`], the request's
+/// per-route metrics. Query strings are left out: they may carry personal data.
 pub async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -41,11 +44,20 @@ pub async fn log_request(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.path().to_owned();
+    let http_metrics = req.app_data::<web::Data<HttpMetrics>>().cloned();
     let res = next.call(req).await;
-    let status = match &res {
-        Ok(r) => r.status().as_u16(),
-        Err(e) => e.as_response_error().status_code().as_u16(),
+    let (status, route) = match &res {
+        Ok(r) => (r.status().as_u16(), r.request().match_pattern()),
+        Err(e) => (e.as_response_error().status_code().as_u16(), None),
     };
+    if let Some(m) = http_metrics {
+        m.record(
+            method.as_str(),
+            route.as_deref().unwrap_or("unmatched"),
+            status,
+            started.elapsed(),
+        );
+    }
     tracing::info!(
         target: "dbservice::http",
         method = %method,

@@ -33,6 +33,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 
+use crate::gate::Permit;
 use crate::service::DbService;
 
 /// Transaction isolation levels.
@@ -182,28 +183,25 @@ impl Transaction {
     /// Commits, unless `timeout` has passed: then rolls back and returns [`TxError::Timeout`].
     pub async fn commit(mut self) -> Result<(), TxError<std::convert::Infallible>> {
         let counters = self.db.tx_counters();
-        let Some(txn) = self.open.take() else {
+        let Some((txn, permit)) = self.open.take() else {
             return Err(TxError::Database(DbErr::Custom(
                 "transaction already finished".into(),
             )));
         };
         if self.started.elapsed() > self.timeout {
-            let _ = rollback_detached(txn).await;
+            let _ = rollback_detached(txn, permit).await;
             bump(&counters.timeout);
             return Err(TxError::Timeout(self.timeout));
         }
-        match tokio::spawn(async move { txn.commit().await }).await {
-            Ok(Ok(())) => {
+        match commit_detached(txn, permit).await {
+            Ok(()) => {
                 bump(&counters.commit);
                 Ok(())
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 bump(&counters.rollback);
                 Err(map_server_timeout(e, self.timeout, counters))
             }
-            Err(e) => Err(TxError::Database(DbErr::Custom(format!(
-                "COMMIT task failed: {e}"
-            )))),
         }
     }
 
@@ -211,7 +209,7 @@ impl Transaction {
     pub async fn rollback(mut self) -> Result<(), DbErr> {
         bump(&self.db.tx_counters().rollback);
         match self.open.take() {
-            Some(txn) => rollback_detached(txn).await,
+            Some((txn, permit)) => rollback_detached(txn, permit).await,
             None => Ok(()),
         }
     }
@@ -298,37 +296,56 @@ fn find_db_err<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a DbE
     None
 }
 
-/// Rolls back in a task of its own: completes even if the caller is dropped meanwhile.
-async fn rollback_detached(txn: DatabaseTransaction) -> Result<(), DbErr> {
-    match tokio::spawn(async move { txn.rollback().await }).await {
-        Ok(r) => r,
-        Err(e) => Err(DbErr::Custom(format!("rollback task failed: {e}"))),
-    }
+/// Rolls back in a task of its own: completes even if the caller is dropped meanwhile. The
+/// permit (the right to the connection) is returned only when the rollback is done.
+async fn rollback_detached(txn: DatabaseTransaction, permit: Option<Permit>) -> Result<(), DbErr> {
+    let task = tokio::spawn(async move {
+        let result = txn.rollback().await;
+        drop(permit);
+        result
+    });
+    task.await
+        .unwrap_or_else(|e| Err(DbErr::Custom(format!("rollback task failed: {e}"))))
 }
 
-/// Owns the open transaction; if dropped (the caller's future was cancelled) it rolls back
-/// explicitly in a spawned task instead of relying on SeaORM's `Drop`.
-struct Open(Option<DatabaseTransaction>);
+/// Commits in a task of its own: completes even if the caller is dropped meanwhile.
+async fn commit_detached(txn: DatabaseTransaction, permit: Option<Permit>) -> Result<(), DbErr> {
+    let task = tokio::spawn(async move {
+        let result = txn.commit().await;
+        drop(permit);
+        result
+    });
+    task.await
+        .unwrap_or_else(|e| Err(DbErr::Custom(format!("COMMIT task failed: {e}"))))
+}
+
+/// Owns the open transaction and its permit; if dropped (the caller's future was cancelled)
+/// it rolls back explicitly in a spawned task instead of relying on SeaORM's `Drop`.
+struct Open {
+    txn: Option<DatabaseTransaction>,
+    permit: Option<Permit>,
+}
 
 impl Open {
     fn txn(&self) -> Option<&DatabaseTransaction> {
-        self.0.as_ref()
+        self.txn.as_ref()
     }
 
-    fn take(&mut self) -> Option<DatabaseTransaction> {
-        self.0.take()
+    fn take(&mut self) -> Option<(DatabaseTransaction, Option<Permit>)> {
+        self.txn.take().map(|t| (t, self.permit.take()))
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        if let Some(txn) = self.0.take()
+        if let Some((txn, permit)) = self.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             rt.spawn(async move {
                 if let Err(e) = txn.rollback().await {
                     tracing::warn!(error = %e, "rollback after cancellation failed");
                 }
+                drop(permit);
             });
         }
     }
@@ -431,32 +448,29 @@ impl DbService {
         let outcome = tokio::time::timeout(budget, body(txn)).await;
         match outcome {
             Ok(Ok(value)) => {
-                let Some(txn) = open.take() else {
+                let Some((txn, permit)) = open.take() else {
                     return Attempt::Failed(TxError::Database(DbErr::Custom(
                         "transaction vanished".into(),
                     )));
                 };
                 // COMMIT in its own task: it completes even if the caller goes away now.
-                let commit = tokio::spawn(async move { txn.commit().await });
-                match commit.await {
-                    Ok(Ok(())) => {
+                match commit_detached(txn, permit).await {
+                    Ok(()) => {
                         bump(&counters.commit);
                         Attempt::Done(value)
                     }
-                    Ok(Err(e)) => {
+                    Err(e) => {
+                        self.instruments().on_error(&e);
                         bump(&counters.rollback);
                         Attempt::Failed(map_server_timeout(e, opts.timeout, counters))
                     }
-                    Err(e) => Attempt::Failed(TxError::Database(DbErr::Custom(format!(
-                        "COMMIT task failed: {e}"
-                    )))),
                 }
             }
             Ok(Err(e)) => self.finish_failed(&mut open, TxError::Aborted(e)).await,
             Err(_elapsed) => {
                 // The body future (and any statement lock it held) is gone; roll back explicitly.
-                if let Some(txn) = open.take() {
-                    let _ = rollback_detached(txn).await;
+                if let Some((txn, permit)) = open.take() {
+                    let _ = rollback_detached(txn, permit).await;
                 }
                 bump(&counters.timeout);
                 Attempt::Failed(TxError::Timeout(opts.timeout))
@@ -471,7 +485,18 @@ impl DbService {
         &self,
         opts: &TxOptions,
     ) -> Result<Open, TxError<std::convert::Infallible>> {
-        let conn = self.conn().clone();
+        let started = Instant::now();
+        let max_wait = |counters: &TxCounters| {
+            bump(&counters.max_wait);
+            TxError::MaxWait(opts.max_wait)
+        };
+        // The measured wait for a connection (see `gate`), bounded by max_wait.
+        let permit = match self.gate().enter(Some(opts.max_wait)).await {
+            Ok(p) => p,
+            Err(DbErr::ConnectionAcquire(_)) => return Err(max_wait(self.tx_counters())),
+            Err(e) => return Err(TxError::Database(e)),
+        };
+        let conn = self.conn().raw().clone();
         let (isolation, access) = match self.backend_kind() {
             DbBackend::Sqlite => (None, None),
             _ => (
@@ -486,13 +511,17 @@ impl DbService {
                 let _ = txn.rollback().await;
             }
         });
-        match tokio::time::timeout(opts.max_wait, receive).await {
-            Ok(Ok(Ok(txn))) => Ok(Open(Some(txn))),
-            Ok(Ok(Err(DbErr::ConnectionAcquire(_)))) | Err(_) => {
-                bump(&self.tx_counters().max_wait);
-                Err(TxError::MaxWait(opts.max_wait))
+        let remaining = opts.max_wait.saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, receive).await {
+            Ok(Ok(Ok(txn))) => Ok(Open {
+                txn: Some(txn),
+                permit: Some(permit),
+            }),
+            Ok(Ok(Err(DbErr::ConnectionAcquire(_)))) | Err(_) => Err(max_wait(self.tx_counters())),
+            Ok(Ok(Err(e))) => {
+                self.instruments().on_error(&e);
+                Err(TxError::Database(e))
             }
-            Ok(Ok(Err(e))) => Err(TxError::Database(e)),
             Ok(Err(_)) => Err(TxError::Database(DbErr::Custom(
                 "the BEGIN task died".into(),
             ))),
@@ -516,8 +545,8 @@ impl DbService {
             && let Err(e) =
                 limit_on_server(txn, opts.timeout.saturating_sub(started.elapsed())).await
         {
-            if let Some(txn) = open.take() {
-                let _ = rollback_detached(txn).await;
+            if let Some((txn, permit)) = open.take() {
+                let _ = rollback_detached(txn, permit).await;
             }
             return Err(TxError::Database(e));
         }
@@ -530,8 +559,8 @@ impl DbService {
     }
 
     async fn finish_failed<T, E>(&self, open: &mut Open, error: TxError<E>) -> Attempt<T, E> {
-        if let Some(txn) = open.take()
-            && let Err(e) = rollback_detached(txn).await
+        if let Some((txn, permit)) = open.take()
+            && let Err(e) = rollback_detached(txn, permit).await
         {
             tracing::warn!(error = %e, "rollback failed; the connection is discarded");
         }

@@ -15,7 +15,7 @@ async fn main() {
         db.connect()
             .await
             .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
-        Ok(db.conn().clone())
+        Ok(db.conn().raw().clone())
     })
     .await;
 }

@@ -71,6 +71,18 @@ pub struct PoolOptions {
     /// Bound on the readiness probe's database check. Must be above zero. Default: 1 s.
     #[serde(with = "duration::human")]
     pub health_check_timeout: Duration,
+    /// Statements taking at least this long are logged at WARN with their duration and SQL
+    /// (placeholders, never the bound values). `None` (written `0`) turns it off. Default: 1 s.
+    #[serde(with = "duration::human_opt")]
+    pub slow_query_threshold: Option<Duration>,
+    /// `/health/db` reports `warn` when busy/max reaches this percentage. Default: 80.
+    pub utilization_warn_percent: u32,
+    /// `/health/db` reports `critical` when busy/max reaches this percentage. Default: 90.
+    pub utilization_critical_percent: u32,
+    /// Interval of the periodic pool summary log line; `None` (written `0`) turns it off.
+    /// Default: off.
+    #[serde(with = "duration::human_opt")]
+    pub stats_log_interval: Option<Duration>,
     /// Default `max_wait` of [`DbService::tx_options`](crate::DbService::tx_options): longest
     /// wait for a connection and `BEGIN`. Must be above zero. Default: 2 s (Prisma's).
     #[serde(with = "duration::human")]
@@ -109,6 +121,10 @@ impl Default for PoolOptions {
             max_lifetime: Some(Duration::from_secs(1800)),
             ping_after_idle: Duration::from_secs(10),
             health_check_timeout: Duration::from_secs(1),
+            slow_query_threshold: Some(Duration::from_secs(1)),
+            utilization_warn_percent: 80,
+            utilization_critical_percent: 90,
+            stats_log_interval: None,
             transaction_max_wait: Duration::from_secs(2),
             transaction_timeout: Duration::from_secs(5),
             statement_timeout: None,
@@ -227,6 +243,14 @@ fn parse_count(param: &str, value: &str, min: u32) -> Result<u32, ConfigError> {
     Ok(n)
 }
 
+fn parse_percent(param: &str, value: &str) -> Result<u32, ConfigError> {
+    let n = parse_count(param, value, 1)?;
+    if n > 100 {
+        return Err(invalid(param, value, "expected a percentage from 1 to 100"));
+    }
+    Ok(n)
+}
+
 fn parse_bool(param: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
@@ -255,6 +279,12 @@ fn apply(pool: &mut PoolOptions, key: &str, value: &str) -> Result<(), ConfigErr
         "max_lifetime" => pool.max_lifetime = parse_optional_duration(key, value)?,
         "ping_after_idle" => pool.ping_after_idle = parse_duration(key, value)?,
         "health_check_timeout" => pool.health_check_timeout = positive(key, value)?,
+        "slow_query_threshold" => pool.slow_query_threshold = parse_optional_duration(key, value)?,
+        "utilization_warn_percent" => pool.utilization_warn_percent = parse_percent(key, value)?,
+        "utilization_critical_percent" => {
+            pool.utilization_critical_percent = parse_percent(key, value)?;
+        }
+        "stats_log_interval" => pool.stats_log_interval = parse_optional_duration(key, value)?,
         "transaction_max_wait" => pool.transaction_max_wait = positive(key, value)?,
         "transaction_timeout" => pool.transaction_timeout = positive(key, value)?,
         "statement_timeout" => pool.statement_timeout = parse_optional_duration(key, value)?,
@@ -304,6 +334,16 @@ fn validate(pool: &PoolOptions, backend: Backend, explicit: &[&str]) -> Result<(
         return Err(ConfigError::MinAboveLimit {
             min: pool.min_connections,
             max: pool.connection_limit,
+        });
+    }
+    if pool.utilization_warn_percent > pool.utilization_critical_percent {
+        return Err(ConfigError::Conflict {
+            first: "utilization_warn_percent".into(),
+            second: "utilization_critical_percent".into(),
+            reason: format!(
+                "the warning level ({}) must not be above the critical level ({})",
+                pool.utilization_warn_percent, pool.utilization_critical_percent
+            ),
         });
     }
     if backend != Backend::Postgres {

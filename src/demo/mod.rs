@@ -50,14 +50,17 @@ impl Application {
             .port();
         let diagnostics = settings.demo_diagnostics;
         let data = web::Data::new(db.clone());
+        let http_metrics = web::Data::new(crate::metrics::HttpMetrics::default());
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(middleware::from_fn(telemetry::log_request))
                 .app_data(data.clone())
+                .app_data(http_metrics.clone())
                 .app_data(json_config())
                 .app_data(path_config())
                 .app_data(query_config())
                 .service(health::scope())
+                .route("/metrics", web::get().to(crate::metrics::handler))
                 .configure(|cfg| routes::configure(cfg, diagnostics))
         })
         // Signals are ours (crate::shutdown): readiness must fail before the listener closes.

@@ -5,17 +5,20 @@ mod global;
 mod lifecycle;
 mod pool;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use sea_orm::DatabaseConnection;
 use serde::Serialize;
 
 use self::lifecycle::Lifecycle;
 pub use self::lifecycle::Phase;
 use self::pool::PoolHandle;
 use crate::config::{Backend, DbConfig};
+use crate::conn::DbConn;
 use crate::error::{Error, Result};
+use crate::gate::Gate;
+use crate::observe::Instruments;
 use crate::stats::PoolStats;
 use crate::transaction::TxCounters;
 
@@ -33,7 +36,9 @@ pub struct DbService {
 }
 
 struct Inner {
-    conn: DatabaseConnection,
+    conn: DbConn,
+    gate: Arc<Gate>,
+    instruments: Arc<Instruments>,
     pool: PoolHandle,
     config: DbConfig,
     lifecycle: Lifecycle,
@@ -77,10 +82,19 @@ impl DbService {
     ///
     /// Must be called inside a tokio runtime.
     pub fn new(config: DbConfig) -> Result<Self> {
-        let (conn, pool) = pool::build(&config)?;
+        let p = config.pool();
+        let instruments = Arc::new(Instruments::new(p.slow_query_threshold));
+        let gate = Arc::new(Gate::new(
+            p.connection_limit,
+            p.pool_timeout,
+            instruments.clone(),
+        ));
+        let (raw, pool) = pool::build(&config, &instruments)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                conn,
+                conn: DbConn::new(raw, gate.clone(), instruments.clone()),
+                gate,
+                instruments,
                 pool,
                 config,
                 lifecycle: Lifecycle::default(),
@@ -90,9 +104,18 @@ impl DbService {
         })
     }
 
-    /// The SeaORM connection: pass `db.conn()` to any SeaORM call.
-    pub fn conn(&self) -> &DatabaseConnection {
+    /// The SeaORM executor: pass `db.conn()` to any SeaORM call. Each call waits (measured,
+    /// at most `pool_timeout`) for a connection; see [`DbConn`].
+    pub fn conn(&self) -> &DbConn {
         &self.inner.conn
+    }
+
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.inner.gate
+    }
+
+    pub(crate) fn instruments(&self) -> &Instruments {
+        &self.inner.instruments
     }
 
     /// The configuration in effect.
@@ -116,12 +139,23 @@ impl DbService {
         let open = p.size();
         let idle = p.num_idle().min(open);
         let cfg = self.inner.config.pool();
+        let ins = &self.inner.instruments;
+        let opened = ins.opened.load(Ordering::Relaxed);
         PoolStats {
             open,
             idle,
             busy: open - idle,
             max: cfg.connection_limit,
             min: cfg.min_connections,
+            waiting: u64::try_from(ins.waiting.load(Ordering::Relaxed)).unwrap_or(0),
+            active: u64::try_from(ins.active.load(Ordering::Relaxed)).unwrap_or(0),
+            opened_total: opened,
+            closed_total: opened.saturating_sub(u64::from(open)),
+            queries_total: ins.statements.load(Ordering::Relaxed),
+            queries_failed: ins.statements_failed.load(Ordering::Relaxed),
+            errors: ins.error_counts(),
+            wait: ins.waits.summary(),
+            query: ins.queries.summary(),
             transactions: self.inner.tx.snapshot(),
         }
     }
@@ -171,7 +205,12 @@ impl DbService {
         }
         .await;
         match &result {
-            Ok(()) => self.inner.lifecycle.mark_ready(),
+            Ok(()) => {
+                self.inner.lifecycle.mark_ready();
+                if let Some(every) = cfg.pool().stats_log_interval {
+                    tokio::spawn(log_summaries(self.clone(), every));
+                }
+            }
             Err(e) => {
                 self.record_error(&e.to_string());
                 self.inner.lifecycle.mark_failed();
@@ -206,6 +245,8 @@ impl DbService {
     /// process exits).
     pub async fn close(&self, bound: Duration) -> bool {
         self.inner.lifecycle.mark_draining();
+        // New callers are refused at once; the ones already holding a connection finish.
+        self.inner.gate.close();
         let closed = tokio::time::timeout(bound, self.inner.pool.close())
             .await
             .is_ok();
@@ -219,5 +260,32 @@ impl DbService {
         }
         self.inner.lifecycle.mark_closed();
         closed
+    }
+}
+
+/// The periodic pool summary line (`stats_log_interval`), until the service shuts down.
+async fn log_summaries(db: DbService, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if db.phase() != Phase::Ready {
+            return;
+        }
+        let s = db.stats();
+        tracing::info!(
+            target: "dbservice::stats",
+            open = s.open,
+            busy = s.busy,
+            idle = s.idle,
+            max = s.max,
+            waiting = s.waiting,
+            utilization = s.utilization(),
+            queries_total = s.queries_total,
+            queries_failed = s.queries_failed,
+            wait_p99_ms = s.wait.p99_ms,
+            query_p99_ms = s.query.p99_ms,
+            "pool summary"
+        );
     }
 }

@@ -7,6 +7,8 @@
 //! SeaORM's accessors that panic on the "wrong" backend.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sea_orm::sqlx::{
@@ -20,6 +22,7 @@ use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, Sql
 
 use crate::config::{Backend, DbConfig, PoolOptions};
 use crate::error::ConfigError;
+use crate::observe::Instruments;
 
 /// sqlx needs a finite acquire timeout; "no limit" (`pool_timeout=0`) becomes a year.
 const NO_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -82,17 +85,20 @@ impl PoolHandle {
 /// Builds a lazy pool for `config`: no connection is opened until first use.
 ///
 /// Must be called inside a tokio runtime (sqlx spawns its maintenance task here).
-pub(crate) fn build(config: &DbConfig) -> Result<(DatabaseConnection, PoolHandle), ConfigError> {
+pub(crate) fn build(
+    config: &DbConfig,
+    instruments: &Arc<Instruments>,
+) -> Result<(DatabaseConnection, PoolHandle), ConfigError> {
     let url = config.driver_url();
     let p = config.pool();
     let driver_err = |e: sqlx::Error| ConfigError::Driver {
         url: config.redacted_url(),
         message: config.scrub(&e.to_string()),
     };
-    Ok(match config.backend() {
+    let mut built = match config.backend() {
         Backend::Postgres => {
             let opts = postgres_options(PgConnectOptions::from_str(url).map_err(driver_err)?, p);
-            let pool = pool_options(p).connect_lazy_with(opts);
+            let pool = pool_options(p, instruments).connect_lazy_with(opts);
             (
                 SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
                 PoolHandle::Postgres(pool),
@@ -106,7 +112,7 @@ pub(crate) fn build(config: &DbConfig) -> Result<(DatabaseConnection, PoolHandle
             if let Some(n) = p.statement_cache_size {
                 opts = opts.statement_cache_capacity(n);
             }
-            let pool = pool_options(p).connect_lazy_with(opts);
+            let pool = pool_options(p, instruments).connect_lazy_with(opts);
             (
                 SqlxMySqlConnector::from_sqlx_mysql_pool(pool.clone()),
                 PoolHandle::MySql(pool),
@@ -123,13 +129,18 @@ pub(crate) fn build(config: &DbConfig) -> Result<(DatabaseConnection, PoolHandle
                 // several connections to one file needs.
                 opts = opts.journal_mode(SqliteJournalMode::Wal);
             }
-            let pool = pool_options(p).connect_lazy_with(opts);
+            let pool = pool_options(p, instruments).connect_lazy_with(opts);
             (
                 SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()),
                 PoolHandle::Sqlite(pool),
             )
         }
-    })
+    };
+    let sink = instruments.clone();
+    built
+        .0
+        .set_metric_callback(move |info| sink.on_statement(info));
+    Ok(built)
 }
 
 fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOptions {
@@ -166,8 +177,16 @@ fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOpt
     opts
 }
 
-fn pool_options<DB: Database>(p: &PoolOptions) -> SqlxPoolOptions<DB> {
+fn pool_options<DB: Database>(
+    p: &PoolOptions,
+    instruments: &Arc<Instruments>,
+) -> SqlxPoolOptions<DB> {
+    let opened = instruments.clone();
     let opts = SqlxPoolOptions::<DB>::new()
+        .after_connect(move |_conn, _meta| {
+            opened.opened.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async { Ok(()) })
+        })
         .max_connections(p.connection_limit)
         .min_connections(p.min_connections)
         .acquire_timeout(p.pool_timeout.unwrap_or(NO_LIMIT))

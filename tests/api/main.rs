@@ -10,6 +10,7 @@ mod binary;
 mod config;
 mod health;
 mod ledger;
+mod metrics;
 mod mysql;
 mod pool;
 mod transactions;

@@ -112,7 +112,10 @@ async fn pool_timeout_fails_a_waiting_caller_in_time() {
     )
     .expect("service");
     db.connect().await.expect("connects");
-    let held = db.conn().begin().await.expect("takes the only connection");
+    let held = db
+        .begin(dbservice::TxOptions::default())
+        .await
+        .expect("takes the only connection");
     let started = Instant::now();
     let err = db
         .conn()
@@ -212,7 +215,7 @@ async fn min_connections_are_opened_and_idle_ones_closed() {
         "min_connections=2 opens two connections"
     );
     // Open more than the minimum, then let them idle past idle_timeout.
-    let txns = futures::future::join_all((0..4).map(|_| db.conn().begin())).await;
+    let txns = futures::future::join_all((0..4).map(|_| db.conn().raw().begin())).await;
     for txn in txns {
         txn.expect("begin").rollback().await.expect("rollback");
     }

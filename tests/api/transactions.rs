@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use dbservice::transaction::savepoint;
 use dbservice::{DbConfig, DbService, Isolation, TxError, TxOptions};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 use crate::support::{
     eventually, fresh_pg_database, pg_scalar_i64, sqlite_url, unique_name, with_params,
@@ -52,7 +52,7 @@ async fn idle_in_transaction(url: &str, app: &str) -> i64 {
 async fn assert_clean(db: &DbService) {
     use sea_orm::sqlx::{self, Row};
     let row = sqlx::raw_sql("SELECT now() = statement_timestamp()")
-        .fetch_one(db.conn().get_postgres_connection_pool())
+        .fetch_one(db.conn().raw().get_postgres_connection_pool())
         .await
         .expect("no 25P02: the connection is usable");
     assert!(
@@ -65,7 +65,10 @@ async fn assert_clean(db: &DbService) {
 async fn max_wait_fails_fast_when_the_pool_is_held() {
     let url = with_params(&fresh_pg_database().await, "connection_limit=1");
     let db = service(&url).await;
-    let holder = db.conn().begin().await.expect("holds the only connection");
+    let holder = db
+        .begin(TxOptions::default())
+        .await
+        .expect("holds the only connection");
     let started = Instant::now();
     let result = db
         .transaction(

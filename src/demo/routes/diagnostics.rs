@@ -50,8 +50,12 @@ pub(crate) async fn sleep(
         }
         _ => {
             // SQLite has no sleep: hold a transaction (and so a connection) for the time instead.
-            use sea_orm::TransactionTrait;
-            let txn = conn.begin().await?;
+            let txn = db
+                .begin(
+                    db.tx_options()
+                        .timeout(std::time::Duration::from_secs_f64(secs + 5.0)),
+                )
+                .await?;
             tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
             txn.commit().await?;
         }

@@ -1,0 +1,92 @@
+//! [`DbConn`]: the SeaORM executor a backend uses, `db.conn()`.
+//!
+//! It implements SeaORM's `ConnectionTrait`, so any SeaORM call takes it
+//! (`Account::find_by_id(id).one(db.conn())`). Every call first passes the
+//! [gate](crate::gate) (a measured, bounded wait for a connection) and has its errors counted by
+//! kind. It deliberately does not implement `TransactionTrait`: transactions go through
+//! [`DbService::transaction`](crate::DbService::transaction) or
+//! [`DbService::begin`](crate::DbService::begin), which bound them and survive cancellation.
+//! [`DbConn::raw`] is the unguarded SeaORM connection for the rare code that needs it.
+
+use std::sync::Arc;
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, Statement,
+};
+
+use crate::gate::Gate;
+use crate::observe::Instruments;
+
+/// The service's SeaORM executor; cheap to clone.
+#[derive(Clone)]
+pub struct DbConn {
+    raw: DatabaseConnection,
+    gate: Arc<Gate>,
+    instruments: Arc<Instruments>,
+}
+
+impl std::fmt::Debug for DbConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConn")
+            .field("backend", &self.raw.get_database_backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DbConn {
+    pub(crate) fn new(
+        raw: DatabaseConnection,
+        gate: Arc<Gate>,
+        instruments: Arc<Instruments>,
+    ) -> Self {
+        Self {
+            raw,
+            gate,
+            instruments,
+        }
+    }
+
+    /// The underlying SeaORM connection, bypassing the gate: its waits are not measured or
+    /// bounded by the service, and its transactions (`raw().begin()`) inherit sqlx's
+    /// cancellation bug (see `CONNECTION_POOLING.md`, "Transactions"). For migrations and
+    /// driver-specific accessors (`get_postgres_connection_pool()`).
+    pub fn raw(&self) -> &DatabaseConnection {
+        &self.raw
+    }
+
+    async fn guarded<T>(&self, op: impl Future<Output = Result<T, DbErr>>) -> Result<T, DbErr> {
+        let _permit = self.gate.enter(None).await?;
+        op.await.inspect_err(|e| self.instruments.on_error(e))
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for DbConn {
+    fn get_database_backend(&self) -> DbBackend {
+        self.raw.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.guarded(self.raw.execute_raw(stmt)).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.guarded(self.raw.execute_unprepared(sql)).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.guarded(self.raw.query_one_raw(stmt)).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.guarded(self.raw.query_all_raw(stmt)).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.raw.support_returning()
+    }
+
+    fn is_mock_connection(&self) -> bool {
+        false
+    }
+}

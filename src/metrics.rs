@@ -1,0 +1,235 @@
+//! Prometheus metrics: `GET /metrics` in the OpenMetrics text format, produced by the
+//! `prometheus-client` crate.
+//!
+//! Database metrics come from the [`DbService`] in the app data (one per service, so tests can
+//! run several); HTTP metrics (requests by route and status, latency by route) from an
+//! [`HttpMetrics`] in the app data, fed by [`crate::telemetry::log_request`]. A fresh registry
+//! is filled at each scrape from the live values, so nothing is global.
+
+use std::time::Duration;
+
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{HttpResponse, web};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::observe::ErrorKind;
+use crate::service::DbService;
+
+/// The content type of the OpenMetrics text format.
+pub const CONTENT_TYPE_OPENMETRICS: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+/// Per-route HTTP request counters and latency histograms. Put one in the app data
+/// (`web::Data<HttpMetrics>`) and wrap the app in
+/// `middleware::from_fn(dbservice::telemetry::log_request)`.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// Records one request. `route` is the matched pattern (`/api/accounts/{id}`), never the
+    /// raw path, so the number of series stays bounded.
+    pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
+    registry.register(name, help, ConstGauge::new(value));
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    registry.register(name, help, ConstCounter::new(value));
+}
+
+/// Renders every metric of `db` (and `http`, if given) in the OpenMetrics text format.
+pub fn render(db: &DbService, http: Option<&HttpMetrics>) -> String {
+    let s = db.stats();
+    let ins = db.instruments();
+    let mut r = Registry::default();
+    gauge(
+        &mut r,
+        "dbservice_pool_connections_open",
+        "Connections open (idle and busy).",
+        f64::from(s.open),
+    );
+    gauge(
+        &mut r,
+        "dbservice_pool_connections_busy",
+        "Connections checked out.",
+        f64::from(s.busy),
+    );
+    gauge(
+        &mut r,
+        "dbservice_pool_connections_idle",
+        "Connections idle in the pool.",
+        f64::from(s.idle),
+    );
+    gauge(
+        &mut r,
+        "dbservice_pool_connections_max",
+        "connection_limit.",
+        f64::from(s.max),
+    );
+    gauge(
+        &mut r,
+        "dbservice_pool_connections_min",
+        "min_connections.",
+        f64::from(s.min),
+    );
+    gauge(
+        &mut r,
+        "dbservice_pool_utilization_ratio",
+        "busy / max.",
+        s.utilization(),
+    );
+    // Registered without the `_total` suffix: the encoder adds it to counters.
+    counter(
+        &mut r,
+        "dbservice_pool_connections_opened",
+        "Connections opened.",
+        s.opened_total,
+    );
+    counter(
+        &mut r,
+        "dbservice_pool_connections_closed",
+        "Connections closed (opened - open).",
+        s.closed_total,
+    );
+    gauge(
+        &mut r,
+        "dbservice_client_queries_active",
+        "Callers holding a connection (statements and open transactions).",
+        s.active as f64,
+    );
+    gauge(
+        &mut r,
+        "dbservice_client_queries_wait",
+        "Callers waiting for a connection.",
+        s.waiting as f64,
+    );
+    counter(
+        &mut r,
+        "dbservice_client_queries",
+        "Statements executed.",
+        s.queries_total,
+    );
+    r.register(
+        "dbservice_client_queries_duration_seconds",
+        "Statement execution time.",
+        ins.query_histogram.clone(),
+    );
+    r.register(
+        "dbservice_client_queries_wait_seconds",
+        "Time spent waiting for a connection.",
+        ins.wait_histogram.clone(),
+    );
+    let errors = Family::<KindLabel, Counter>::default();
+    let e = s.errors;
+    for (kind, n) in ErrorKind::ALL.iter().zip([
+        e.pool_timeout,
+        e.pool_closed,
+        e.connection,
+        e.statement_timeout,
+        e.serialization,
+        e.constraint,
+        e.query,
+    ]) {
+        errors
+            .get_or_create(&KindLabel { kind: kind.label() })
+            .inc_by(n);
+    }
+    r.register("dbservice_client_errors", "Errors by kind.", errors);
+    let tx = Family::<OutcomeLabel, Counter>::default();
+    let t = s.transactions;
+    for (outcome, n) in [
+        ("commit", t.commit),
+        ("rollback", t.rollback),
+        ("timeout", t.timeout),
+        ("max_wait", t.max_wait),
+        ("retry", t.retry),
+    ] {
+        tx.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
+    }
+    r.register("dbservice_transactions", "Transactions by outcome.", tx);
+    if let Some(http) = http {
+        r.register(
+            "dbservice_http_requests",
+            "HTTP requests by route and status.",
+            http.requests.clone(),
+        );
+        r.register(
+            "dbservice_http_request_duration_seconds",
+            "HTTP request latency by route.",
+            http.latency.clone(),
+        );
+    }
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+    out
+}
+
+/// `GET /metrics` handler: needs `web::Data<DbService>`; uses `web::Data<HttpMetrics>` if present.
+pub async fn handler(
+    db: web::Data<DbService>,
+    http: Option<web::Data<HttpMetrics>>,
+) -> HttpResponse {
+    let body = render(&db, http.as_ref().map(|h| h.get_ref()));
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS))
+        .body(body)
+}

@@ -1,0 +1,269 @@
+//! What the service measures about itself: waits for a connection, statements, errors,
+//! connections opened. Read through [`DbService::stats`](crate::DbService::stats) and exported by
+//! [`crate::metrics`].
+//!
+//! Where each number comes from:
+//! - **waits** are measured in [`crate::gate`], the one place a caller of the service waits for
+//!   a connection (sqlx reports no waiters): every ordinary SeaORM call through
+//!   [`DbService::conn`](crate::DbService::conn) and every transaction passes through it;
+//! - **statements** (count, duration, failures, slow-query log) come from SeaORM's per-statement
+//!   metric callback, which also sees statements inside transactions;
+//! - **errors by kind** are classified where the error surfaces (the connection wrapper and the
+//!   transaction helper);
+//! - **connections opened** are counted by sqlx's `after_connect` hook; closed = opened − open.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use sea_orm::DbErr;
+use serde::Serialize;
+
+use crate::transaction::sqlstate;
+
+/// How many recent samples the percentiles of [`DbService::stats`](crate::DbService::stats)
+/// are computed over.
+pub const WINDOW: usize = 1024;
+
+/// The kinds errors are counted by (`dbservice_client_errors_total{kind=...}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    PoolTimeout,
+    PoolClosed,
+    Connection,
+    StatementTimeout,
+    Serialization,
+    Constraint,
+    Query,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::PoolTimeout,
+        ErrorKind::PoolClosed,
+        ErrorKind::Connection,
+        ErrorKind::StatementTimeout,
+        ErrorKind::Serialization,
+        ErrorKind::Constraint,
+        ErrorKind::Query,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::PoolTimeout => "pool_timeout",
+            ErrorKind::PoolClosed => "pool_closed",
+            ErrorKind::Connection => "connection",
+            ErrorKind::StatementTimeout => "statement_timeout",
+            ErrorKind::Serialization => "serialization",
+            ErrorKind::Constraint => "constraint",
+            ErrorKind::Query => "query",
+        }
+    }
+
+    pub fn of(err: &DbErr) -> ErrorKind {
+        use sea_orm::error::ConnAcquireErr;
+        match err {
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => return ErrorKind::PoolTimeout,
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed) => {
+                return ErrorKind::PoolClosed;
+            }
+            DbErr::Conn(_) => return ErrorKind::Connection,
+            _ => {}
+        }
+        match sqlstate(err).as_deref() {
+            Some("57014" | "70100") => ErrorKind::StatementTimeout,
+            Some("40001" | "40P01") => ErrorKind::Serialization,
+            Some(code) if code.starts_with("23") => ErrorKind::Constraint,
+            Some(code) if code.starts_with("08") || code.starts_with("57P") => {
+                ErrorKind::Connection
+            }
+            Some(_) => ErrorKind::Query,
+            None if is_io(err) => ErrorKind::Connection,
+            None => ErrorKind::Query,
+        }
+    }
+}
+
+fn is_io(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    matches!(
+        err,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))
+            if matches!(e.as_ref(), sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed)
+    )
+}
+
+/// The last [`WINDOW`] samples of a duration, for percentiles.
+#[derive(Debug, Default)]
+pub(crate) struct Window(Mutex<VecDeque<f64>>);
+
+impl Window {
+    pub fn record(&self, seconds: f64) {
+        if let Ok(mut w) = self.0.lock() {
+            if w.len() == WINDOW {
+                w.pop_front();
+            }
+            w.push_back(seconds);
+        }
+    }
+
+    pub fn summary(&self) -> Distribution {
+        let mut samples: Vec<f64> = self
+            .0
+            .lock()
+            .map(|w| w.iter().copied().collect())
+            .unwrap_or_default();
+        samples.sort_by(f64::total_cmp);
+        let at = |q: f64| -> f64 {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            samples.get(i).copied().unwrap_or(0.0) * 1000.0
+        };
+        Distribution {
+            samples: samples.len(),
+            p50_ms: at(0.50),
+            p95_ms: at(0.95),
+            p99_ms: at(0.99),
+            max_ms: samples.last().copied().unwrap_or(0.0) * 1000.0,
+        }
+    }
+}
+
+/// Percentiles of a duration over the last [`WINDOW`] samples, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Distribution {
+    /// How many samples the window holds (at most [`WINDOW`]).
+    pub samples: usize,
+    /// Median.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest sample in the window.
+    pub max_ms: f64,
+}
+
+/// Errors counted by kind since the service started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ErrorCounts {
+    /// No connection within `pool_timeout`.
+    pub pool_timeout: u64,
+    /// The pool was closed (shutdown).
+    pub pool_closed: u64,
+    /// The database could not be reached or dropped the connection.
+    pub connection: u64,
+    /// The server cancelled a statement (`statement_timeout`).
+    pub statement_timeout: u64,
+    /// Serialization failures and deadlocks.
+    pub serialization: u64,
+    /// Constraint violations (SQLSTATE class 23).
+    pub constraint: u64,
+    /// Any other failed statement.
+    pub query: u64,
+}
+
+/// The service's own instruments.
+#[derive(Debug)]
+pub(crate) struct Instruments {
+    pub statements: AtomicU64,
+    pub statements_failed: AtomicU64,
+    errors: [AtomicU64; 7],
+    pub opened: AtomicU64,
+    pub waiting: AtomicI64,
+    pub active: AtomicI64,
+    pub wait_histogram: Histogram,
+    pub query_histogram: Histogram,
+    pub waits: Window,
+    pub queries: Window,
+    slow_query_threshold: Option<Duration>,
+}
+
+fn buckets() -> Histogram {
+    // 100 µs to ~105 s, doubling: fine enough for sub-millisecond reads, wide enough for waits.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 21))
+}
+
+impl Instruments {
+    pub fn new(slow_query_threshold: Option<Duration>) -> Self {
+        Self {
+            statements: AtomicU64::new(0),
+            statements_failed: AtomicU64::new(0),
+            errors: Default::default(),
+            opened: AtomicU64::new(0),
+            waiting: AtomicI64::new(0),
+            active: AtomicI64::new(0),
+            wait_histogram: buckets(),
+            query_histogram: buckets(),
+            waits: Window::default(),
+            queries: Window::default(),
+            slow_query_threshold,
+        }
+    }
+
+    /// SeaORM's per-statement callback.
+    pub fn on_statement(&self, info: &sea_orm::metric::Info<'_>) {
+        let secs = info.elapsed.as_secs_f64();
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        if info.failed {
+            self.statements_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.query_histogram.observe(secs);
+        self.queries.record(secs);
+        if let Some(threshold) = self.slow_query_threshold
+            && info.elapsed >= threshold
+        {
+            // The SQL text carries placeholders, never the bound values.
+            tracing::warn!(
+                target: "dbservice::slow_query",
+                duration_ms = secs * 1000.0,
+                threshold_ms = threshold.as_secs_f64() * 1000.0,
+                failed = info.failed,
+                statement = %info.statement.sql,
+                "slow query"
+            );
+        }
+    }
+
+    pub fn on_wait(&self, waited: Duration) {
+        let secs = waited.as_secs_f64();
+        self.wait_histogram.observe(secs);
+        self.waits.record(secs);
+    }
+
+    pub fn on_error(&self, err: &DbErr) {
+        let kind = ErrorKind::of(err);
+        if let Some(slot) = ErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .and_then(|i| self.errors.get(i))
+        {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn error_counts(&self) -> ErrorCounts {
+        let get = |k: ErrorKind| {
+            ErrorKind::ALL
+                .iter()
+                .position(|x| *x == k)
+                .and_then(|i| self.errors.get(i))
+                .map_or(0, |a| a.load(Ordering::Relaxed))
+        };
+        ErrorCounts {
+            pool_timeout: get(ErrorKind::PoolTimeout),
+            pool_closed: get(ErrorKind::PoolClosed),
+            connection: get(ErrorKind::Connection),
+            statement_timeout: get(ErrorKind::StatementTimeout),
+            serialization: get(ErrorKind::Serialization),
+            constraint: get(ErrorKind::Constraint),
+            query: get(ErrorKind::Query),
+        }
+    }
+}
