@@ -335,3 +335,48 @@ async fn a_slow_query_logs_exactly_one_warning_with_its_duration() {
     );
     db.close(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn periodic_summary_is_logged_when_enabled() {
+    let base = fresh_pg_database().await;
+    let lines = Lines::default();
+    let sink = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let db = DbService::new(
+        DbConfig::from_url(&with_params(&base, "stats_log_interval=200ms")).expect("valid"),
+    )
+    .expect("service");
+    db.connect().await.expect("connects");
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    db.close(Duration::from_secs(5)).await;
+    let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf-8");
+    let summaries = text.lines().filter(|l| l.contains("pool summary")).count();
+    assert!(
+        (2..=4).contains(&summaries),
+        "{summaries} summaries:\n{text}"
+    );
+    assert!(
+        text.contains("waiting=0") && text.contains("max="),
+        "{text}"
+    );
+
+    // Off by default.
+    let quiet = Lines::default();
+    let sink = quiet.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let db = DbService::new(DbConfig::from_url(&base).expect("valid")).expect("service");
+    db.connect().await.expect("connects");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.close(Duration::from_secs(5)).await;
+    let text = String::from_utf8(quiet.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(!text.contains("pool summary"), "{text}");
+}
