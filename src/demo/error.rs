@@ -4,8 +4,10 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, ResponseError};
-use sea_orm::{DbErr, sqlx};
+use sea_orm::DbErr;
 use serde_json::json;
+
+use crate::observe::ErrorKind;
 
 /// An error response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,69 +120,34 @@ impl ResponseError for ApiError {
     }
 }
 
-/// The SQLSTATE of a driver error, if it has one.
-pub(crate) fn sqlstate(err: &DbErr) -> Option<String> {
-    match err {
-        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
-        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
-        | DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)) => match e.as_ref() {
-            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-fn is_connection_failure(err: &DbErr) -> bool {
-    match err {
-        DbErr::Conn(_) => true,
-        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
-        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => matches!(
-            e.as_ref(),
-            sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-        ),
-        _ => false,
-    }
-}
-
 impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> Self {
-        use sea_orm::error::ConnAcquireErr;
-        match &err {
-            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => {
-                return ApiError::unavailable(
-                    "pool_timeout",
-                    "no database connection became free within pool_timeout; retry later",
-                );
+        match ErrorKind::of(&err) {
+            ErrorKind::PoolTimeout => ApiError::unavailable(
+                "pool_timeout",
+                "no database connection became free within pool_timeout; retry later",
+            ),
+            ErrorKind::PoolClosed => {
+                ApiError::unavailable("shutting_down", "the database pool is closed")
             }
-            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed) => {
-                return ApiError::unavailable("shutting_down", "the database pool is closed");
+            ErrorKind::Connection => {
+                tracing::warn!(error = %err, "database unreachable");
+                ApiError::unavailable(
+                    "database_unavailable",
+                    "the database is unreachable; retry later",
+                )
             }
-            _ => {}
-        }
-        if is_connection_failure(&err) {
-            tracing::warn!(error = %err, "database unreachable");
-            return ApiError::unavailable(
-                "database_unavailable",
-                "the database is unreachable; retry later",
-            );
-        }
-        match sqlstate(&err).as_deref() {
-            // PostgreSQL query_canceled (statement_timeout); MySQL/MariaDB max_statement_time.
-            Some("57014") | Some("70100") => ApiError::new(
+            ErrorKind::StatementTimeout => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "statement_timeout",
                 "the database statement timed out",
             ),
             // Serialization failure / deadlock: safe for the client to retry.
-            Some("40001") | Some("40P01") => ApiError::unavailable(
+            ErrorKind::Serialization => ApiError::unavailable(
                 "transaction_conflict",
                 "the transaction conflicted with another one; retry",
             ),
-            _ => ApiError::internal(&err),
+            ErrorKind::Constraint | ErrorKind::Query => ApiError::internal(&err),
         }
     }
 }

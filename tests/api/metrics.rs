@@ -294,17 +294,29 @@ impl std::io::Write for Lines {
     }
 }
 
+impl Lines {
+    /// Captures this thread's log lines (INFO and above) until the guard is dropped; the
+    /// tests run on a current-thread runtime, so the service's tasks log here too.
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let lines = Lines::default();
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish();
+        (lines, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf-8")
+    }
+}
+
 #[tokio::test]
 async fn a_slow_query_logs_exactly_one_warning_with_its_duration() {
     let base = fresh_pg_database().await;
-    let lines = Lines::default();
-    let sink = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (lines, _guard) = Lines::capture();
     let db = DbService::new(
         DbConfig::from_url(&with_params(&base, "slow_query_threshold=200ms")).expect("valid"),
     )
@@ -323,7 +335,7 @@ async fn a_slow_query_logs_exactly_one_warning_with_its_duration() {
         .execute_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1"))
         .await
         .expect("fast query");
-    let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf-8");
+    let text = lines.text();
     let slow: Vec<&str> = text.lines().filter(|l| l.contains("slow query")).collect();
     assert_eq!(slow.len(), 1, "{text}");
     assert!(
@@ -339,14 +351,7 @@ async fn a_slow_query_logs_exactly_one_warning_with_its_duration() {
 #[tokio::test]
 async fn periodic_summary_is_logged_when_enabled() {
     let base = fresh_pg_database().await;
-    let lines = Lines::default();
-    let sink = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (lines, _guard) = Lines::capture();
     let db = DbService::new(
         DbConfig::from_url(&with_params(&base, "stats_log_interval=200ms")).expect("valid"),
     )
@@ -354,7 +359,7 @@ async fn periodic_summary_is_logged_when_enabled() {
     db.connect().await.expect("connects");
     tokio::time::sleep(Duration::from_millis(750)).await;
     db.close(Duration::from_secs(5)).await;
-    let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf-8");
+    let text = lines.text();
     let summaries = text.lines().filter(|l| l.contains("pool summary")).count();
     assert!(
         (2..=4).contains(&summaries),
@@ -366,17 +371,12 @@ async fn periodic_summary_is_logged_when_enabled() {
     );
 
     // Off by default.
-    let quiet = Lines::default();
-    let sink = quiet.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    drop(_guard);
+    let (quiet, _guard) = Lines::capture();
     let db = DbService::new(DbConfig::from_url(&base).expect("valid")).expect("service");
     db.connect().await.expect("connects");
     tokio::time::sleep(Duration::from_millis(300)).await;
     db.close(Duration::from_secs(5)).await;
-    let text = String::from_utf8(quiet.0.lock().expect("lock").clone()).expect("utf-8");
+    let text = quiet.text();
     assert!(!text.contains("pool summary"), "{text}");
 }
