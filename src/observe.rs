@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use sea_orm::DbErr;
@@ -180,6 +180,10 @@ pub(crate) struct Instruments {
     pub active: AtomicI64,
     pub wait_histogram: Histogram,
     pub query_histogram: Histogram,
+    /// When a connection last failed (the database restarted, a backend was killed, the
+    /// network broke), as nanoseconds since `epoch`; 0 = never.
+    last_connection_failure: AtomicU64,
+    epoch: Instant,
     pub waits: Window,
     pub queries: Window,
     slow_query_threshold: Option<Duration>,
@@ -201,6 +205,8 @@ impl Instruments {
             active: AtomicI64::new(0),
             wait_histogram: buckets(),
             query_histogram: buckets(),
+            last_connection_failure: AtomicU64::new(0),
+            epoch: Instant::now(),
             waits: Window::default(),
             queries: Window::default(),
             slow_query_threshold,
@@ -239,6 +245,9 @@ impl Instruments {
 
     pub fn on_error(&self, err: &DbErr) {
         let kind = ErrorKind::of(err);
+        if kind == ErrorKind::Connection {
+            self.connection_failed();
+        }
         if let Some(slot) = ErrorKind::ALL
             .iter()
             .position(|k| *k == kind)
@@ -246,6 +255,27 @@ impl Instruments {
         {
             slot.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Notes that a connection to the database just failed.
+    pub fn connection_failed(&self) {
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.last_connection_failure
+            .fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// Whether a connection of this `age` was opened before the last connection failure, so
+    /// it may be dead too (a restart or a network break kills every connection at once).
+    pub fn predates_last_failure(&self, age: Duration) -> bool {
+        let failed_at = self.last_connection_failure.load(Ordering::Relaxed);
+        if failed_at == 0 {
+            return false;
+        }
+        let now = self.epoch.elapsed();
+        let opened_at = now.saturating_sub(age);
+        opened_at <= Duration::from_nanos(failed_at)
     }
 
     pub fn error_counts(&self) -> ErrorCounts {

@@ -229,6 +229,7 @@ impl DbService {
             Ok(Err(e)) => {
                 let msg = connect::describe(&self.inner.config, &e);
                 self.record_error(&msg);
+                self.inner.instruments.connection_failed();
                 Err(PingError::Failed(msg))
             }
             Err(_) => Err(PingError::TimedOut(bound)),

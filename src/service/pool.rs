@@ -197,11 +197,16 @@ fn pool_options<DB: Database>(
         return opts.test_before_acquire(true);
     }
     // A ping per checkout is an extra round trip per query (20-25 % of single-row read
-    // throughput here); a connection used moments ago is almost certainly alive.
+    // throughput here); a connection used moments ago is almost certainly alive. Two kinds
+    // are pinged: connections idle for `ping_after_idle`, and connections opened before the
+    // last connection failure (after a restart or a network break, every connection of that
+    // age is suspect: one failed request evicts the rest before they are handed out).
+    let suspects = instruments.clone();
     opts.test_before_acquire(false)
         .before_acquire(move |conn, meta| {
+            let suspect = meta.idle_for >= threshold || suspects.predates_last_failure(meta.age);
             Box::pin(async move {
-                if meta.idle_for >= threshold {
+                if suspect {
                     conn.ping().await?;
                 }
                 Ok(true)

@@ -8,6 +8,7 @@ mod support;
 
 mod binary;
 mod config;
+mod faults;
 mod health;
 mod ledger;
 mod metrics;

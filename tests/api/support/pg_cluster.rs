@@ -113,10 +113,12 @@ impl PgCluster {
         c
     }
 
-    /// Starts the server (again), waiting until it accepts connections.
+    /// Starts the server (again), waiting until it accepts connections. `fsync=off` is safe
+    /// here (the OS does not crash in these tests); `synchronous_commit` stays on, so a commit
+    /// acknowledged before a crash restart (`-m immediate`) survives it, as in production.
     pub fn start_server(&self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
              -c full_page_writes=off -c max_connections=300",
             self.port,
             self.sockets.display()
@@ -133,6 +135,15 @@ impl PgCluster {
         let mut c = self.pg_ctl();
         c.args(["-w", "-t", "60", "-m", "fast", "stop"]);
         run(c, "pg_ctl stop");
+    }
+
+    /// Stops the server in `mode` (`fast`: clean, disconnects clients; `immediate`: a crash,
+    /// recovery at the next start) and starts it again.
+    pub fn restart_server(&self, mode: &str) {
+        let mut c = self.pg_ctl();
+        c.args(["-w", "-t", "60", "-m", mode, "stop"]);
+        run(c, "pg_ctl stop");
+        self.start_server();
     }
 
     /// A URL for `database` on this cluster. Auth is `trust`, so the password is accepted and

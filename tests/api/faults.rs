@@ -1,0 +1,342 @@
+//! The database's bad days: killed backends, restarts, overload. Each test checks what a user
+//! would notice: errors only where unavoidable, money invariants, clean connections, capacity.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use dbservice::{DbConfig, DbService};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use serde_json::json;
+
+use crate::support::{
+    PgCluster, TestApp, backends_named, eventually, fresh_pg_database, pg_scalar_i64, spawn_app,
+    unique_name, with_params,
+};
+
+async fn select_one(db: &DbService) -> Result<(), sea_orm::DbErr> {
+    db.conn()
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1"))
+        .await
+        .map(|_| ())
+}
+
+/// Backends killed with `pg_terminate_backend` while the pool idles: the first request that
+/// meets a dead connection may fail; the others are evicted before they are handed out, and
+/// `min_connections` is refilled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_backends_cost_at_most_one_error_and_are_refilled() {
+    let base = fresh_pg_database().await;
+    let app = unique_name("kill");
+    let db = DbService::new(
+        DbConfig::from_url(&with_params(
+            &base,
+            &format!("connection_limit=5&min_connections=3&application_name={app}"),
+        ))
+        .expect("valid"),
+    )
+    .expect("service");
+    db.connect().await.expect("connects");
+    // Warm the pool: five connections open and idle.
+    let warm = futures::future::join_all((0..5).map(|_| async {
+        db.conn()
+            .execute_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_sleep(0.1)",
+            ))
+            .await
+    }))
+    .await;
+    assert!(warm.iter().all(Result::is_ok));
+    assert_eq!(backends_named(&base, &app).await, 5);
+
+    let killed = pg_scalar_i64(
+        &base,
+        &format!(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{app}') t"
+        ),
+    )
+    .await;
+    assert_eq!(killed, 5);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            backends_named(&base, &app).await == 0
+        })
+        .await
+    );
+
+    let mut errors = 0;
+    for _ in 0..20 {
+        if select_one(&db).await.is_err() {
+            errors += 1;
+        }
+    }
+    assert!(
+        errors <= 1,
+        "{errors} requests failed; only the first one to meet a dead connection may"
+    );
+    let burst = futures::future::join_all((0..5).map(|_| select_one(&db))).await;
+    assert!(
+        burst.iter().all(Result::is_ok),
+        "full capacity back: {burst:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            backends_named(&base, &app).await >= 3
+        })
+        .await,
+        "min_connections refilled"
+    );
+    db.close(Duration::from_secs(5)).await;
+}
+
+struct Ledger {
+    accounts: Vec<i64>,
+    start_total: i64,
+}
+
+async fn open_accounts(app: &TestApp, n: usize, balance: i64) -> Ledger {
+    let mut accounts = Vec::new();
+    for i in 0..n {
+        let (status, _, body) = app
+            .post(
+                "/api/accounts",
+                &json!({"owner": format!("f{i}"), "balance_cents": balance}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        accounts.push(body["id"].as_i64().expect("id"));
+    }
+    Ledger {
+        accounts,
+        start_total: balance * n as i64,
+    }
+}
+
+/// A client that retries a transfer with the same Idempotency-Key until it is acknowledged
+/// (201) or refused for a business reason (422), as a careful client would.
+async fn transfer_with_retries(app: &TestApp, body: serde_json::Value, key: String) -> Option<i64> {
+    for _ in 0..100 {
+        let res = app
+            .client
+            .post(format!("{}/api/transfers", app.address))
+            .header("Idempotency-Key", &key)
+            .timeout(Duration::from_secs(15))
+            .json(&body)
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().as_u16() == 201 => {
+                let v: serde_json::Value = r.json().await.ok()?;
+                return v["id"].as_i64();
+            }
+            Ok(r) if r.status().as_u16() == 422 => return None,
+            Ok(r) => {
+                let status = r.status().as_u16();
+                assert!(
+                    matches!(status, 503 | 504),
+                    "unexpected {status} under faults"
+                );
+                if status == 503 {
+                    assert!(
+                        r.headers().get("retry-after").is_some(),
+                        "503 without Retry-After"
+                    );
+                }
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("transfer {key} never acknowledged");
+}
+
+async fn check_books(app: &TestApp, ledger: &Ledger, acknowledged: &[i64]) {
+    let mut total = 0;
+    for id in &ledger.accounts {
+        let (status, body) = app.get(&format!("/api/accounts/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        let b = body["balance_cents"].as_i64().expect("balance");
+        assert!(b >= 0, "negative balance {b}");
+        total += b;
+    }
+    assert_eq!(total, ledger.start_total, "money created or lost");
+    let mut stored = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, page) = app
+            .get(&format!("/api/transfers?limit=200&after={after}"))
+            .await;
+        assert_eq!(status, 200);
+        let items = page["items"].as_array().expect("items");
+        stored.extend(items.iter().filter_map(|t| t["id"].as_i64()));
+        match page["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    let mut acked = acknowledged.to_vec();
+    acked.sort_unstable();
+    acked.dedup();
+    assert_eq!(
+        acked.len(),
+        acknowledged.len(),
+        "one acknowledgement per transfer"
+    );
+    let missing: Vec<_> = acked.iter().filter(|id| !stored.contains(id)).collect();
+    let extra: Vec<_> = stored.iter().filter(|id| !acked.contains(id)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "acknowledged but not stored: {missing:?}; stored but never acknowledged: {extra:?}"
+    );
+}
+
+/// Clean (`-m fast`) and crash (`-m immediate`) restarts, twice each, under transfer load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_under_load_keep_the_books_and_recover_fully() {
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(PgCluster::start)
+            .await
+            .expect("cluster"),
+    );
+    let app_name = unique_name("restart");
+    let url = with_params(
+        &cluster.url("postgres"),
+        &format!("connection_limit=4&application_name={app_name}&pool_timeout=2&connect_timeout=2"),
+    );
+    let app = spawn_app(&url, |_| {}).await;
+    app.wait_ready(Duration::from_secs(30)).await;
+    let ledger = open_accounts(&app, 4, 100_000).await;
+
+    let running = Arc::new(AtomicBool::new(true));
+    let sent = Arc::new(AtomicU32::new(0));
+    let load = {
+        let (running, sent) = (running.clone(), sent.clone());
+        let accounts = ledger.accounts.clone();
+        let app = &app;
+        async move {
+            let mut acknowledged = Vec::new();
+            let mut n = 0u64;
+            while running.load(Ordering::Relaxed) {
+                let batch: Vec<_> = (0..4)
+                    .map(|i| {
+                        n += 1;
+                        let from = accounts[(n as usize + i) % 4];
+                        let to = accounts[(n as usize + i + 1) % 4];
+                        let body = json!({"from_account_id": from, "to_account_id": to, "amount_cents": 7});
+                        transfer_with_retries(app, body, format!("k-{n}"))
+                    })
+                    .collect();
+                for id in futures::future::join_all(batch).await.into_iter().flatten() {
+                    acknowledged.push(id);
+                }
+                sent.fetch_add(4, Ordering::Relaxed);
+            }
+            acknowledged
+        }
+    };
+    let faults = {
+        let cluster = cluster.clone();
+        let running = running.clone();
+        async move {
+            for mode in ["fast", "immediate", "fast", "immediate"] {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                let c = cluster.clone();
+                let mode = mode.to_owned();
+                tokio::task::spawn_blocking(move || c.restart_server(&mode))
+                    .await
+                    .expect("restart");
+            }
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            running.store(false, Ordering::Relaxed);
+        }
+    };
+    let (acknowledged, ()) = tokio::join!(load, faults);
+    assert!(sent.load(Ordering::Relaxed) > 20, "load kept running");
+    check_books(&app, &ledger, &acknowledged).await;
+
+    // From 2 s after recovery: no errors, dead connections are not handed out again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..100 {
+        let (status, body) = app
+            .get(&format!("/api/accounts/{}", ledger.accounts[i % 4]))
+            .await;
+        assert_eq!(status, 200, "request {i} after recovery: {body}");
+    }
+    let full =
+        futures::future::join_all((0..4).map(|_| app.get("/api/diagnostics/sleep?seconds=0.2")))
+            .await;
+    assert!(
+        full.iter().all(|(s, _)| *s == 200),
+        "connection_limit concurrent requests succeed: {full:?}"
+    );
+    let observer = cluster.url("postgres");
+    assert_eq!(
+        pg_scalar_i64(
+            &observer,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app_name}' \
+                 AND state LIKE 'idle in transaction%'"
+            )
+        )
+        .await,
+        0
+    );
+    assert!(
+        backends_named(&observer, &app_name).await <= 4,
+        "never above connection_limit"
+    );
+    app.stop().await.expect("clean shutdown");
+}
+
+/// Sustained load at 8x the pool: only 503 + Retry-After refusals while overloaded, then
+/// 100 consecutive successes once the load is back under capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_refuses_cleanly_then_recovers() {
+    let base = fresh_pg_database().await;
+    let app = spawn_app(
+        &with_params(&base, "connection_limit=2&pool_timeout=300ms"),
+        |_| {},
+    )
+    .await;
+    app.wait_ready(Duration::from_secs(30)).await;
+    let started = Instant::now();
+    let mut served = 0;
+    let mut refused = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let wave = futures::future::join_all((0..16).map(|_| async {
+            let res = app
+                .client
+                .get(format!("{}/api/diagnostics/sleep?seconds=0.2", app.address))
+                .send()
+                .await
+                .expect("answered");
+            (
+                res.status().as_u16(),
+                res.headers().get("retry-after").is_some(),
+            )
+        }))
+        .await;
+        for (status, retry_after) in wave {
+            match status {
+                200 => served += 1,
+                503 => {
+                    assert!(retry_after, "503 without Retry-After");
+                    refused += 1;
+                }
+                other => panic!("unexpected {other} under overload"),
+            }
+        }
+    }
+    assert!(
+        served > 0 && refused > 0,
+        "served {served}, refused {refused}"
+    );
+    for i in 0..100 {
+        let (status, body) = app.get("/api/accounts?limit=1").await;
+        assert_eq!(status, 200, "request {i} after the overload: {body}");
+    }
+    app.stop().await.expect("clean shutdown");
+}
