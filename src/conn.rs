@@ -9,9 +9,11 @@
 //! [`DbConn::raw`] is the unguarded SeaORM connection for the rare code that needs it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, Statement,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr,
+    Statement, sqlx,
 };
 
 use crate::gate::Gate;
@@ -23,6 +25,7 @@ pub struct DbConn {
     raw: DatabaseConnection,
     gate: Arc<Gate>,
     instruments: Arc<Instruments>,
+    deadline: Option<Duration>,
 }
 
 impl std::fmt::Debug for DbConn {
@@ -34,15 +37,20 @@ impl std::fmt::Debug for DbConn {
 }
 
 impl DbConn {
+    /// `deadline` bounds each statement on the client (`statement_timeout` + 1 s): the server
+    /// cancels a slow statement itself, so the client bound only fires when the server cannot
+    /// answer at all (frozen, unreachable).
     pub(crate) fn new(
         raw: DatabaseConnection,
         gate: Arc<Gate>,
         instruments: Arc<Instruments>,
+        deadline: Option<Duration>,
     ) -> Self {
         Self {
             raw,
             gate,
             instruments,
+            deadline,
         }
     }
 
@@ -56,8 +64,25 @@ impl DbConn {
 
     async fn guarded<T>(&self, op: impl Future<Output = Result<T, DbErr>>) -> Result<T, DbErr> {
         let _permit = self.gate.enter(None).await?;
-        op.await.inspect_err(|e| self.instruments.on_error(e))
+        let result = match self.deadline {
+            Some(deadline) => tokio::time::timeout(deadline, op)
+                .await
+                .unwrap_or_else(|_| Err(unanswered(deadline))),
+            None => op.await,
+        };
+        result.inspect_err(|e| self.instruments.on_error(e))
     }
+}
+
+/// The error for a statement the server did not answer within the client deadline: a
+/// connection failure (the connection is closed on release), not a statement timeout.
+fn unanswered(deadline: Duration) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(Arc::new(sqlx::Error::Io(
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the database did not answer within {deadline:?} (statement_timeout + 1 s)"),
+        ),
+    ))))
 }
 
 #[async_trait::async_trait]

@@ -76,31 +76,41 @@ async fn ready(db: web::Data<DbService>) -> HttpResponse {
         );
     }
 
-    let result = db.ping().await;
+    // Every connection busy: a pooled ping would queue behind the callers, so ask the
+    // database on a fresh connection instead. Answers → busy, not broken (`warn`).
+    let saturated = db.stats().is_saturated();
+    let result = if saturated {
+        db.check_direct().await
+    } else {
+        db.ping().await
+    };
     let stats = db.stats();
     let (status, code, output, response_ms) = match result {
-        Ok(rtt) => {
-            let status = if stats.is_saturated() { "warn" } else { "pass" };
-            (
-                status,
-                StatusCode::OK,
-                None,
-                Some(rtt.as_secs_f64() * 1000.0),
-            )
-        }
-        Err(PingError::TimedOut(_)) if stats.is_saturated() => (
+        Ok(rtt) if saturated || stats.is_saturated() => (
             "warn",
             StatusCode::OK,
             Some(format!(
                 "pool saturated: all {} connections busy",
                 stats.max
             )),
+            Some(rtt.as_secs_f64() * 1000.0),
+        ),
+        Ok(rtt) => (
+            "pass",
+            StatusCode::OK,
+            None,
+            Some(rtt.as_secs_f64() * 1000.0),
+        ),
+        Err(PingError::TimedOut(bound)) => (
+            "fail",
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(format!("database unreachable: no answer within {bound:?}")),
             None,
         ),
         Err(e) => (
             "fail",
             StatusCode::SERVICE_UNAVAILABLE,
-            Some(e.to_string()),
+            Some(format!("database unreachable: {e}")),
             None,
         ),
     };

@@ -189,11 +189,11 @@ impl Transaction {
             )));
         };
         if self.started.elapsed() > self.timeout {
-            let _ = rollback_detached(txn, permit).await;
+            let _ = finish_detached(txn, permit, false, self.db.config().pool().ping_timeout).await;
             bump(&counters.timeout);
             return Err(TxError::Timeout(self.timeout));
         }
-        match commit_detached(txn, permit).await {
+        match finish_detached(txn, permit, true, self.db.config().pool().ping_timeout).await {
             Ok(()) => {
                 bump(&counters.commit);
                 Ok(())
@@ -209,7 +209,9 @@ impl Transaction {
     pub async fn rollback(mut self) -> Result<(), DbErr> {
         bump(&self.db.tx_counters().rollback);
         match self.open.take() {
-            Some((txn, permit)) => rollback_detached(txn, permit).await,
+            Some((txn, permit)) => {
+                finish_detached(txn, permit, false, self.db.config().pool().ping_timeout).await
+            }
             None => Ok(()),
         }
     }
@@ -296,27 +298,39 @@ fn find_db_err<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a DbE
     None
 }
 
-/// Rolls back in a task of its own: completes even if the caller is dropped meanwhile. The
-/// permit (the right to the connection) is returned only when the rollback is done.
-async fn rollback_detached(txn: DatabaseTransaction, permit: Option<Permit>) -> Result<(), DbErr> {
+/// Runs COMMIT or ROLLBACK in a task of its own: it completes even if the caller is dropped
+/// meanwhile, and the permit (the right to the connection) is returned only when it is done.
+/// The caller waits at most `bound`: a server that does not answer a COMMIT or ROLLBACK within
+/// `ping_timeout` is frozen or gone, and the caller gets a connection error instead of a hang
+/// (for COMMIT the outcome is then unknown: retry with an idempotency key).
+async fn finish_detached(
+    txn: DatabaseTransaction,
+    permit: Option<Permit>,
+    commit: bool,
+    bound: Duration,
+) -> Result<(), DbErr> {
     let task = tokio::spawn(async move {
-        let result = txn.rollback().await;
+        let result = if commit {
+            txn.commit().await
+        } else {
+            txn.rollback().await
+        };
         drop(permit);
         result
     });
-    task.await
-        .unwrap_or_else(|e| Err(DbErr::Custom(format!("rollback task failed: {e}"))))
-}
-
-/// Commits in a task of its own: completes even if the caller is dropped meanwhile.
-async fn commit_detached(txn: DatabaseTransaction, permit: Option<Permit>) -> Result<(), DbErr> {
-    let task = tokio::spawn(async move {
-        let result = txn.commit().await;
-        drop(permit);
-        result
-    });
-    task.await
-        .unwrap_or_else(|e| Err(DbErr::Custom(format!("COMMIT task failed: {e}"))))
+    match tokio::time::timeout(bound, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(DbErr::Custom(format!("transaction task failed: {e}"))),
+        Err(_) => Err(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
+            std::sync::Arc::new(sea_orm::sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no answer to {} within ping_timeout ({bound:?})",
+                    if commit { "COMMIT" } else { "ROLLBACK" }
+                ),
+            ))),
+        ))),
+    }
 }
 
 /// Owns the open transaction and its permit; if dropped (the caller's future was cancelled)
@@ -454,7 +468,7 @@ impl DbService {
                     )));
                 };
                 // COMMIT in its own task: it completes even if the caller goes away now.
-                match commit_detached(txn, permit).await {
+                match finish_detached(txn, permit, true, self.config().pool().ping_timeout).await {
                     Ok(()) => {
                         bump(&counters.commit);
                         Attempt::Done(value)
@@ -470,7 +484,8 @@ impl DbService {
             Err(_elapsed) => {
                 // The body future (and any statement lock it held) is gone; roll back explicitly.
                 if let Some((txn, permit)) = open.take() {
-                    let _ = rollback_detached(txn, permit).await;
+                    let _ = finish_detached(txn, permit, false, self.config().pool().ping_timeout)
+                        .await;
                 }
                 bump(&counters.timeout);
                 Attempt::Failed(TxError::Timeout(opts.timeout))
@@ -546,7 +561,8 @@ impl DbService {
                 limit_on_server(txn, opts.timeout.saturating_sub(started.elapsed())).await
         {
             if let Some((txn, permit)) = open.take() {
-                let _ = rollback_detached(txn, permit).await;
+                let _ =
+                    finish_detached(txn, permit, false, self.config().pool().ping_timeout).await;
             }
             return Err(TxError::Database(e));
         }
@@ -560,7 +576,8 @@ impl DbService {
 
     async fn finish_failed<T, E>(&self, open: &mut Open, error: TxError<E>) -> Attempt<T, E> {
         if let Some((txn, permit)) = open.take()
-            && let Err(e) = rollback_detached(txn, permit).await
+            && let Err(e) =
+                finish_detached(txn, permit, false, self.config().pool().ping_timeout).await
         {
             tracing::warn!(error = %e, "rollback failed; the connection is discarded");
         }

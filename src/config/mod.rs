@@ -68,6 +68,12 @@ pub struct PoolOptions {
     /// (sqlx's default). Default: 10 s.
     #[serde(with = "duration::human")]
     pub ping_after_idle: Duration,
+    /// Bound on every liveness ping of a pooled connection: before it is handed out (see
+    /// `ping_after_idle`) and when it comes back. A connection that does not answer in time is
+    /// closed without further I/O, so a dead socket cannot hold a pool slot (sqlx#4349). Must
+    /// be above zero. Default: 1 s.
+    #[serde(with = "duration::human")]
+    pub ping_timeout: Duration,
     /// Bound on the readiness probe's database check. Must be above zero. Default: 1 s.
     #[serde(with = "duration::human")]
     pub health_check_timeout: Duration,
@@ -120,6 +126,7 @@ impl Default for PoolOptions {
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(1800)),
             ping_after_idle: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(1),
             health_check_timeout: Duration::from_secs(1),
             slow_query_threshold: Some(Duration::from_secs(1)),
             utilization_warn_percent: 80,
@@ -279,6 +286,7 @@ fn apply(pool: &mut PoolOptions, key: &str, value: &str) -> Result<(), ConfigErr
         "max_lifetime" => pool.max_lifetime = parse_optional_duration(key, value)?,
         "ping_after_idle" => pool.ping_after_idle = parse_duration(key, value)?,
         "health_check_timeout" => pool.health_check_timeout = positive(key, value)?,
+        "ping_timeout" => pool.ping_timeout = positive(key, value)?,
         "slow_query_threshold" => pool.slow_query_threshold = parse_optional_duration(key, value)?,
         "utilization_warn_percent" => pool.utilization_warn_percent = parse_percent(key, value)?,
         "utilization_critical_percent" => {

@@ -83,6 +83,7 @@ pub const POOL_KEYS: &[&str] = &[
     "idle_timeout",
     "max_lifetime",
     "ping_after_idle",
+    "ping_timeout",
     "health_check_timeout",
     "slow_query_threshold",
     "utilization_warn_percent",

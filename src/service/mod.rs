@@ -92,7 +92,12 @@ impl DbService {
         let (raw, pool) = pool::build(&config, &instruments)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                conn: DbConn::new(raw, gate.clone(), instruments.clone()),
+                conn: DbConn::new(
+                    raw,
+                    gate.clone(),
+                    instruments.clone(),
+                    p.statement_timeout.map(|t| t + Duration::from_secs(1)),
+                ),
                 gate,
                 instruments,
                 pool,
@@ -232,7 +237,32 @@ impl DbService {
                 self.inner.instruments.connection_failed();
                 Err(PingError::Failed(msg))
             }
-            Err(_) => Err(PingError::TimedOut(bound)),
+            Err(_) => {
+                self.record_error(&format!("no answer from the database within {bound:?}"));
+                Err(PingError::TimedOut(bound))
+            }
+        }
+    }
+
+    /// Checks the database with a fresh connection outside the pool, within
+    /// `health_check_timeout`. For when every pooled connection is busy: it tells a busy
+    /// database (answers) from a frozen or unreachable one (does not), without queueing
+    /// behind the pool's callers.
+    pub async fn check_direct(&self) -> std::result::Result<Duration, PingError> {
+        let bound = self.inner.config.pool().health_check_timeout;
+        let started = Instant::now();
+        match tokio::time::timeout(bound, self.inner.pool.connect_direct()).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            Ok(Err(e)) => {
+                let msg = connect::describe(&self.inner.config, &e);
+                self.record_error(&msg);
+                self.inner.instruments.connection_failed();
+                Err(PingError::Failed(msg))
+            }
+            Err(_) => {
+                self.record_error(&format!("no answer from the database within {bound:?}"));
+                Err(PingError::TimedOut(bound))
+            }
         }
     }
 

@@ -193,21 +193,38 @@ fn pool_options<DB: Database>(
         .idle_timeout(p.idle_timeout)
         .max_lifetime(p.max_lifetime);
     let threshold = p.ping_after_idle;
-    if threshold.is_zero() {
-        return opts.test_before_acquire(true);
-    }
+    let bound = p.ping_timeout;
+    // The release check. sqlx pings every returned connection without a time limit, so a
+    // connection whose server froze or vanished without a FIN would hold its pool slot forever
+    // (sqlx#4349). Our bounded ping runs first: no answer in `ping_timeout` and the connection
+    // is closed without further I/O. It also flushes what a cancelled statement left behind.
+    let opts = opts.after_release(move |conn, _meta| {
+        Box::pin(async move {
+            match tokio::time::timeout(bound, conn.ping()).await {
+                Ok(Ok(())) => Ok(true),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer to the release ping within ping_timeout",
+                ))),
+            }
+        })
+    });
     // A ping per checkout is an extra round trip per query (20-25 % of single-row read
     // throughput here); a connection used moments ago is almost certainly alive. Two kinds
-    // are pinged: connections idle for `ping_after_idle`, and connections opened before the
-    // last connection failure (after a restart or a network break, every connection of that
-    // age is suspect: one failed request evicts the rest before they are handed out).
+    // are pinged: connections idle for `ping_after_idle` (0: all), and connections opened
+    // before the last connection failure (after a restart or a network break, every connection
+    // of that age is suspect: one failed request evicts the rest before they are handed out).
     let suspects = instruments.clone();
     opts.test_before_acquire(false)
         .before_acquire(move |conn, meta| {
             let suspect = meta.idle_for >= threshold || suspects.predates_last_failure(meta.age);
             Box::pin(async move {
                 if suspect {
-                    conn.ping().await?;
+                    match tokio::time::timeout(bound, conn.ping()).await {
+                        Ok(result) => result?,
+                        Err(_) => return Ok(false),
+                    }
                 }
                 Ok(true)
             })
