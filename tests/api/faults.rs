@@ -340,3 +340,145 @@ async fn overload_refuses_cleanly_then_recovers() {
     }
     app.stop().await.expect("clean shutdown");
 }
+
+/// One client request with its latency: (status or 0 for a client-side failure, seconds).
+async fn timed_get(client: &reqwest::Client, url: String) -> (u16, Duration) {
+    let started = Instant::now();
+    let status = match client
+        .get(url)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    };
+    (status, started.elapsed())
+}
+
+/// The whole server frozen (SIGSTOP) for 20 s under load: no request outlives its deadline
+/// (+ slack), readiness fails within 2 s while liveness stays 200, readiness returns within
+/// 5 s of resume, and full capacity is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_database_never_hangs_a_request() {
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(PgCluster::start)
+            .await
+            .expect("cluster"),
+    );
+    let url = with_params(
+        &cluster.url("postgres"),
+        "connection_limit=4&pool_timeout=2&statement_timeout=2&transaction_max_wait=2&transaction_timeout=3\
+         &health_check_timeout=1&ping_timeout=1&connect_timeout=2",
+    );
+    let app = spawn_app(&url, |_| {}).await;
+    app.wait_ready(Duration::from_secs(30)).await;
+    let ledger = open_accounts(&app, 2, 1_000_000).await;
+    // Longest legitimate request: max_wait 2 + timeout 3 + COMMIT/ROLLBACK bound 1 (transfers);
+    // pool_timeout 2 + statement_timeout 2 + 1 (reads). Plus 1 s of slack, plus 1 s for CI noise.
+    let limit = Duration::from_secs(8);
+
+    let running = Arc::new(AtomicBool::new(true));
+    let worst = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let loaders = (0..6).map(|i| {
+        let (running, worst) = (running.clone(), worst.clone());
+        let (client, address) = (app.client.clone(), app.address.clone());
+        let account = ledger.accounts[i % 2];
+        let other = ledger.accounts[(i + 1) % 2];
+        async move {
+            let mut n = 0;
+            while running.load(Ordering::Relaxed) {
+                n += 1;
+                let (status, took) = if n % 2 == 0 {
+                    timed_get(&client, format!("{address}/api/accounts/{account}")).await
+                } else {
+                    let started = Instant::now();
+                    let res = client
+                        .post(format!("{address}/api/transfers"))
+                        .header("Idempotency-Key", format!("freeze-{i}-{n}"))
+                        .json(&json!({"from_account_id": account, "to_account_id": other, "amount_cents": 1}))
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .await;
+                    (res.map(|r| r.status().as_u16()).unwrap_or(0), started.elapsed())
+                };
+                assert!(matches!(status, 200 | 201 | 503 | 504), "unexpected status {status}");
+                let mut w = worst.lock().expect("lock");
+                *w = (*w).max(took);
+                drop(w);
+                if status >= 500 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    let load = futures::future::join_all(loaders);
+
+    let probe = {
+        let cluster = cluster.clone();
+        let running = running.clone();
+        let (client, address) = (app.client.clone(), app.address.clone());
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let c = cluster.clone();
+            tokio::task::spawn_blocking(move || c.pause())
+                .await
+                .expect("pause");
+            let frozen_at = Instant::now();
+            let mut first_503 = None;
+            while frozen_at.elapsed() < Duration::from_secs(20) {
+                let (ready, took) = timed_get(&client, format!("{address}/health/ready")).await;
+                assert!(took < Duration::from_secs(2), "readiness took {took:?}");
+                if ready == 503 && first_503.is_none() {
+                    first_503 = Some(frozen_at.elapsed());
+                }
+                let (live, _) = timed_get(&client, format!("{address}/health/live")).await;
+                assert_eq!(live, 200, "liveness must not depend on the database");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let c = cluster.clone();
+            tokio::task::spawn_blocking(move || c.resume())
+                .await
+                .expect("resume");
+            let resumed_at = Instant::now();
+            let mut ready_again = None;
+            while resumed_at.elapsed() < Duration::from_secs(10) {
+                let (ready, _) = timed_get(&client, format!("{address}/health/ready")).await;
+                if ready == 200 {
+                    ready_again = Some(resumed_at.elapsed());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            running.store(false, Ordering::Relaxed);
+            (first_503, ready_again)
+        }
+    };
+    let (_, (first_503, ready_again)) = tokio::join!(load, probe);
+    let first_503 = first_503.expect("readiness never failed during the freeze");
+    assert!(
+        first_503 <= Duration::from_millis(2500),
+        "readiness failed after {first_503:?}"
+    );
+    let ready_again = ready_again.expect("not ready within 10 s of resume");
+    assert!(
+        ready_again <= Duration::from_secs(5),
+        "ready again after {ready_again:?}"
+    );
+    let worst = *worst.lock().expect("lock");
+    assert!(worst <= limit, "a request took {worst:?} (limit {limit:?})");
+
+    // Full capacity back: connection_limit concurrent requests succeed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let full =
+        futures::future::join_all((0..4).map(|_| app.get("/api/diagnostics/sleep?seconds=0.2")))
+            .await;
+    assert!(full.iter().all(|(s, _)| *s == 200), "{full:?}");
+    let mut total = 0;
+    for id in &ledger.accounts {
+        let (_, body) = app.get(&format!("/api/accounts/{id}")).await;
+        total += body["balance_cents"].as_i64().expect("balance");
+    }
+    assert_eq!(total, ledger.start_total, "money created or lost");
+    app.stop().await.expect("clean shutdown");
+}

@@ -146,6 +146,51 @@ impl PgCluster {
         self.start_server();
     }
 
+    /// The postmaster and all its children (backends, background workers).
+    fn processes(&self) -> Vec<i32> {
+        let pid_file =
+            std::fs::read_to_string(self.data.join("postmaster.pid")).expect("postmaster.pid");
+        let postmaster: i32 = pid_file
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("postmaster pid");
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the parenthesised command name: state, ppid, ...
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Freezes the whole server (SIGSTOP to the postmaster and every backend): sockets stay
+    /// open, nothing answers. The kernel still completes TCP handshakes, as with a hung host.
+    pub fn pause(&self) {
+        use nix::sys::signal::{Signal, kill};
+        for pid in self.processes() {
+            let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGSTOP);
+        }
+    }
+
+    /// Undoes [`pause`](Self::pause).
+    pub fn resume(&self) {
+        use nix::sys::signal::{Signal, kill};
+        for pid in self.processes().into_iter().rev() {
+            let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGCONT);
+        }
+    }
+
     /// A URL for `database` on this cluster. Auth is `trust`, so the password is accepted and
     /// ignored: tests use it to check that it is never shown.
     pub fn url(&self, database: &str) -> String {
@@ -184,6 +229,8 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
+        // A paused server cannot be stopped.
+        self.resume();
         let mut c = self.pg_ctl();
         c.args(["-m", "immediate", "stop"])
             .stdout(Stdio::null())
