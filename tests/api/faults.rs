@@ -403,9 +403,9 @@ async fn a_frozen_database_never_hangs_a_request() {
                     (res.map(|r| r.status().as_u16()).unwrap_or(0), started.elapsed())
                 };
                 assert!(matches!(status, 200 | 201 | 503 | 504), "unexpected status {status}");
-                let mut w = worst.lock().expect("lock");
-                *w = (*w).max(took);
-                drop(w);
+                if let Ok(mut w) = worst.lock() {
+                    *w = (*w).max(took);
+                }
                 if status >= 500 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
