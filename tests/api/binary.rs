@@ -292,3 +292,94 @@ async fn sigint_stops_cleanly_on_sqlite() {
         "idle server stops promptly: {took:?}"
     );
 }
+
+/// Secret sweep: a password with special characters, logs at `RUST_LOG=trace` (sqlx and
+/// sea_orm included), requests that succeed and fail, health and metrics bodies: the password
+/// appears nowhere, raw or percent-encoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_never_appears_even_at_trace_level() {
+    let raw_password = "p@ss:w0rd/#?&=%x";
+    let encoded: String = url::form_urlencoded::byte_serialize(raw_password.as_bytes()).collect();
+    let base = fresh_pg_database().await;
+    let mut url = url::Url::parse(&base).expect("URL");
+    url.set_password(Some(&encoded)).expect("set password");
+    let mut server = Server::spawn(&[
+        (
+            "DATABASE_URL",
+            with_params(url.as_str(), "connection_limit=2&pool_timeout=1"),
+        ),
+        ("RUST_LOG", "trace".into()),
+        ("DBSERVICE_DEMO_DIAGNOSTICS", "true".into()),
+    ]);
+    let address = server.address().await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    wait_ready(&client, &address).await;
+    let mut bodies = String::new();
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/accounts",
+            Some(serde_json::json!({"owner": "a", "balance_cents": 10})),
+        ),
+        (
+            "POST",
+            "/api/accounts",
+            Some(serde_json::json!({"owner": "b", "balance_cents": 0})),
+        ),
+        (
+            "POST",
+            "/api/transfers",
+            Some(serde_json::json!({"from_account_id": 1, "to_account_id": 2, "amount_cents": 5})),
+        ),
+        (
+            "POST",
+            "/api/transfers",
+            Some(
+                serde_json::json!({"from_account_id": 1, "to_account_id": 2, "amount_cents": 500}),
+            ),
+        ),
+        (
+            "POST",
+            "/api/transfers",
+            Some(serde_json::json!({"from_account_id": 1})),
+        ),
+        ("GET", "/api/accounts/999", None),
+        ("GET", "/health/ready", None),
+        ("GET", "/health/db", None),
+        ("GET", "/metrics", None),
+    ] {
+        let req = match method {
+            "POST" => client.post(format!("{address}{path}")).json(&body),
+            _ => client.get(format!("{address}{path}")),
+        };
+        let res = req.send().await.expect("answered");
+        bodies.push_str(&res.text().await.expect("body"));
+    }
+    // A pool timeout and a statement error, at trace level.
+    let hogs = futures::future::join_all((0..3).map(|_| {
+        client
+            .get(format!("{address}/api/diagnostics/sleep?seconds=1.5"))
+            .send()
+    }))
+    .await;
+    assert!(
+        hogs.iter()
+            .any(|r| r.as_ref().is_ok_and(|r| r.status().as_u16() == 503)),
+        "one request hit pool_timeout"
+    );
+    server.signal(Signal::SIGTERM);
+    let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(code, 0);
+    let out = server.output();
+    assert!(out.lines().count() > 50, "trace logging was on:\n{out}");
+    for needle in [raw_password, encoded.as_str(), "w0rd"] {
+        assert!(!out.contains(needle), "password ({needle}) in the logs");
+        assert!(
+            !bodies.contains(needle),
+            "password ({needle}) in an HTTP body"
+        );
+    }
+}
