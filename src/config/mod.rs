@@ -197,6 +197,15 @@ impl DbConfig {
         self.url.driver_url.as_str()
     }
 
+    /// A driver parameter from the URL query (e.g. `sslmode`), if given.
+    pub(crate) fn driver_param(&self, name: &str) -> Option<String> {
+        self.url
+            .driver_url
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
     /// Removes this URL's password from `text` (for driver messages we did not write).
     pub(crate) fn scrub(&self, text: &str) -> String {
         redact::scrub(text, &self.secrets)

@@ -34,6 +34,13 @@ pub(crate) fn describe(config: &DbConfig, err: &sqlx::Error) -> String {
             Some(code) => format!("{} (SQLSTATE {code})", db.message()),
             None => db.message().to_owned(),
         },
+        sqlx::Error::Tls(e) => {
+            let mode = config
+                .driver_param("sslmode")
+                .or_else(|| config.driver_param("ssl-mode"))
+                .unwrap_or_else(|| "prefer (default)".to_owned());
+            format!("TLS failed: {e} (sslmode={mode})")
+        }
         other => other.to_string(),
     };
     config.scrub(&text)

@@ -383,3 +383,52 @@ async fn the_password_never_appears_even_at_trace_level() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_exits_within_connect_timeout_without_retrying() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let c = crate::support::PgCluster::start();
+        c.require_password("app_user", "right-one");
+        c
+    })
+    .await
+    .expect("cluster");
+    let url = format!(
+        "postgres://app_user:{PASSWORD}@127.0.0.1:{}/postgres?connect_timeout=2&connect_retry_timeout=60",
+        cluster.port
+    );
+    let mut server = Server::spawn(&[("DATABASE_URL", url)]);
+    let (code, took) = server.wait_exit(Duration::from_secs(30)).await;
+    let out = server.output();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        took < Duration::from_secs(4),
+        "exits within connect_timeout + 1 s (+ start-up): {took:?}"
+    );
+    assert!(out.contains("28P01"), "the SQLSTATE is reported:\n{out}");
+    assert!(
+        out.contains("app_user:***@"),
+        "the URL is shown redacted:\n{out}"
+    );
+    assert!(!out.contains(PASSWORD), "password printed:\n{out}");
+    assert!(
+        !out.contains("retrying"),
+        "no retry loop on a non-transient error:\n{out}"
+    );
+}
+
+#[tokio::test]
+async fn sslmode_require_against_a_server_without_tls_fails_at_once_naming_sslmode() {
+    let url = with_params(
+        &tokio::task::spawn_blocking(|| shared_url("postgres"))
+            .await
+            .expect("shared cluster"),
+        "sslmode=require&connect_retry_timeout=60",
+    );
+    let mut server = Server::spawn(&[("DATABASE_URL", url)]);
+    let (code, took) = server.wait_exit(Duration::from_secs(30)).await;
+    let out = server.output();
+    assert_eq!(code, 1, "{out}");
+    assert!(took < Duration::from_secs(10), "no retry loop: {took:?}");
+    assert!(out.contains("sslmode=require"), "names sslmode:\n{out}");
+}

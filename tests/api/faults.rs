@@ -627,3 +627,31 @@ async fn a_storm_of_cancelled_calls_loses_no_capacity() {
     assert!(db.close(Duration::from_secs(5)).await, "close() finished");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// 100 ms of latency each way: slower, but no errors, and the queue shows in the statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_alone_causes_no_errors_and_the_queue_is_visible() {
+    let base = fresh_pg_database().await;
+    let proxy = crate::support::proxy::DelayProxy::start(&base, Duration::from_millis(100)).await;
+    let db = DbService::new(
+        DbConfig::from_url(&with_params(&proxy.url, "connection_limit=2")).expect("valid"),
+    )
+    .expect("service");
+    db.connect().await.expect("connects through the slow link");
+    let before = db.stats();
+    let results = futures::future::join_all((0..8).map(|_| select_one(&db))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let after = db.stats();
+    assert_eq!(after.errors, before.errors, "no errors from latency alone");
+    assert!(
+        after.wait.max_ms >= 300.0,
+        "callers queued behind the slow link: {:?}",
+        after.wait
+    );
+    assert!(
+        after.query.p50_ms >= 150.0,
+        "statements took a round trip each: {:?}",
+        after.query
+    );
+    db.close(Duration::from_secs(5)).await;
+}

@@ -191,6 +191,31 @@ impl PgCluster {
         }
     }
 
+    /// Makes `role` log in over TCP with `password` (scram-sha-256) instead of `trust`.
+    pub fn require_password(&self, role: &str, password: &str) {
+        let hba = self.data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        let line = format!("host all {role} 127.0.0.1/32 scram-sha-256\n");
+        std::fs::write(&hba, format!("{line}{old}")).expect("write pg_hba.conf");
+        let mut psql = as_pg(&self.bin.join("psql"));
+        psql.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+        ])
+        .arg(format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"));
+        run(psql, "create role");
+        let mut c = self.pg_ctl();
+        c.arg("reload");
+        run(c, "pg_ctl reload");
+    }
+
     /// A URL for `database` on this cluster. Auth is `trust`, so the password is accepted and
     /// ignored: tests use it to check that it is never shown.
     pub fn url(&self, database: &str) -> String {
