@@ -309,14 +309,23 @@ async fn finish_detached(
     commit: bool,
     bound: Duration,
 ) -> Result<(), DbErr> {
+    // The task's own bound: a COMMIT/ROLLBACK the server never answers is abandoned, and the
+    // connection goes back through the release check, which closes it.
     let task = tokio::spawn(async move {
-        let result = if commit {
-            txn.commit().await
-        } else {
-            txn.rollback().await
+        let work = async {
+            if commit {
+                txn.commit().await
+            } else {
+                txn.rollback().await
+            }
         };
+        let result = tokio::time::timeout(bound * 2, work).await;
         drop(permit);
-        result
+        result.unwrap_or_else(|_| {
+            Err(DbErr::Custom(
+                "abandoned: no answer from the database".into(),
+            ))
+        })
     });
     match tokio::time::timeout(bound, task).await {
         Ok(Ok(result)) => result,
@@ -338,6 +347,8 @@ async fn finish_detached(
 struct Open {
     txn: Option<DatabaseTransaction>,
     permit: Option<Permit>,
+    /// `ping_timeout`: how long a rollback after cancellation may take.
+    bound: Duration,
 }
 
 impl Open {
@@ -355,9 +366,14 @@ impl Drop for Open {
         if let Some((txn, permit)) = self.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
+            let bound = self.bound;
             rt.spawn(async move {
-                if let Err(e) = txn.rollback().await {
-                    tracing::warn!(error = %e, "rollback after cancellation failed");
+                match tokio::time::timeout(bound, txn.rollback()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "rollback after cancellation failed"),
+                    Err(_) => tracing::warn!(
+                        "rollback after cancellation got no answer; connection abandoned"
+                    ),
                 }
                 drop(permit);
             });
@@ -520,10 +536,20 @@ impl DbService {
             ),
         };
         let (deliver, receive) = tokio::sync::oneshot::channel();
+        let bound = self.config().pool().ping_timeout;
+        let give_up = opts.max_wait + bound;
         tokio::spawn(async move {
-            let begun = conn.begin_with_config(isolation, access).await;
+            // Bounded: a BEGIN the server never answers is abandoned; the release check then
+            // closes the connection (it is inside a transaction or does not answer).
+            let begun = tokio::time::timeout(give_up, conn.begin_with_config(isolation, access))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(DbErr::ConnectionAcquire(
+                        sea_orm::error::ConnAcquireErr::Timeout,
+                    ))
+                });
             if let Err(Ok(txn)) = deliver.send(begun) {
-                let _ = txn.rollback().await;
+                let _ = tokio::time::timeout(bound, txn.rollback()).await;
             }
         });
         let remaining = opts.max_wait.saturating_sub(started.elapsed());
@@ -531,6 +557,7 @@ impl DbService {
             Ok(Ok(Ok(txn))) => Ok(Open {
                 txn: Some(txn),
                 permit: Some(permit),
+                bound,
             }),
             Ok(Ok(Err(DbErr::ConnectionAcquire(_)))) | Err(_) => Err(max_wait(self.tx_counters())),
             Ok(Ok(Err(e))) => {

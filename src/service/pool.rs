@@ -98,7 +98,10 @@ pub(crate) fn build(
     let mut built = match config.backend() {
         Backend::Postgres => {
             let opts = postgres_options(PgConnectOptions::from_str(url).map_err(driver_err)?, p);
-            let pool = pool_options(p, instruments).connect_lazy_with(opts);
+            let bound = p.ping_timeout;
+            let pool = pool_options(p, instruments)
+                .after_release(move |conn, _meta| Box::pin(release_check_postgres(conn, bound)))
+                .connect_lazy_with(opts);
             (
                 SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
                 PoolHandle::Postgres(pool),
@@ -112,7 +115,10 @@ pub(crate) fn build(
             if let Some(n) = p.statement_cache_size {
                 opts = opts.statement_cache_capacity(n);
             }
-            let pool = pool_options(p, instruments).connect_lazy_with(opts);
+            let bound = p.ping_timeout;
+            let pool = pool_options(p, instruments)
+                .after_release(move |conn, _meta| Box::pin(release_check_ping(conn, bound)))
+                .connect_lazy_with(opts);
             (
                 SqlxMySqlConnector::from_sqlx_mysql_pool(pool.clone()),
                 PoolHandle::MySql(pool),
@@ -129,7 +135,10 @@ pub(crate) fn build(
                 // several connections to one file needs.
                 opts = opts.journal_mode(SqliteJournalMode::Wal);
             }
-            let pool = pool_options(p, instruments).connect_lazy_with(opts);
+            let bound = p.ping_timeout;
+            let pool = pool_options(p, instruments)
+                .after_release(move |conn, _meta| Box::pin(release_check_ping(conn, bound)))
+                .connect_lazy_with(opts);
             (
                 SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()),
                 PoolHandle::Sqlite(pool),
@@ -177,6 +186,52 @@ fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOpt
     opts
 }
 
+/// The release check, run on every connection coming back to the pool, before sqlx's own
+/// (unbounded) ping. Bounded by `ping_timeout`: a connection whose server froze or vanished
+/// without a FIN would otherwise hold its pool slot forever (sqlx#4349); no answer in time, and
+/// it is closed without further I/O. It also flushes what a cancelled statement left behind.
+async fn release_check_ping<C: Connection>(
+    conn: &mut C,
+    bound: Duration,
+) -> Result<bool, sqlx::Error> {
+    match tokio::time::timeout(bound, conn.ping()).await {
+        Ok(result) => result.map(|()| true),
+        Err(_) => Err(unanswered("the release ping")),
+    }
+}
+
+/// The PostgreSQL release check: the same bound, and one round trip that also proves the
+/// connection is not inside a transaction. `now()` is the transaction's start and
+/// `statement_timestamp()` this statement's; they differ only inside a transaction someone
+/// left open (a BEGIN cancelled in flight, sqlx#4393), and such a connection is closed rather
+/// than handed to the next caller. Sent with the simple protocol, so both are stamped by the
+/// same message.
+async fn release_check_postgres(
+    conn: &mut sqlx::PgConnection,
+    bound: Duration,
+) -> Result<bool, sqlx::Error> {
+    use sqlx::Row;
+    let check = sqlx::raw_sql("SELECT now() = statement_timestamp()").fetch_one(&mut *conn);
+    match tokio::time::timeout(bound, check).await {
+        Ok(Ok(row)) => {
+            let clean: bool = row.try_get(0)?;
+            if !clean {
+                tracing::warn!("a connection came back inside a transaction; closing it");
+            }
+            Ok(clean)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(unanswered("the release check")),
+    }
+}
+
+fn unanswered(what: &str) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer to {what} within ping_timeout"),
+    ))
+}
+
 fn pool_options<DB: Database>(
     p: &PoolOptions,
     instruments: &Arc<Instruments>,
@@ -194,22 +249,6 @@ fn pool_options<DB: Database>(
         .max_lifetime(p.max_lifetime);
     let threshold = p.ping_after_idle;
     let bound = p.ping_timeout;
-    // The release check. sqlx pings every returned connection without a time limit, so a
-    // connection whose server froze or vanished without a FIN would hold its pool slot forever
-    // (sqlx#4349). Our bounded ping runs first: no answer in `ping_timeout` and the connection
-    // is closed without further I/O. It also flushes what a cancelled statement left behind.
-    let opts = opts.after_release(move |conn, _meta| {
-        Box::pin(async move {
-            match tokio::time::timeout(bound, conn.ping()).await {
-                Ok(Ok(())) => Ok(true),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no answer to the release ping within ping_timeout",
-                ))),
-            }
-        })
-    });
     // A ping per checkout is an extra round trip per query (20-25 % of single-row read
     // throughput here); a connection used moments ago is almost certainly alive. Two kinds
     // are pinged: connections idle for `ping_after_idle` (0: all), and connections opened

@@ -351,38 +351,40 @@ async fn timed_get(client: &reqwest::Client, url: String) -> (u16, Duration) {
         .await
     {
         Ok(r) => r.status().as_u16(),
-        Err(_) => 0,
+        Err(e) => {
+            eprintln!("request failed after {:?}: {e:?}", started.elapsed());
+            0
+        }
     };
     (status, started.elapsed())
 }
 
-/// The whole server frozen (SIGSTOP) for 20 s under load: no request outlives its deadline
-/// (+ slack), readiness fails within 2 s while liveness stays 200, readiness returns within
-/// 5 s of resume, and full capacity is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_database_never_hangs_a_request() {
-    let cluster = Arc::new(
-        tokio::task::spawn_blocking(PgCluster::start)
-            .await
-            .expect("cluster"),
-    );
-    let url = with_params(
-        &cluster.url("postgres"),
-        "connection_limit=4&pool_timeout=2&statement_timeout=2&transaction_max_wait=2&transaction_timeout=3\
-         &health_check_timeout=1&ping_timeout=1&connect_timeout=2",
-    );
-    let app = spawn_app(&url, |_| {}).await;
-    app.wait_ready(Duration::from_secs(30)).await;
-    let ledger = open_accounts(&app, 2, 1_000_000).await;
-    // Longest legitimate request: max_wait 2 + timeout 3 + COMMIT/ROLLBACK bound 1 (transfers);
-    // pool_timeout 2 + statement_timeout 2 + 1 (reads). Plus 1 s of slack, plus 1 s for CI noise.
-    let limit = Duration::from_secs(8);
+/// Settings for the drills: every wait bounded by a couple of seconds.
+const DRILL_PARAMS: &str = "connection_limit=4&pool_timeout=2&statement_timeout=2&transaction_max_wait=2\
+     &transaction_timeout=3&health_check_timeout=1&ping_timeout=1&connect_timeout=2";
 
+/// Runs transfer and read load against `app`, applies a fault for `fault_for` (`inject`, then
+/// `restore`), and checks what a user would notice: no request outlives its deadline (+ slack),
+/// readiness fails within 2 s while liveness stays 200, readiness returns within 5 s of the
+/// fault's end, then full capacity and balanced books.
+async fn fault_drill(
+    app: &TestApp,
+    fault_for: Duration,
+    inject: impl FnOnce() + Send + 'static,
+    restore: impl FnOnce() + Send + 'static,
+) {
+    let ledger = open_accounts(app, 2, 1_000_000).await;
+    let drill = unique_name("drill");
+    // Longest legitimate request with DRILL_PARAMS: max_wait 2 + timeout 3 + COMMIT/ROLLBACK
+    // bound 1 (transfers); pool_timeout 2 + statement_timeout 2 + 1 (reads). Plus 1 s of slack,
+    // plus 1 s for a loaded CI machine.
+    let limit = Duration::from_secs(8);
     let running = Arc::new(AtomicBool::new(true));
     let worst = Arc::new(std::sync::Mutex::new(Duration::ZERO));
     let loaders = (0..6).map(|i| {
         let (running, worst) = (running.clone(), worst.clone());
         let (client, address) = (app.client.clone(), app.address.clone());
+        let drill = drill.clone();
         let account = ledger.accounts[i % 2];
         let other = ledger.accounts[(i + 1) % 2];
         async move {
@@ -395,12 +397,19 @@ async fn a_frozen_database_never_hangs_a_request() {
                     let started = Instant::now();
                     let res = client
                         .post(format!("{address}/api/transfers"))
-                        .header("Idempotency-Key", format!("freeze-{i}-{n}"))
+                        .header("Idempotency-Key", format!("{drill}-{i}-{n}"))
                         .json(&json!({"from_account_id": account, "to_account_id": other, "amount_cents": 1}))
                         .timeout(Duration::from_secs(30))
                         .send()
                         .await;
-                    (res.map(|r| r.status().as_u16()).unwrap_or(0), started.elapsed())
+                    let status = match res {
+                        Ok(r) => r.status().as_u16(),
+                        Err(e) => {
+                            eprintln!("transfer failed after {:?}: {e:?}", started.elapsed());
+                            0
+                        }
+                    };
+                    (status, started.elapsed())
                 };
                 assert!(matches!(status, 200 | 201 | 503 | 504), "unexpected status {status}");
                 if let Ok(mut w) = worst.lock() {
@@ -413,39 +422,33 @@ async fn a_frozen_database_never_hangs_a_request() {
         }
     });
     let load = futures::future::join_all(loaders);
-
     let probe = {
-        let cluster = cluster.clone();
         let running = running.clone();
         let (client, address) = (app.client.clone(), app.address.clone());
         async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let c = cluster.clone();
-            tokio::task::spawn_blocking(move || c.pause())
+            tokio::task::spawn_blocking(inject)
                 .await
-                .expect("pause");
-            let frozen_at = Instant::now();
+                .expect("inject the fault");
+            let since = Instant::now();
             let mut first_503 = None;
-            while frozen_at.elapsed() < Duration::from_secs(20) {
+            while since.elapsed() < fault_for {
                 let (ready, took) = timed_get(&client, format!("{address}/health/ready")).await;
                 assert!(took < Duration::from_secs(2), "readiness took {took:?}");
                 if ready == 503 && first_503.is_none() {
-                    first_503 = Some(frozen_at.elapsed());
+                    first_503 = Some(since.elapsed());
                 }
                 let (live, _) = timed_get(&client, format!("{address}/health/live")).await;
                 assert_eq!(live, 200, "liveness must not depend on the database");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let c = cluster.clone();
-            tokio::task::spawn_blocking(move || c.resume())
-                .await
-                .expect("resume");
-            let resumed_at = Instant::now();
+            tokio::task::spawn_blocking(restore).await.expect("restore");
+            let restored = Instant::now();
             let mut ready_again = None;
-            while resumed_at.elapsed() < Duration::from_secs(10) {
+            while restored.elapsed() < Duration::from_secs(10) {
                 let (ready, _) = timed_get(&client, format!("{address}/health/ready")).await;
                 if ready == 200 {
-                    ready_again = Some(resumed_at.elapsed());
+                    ready_again = Some(restored.elapsed());
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -455,31 +458,96 @@ async fn a_frozen_database_never_hangs_a_request() {
         }
     };
     let (_, (first_503, ready_again)) = tokio::join!(load, probe);
-    let first_503 = first_503.expect("readiness never failed during the freeze");
+    let first_503 = first_503.expect("readiness never failed during the fault");
     assert!(
         first_503 <= Duration::from_millis(2500),
         "readiness failed after {first_503:?}"
     );
-    let ready_again = ready_again.expect("not ready within 10 s of resume");
+    let ready_again = ready_again.expect("not ready within 10 s of the fault's end");
     assert!(
         ready_again <= Duration::from_secs(5),
         "ready again after {ready_again:?}"
     );
-    let worst = *worst.lock().expect("lock");
+    let worst = worst.lock().map(|w| *w).unwrap_or_default();
     assert!(worst <= limit, "a request took {worst:?} (limit {limit:?})");
 
-    // Full capacity back: connection_limit concurrent requests succeed.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Full capacity back: connection_limit concurrent requests succeed (no slot lost to a
+    // dead socket).
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            app.db.stats().busy == 0
+        })
+        .await,
+        "a connection nobody uses still holds a pool slot: {:?}",
+        app.db.stats()
+    );
+    let started = Instant::now();
     let full =
-        futures::future::join_all((0..4).map(|_| app.get("/api/diagnostics/sleep?seconds=0.2")))
+        futures::future::join_all((0..4).map(|_| app.get("/api/diagnostics/sleep?seconds=1")))
             .await;
     assert!(full.iter().all(|(s, _)| *s == 200), "{full:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "the 4 requests ran side by side: {:?}",
+        started.elapsed()
+    );
     let mut total = 0;
     for id in &ledger.accounts {
         let (_, body) = app.get(&format!("/api/accounts/{id}")).await;
         total += body["balance_cents"].as_i64().expect("balance");
     }
     assert_eq!(total, ledger.start_total, "money created or lost");
+}
+
+/// The whole server frozen (SIGSTOP) for 20 s under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_database_never_hangs_a_request() {
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(PgCluster::start)
+            .await
+            .expect("cluster"),
+    );
+    let app = spawn_app(&with_params(&cluster.url("postgres"), DRILL_PARAMS), |_| {}).await;
+    app.wait_ready(Duration::from_secs(30)).await;
+    let (a, b) = (cluster.clone(), cluster.clone());
+    fault_drill(
+        &app,
+        Duration::from_secs(20),
+        move || a.pause(),
+        move || b.resume(),
+    )
+    .await;
+    app.stop().await.expect("clean shutdown");
+}
+
+/// A network blackhole (data silently dropped, sockets left open) between the service and the
+/// database for 8 s, then every connection reset: the blackholed connections would hold their
+/// pool slots forever without the bounded release check (sqlx#4349).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_blackhole_and_resets_never_hang_or_leak() {
+    let base = fresh_pg_database().await;
+    let proxy = Arc::new(crate::support::proxy::FaultProxy::start(&base, Duration::ZERO).await);
+    let app = spawn_app(&with_params(&proxy.url, DRILL_PARAMS), |_| {}).await;
+    app.wait_ready(Duration::from_secs(30)).await;
+    let (a, b) = (proxy.clone(), proxy.clone());
+    fault_drill(
+        &app,
+        Duration::from_secs(8),
+        move || a.blackhole(true),
+        move || b.blackhole(false),
+    )
+    .await;
+    let (a, b) = (proxy.clone(), proxy.clone());
+    fault_drill(
+        &app,
+        Duration::from_secs(3),
+        move || {
+            a.blackhole(true);
+            a.reset_all();
+        },
+        move || b.blackhole(false),
+    )
+    .await;
     app.stop().await.expect("clean shutdown");
 }
 
