@@ -18,6 +18,7 @@ use sea_orm::{
 
 use crate::gate::Gate;
 use crate::observe::Instruments;
+use crate::transaction::sqlstate;
 
 /// The service's SeaORM executor; cheap to clone.
 #[derive(Clone)]
@@ -62,15 +63,33 @@ impl DbConn {
         &self.raw
     }
 
-    async fn guarded<T>(&self, op: impl Future<Output = Result<T, DbErr>>) -> Result<T, DbErr> {
+    /// Runs one statement: waits at the gate, bounds it by the client deadline, counts its
+    /// errors. A statement that met a connection the server had already ended while it sat in
+    /// the pool (`idle_session_timeout` 57P05, `pg_terminate_backend` 57P01) never ran, so it
+    /// is run once more, on another connection; the dead one is closed by the release check.
+    async fn guarded<T, F, Fut>(&self, op: F) -> Result<T, DbErr>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, DbErr>>,
+    {
         let _permit = self.gate.enter(None).await?;
-        let result = match self.deadline {
+        let mut result = self.bounded(op()).await;
+        if let Err(e) = &result
+            && matches!(sqlstate(e).as_deref(), Some("57P05" | "57P01"))
+        {
+            self.instruments.on_error(e);
+            result = self.bounded(op()).await;
+        }
+        result.inspect_err(|e| self.instruments.on_error(e))
+    }
+
+    async fn bounded<T>(&self, op: impl Future<Output = Result<T, DbErr>>) -> Result<T, DbErr> {
+        match self.deadline {
             Some(deadline) => tokio::time::timeout(deadline, op)
                 .await
                 .unwrap_or_else(|_| Err(unanswered(deadline))),
             None => op.await,
-        };
-        result.inspect_err(|e| self.instruments.on_error(e))
+        }
     }
 }
 
@@ -92,19 +111,19 @@ impl ConnectionTrait for DbConn {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        self.guarded(self.raw.execute_raw(stmt)).await
+        self.guarded(|| self.raw.execute_raw(stmt.clone())).await
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        self.guarded(self.raw.execute_unprepared(sql)).await
+        self.guarded(|| self.raw.execute_unprepared(sql)).await
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        self.guarded(self.raw.query_one_raw(stmt)).await
+        self.guarded(|| self.raw.query_one_raw(stmt.clone())).await
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.guarded(self.raw.query_all_raw(stmt)).await
+        self.guarded(|| self.raw.query_all_raw(stmt.clone())).await
     }
 
     fn support_returning(&self) -> bool {

@@ -266,6 +266,19 @@ impl Instruments {
             .fetch_max(nanos, Ordering::Relaxed);
     }
 
+    /// Whether a connection of this `age` has reached its own, jittered end of life: somewhere
+    /// in the last 20 % of `max_lifetime`, fixed per connection (derived from the millisecond
+    /// it was opened). Connections opened together then retire at different times instead of
+    /// all at once, which would make every caller pay for a new connection at the same moment.
+    pub fn past_jittered_lifetime(&self, age: Duration, max_lifetime: Duration) -> bool {
+        use std::hash::{Hash, Hasher};
+        let opened_ms = self.epoch.elapsed().saturating_sub(age).as_millis();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        opened_ms.hash(&mut h);
+        let fraction = (h.finish() % 1000) as f64 / 1000.0;
+        age >= max_lifetime.mul_f64(1.0 - 0.2 * fraction)
+    }
+
     /// Whether a connection of this `age` was opened before the last connection failure, so
     /// it may be dead too (a restart or a network break kills every connection at once).
     pub fn predates_last_failure(&self, age: Duration) -> bool {

@@ -255,10 +255,16 @@ fn pool_options<DB: Database>(
     // before the last connection failure (after a restart or a network break, every connection
     // of that age is suspect: one failed request evicts the rest before they are handed out).
     let suspects = instruments.clone();
+    let max_lifetime = p.max_lifetime;
     opts.test_before_acquire(false)
         .before_acquire(move |conn, meta| {
+            let retire = max_lifetime.is_some_and(|l| suspects.past_jittered_lifetime(meta.age, l));
             let suspect = meta.idle_for >= threshold || suspects.predates_last_failure(meta.age);
             Box::pin(async move {
+                if retire {
+                    // Closed here, before anyone uses it; sqlx hands out or opens another.
+                    return Ok(false);
+                }
                 if suspect {
                     match tokio::time::timeout(bound, conn.ping()).await {
                         Ok(result) => result?,
