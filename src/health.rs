@@ -61,10 +61,15 @@ async fn ready(db: web::Data<DbService>) -> HttpResponse {
     let phase = db.phase();
     if phase != Phase::Ready {
         let stats = db.stats();
-        let why = match phase {
-            Phase::Starting => "starting: waiting for the database or migrations",
-            Phase::Failed => "startup failed; see /health/db",
-            _ => "shutting down",
+        let last = db.last_error().map(|e| e.message);
+        let why = match (phase, last) {
+            (Phase::Starting, Some(cause)) => {
+                format!("starting: database not reachable yet: {cause}")
+            }
+            (Phase::Starting, None) => "starting: connecting to the database".to_owned(),
+            (Phase::Failed, Some(cause)) => format!("startup failed: {cause}"),
+            (Phase::Failed, None) => "startup failed; see /health/db".to_owned(),
+            _ => "shutting down".to_owned(),
         };
         return respond(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -34,6 +34,19 @@ pub(crate) fn describe(config: &DbConfig, err: &sqlx::Error) -> String {
             Some(code) => format!("{} (SQLSTATE {code})", db.message()),
             None => db.message().to_owned(),
         },
+        sqlx::Error::Io(e) => {
+            let u = url::Url::parse(config.driver_url()).ok();
+            let host = u
+                .as_ref()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            let port = u
+                .as_ref()
+                .and_then(url::Url::port)
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
+            format!("cannot reach {host}{port}: {e}")
+        }
         sqlx::Error::Tls(e) => {
             let mode = config
                 .driver_param("sslmode")

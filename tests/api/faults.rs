@@ -839,3 +839,60 @@ async fn max_lifetime_recycles_without_errors_and_spreads_closures() {
     );
     db.close(Duration::from_secs(5)).await;
 }
+
+/// TLS with a throwaway CA: `verify-full` connects to the name on the certificate and refuses
+/// another name, at once and naming `sslmode`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verify_full_checks_the_server_name() {
+    let (cluster, ca) = tokio::task::spawn_blocking(|| {
+        let c = PgCluster::start();
+        let ca = c.enable_tls();
+        (c, ca)
+    })
+    .await
+    .expect("cluster with TLS");
+    let params = format!(
+        "sslmode=verify-full&sslrootcert={}&connect_retry_timeout=0",
+        ca.display()
+    );
+    let good = DbService::new(
+        DbConfig::from_url(&with_params(&cluster.url("postgres"), &params)).expect("valid"),
+    )
+    .expect("service");
+    good.connect()
+        .await
+        .expect("verify-full against the certificate's address connects");
+    let row = good
+        .conn()
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    assert!(
+        row.try_get_by_index::<bool>(0).expect("bool"),
+        "the session is encrypted"
+    );
+    good.close(Duration::from_secs(5)).await;
+
+    let mut wrong = url::Url::parse(&cluster.url("postgres")).expect("URL");
+    wrong.set_host(Some("localhost")).expect("host");
+    let bad =
+        DbService::new(DbConfig::from_url(&with_params(wrong.as_str(), &params)).expect("valid"))
+            .expect("service");
+    let started = Instant::now();
+    let err = bad
+        .connect()
+        .await
+        .expect_err("a name not on the certificate is refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once: {:?}",
+        started.elapsed()
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("sslmode=verify-full"), "{msg}");
+    assert!(!msg.contains(crate::support::PASSWORD));
+}

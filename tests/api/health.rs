@@ -98,6 +98,14 @@ async fn late_database_then_outage_then_recovery() {
         assert_eq!(body["status"], "fail");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let (_, body) = app.get("/health/ready").await;
+    let output = body["output"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        output.contains(&format!("cannot reach 127.0.0.1:{}", cluster.port))
+            && output.contains("refused"),
+        "readiness says why, in words: {output}"
+    );
+    assert!(!output.contains(crate::support::PASSWORD));
     let (_, details) = app.get("/health/db").await;
     assert_eq!(details["phase"], "starting");
     assert!(

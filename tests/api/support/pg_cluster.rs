@@ -216,6 +216,71 @@ impl PgCluster {
         run(c, "pg_ctl reload");
     }
 
+    /// Turns TLS on with a throwaway CA (openssl) and a server certificate for the IP address
+    /// 127.0.0.1 only; returns the CA certificate's path (for `sslrootcert`).
+    pub fn enable_tls(&self) -> PathBuf {
+        let dir = self._dir.path().join("tls");
+        std::fs::create_dir_all(&dir).expect("tls dir");
+        let sh = |script: &str| {
+            let mut c = Command::new("sh");
+            c.current_dir(&dir).args(["-c", script]);
+            run(c, script);
+        };
+        sh(
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+            -subj /CN=dbservice-test-ca 2>/dev/null",
+        );
+        sh(
+            "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
+            -subj /CN=127.0.0.1 2>/dev/null",
+        );
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("ext.cnf");
+        sh(
+            "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -out server.crt -days 2 -extfile ext.cnf 2>/dev/null",
+        );
+        for f in ["server.crt", "server.key"] {
+            std::fs::copy(dir.join(f), self.data.join(f)).expect("copy into the data dir");
+        }
+        if is_root() {
+            let pg = nix::unistd::User::from_name("postgres")
+                .expect("user")
+                .expect("postgres user");
+            for f in ["server.crt", "server.key"] {
+                nix::unistd::chown(&self.data.join(f), Some(pg.uid), Some(pg.gid)).expect("chown");
+            }
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            self.data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod key");
+        let mut psql = as_pg(&self.bin.join("psql"));
+        psql.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+        ])
+        .arg("ALTER SYSTEM SET ssl = on");
+        run(psql, "enable ssl");
+        let mut c = self.pg_ctl();
+        c.arg("reload");
+        run(c, "pg_ctl reload");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        dir.join("ca.pem")
+    }
+
     /// A URL for `database` on this cluster. Auth is `trust`, so the password is accepted and
     /// ignored: tests use it to check that it is never shown.
     pub fn url(&self, database: &str) -> String {
