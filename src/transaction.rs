@@ -637,14 +637,25 @@ const SERVER_GRACE: Duration = Duration::from_millis(250);
 /// (`set_config(..., true)`): gone at COMMIT/ROLLBACK, and safe behind PgBouncer.
 async fn limit_on_server(txn: &DatabaseTransaction, budget: Duration) -> Result<(), DbErr> {
     let ms = (budget + SERVER_GRACE).as_millis().to_string();
-    txn.execute_raw(Statement::from_sql_and_values(
+    let set = txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT set_config('statement_timeout', $1, true), \
                 set_config('idle_in_transaction_session_timeout', $1, true)",
         [ms.into()],
-    ))
-    .await
-    .map(|_| ())
+    ));
+    // Bounded like everything in a transaction: a server that cannot answer this cannot
+    // answer the body either.
+    match tokio::time::timeout(budget, set).await {
+        Ok(result) => result.map(|_| ()),
+        Err(_) => Err(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
+            std::sync::Arc::new(sea_orm::sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no answer from the database within the transaction's timeout ({budget:?})"
+                ),
+            ))),
+        ))),
+    }
 }
 
 /// Runs `body` in a savepoint of `txn`: on error only the savepoint's work is undone and the

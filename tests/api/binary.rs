@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::support::pg_cluster::free_port;
 use crate::support::{
     PASSWORD, backends_named, eventually, fresh_pg_database, shared_url, unique_name, with_params,
 };
@@ -149,7 +148,10 @@ async fn bad_setting_exits_2_naming_parameter_and_value() {
 
 #[tokio::test]
 async fn unreachable_database_gives_up_after_connect_retry_timeout() {
-    let port = free_port();
+    // A port that accepts TCP but never speaks (a hung database host): each attempt runs into
+    // connect_timeout. Held open for the whole test, so nothing else can take the port.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("address").port();
     let url = format!(
         "postgres://app:{PASSWORD}@127.0.0.1:{port}/db?connect_retry_timeout=2&connect_timeout=1"
     );

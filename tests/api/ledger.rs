@@ -258,28 +258,16 @@ async fn concurrent_transfers_keep_the_books(app: &TestApp) {
     let mut expected: std::collections::HashMap<i64, i64> =
         ids.iter().map(|id| (*id, START)).collect();
     let mut stored = 0;
-    let mut after = 0;
-    loop {
-        let (status, page) = app
-            .get(&format!("/api/transfers?limit=200&after={after}"))
-            .await;
-        assert_eq!(status, 200);
-        let items = page["items"].as_array().expect("items").clone();
-        for t in &items {
-            let (from, to, amount) = (
-                t["from_account_id"].as_i64().expect("from"),
-                t["to_account_id"].as_i64().expect("to"),
-                t["amount_cents"].as_i64().expect("amount"),
-            );
-            if expected.contains_key(&from) {
-                stored += 1;
-                *expected.entry(from).or_default() -= amount;
-                *expected.entry(to).or_default() += amount;
-            }
-        }
-        match page["next_after"].as_i64() {
-            Some(n) => after = n,
-            None => break,
+    for t in app.all_transfers().await {
+        let (from, to, amount) = (
+            t["from_account_id"].as_i64().expect("from"),
+            t["to_account_id"].as_i64().expect("to"),
+            t["amount_cents"].as_i64().expect("amount"),
+        );
+        if expected.contains_key(&from) {
+            stored += 1;
+            *expected.entry(from).or_default() -= amount;
+            *expected.entry(to).or_default() += amount;
         }
     }
     assert_eq!(

@@ -90,6 +90,23 @@ impl TestApp {
         )
     }
 
+    /// Every stored transfer, walking the keyset pages of `GET /api/transfers`.
+    pub async fn all_transfers(&self) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let (status, page) = self
+                .get(&format!("/api/transfers?limit=200&after={after}"))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            all.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["next_after"].as_i64() {
+                Some(next) => after = next,
+                None => return all,
+            }
+        }
+    }
+
     /// Waits until `/health/ready` is 200; panics with the last body after `bound`.
     pub async fn wait_ready(&self, bound: Duration) {
         let mut last = serde_json::Value::Null;

@@ -191,12 +191,8 @@ impl PgCluster {
         }
     }
 
-    /// Makes `role` log in over TCP with `password` (scram-sha-256) instead of `trust`.
-    pub fn require_password(&self, role: &str, password: &str) {
-        let hba = self.data.join("pg_hba.conf");
-        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
-        let line = format!("host all {role} 127.0.0.1/32 scram-sha-256\n");
-        std::fs::write(&hba, format!("{line}{old}")).expect("write pg_hba.conf");
+    /// Runs one SQL command as the superuser.
+    fn psql(&self, sql: &str) {
         let mut psql = as_pg(&self.bin.join("psql"));
         psql.args([
             "-h",
@@ -208,12 +204,26 @@ impl PgCluster {
             "-d",
             "postgres",
             "-c",
-        ])
-        .arg(format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"));
-        run(psql, "create role");
+            sql,
+        ]);
+        run(psql, sql);
+    }
+
+    /// Makes the server re-read its configuration.
+    fn reload(&self) {
         let mut c = self.pg_ctl();
         c.arg("reload");
         run(c, "pg_ctl reload");
+    }
+
+    /// Makes `role` log in over TCP with `password` (scram-sha-256) instead of `trust`.
+    pub fn require_password(&self, role: &str, password: &str) {
+        let hba = self.data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        let line = format!("host all {role} 127.0.0.1/32 scram-sha-256\n");
+        std::fs::write(&hba, format!("{line}{old}")).expect("write pg_hba.conf");
+        self.psql(&format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"));
+        self.reload();
     }
 
     /// Turns TLS on with a throwaway CA (openssl) and a server certificate for the IP address
@@ -260,23 +270,8 @@ impl PgCluster {
             std::fs::Permissions::from_mode(0o600),
         )
         .expect("chmod key");
-        let mut psql = as_pg(&self.bin.join("psql"));
-        psql.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-        ])
-        .arg("ALTER SYSTEM SET ssl = on");
-        run(psql, "enable ssl");
-        let mut c = self.pg_ctl();
-        c.arg("reload");
-        run(c, "pg_ctl reload");
+        self.psql("ALTER SYSTEM SET ssl = on");
+        self.reload();
         std::thread::sleep(std::time::Duration::from_millis(300));
         dir.join("ca.pem")
     }
