@@ -1,0 +1,127 @@
+//! Unit tests of `config::mod` (kept in `tests/` beside the code).
+
+use super::*;
+
+fn cfg(url: &str) -> Result<DbConfig, ConfigError> {
+    DbConfig::from_url(url)
+}
+
+#[test]
+fn every_parameter_is_parsed() {
+    let c = cfg(
+        "postgres://u:pw@h/db?connection_limit=7&min_connections=2&pool_timeout=500ms\
+                 &connect_timeout=3&connect_retry_timeout=1m&idle_timeout=30&max_lifetime=0\
+                 &ping_after_idle=0&health_check_timeout=2s&statement_timeout=1.5\
+                 &idle_in_transaction_session_timeout=20s&statement_cache_size=50\
+                 &schema=app,public&application_name=ledger",
+    )
+    .expect("valid");
+    let p = c.pool();
+    assert_eq!(p.connection_limit, 7);
+    assert_eq!(p.min_connections, 2);
+    assert_eq!(p.pool_timeout, Some(Duration::from_millis(500)));
+    assert_eq!(p.connect_timeout, Duration::from_secs(3));
+    assert_eq!(p.connect_retry_timeout, Duration::from_secs(60));
+    assert_eq!(p.idle_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(p.max_lifetime, None);
+    assert_eq!(p.ping_after_idle, Duration::ZERO);
+    assert_eq!(p.health_check_timeout, Duration::from_secs(2));
+    assert_eq!(p.statement_timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(
+        p.idle_in_transaction_session_timeout,
+        Some(Duration::from_secs(20))
+    );
+    assert_eq!(p.statement_cache_size, Some(50));
+    assert_eq!(p.schema.as_deref(), Some("app,public"));
+    assert_eq!(p.application_name, "ledger");
+    assert_eq!(c.driver_url(), "postgres://u:pw@h/db");
+}
+
+#[test]
+fn defaults_follow_the_contract() {
+    let p = cfg("postgres://h/db").expect("valid").pool().clone();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    assert_eq!(p.connection_limit, cores * 2 + 1);
+    assert_eq!(p.min_connections, 0);
+    assert_eq!(p.pool_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(p.connect_timeout, Duration::from_secs(5));
+    assert_eq!(p.idle_timeout, Some(Duration::from_secs(600)));
+    assert_eq!(p.max_lifetime, Some(Duration::from_secs(1800)));
+    assert_eq!(p.application_name, "dbservice");
+    assert!(!p.pgbouncer);
+}
+
+#[test]
+fn bad_values_name_parameter_and_value() {
+    for (url, needles) in [
+        (
+            "postgres://h/db?pool_timeout=abc",
+            vec!["pool_timeout", "`abc`"],
+        ),
+        (
+            "postgres://h/db?connection_limit=0",
+            vec!["connection_limit", "`0`", "at least 1"],
+        ),
+        (
+            "postgres://h/db?connection_limit=-4",
+            vec!["connection_limit", "`-4`"],
+        ),
+        (
+            "postgres://h/db?pgbouncer=maybe",
+            vec!["pgbouncer", "`maybe`"],
+        ),
+        (
+            "postgres://h/db?connect_timeout=0",
+            vec!["connect_timeout", "greater than 0"],
+        ),
+        (
+            "postgres://h/db?connection_limit=2&min_connections=5",
+            vec!["min_connections", "(5)", "connection_limit", "(2)"],
+        ),
+        ("redis://h/0", vec!["`redis`"]),
+        (
+            "sqlite://x.db?statement_timeout=5",
+            vec!["statement_timeout", "PostgreSQL", "SQLite"],
+        ),
+        (
+            "postgres://h/db?pgbouncer=true&statement_cache_size=10",
+            vec!["pgbouncer", "statement_cache_size"],
+        ),
+        (
+            "postgres://h/db?pool_timout=1",
+            vec!["pool_timout", "did you mean `pool_timeout`"],
+        ),
+    ] {
+        let msg = cfg(url)
+            .err()
+            .unwrap_or_else(|| panic!("{url} accepted"))
+            .to_string();
+        for needle in needles {
+            assert!(msg.contains(needle), "{url}: {msg:?} lacks {needle:?}");
+        }
+    }
+}
+
+#[test]
+fn url_overrides_settings() {
+    let settings = vec![
+        ("connection_limit".to_owned(), "4".to_owned()),
+        ("pool_timeout".to_owned(), "3".to_owned()),
+    ];
+    let c = DbConfig::from_parts("postgres://h/db?connection_limit=9", &settings).expect("valid");
+    assert_eq!(c.pool().connection_limit, 9);
+    assert_eq!(c.pool().pool_timeout, Some(Duration::from_secs(3)));
+}
+
+#[test]
+fn password_never_shows() {
+    let c = cfg("postgres://app:hunter2@h/db?connection_limit=3").expect("valid");
+    assert!(!format!("{c:?}").contains("hunter2"));
+    let json = serde_json::to_string(&c).expect("serializes");
+    assert!(
+        !json.contains("hunter2") && json.contains("app:***@h"),
+        "{json}"
+    );
+    let err = cfg("postgres://app:hunter2@h/db?pool_timeout=x").expect_err("rejected");
+    assert!(!err.to_string().contains("hunter2"));
+}
