@@ -200,11 +200,16 @@ async fn main() {
         .conn()
         .execute_unprepared(&format!(
             "TRUNCATE transfers, accounts RESTART IDENTITY CASCADE; \
-             INSERT INTO accounts (owner, balance_cents) SELECT 'owner-' || g, 1000 FROM generate_series(1, {ROWS}) g; \
-             VACUUM ANALYZE accounts"
+             INSERT INTO accounts (owner, balance_cents) SELECT 'owner-' || g, 1000 FROM generate_series(1, {ROWS}) g;"
         ))
         .await
         .expect("load 100,000 accounts");
+    // VACUUM cannot run inside the implicit transaction of a multi-statement string.
+    setup
+        .conn()
+        .execute_unprepared("VACUUM ANALYZE accounts")
+        .await
+        .expect("vacuum");
     setup.close(Duration::from_secs(5)).await;
 
     let ours = DbService::new(
