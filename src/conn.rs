@@ -84,11 +84,30 @@ impl DbConn {
     }
 
     async fn bounded<T>(&self, op: impl Future<Output = Result<T, DbErr>>) -> Result<T, DbErr> {
-        match self.deadline {
+        // Declared after `op`, so it is dropped first when the caller goes away: the trouble is
+        // noted before the abandoned connection is released (see `Instruments::note_trouble`).
+        let mut watch = Unfinished(Some(&self.instruments));
+        let result = match self.deadline {
             Some(deadline) => tokio::time::timeout(deadline, op)
                 .await
-                .unwrap_or_else(|_| Err(unanswered(deadline))),
+                .unwrap_or_else(|_| {
+                    self.instruments.note_trouble();
+                    Err(unanswered(deadline))
+                }),
             None => op.await,
+        };
+        watch.0 = None;
+        result
+    }
+}
+
+/// Notes trouble if dropped before the statement finished (its caller was cancelled).
+struct Unfinished<'a>(Option<&'a Instruments>);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(instruments) = self.0 {
+            instruments.note_trouble();
         }
     }
 }

@@ -23,6 +23,9 @@ use serde::Serialize;
 
 use crate::transaction::sqlstate;
 
+/// How long after a sign of trouble returned connections keep getting the full release check.
+pub const TROUBLE_WINDOW: Duration = Duration::from_secs(30);
+
 /// How many recent samples the percentiles of [`DbService::stats`](crate::DbService::stats)
 /// are computed over.
 pub const WINDOW: usize = 1024;
@@ -183,6 +186,9 @@ pub(crate) struct Instruments {
     /// When a connection last failed (the database restarted, a backend was killed, the
     /// network broke), as nanoseconds since `epoch`; 0 = never.
     last_connection_failure: AtomicU64,
+    /// Until when (nanoseconds since `epoch`) returned connections get the full release
+    /// check; see [`Instruments::note_trouble`].
+    trouble_until: AtomicU64,
     epoch: Instant,
     pub waits: Window,
     pub queries: Window,
@@ -206,6 +212,7 @@ impl Instruments {
             wait_histogram: buckets(),
             query_histogram: buckets(),
             last_connection_failure: AtomicU64::new(0),
+            trouble_until: AtomicU64::new(0),
             epoch: Instant::now(),
             waits: Window::default(),
             queries: Window::default(),
@@ -257,8 +264,26 @@ impl Instruments {
         }
     }
 
+    /// Notes that a connection may have come back dirty or dead: a statement or transaction
+    /// was cancelled or missed its deadline, a connection failed, a probe got no answer. For
+    /// the next [`TROUBLE_WINDOW`], every connection returned to the pool gets the bounded
+    /// release check; in calm times it is skipped (it costs a round trip per query, on top of
+    /// the ping sqlx always makes). Called *before* the affected connection is released.
+    pub fn note_trouble(&self) {
+        let until = self.epoch.elapsed() + TROUBLE_WINDOW;
+        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
+        self.trouble_until.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// Whether returned connections should get the full release check now.
+    pub fn in_trouble(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        now < self.trouble_until.load(Ordering::Relaxed)
+    }
+
     /// Notes that a connection to the database just failed.
     pub fn connection_failed(&self) {
+        self.note_trouble();
         let nanos = u64::try_from(self.epoch.elapsed().as_nanos())
             .unwrap_or(u64::MAX)
             .max(1);

@@ -23,6 +23,7 @@
 //! [`savepoint`] nests: inside a transaction it runs a closure in a savepoint, so an inner
 //! failure undoes only the inner part.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,7 @@ use sea_orm::{
 use serde::Serialize;
 
 use crate::gate::Permit;
+use crate::observe::Instruments;
 use crate::service::DbService;
 
 /// Transaction isolation levels.
@@ -349,6 +351,8 @@ struct Open {
     permit: Option<Permit>,
     /// `ping_timeout`: how long a rollback after cancellation may take.
     bound: Duration,
+    /// Where a cancellation is noted, so the connection gets the full release check.
+    instruments: Arc<Instruments>,
 }
 
 impl Open {
@@ -366,6 +370,7 @@ impl Drop for Open {
         if let Some((txn, permit)) = self.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
+            self.instruments.note_trouble();
             let bound = self.bound;
             rt.spawn(async move {
                 match tokio::time::timeout(bound, txn.rollback()).await {
@@ -499,6 +504,7 @@ impl DbService {
             Ok(Err(e)) => self.finish_failed(&mut open, TxError::Aborted(e)).await,
             Err(_elapsed) => {
                 // The body future (and any statement lock it held) is gone; roll back explicitly.
+                self.instruments().note_trouble();
                 if let Some((txn, permit)) = open.take() {
                     let _ = finish_detached(txn, permit, false, self.config().pool().ping_timeout)
                         .await;
@@ -558,8 +564,13 @@ impl DbService {
                 txn: Some(txn),
                 permit: Some(permit),
                 bound,
+                instruments: self.instruments_arc(),
             }),
-            Ok(Ok(Err(DbErr::ConnectionAcquire(_)))) | Err(_) => Err(max_wait(self.tx_counters())),
+            Ok(Ok(Err(DbErr::ConnectionAcquire(_)))) | Err(_) => {
+                // A BEGIN may still be in flight on a connection we no longer wait for.
+                self.instruments().note_trouble();
+                Err(max_wait(self.tx_counters()))
+            }
             Ok(Ok(Err(e))) => {
                 self.instruments().on_error(&e);
                 Err(TxError::Database(e))
@@ -606,6 +617,7 @@ impl DbService {
             && let Err(e) =
                 finish_detached(txn, permit, false, self.config().pool().ping_timeout).await
         {
+            self.instruments().note_trouble();
             tracing::warn!(error = %e, "rollback failed; the connection is discarded");
         }
         bump(&self.tx_counters().rollback);

@@ -123,6 +123,10 @@ impl DbService {
         &self.inner.instruments
     }
 
+    pub(crate) fn instruments_arc(&self) -> Arc<Instruments> {
+        self.inner.instruments.clone()
+    }
+
     /// The configuration in effect.
     pub fn config(&self) -> &DbConfig {
         &self.inner.config
@@ -239,6 +243,7 @@ impl DbService {
             }
             Err(_) => {
                 self.record_error(&format!("no answer from the database within {bound:?}"));
+                self.inner.instruments.note_trouble();
                 Err(PingError::TimedOut(bound))
             }
         }
@@ -261,6 +266,7 @@ impl DbService {
             }
             Err(_) => {
                 self.record_error(&format!("no answer from the database within {bound:?}"));
+                self.inner.instruments.note_trouble();
                 Err(PingError::TimedOut(bound))
             }
         }

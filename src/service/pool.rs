@@ -100,7 +100,10 @@ pub(crate) fn build(
             let opts = postgres_options(PgConnectOptions::from_str(url).map_err(driver_err)?, p);
             let bound = p.ping_timeout;
             let pool = pool_options(p, instruments)
-                .after_release(move |conn, _meta| Box::pin(release_check_postgres(conn, bound)))
+                .after_release({
+                    let ins = instruments.clone();
+                    move |conn, _meta| Box::pin(release_check_postgres(conn, bound, ins.clone()))
+                })
                 .connect_lazy_with(opts);
             (
                 SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
@@ -117,7 +120,10 @@ pub(crate) fn build(
             }
             let bound = p.ping_timeout;
             let pool = pool_options(p, instruments)
-                .after_release(move |conn, _meta| Box::pin(release_check_ping(conn, bound)))
+                .after_release({
+                    let ins = instruments.clone();
+                    move |conn, _meta| Box::pin(release_check_ping(conn, bound, ins.clone()))
+                })
                 .connect_lazy_with(opts);
             (
                 SqlxMySqlConnector::from_sqlx_mysql_pool(pool.clone()),
@@ -137,7 +143,10 @@ pub(crate) fn build(
             }
             let bound = p.ping_timeout;
             let pool = pool_options(p, instruments)
-                .after_release(move |conn, _meta| Box::pin(release_check_ping(conn, bound)))
+                .after_release({
+                    let ins = instruments.clone();
+                    move |conn, _meta| Box::pin(release_check_ping(conn, bound, ins.clone()))
+                })
                 .connect_lazy_with(opts);
             (
                 SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()),
@@ -186,14 +195,20 @@ fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOpt
     opts
 }
 
-/// The release check, run on every connection coming back to the pool, before sqlx's own
-/// (unbounded) ping. Bounded by `ping_timeout`: a connection whose server froze or vanished
+/// The release check, run on connections coming back to the pool before sqlx's own
+/// (unbounded) ping, while there are signs of trouble (`Instruments::note_trouble`: a
+/// cancelled or timed-out statement or transaction, a failed connection, a probe without an
+/// answer; in calm times it is skipped, saving a round trip per query). Bounded by `ping_timeout`: a connection whose server froze or vanished
 /// without a FIN would otherwise hold its pool slot forever (sqlx#4349); no answer in time, and
 /// it is closed without further I/O. It also flushes what a cancelled statement left behind.
 async fn release_check_ping<C: Connection>(
     conn: &mut C,
     bound: Duration,
+    instruments: Arc<Instruments>,
 ) -> Result<bool, sqlx::Error> {
+    if !instruments.in_trouble() {
+        return Ok(true);
+    }
     match tokio::time::timeout(bound, conn.ping()).await {
         Ok(result) => result.map(|()| true),
         Err(_) => Err(unanswered("the release ping")),
@@ -209,7 +224,11 @@ async fn release_check_ping<C: Connection>(
 async fn release_check_postgres(
     conn: &mut sqlx::PgConnection,
     bound: Duration,
+    instruments: Arc<Instruments>,
 ) -> Result<bool, sqlx::Error> {
+    if !instruments.in_trouble() {
+        return Ok(true);
+    }
     use sqlx::Row;
     let check = sqlx::raw_sql("SELECT now() = statement_timestamp()").fetch_one(&mut *conn);
     match tokio::time::timeout(bound, check).await {

@@ -1,7 +1,7 @@
 //! Measured pool statistics, `/metrics`, slow-query logs.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use dbservice::{DbConfig, DbService};
@@ -298,6 +298,13 @@ impl Lines {
     /// Captures this thread's log lines (INFO and above) until the guard is dropped; the
     /// tests run on a current-thread runtime, so the service's tasks log here too.
     fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        // With a single registered dispatcher, tracing-core computes a callsite's interest from
+        // the *registering thread's* default only: a test on another thread that hits the
+        // slow-query callsite first would cache "never" and hide our events. A second, live
+        // dispatcher makes it consult every registered one (tracing-core's `has_just_one`).
+        static SECOND: LazyLock<tracing::Dispatch> =
+            LazyLock::new(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+        LazyLock::force(&SECOND);
         let lines = Lines::default();
         let sink = lines.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -318,7 +325,7 @@ async fn a_slow_query_logs_exactly_one_warning_with_its_duration() {
     let base = fresh_pg_database().await;
     let (lines, _guard) = Lines::capture();
     let db = DbService::new(
-        DbConfig::from_url(&with_params(&base, "slow_query_threshold=200ms")).expect("valid"),
+        DbConfig::from_url(&with_params(&base, "slow_query_threshold=1s")).expect("valid"),
     )
     .expect("service");
     db.connect().await.expect("connects");
@@ -326,11 +333,11 @@ async fn a_slow_query_logs_exactly_one_warning_with_its_duration() {
     db.conn()
         .execute_raw(Statement::from_string(
             DbBackend::Postgres,
-            "SELECT pg_sleep(0.3)",
+            "SELECT pg_sleep(1.2)",
         ))
         .await
         .expect("slow query");
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(started.elapsed() >= Duration::from_millis(1200));
     db.conn()
         .execute_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1"))
         .await
