@@ -6,9 +6,11 @@
 //! - `max_wait` bounds getting a connection and `BEGIN` ([`TxError::MaxWait`]);
 //! - `timeout` bounds the whole transaction from `BEGIN` to `COMMIT` ([`TxError::Timeout`]). On
 //!   PostgreSQL the server is given the same budget (`statement_timeout` and
-//!   `idle_in_transaction_session_timeout`, transaction-scoped through `set_config(..., true)`,
-//!   which also works through PgBouncer), because sqlx never cancels a statement on the server:
-//!   without it a timed-out `pg_sleep` would keep its connection and locks;
+//!   `idle_in_transaction_session_timeout`, transaction-scoped through `SET LOCAL`, which also
+//!   works through PgBouncer), because sqlx never cancels a statement on the server: without it
+//!   a timed-out `pg_sleep` would keep its connection and locks. These settings and the
+//!   isolation level travel in one simple-protocol message right after `BEGIN`: one round trip
+//!   where SeaORM alone spends one on `SET TRANSACTION` already;
 //! - `isolation` and `read_only`;
 //! - `retries` re-runs the closure after a serialization failure or deadlock (SQLSTATE 40001,
 //!   40P01; MySQL reports deadlocks as 40001), with exponential backoff and jitter.
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use sea_orm::{
-    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, Statement,
+    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, IsolationLevel,
     TransactionTrait,
 };
 use serde::Serialize;
@@ -461,9 +463,8 @@ impl DbService {
         E: Send,
     {
         let counters = self.tx_counters();
-        let backend = self.backend_kind();
         let started = Instant::now();
-        let mut open = match self.begin_guarded(opts).await {
+        let mut open = match self.begin_guarded(opts, started).await {
             Ok(open) => open,
             Err(e) => return Attempt::Failed(e.widen()),
         };
@@ -474,11 +475,6 @@ impl DbService {
         };
 
         let budget = opts.timeout.saturating_sub(started.elapsed());
-        if backend == DbBackend::Postgres
-            && let Err(e) = limit_on_server(txn, budget).await
-        {
-            return self.finish_failed(&mut open, TxError::Database(e)).await;
-        }
 
         let outcome = tokio::time::timeout(budget, body(txn)).await;
         match outcome {
@@ -515,14 +511,16 @@ impl DbService {
         }
     }
 
-    /// Acquires a connection and runs `BEGIN` within `max_wait`, in a task the caller cannot
-    /// cancel (a cancelled BEGIN would poison the connection: sqlx#4393). If nobody takes the
+    /// Acquires a connection and runs `BEGIN` (and on PostgreSQL the transaction's settings,
+    /// see [`settings_after_begin`]) within `max_wait`, in a task the caller cannot cancel (a
+    /// cancelled BEGIN would poison the connection: sqlx#4393). If nobody takes the
     /// transaction (max_wait passed, or the caller was dropped), that task rolls it back.
+    /// `started` is when the transaction's `timeout` began to run.
     async fn begin_guarded(
         &self,
         opts: &TxOptions,
+        started: Instant,
     ) -> Result<Open, TxError<std::convert::Infallible>> {
-        let started = Instant::now();
         let max_wait = |counters: &TxCounters| {
             bump(&counters.max_wait);
             TxError::MaxWait(opts.max_wait)
@@ -534,12 +532,14 @@ impl DbService {
             Err(e) => return Err(TxError::Database(e)),
         };
         let conn = self.conn().raw().clone();
-        let (isolation, access) = match self.backend_kind() {
-            DbBackend::Sqlite => (None, None),
-            _ => (
-                opts.isolation.map(IsolationLevel::from),
-                opts.read_only.then_some(AccessMode::ReadOnly),
-            ),
+        let isolation = opts.isolation.map(IsolationLevel::from);
+        let access = opts.read_only.then_some(AccessMode::ReadOnly);
+        let (begin_isolation, begin_access, settings) = match self.backend_kind() {
+            DbBackend::Sqlite => (None, None, None),
+            // SeaORM would send `SET TRANSACTION` as a round trip of its own; it goes into
+            // the one settings message instead.
+            DbBackend::Postgres => (None, None, Some((isolation, access, opts.timeout))),
+            _ => (isolation, access, None),
         };
         let (deliver, receive) = tokio::sync::oneshot::channel();
         let bound = self.config().pool().ping_timeout;
@@ -547,7 +547,20 @@ impl DbService {
         tokio::spawn(async move {
             // Bounded: a BEGIN the server never answers is abandoned; the release check then
             // closes the connection (it is inside a transaction or does not answer).
-            let begun = tokio::time::timeout(give_up, conn.begin_with_config(isolation, access))
+            let work = async {
+                let txn = conn
+                    .begin_with_config(begin_isolation, begin_access)
+                    .await?;
+                if let Some((isolation, access, timeout)) = settings {
+                    let sql = settings_after_begin(isolation, access, timeout, started.elapsed());
+                    if let Err(e) = txn.execute_unprepared(&sql).await {
+                        let _ = txn.rollback().await;
+                        return Err(e);
+                    }
+                }
+                Ok(txn)
+            };
+            let begun = tokio::time::timeout(give_up, work)
                 .await
                 .unwrap_or_else(|_| {
                     Err(DbErr::ConnectionAcquire(
@@ -592,18 +605,7 @@ impl DbService {
         opts: TxOptions,
     ) -> Result<Transaction, TxError<std::convert::Infallible>> {
         let started = Instant::now();
-        let mut open = self.begin_guarded(&opts).await?;
-        if self.backend_kind() == DbBackend::Postgres
-            && let Some(txn) = open.txn()
-            && let Err(e) =
-                limit_on_server(txn, opts.timeout.saturating_sub(started.elapsed())).await
-        {
-            if let Some((txn, permit)) = open.take() {
-                let _ =
-                    finish_detached(txn, permit, false, self.config().pool().ping_timeout).await;
-            }
-            return Err(TxError::Database(e));
-        }
+        let open = self.begin_guarded(&opts, started).await?;
         Ok(Transaction {
             open,
             started,
@@ -644,30 +646,35 @@ fn map_server_timeout<E>(e: DbErr, timeout: Duration, counters: &TxCounters) -> 
 /// (sqlx cannot cancel a running statement) and guards against a stalled client.
 const SERVER_GRACE: Duration = Duration::from_millis(250);
 
-/// Gives the server the transaction's remaining budget (plus [`SERVER_GRACE`]), so a stuck
-/// statement or a stalled client cannot hold locks past the timeout. Transaction-scoped
-/// (`set_config(..., true)`): gone at COMMIT/ROLLBACK, and safe behind PgBouncer.
-async fn limit_on_server(txn: &DatabaseTransaction, budget: Duration) -> Result<(), DbErr> {
-    let ms = (budget + SERVER_GRACE).as_millis().to_string();
-    let set = txn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT set_config('statement_timeout', $1, true), \
-                set_config('idle_in_transaction_session_timeout', $1, true)",
-        [ms.into()],
-    ));
-    // Bounded like everything in a transaction: a server that cannot answer this cannot
-    // answer the body either.
-    match tokio::time::timeout(budget, set).await {
-        Ok(result) => result.map(|_| ()),
-        Err(_) => Err(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
-            std::sync::Arc::new(sea_orm::sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "no answer from the database within the transaction's timeout ({budget:?})"
-                ),
-            ))),
-        ))),
+/// The PostgreSQL settings of a transaction just begun, as one simple-protocol message (one
+/// round trip, several statements): the isolation level and access mode (what SeaORM would send
+/// as a `SET TRANSACTION` of its own), and the transaction's remaining budget plus
+/// [`SERVER_GRACE`] as `statement_timeout` and `idle_in_transaction_session_timeout`, so a stuck
+/// statement or a stalled client cannot hold locks past the timeout. `SET LOCAL`: gone at
+/// COMMIT/ROLLBACK, and safe behind PgBouncer in transaction mode. Only numbers and SeaORM's
+/// fixed keywords are formatted in.
+fn settings_after_begin(
+    isolation: Option<IsolationLevel>,
+    access: Option<AccessMode>,
+    timeout: Duration,
+    elapsed: Duration,
+) -> String {
+    let ms = (timeout.saturating_sub(elapsed) + SERVER_GRACE).as_millis();
+    let mut sql = String::with_capacity(160);
+    if isolation.is_some() || access.is_some() {
+        sql.push_str("SET TRANSACTION");
+        if let Some(level) = isolation {
+            sql.push_str(&format!(" ISOLATION LEVEL {level}"));
+        }
+        if let Some(mode) = access {
+            sql.push_str(&format!(" {mode}"));
+        }
+        sql.push_str("; ");
     }
+    sql.push_str(&format!(
+        "SET LOCAL statement_timeout = {ms}; SET LOCAL idle_in_transaction_session_timeout = {ms}"
+    ));
+    sql
 }
 
 /// Runs `body` in a savepoint of `txn`: on error only the savepoint's work is undone and the

@@ -245,6 +245,22 @@ async fn non_retryable_errors_are_returned_at_once() {
     db.close(Duration::from_secs(5)).await;
 }
 
+/// The server-side guards and isolation level the connection `c` currently runs under.
+async fn guards(c: &impl ConnectionTrait) -> Result<(i64, i64, String), DbErr> {
+    let sql = "SELECT (SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'), \
+               (SELECT setting::bigint FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'), \
+               current_setting('transaction_isolation')";
+    let row = c
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await?
+        .ok_or_else(|| DbErr::Custom("no row".into()))?;
+    Ok((
+        row.try_get_by_index(0)?,
+        row.try_get_by_index(1)?,
+        row.try_get_by_index(2)?,
+    ))
+}
+
 #[tokio::test]
 async fn isolation_and_read_only_are_applied() {
     let db = service(&fresh_pg_database().await).await;
@@ -266,6 +282,34 @@ async fn isolation_and_read_only_are_applied() {
         .await
         .expect("runs");
     assert_eq!(level, "serializable");
+
+    // The transaction's budget reaches the server with the isolation level (one message after
+    // BEGIN): both guards hold the remaining timeout plus a grace of 250 ms, and only inside.
+    let (stmt_ms, idle_ms, level) = db
+        .transaction(
+            TxOptions::default()
+                .timeout(Duration::from_secs(3))
+                .isolation(Isolation::RepeatableRead),
+            async |tx| guards(tx).await,
+        )
+        .await
+        .expect("runs");
+    assert!(
+        (2_500..=3_250).contains(&stmt_ms),
+        "statement_timeout inside: {stmt_ms} ms"
+    );
+    assert!(
+        (2_500..=3_250).contains(&idle_ms),
+        "idle_in_transaction_session_timeout inside: {idle_ms} ms"
+    );
+    assert_eq!(level, "repeatable read");
+    let (stmt_ms, idle_ms, _) = guards(db.conn()).await.expect("reads");
+    assert_eq!(
+        (stmt_ms, idle_ms),
+        (0, 0),
+        "the guards must not outlive the transaction"
+    );
+
     let result = db
         .transaction(TxOptions::default().read_only(true), async |tx| {
             tx.execute_unprepared("INSERT INTO t VALUES (1)").await
