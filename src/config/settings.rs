@@ -2,7 +2,7 @@
 //!
 //! | source | names |
 //! |---|---|
-//! | config file | TOML, flat keys: `database_url`, the pool parameters (`connection_limit`, ...), `host`, `port`, `log_format`, `shutdown_grace`, `drain_timeout`, `pool_close_timeout`, `demo_diagnostics`. Read from `$DBSERVICE_CONFIG` (must exist) or `./dbservice.toml` (optional). |
+//! | config file | TOML, flat keys: `database_url`, the pool parameters (`connection_limit`, ...), `host`, `port`, `log_format`, `shutdown_grace`, `drain_timeout`, `pool_close_timeout`, `demo_diagnostics`, `metrics`. Read from `$DBSERVICE_CONFIG` (must exist) or `./dbservice.toml` (optional). |
 //! | environment | `DATABASE_URL`, `HOST`, `PORT`, `LOG_FORMAT`, and every other key as `DBSERVICE_<KEY>` (e.g. `DBSERVICE_CONNECTION_LIMIT=5`). |
 //! | `.env` | same names as the environment; a variable already set in the environment wins. |
 //!
@@ -49,6 +49,10 @@ pub struct Settings {
     /// Demo only: enables `GET /api/diagnostics/sleep` (holds a connection for a while; for
     /// shutdown and load tests). Default: false.
     pub demo_diagnostics: bool,
+    /// Demo: serves `GET /metrics` and records per-route HTTP metrics (`metrics`). Default:
+    /// true. Off, there is no `/metrics` route and no per-request metric work; the pool's own
+    /// accounting stays (readiness and `/health/db` use it).
+    pub metrics: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +66,7 @@ struct Raw {
     drain_timeout: Option<String>,
     pool_close_timeout: Option<String>,
     demo_diagnostics: Option<String>,
+    metrics: Option<String>,
     /// Everything else: must be a pool parameter (checked in `from_raw`, so that a typo is an
     /// error naming the key).
     #[serde(flatten)]
@@ -153,7 +158,7 @@ impl Settings {
                 return Err(ConfigError::Source(format!(
                     "unknown setting `{key}` (DBSERVICE_{}); known settings are database_url, \
                      host, port, log_format, shutdown_grace, drain_timeout, pool_close_timeout, \
-                     demo_diagnostics, {}",
+                     demo_diagnostics, metrics, {}",
                     key.to_ascii_uppercase(),
                     POOL_KEYS.join(", ")
                 )));
@@ -187,17 +192,8 @@ impl Settings {
                 });
             }
         };
-        let demo_diagnostics = match raw.demo_diagnostics.as_deref().map(str::trim) {
-            None | Some("false") | Some("0") | Some("") => false,
-            Some("true") | Some("1") => true,
-            Some(other) => {
-                return Err(ConfigError::InvalidValue {
-                    param: "demo_diagnostics".into(),
-                    value: other.into(),
-                    reason: "expected true or false".into(),
-                });
-            }
-        };
+        let demo_diagnostics = parse_bool("demo_diagnostics", raw.demo_diagnostics, false)?;
+        let metrics = parse_bool("metrics", raw.metrics, true)?;
         let _ = raw.config;
         Ok(Self {
             database_url: raw.database_url.filter(|u| !u.trim().is_empty()),
@@ -219,6 +215,7 @@ impl Settings {
                 )?,
             },
             demo_diagnostics,
+            metrics,
         })
     }
 
@@ -265,6 +262,21 @@ impl std::fmt::Debug for Settings {
             .field("log_format", &self.log_format)
             .field("shutdown", &self.shutdown)
             .field("demo_diagnostics", &self.demo_diagnostics)
+            .field("metrics", &self.metrics)
             .finish()
+    }
+}
+
+/// A switch: `true`/`1` or `false`/`0`; unset or empty means `default`.
+fn parse_bool(param: &str, value: Option<String>, default: bool) -> Result<bool, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(other) => Err(ConfigError::InvalidValue {
+            param: param.into(),
+            value: other.into(),
+            reason: "expected true or false".into(),
+        }),
     }
 }

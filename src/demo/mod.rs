@@ -50,18 +50,25 @@ impl Application {
             .port();
         let diagnostics = settings.demo_diagnostics;
         let data = web::Data::new(db.clone());
-        let http_metrics = web::Data::new(crate::metrics::HttpMetrics::default());
+        // Off (`metrics=false`): no `/metrics` route and no per-request metric work.
+        let http_metrics = settings
+            .metrics
+            .then(|| web::Data::new(crate::metrics::HttpMetrics::default()));
         let server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 .wrap(middleware::from_fn(telemetry::log_request))
                 .app_data(data.clone())
-                .app_data(http_metrics.clone())
                 .app_data(json_config())
                 .app_data(path_config())
                 .app_data(query_config())
                 .service(health::scope())
-                .route("/metrics", web::get().to(crate::metrics::handler))
-                .configure(|cfg| routes::configure(cfg, diagnostics))
+                .configure(|cfg| routes::configure(cfg, diagnostics));
+            match &http_metrics {
+                Some(m) => app
+                    .app_data(m.clone())
+                    .route("/metrics", web::get().to(crate::metrics::handler)),
+                None => app,
+            }
         })
         // Signals are ours (crate::shutdown): readiness must fail before the listener closes.
         .disable_signals()

@@ -90,6 +90,7 @@ fn bad_values_from_the_environment_name_the_parameter() {
         ("DBSERVICE_SHUTDOWN_GRACE", "soon", "shutdown_grace"),
         ("PORT", "http", "port"),
         ("LOG_FORMAT", "xml", "log_format"),
+        ("DBSERVICE_METRICS", "maybe", "metrics"),
     ] {
         let result = Settings::from_sources(
             &env(&[(var, value), ("DATABASE_URL", "postgres://u:pw@h/db")]),
@@ -147,6 +148,7 @@ fn env_example_lists_every_setting_with_valid_values() {
         "DBSERVICE_DRAIN_TIMEOUT",
         "DBSERVICE_POOL_CLOSE_TIMEOUT",
         "DBSERVICE_DEMO_DIAGNOSTICS",
+        "DBSERVICE_METRICS",
     ] {
         assert!(vars.contains_key(var), ".env.example lacks {var}");
     }
