@@ -1,0 +1,275 @@
+//! Pool-level load: C tasks looping an operation for T seconds; the read and transfer
+//! variants; `pgbench` as the machine's limit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dbservice::DbService;
+use dbservice::demo::entities::{accounts, transfers};
+use dbservice::transaction::Isolation;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sqlx::{self, postgres::PgPoolOptions};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, IsolationLevel, QueryFilter, QueryOrder, QuerySelect,
+    Set, TransactionTrait,
+};
+
+use crate::stats::Sample;
+
+/// Rows in `accounts`; ids are 1..=ROWS.
+pub const ROWS: i64 = 100_000;
+
+/// A pool under test.
+#[derive(Clone)]
+pub enum Client {
+    /// `DbService` with our defaults (except the pool size under test).
+    Ours(DbService),
+    /// `Database::connect(url)`.
+    SeaOrmDefaults(DatabaseConnection),
+    /// Bare SeaORM with our pool settings: size, no statement logging, ping on checkout only
+    /// after `ping_after_idle`.
+    SeaOrmLikeOurs(DatabaseConnection),
+    /// `PgPoolOptions::new()`: sqlx's defaults.
+    RawSqlx(sqlx::PgPool),
+}
+
+/// The pool-level read variants, in the order the tables print them.
+pub const READ_VARIANTS: [&str; 4] = [
+    "DbService (our defaults)",
+    "bare SeaORM, its defaults",
+    "bare SeaORM, configured like ours",
+    "raw sqlx, its defaults",
+];
+
+impl Client {
+    /// Opens the variant `index` of [`READ_VARIANTS`] with a pool of `size`.
+    pub async fn open(index: usize, url: &str, size: u32) -> Client {
+        match index {
+            0 => {
+                let db = DbService::new(
+                    dbservice::DbConfig::from_url(&format!("{url}?connection_limit={size}"))
+                        .expect("valid URL"),
+                )
+                .expect("service");
+                db.connect().await.expect("connects");
+                Client::Ours(db)
+            }
+            1 => {
+                let mut o = ConnectOptions::new(url);
+                // SeaORM's default size is sqlx's (10); set it only where the grid says so.
+                o.max_connections(size);
+                Client::SeaOrmDefaults(Database::connect(o).await.expect("SeaORM"))
+            }
+            2 => Client::SeaOrmLikeOurs(like_ours(url, size).await),
+            _ => Client::RawSqlx(
+                PgPoolOptions::new()
+                    .max_connections(size)
+                    .connect(url)
+                    .await
+                    .expect("raw sqlx"),
+            ),
+        }
+    }
+
+    pub async fn close(self) {
+        match self {
+            Client::Ours(db) => {
+                let _ = db.close(Duration::from_secs(5)).await;
+            }
+            Client::SeaOrmDefaults(c) | Client::SeaOrmLikeOurs(c) => {
+                let _ = c.close().await;
+            }
+            Client::RawSqlx(p) => p.close().await,
+        }
+    }
+
+    /// One single-row read by primary key; true if the row came back.
+    pub async fn read(&self, id: i64) -> bool {
+        match self {
+            Client::Ours(db) => matches!(
+                accounts::Entity::find_by_id(id).one(db.conn()).await,
+                Ok(Some(_))
+            ),
+            Client::SeaOrmDefaults(c) | Client::SeaOrmLikeOurs(c) => {
+                matches!(accounts::Entity::find_by_id(id).one(c).await, Ok(Some(_)))
+            }
+            Client::RawSqlx(pool) => matches!(
+                sqlx::query_as::<_, (i64, String, i64)>(
+                    "SELECT id, owner, balance_cents FROM accounts WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(pool)
+                .await,
+                Ok(Some(_))
+            ),
+        }
+    }
+
+    /// One transfer of 1 cent between two accounts, READ COMMITTED, rows locked in id order:
+    /// through `db.transaction` (server-side guards on) for ours, `begin_with_config` for
+    /// bare SeaORM. Raw sqlx is not part of the transfer mix.
+    pub async fn transfer(&self, from: i64, to: i64) -> bool {
+        match self {
+            Client::Ours(db) => {
+                let opts = db.tx_options().isolation(Isolation::ReadCommitted);
+                // `async move`: a borrowing async closure is not `Send` enough for `tokio::spawn`
+                // (rustc's higher-ranked Send limitation; see CONNECTION_POOLING.md).
+                db.transaction(opts, async move |tx| transfer_body(tx, from, to).await)
+                    .await
+                    .is_ok()
+            }
+            Client::SeaOrmDefaults(c) | Client::SeaOrmLikeOurs(c) => {
+                bare_transfer(c, from, to).await.is_ok()
+            }
+            Client::RawSqlx(_) => false,
+        }
+    }
+}
+
+/// Bare SeaORM with our pool settings.
+pub async fn like_ours(url: &str, size: u32) -> DatabaseConnection {
+    let mut o = ConnectOptions::new(url);
+    o.max_connections(size)
+        .sqlx_logging(false)
+        .test_before_acquire_if_idle_for(Duration::from_secs(10));
+    Database::connect(o).await.expect("SeaORM like ours")
+}
+
+/// A transfer as a SeaORM user writes it without the service.
+pub async fn bare_transfer(c: &DatabaseConnection, from: i64, to: i64) -> Result<(), DbErr> {
+    let txn = c
+        .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+        .await?;
+    transfer_body(&txn, from, to).await?;
+    txn.commit().await
+}
+
+/// The demo's transfer without the idempotency key: lock both rows in id order, check the
+/// balance, move the money, record the transfer.
+pub async fn transfer_body(txn: &DatabaseTransaction, from: i64, to: i64) -> Result<(), DbErr> {
+    let ids = [Ord::min(from, to), Ord::max(from, to)];
+    let rows = accounts::Entity::find()
+        .filter(accounts::Column::Id.is_in(ids))
+        .order_by_asc(accounts::Column::Id)
+        .lock_exclusive()
+        .all(txn)
+        .await?;
+    let from_row = rows
+        .iter()
+        .find(|a| a.id == from)
+        .ok_or_else(|| DbErr::RecordNotFound(format!("account {from}")))?;
+    if from_row.balance_cents < 1 || !rows.iter().any(|a| a.id == to) {
+        return Err(DbErr::Custom(
+            "insufficient funds or no such account".into(),
+        ));
+    }
+    for (id, delta) in [(from, -1i64), (to, 1)] {
+        accounts::Entity::update_many()
+            .col_expr(
+                accounts::Column::BalanceCents,
+                Expr::col(accounts::Column::BalanceCents).add(delta),
+            )
+            .filter(accounts::Column::Id.eq(id))
+            .exec(txn)
+            .await?;
+    }
+    transfers::ActiveModel {
+        from_account_id: Set(from),
+        to_account_id: Set(to),
+        amount_cents: Set(1),
+        idempotency_key: Set(None),
+        created_at: Set(chrono::Utc::now()),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
+    Ok(())
+}
+
+/// What each task does per iteration.
+#[derive(Clone, Copy)]
+pub enum Work {
+    Read,
+    Transfer,
+}
+
+/// Runs `tasks` concurrent loops of `work` against `client` for `duration`. Every loop is
+/// bounded: it stops at the deadline, and each operation is bounded by the client's own
+/// timeouts (ours) or by the deadline check after it returns.
+pub async fn run(client: &Client, work: Work, tasks: usize, duration: Duration) -> Sample {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(t as u64 ^ 0x5eed);
+                let mut latencies = Vec::with_capacity(1 << 14);
+                let mut errors = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let op = Instant::now();
+                    let ok = match work {
+                        Work::Read => client.read(rng.i64(1..=ROWS)).await,
+                        Work::Transfer => {
+                            let from = rng.i64(1..=ROWS);
+                            let to = 1 + (from + rng.i64(0..ROWS - 1)) % ROWS;
+                            client.transfer(from, to).await
+                        }
+                    };
+                    if ok {
+                        latencies.push(op.elapsed().as_micros() as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for h in handles {
+        if let Ok((lat, err)) = h.await {
+            all.extend(lat);
+            errors += err;
+        }
+    }
+    Sample::from_latencies(all, errors, started.elapsed().as_secs_f64())
+}
+
+/// `pgbench -M prepared` select-by-id with `clients` for `seconds`: transactions per second.
+pub fn pgbench(url: &str, clients: u32, seconds: u64) -> Option<f64> {
+    let script = std::env::temp_dir().join(format!("dbservice-bench-{}.sql", std::process::id()));
+    std::fs::write(
+        &script,
+        format!(
+            "\\set id random(1, {ROWS})\nSELECT id, owner, balance_cents FROM accounts WHERE id = :id;\n"
+        ),
+    )
+    .ok()?;
+    let bin = crate::postgres_bin("pgbench")?;
+    let out = std::process::Command::new(bin)
+        .args(["-n", "-M", "prepared", "-j", "2", "-c"])
+        .arg(clients.to_string())
+        .arg("-T")
+        .arg(seconds.to_string())
+        .arg("-f")
+        .arg(&script)
+        .arg(url)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| {
+            l.trim_start_matches("tps = ")
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+}
