@@ -65,6 +65,11 @@ impl Server {
         panic!("{name} did not answer within 30 s");
     }
 
+    /// CPU time the server process has used so far, µs.
+    pub fn cpu_micros(&self) -> Option<f64> {
+        crate::stats::cpu_micros(&self.child.id().to_string())
+    }
+
     /// Peak resident set size so far (`VmHWM`), in MiB.
     pub fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -145,8 +150,11 @@ end
     (get, post)
 }
 
-/// `wrk -t2 -c<conns> -d<seconds>` with `script` against `path` on `port`.
-pub fn wrk(port: u16, path: &str, script: &Path, conns: u32, seconds: u64) -> Sample {
+/// `wrk -t2 -c<conns> -d<seconds>` with `script` against `path` on `server`, with the
+/// server's CPU time per answered request.
+pub fn wrk(server: &Server, path: &str, script: &Path, conns: u32, seconds: u64) -> Sample {
+    let port = server.port;
+    let before = server.cpu_micros();
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -176,14 +184,17 @@ pub fn wrk(port: u16, path: &str, script: &Path, conns: u32, seconds: u64) -> Sa
     let [requests, duration_us, p50, p99, max, errors] = n[..] else {
         return Sample::default();
     };
+    let elapsed = duration_us / 1e6;
     Sample {
         // wrk counts non-2xx answers in `requests` too; they are errors here.
-        ops_per_sec: (requests - errors).max(0.0) / (duration_us / 1e6),
+        ops_per_sec: (requests - errors).max(0.0) / elapsed,
         p50_ms: p50 / 1000.0,
         p99_ms: p99 / 1000.0,
         max_ms: max / 1000.0,
         errors: errors as u64,
+        cpu_us_per_op: 0.0,
     }
+    .with_cpu(before, server.cpu_micros(), elapsed)
 }
 
 /// Samples `GET /health/ready` every `every` until `stop` is set: latencies in µs and the

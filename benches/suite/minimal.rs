@@ -39,19 +39,28 @@ async fn create_transfer(
     }
 }
 
-/// Serves on 127.0.0.1:`port` until killed. `mode` is `defaults` (`Database::connect(url)`)
-/// or `like-ours:<size>` (bare SeaORM with our pool settings). A subscriber at INFO writes to
+/// Serves on 127.0.0.1:`port` until killed. `mode` is `defaults` (`Database::connect(url)`,
+/// actix's one worker per core) or `like-ours:<size>` (bare SeaORM with our pool settings and
+/// our worker count). A subscriber at INFO writes to
 /// stdout, as in any real service; with SeaORM's defaults that includes a line per statement.
 pub fn serve(mode: &str, port: u16, url: &str) -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
         .init();
     actix_web::rt::System::new().block_on(async move {
-        let db = match mode.strip_prefix("like-ours:") {
-            Some(size) => crate::pool::like_ours(url, size.parse().unwrap_or(10)).await,
-            None => Database::connect(url)
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // "like-ours:<pool size>": our pool settings and our worker layout (half the cores).
+        let (db, workers) = match mode.strip_prefix("like-ours:") {
+            Some(size) => (
+                crate::pool::like_ours(url, size.parse().unwrap_or(10)).await,
+                cores.div_ceil(2),
+            ),
+            None => (
+                Database::connect(url)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+                cores,
+            ),
         };
         let data = web::Data::new(db);
         HttpServer::new(move || {
@@ -60,6 +69,7 @@ pub fn serve(mode: &str, port: u16, url: &str) -> std::io::Result<()> {
                 .route("/api/accounts/{id}", web::get().to(get_account))
                 .route("/api/transfers", web::post().to(create_transfer))
         })
+        .workers(workers)
         .bind(("127.0.0.1", port))?
         .run()
         .await

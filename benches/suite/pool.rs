@@ -200,6 +200,7 @@ pub enum Work {
 /// timeouts (ours) or by the deadline check after it returns.
 pub async fn run(client: &Client, work: Work, tasks: usize, duration: Duration) -> Sample {
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = crate::stats::cpu_micros("self");
     let started = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
@@ -238,7 +239,12 @@ pub async fn run(client: &Client, work: Work, tasks: usize, duration: Duration) 
             errors += err;
         }
     }
-    Sample::from_latencies(all, errors, started.elapsed().as_secs_f64())
+    let elapsed = started.elapsed().as_secs_f64();
+    Sample::from_latencies(all, errors, elapsed).with_cpu(
+        cpu_before,
+        crate::stats::cpu_micros("self"),
+        elapsed,
+    )
 }
 
 /// `pgbench -M prepared` select-by-id with `clients` for `seconds`: transactions per second.

@@ -8,9 +8,33 @@ pub struct Sample {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub errors: u64,
+    /// CPU time (user + system) the measured process spent per operation, µs; 0: not taken.
+    pub cpu_us_per_op: f64,
+}
+
+/// CPU time (user + system) of process `pid` so far, in µs (from `/proc/<pid>/stat`).
+pub fn cpu_micros(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks * 10_000.0)
 }
 
 impl Sample {
+    /// Sets the CPU per operation from a before/after pair of [`cpu_micros`] readings.
+    pub fn with_cpu(mut self, before: Option<f64>, after: Option<f64>, elapsed: f64) -> Self {
+        let ops = self.ops_per_sec * elapsed;
+        if let (Some(b), Some(a)) = (before, after)
+            && ops > 0.0
+        {
+            self.cpu_us_per_op = (a - b) / ops;
+        }
+        self
+    }
+
     /// Figures from per-operation latencies in microseconds over `elapsed` seconds.
     pub fn from_latencies(mut micros: Vec<u32>, errors: u64, elapsed: f64) -> Self {
         micros.sort_unstable();
@@ -27,6 +51,7 @@ impl Sample {
             p99_ms: at(0.99),
             max_ms: micros.last().copied().unwrap_or(0) as f64 / 1000.0,
             errors,
+            cpu_us_per_op: 0.0,
         }
     }
 }
@@ -61,7 +86,7 @@ impl Series {
     /// A Markdown table row: medians over rounds, the worst max, all errors.
     pub fn row(&self, limit: f64) -> String {
         format!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
             self.name,
             self.ops(),
             self.median_of(|s| s.p50_ms),
@@ -72,6 +97,10 @@ impl Series {
                 format!("{:.2}", self.ops() / limit)
             } else {
                 "n/a".into()
+            },
+            match self.median_of(|s| s.cpu_us_per_op) {
+                c if c > 0.0 => format!("{c:.0}"),
+                _ => String::new(),
             },
         )
     }
@@ -103,5 +132,5 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-pub const TABLE_HEAD: &str = "| variant | ops/s | p50 ms | p99 ms | max ms | errors | × pgbench 16 |\n\
-                              |---|---:|---:|---:|---:|---:|---:|";
+pub const TABLE_HEAD: &str = "| variant | ops/s | p50 ms | p99 ms | max ms | errors | × pgbench 16 | µs CPU/op |\n\
+                              |---|---:|---:|---:|---:|---:|---:|---:|";

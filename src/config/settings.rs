@@ -2,7 +2,7 @@
 //!
 //! | source | names |
 //! |---|---|
-//! | config file | TOML, flat keys: `database_url`, the pool parameters (`connection_limit`, ...), `host`, `port`, `log_format`, `shutdown_grace`, `drain_timeout`, `pool_close_timeout`, `demo_diagnostics`, `metrics`. Read from `$DBSERVICE_CONFIG` (must exist) or `./dbservice.toml` (optional). |
+//! | config file | TOML, flat keys: `database_url`, the pool parameters (`connection_limit`, ...), `host`, `port`, `http_workers`, `log_format`, `shutdown_grace`, `drain_timeout`, `pool_close_timeout`, `demo_diagnostics`, `metrics`. Read from `$DBSERVICE_CONFIG` (must exist) or `./dbservice.toml` (optional). |
 //! | environment | `DATABASE_URL`, `HOST`, `PORT`, `LOG_FORMAT`, and every other key as `DBSERVICE_<KEY>` (e.g. `DBSERVICE_CONNECTION_LIMIT=5`). |
 //! | `.env` | same names as the environment; a variable already set in the environment wins. |
 //!
@@ -42,6 +42,10 @@ pub struct Settings {
     pub host: String,
     /// Port the HTTP server binds (`PORT`); 0 picks a free one. Default: 8080.
     pub port: u16,
+    /// HTTP worker threads (`http_workers`), each with its own single-threaded runtime.
+    /// 0 (the default) means half the CPU cores, at least one; see
+    /// [`effective_http_workers`](Self::effective_http_workers).
+    pub http_workers: usize,
     /// Log line format (`LOG_FORMAT=pretty|json`). Default: pretty.
     pub log_format: LogFormat,
     /// The shutdown sequence's bounds.
@@ -61,6 +65,7 @@ struct Raw {
     config: Option<String>,
     host: Option<String>,
     port: Option<String>,
+    http_workers: Option<String>,
     log_format: Option<String>,
     shutdown_grace: Option<String>,
     drain_timeout: Option<String>,
@@ -157,7 +162,7 @@ impl Settings {
             if !POOL_KEYS.contains(&key.as_str()) {
                 return Err(ConfigError::Source(format!(
                     "unknown setting `{key}` (DBSERVICE_{}); known settings are database_url, \
-                     host, port, log_format, shutdown_grace, drain_timeout, pool_close_timeout, \
+                     host, port, http_workers, log_format, shutdown_grace, drain_timeout, pool_close_timeout, \
                      demo_diagnostics, metrics, {}",
                     key.to_ascii_uppercase(),
                     POOL_KEYS.join(", ")
@@ -181,6 +186,14 @@ impl Settings {
                 })?,
             None => 8080,
         };
+        let http_workers = match raw.http_workers.as_deref().map(str::trim) {
+            None | Some("") => 0,
+            Some(w) => w.parse::<u16>().map_err(|_| ConfigError::InvalidValue {
+                param: "http_workers".into(),
+                value: w.into(),
+                reason: "expected a whole number of threads (0: half the CPU cores)".into(),
+            })? as usize,
+        };
         let log_format = match raw.log_format.as_deref().map(str::trim) {
             None | Some("pretty") | Some("") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -200,6 +213,7 @@ impl Settings {
             pool,
             host: raw.host.unwrap_or_else(|| "127.0.0.1".to_owned()),
             port,
+            http_workers,
             log_format,
             shutdown: ShutdownSettings {
                 grace: duration_or("shutdown_grace", raw.shutdown_grace, defaults.grace)?,
@@ -217,6 +231,20 @@ impl Settings {
             demo_diagnostics,
             metrics,
         })
+    }
+
+    /// The HTTP worker count to run: `http_workers`, or for 0 half the CPU cores (at least
+    /// one). Not actix-web's one per core: every worker shares the one pool, and a connection
+    /// released on one worker wakes a request waiting on another across threads. Measured on
+    /// 2 cores (BENCHMARKS.md), one worker served 20-30 % more reads per second than two, at
+    /// 15 % less CPU per request; a database-bound worker is rarely short of CPU.
+    pub fn effective_http_workers(&self) -> usize {
+        match self.http_workers {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .div_ceil(2),
+            n => n,
+        }
     }
 
     /// Whether a database URL was configured.
@@ -259,6 +287,7 @@ impl std::fmt::Debug for Settings {
             .field("pool", &self.pool)
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("http_workers", &self.http_workers)
             .field("log_format", &self.log_format)
             .field("shutdown", &self.shutdown)
             .field("demo_diagnostics", &self.demo_diagnostics)

@@ -70,6 +70,7 @@ impl Application {
                 None => app,
             }
         })
+        .workers(settings.effective_http_workers())
         // Signals are ours (crate::shutdown): readiness must fail before the listener closes.
         .disable_signals()
         .shutdown_timeout(settings.shutdown.drain_timeout_secs())

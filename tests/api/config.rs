@@ -91,6 +91,7 @@ fn bad_values_from_the_environment_name_the_parameter() {
         ("PORT", "http", "port"),
         ("LOG_FORMAT", "xml", "log_format"),
         ("DBSERVICE_METRICS", "maybe", "metrics"),
+        ("DBSERVICE_HTTP_WORKERS", "many", "http_workers"),
     ] {
         let result = Settings::from_sources(
             &env(&[(var, value), ("DATABASE_URL", "postgres://u:pw@h/db")]),
@@ -116,6 +117,19 @@ fn shutdown_settings_have_documented_defaults() {
     assert!(!s.has_database_url());
     let err = s.db_config(None).expect_err("no URL, no default");
     assert!(err.to_string().contains("DATABASE_URL"));
+}
+
+#[test]
+fn http_workers_default_to_half_the_cores_and_can_be_set() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let s = Settings::from_sources(&HashMap::new(), dir.path()).expect("defaults load");
+    assert_eq!(s.http_workers, 0);
+    assert_eq!(s.effective_http_workers(), cores.div_ceil(2));
+    assert!(s.effective_http_workers() >= 1);
+    let s = Settings::from_sources(&env(&[("DBSERVICE_HTTP_WORKERS", "3")]), dir.path())
+        .expect("loads");
+    assert_eq!(s.effective_http_workers(), 3);
 }
 
 /// `.env.example` documents every setting, and every example value in it is valid.
@@ -149,6 +163,7 @@ fn env_example_lists_every_setting_with_valid_values() {
         "DBSERVICE_POOL_CLOSE_TIMEOUT",
         "DBSERVICE_DEMO_DIAGNOSTICS",
         "DBSERVICE_METRICS",
+        "DBSERVICE_HTTP_WORKERS",
     ] {
         assert!(vars.contains_key(var), ".env.example lacks {var}");
     }
