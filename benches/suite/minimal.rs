@@ -34,7 +34,8 @@ async fn create_transfer(
         return HttpResponse::BadRequest().finish();
     }
     match crate::pool::bare_transfer(db.get_ref(), body.from_account_id, body.to_account_id).await {
-        Ok(()) => HttpResponse::Created().finish(),
+        // The demo answers with the recorded transfer; so does this.
+        Ok(created) => HttpResponse::Created().json(created),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
 }

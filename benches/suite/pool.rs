@@ -137,18 +137,27 @@ pub async fn like_ours(url: &str, size: u32) -> DatabaseConnection {
     Database::connect(o).await.expect("SeaORM like ours")
 }
 
-/// A transfer as a SeaORM user writes it without the service.
-pub async fn bare_transfer(c: &DatabaseConnection, from: i64, to: i64) -> Result<(), DbErr> {
+/// A transfer as a SeaORM user writes it without the service; returns the recorded transfer.
+pub async fn bare_transfer(
+    c: &DatabaseConnection,
+    from: i64,
+    to: i64,
+) -> Result<transfers::Model, DbErr> {
     let txn = c
         .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
         .await?;
-    transfer_body(&txn, from, to).await?;
-    txn.commit().await
+    let created = transfer_body(&txn, from, to).await?;
+    txn.commit().await?;
+    Ok(created)
 }
 
 /// The demo's transfer without the idempotency key: lock both rows in id order, check the
 /// balance, move the money, record the transfer.
-pub async fn transfer_body(txn: &DatabaseTransaction, from: i64, to: i64) -> Result<(), DbErr> {
+pub async fn transfer_body(
+    txn: &DatabaseTransaction,
+    from: i64,
+    to: i64,
+) -> Result<transfers::Model, DbErr> {
     let ids = [Ord::min(from, to), Ord::max(from, to)];
     let rows = accounts::Entity::find()
         .filter(accounts::Column::Id.is_in(ids))
@@ -184,8 +193,7 @@ pub async fn transfer_body(txn: &DatabaseTransaction, from: i64, to: i64) -> Res
         ..Default::default()
     }
     .insert(txn)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// What each task does per iteration.
