@@ -16,14 +16,21 @@ pub fn write(path: &Path, title: &str, lines: &[Line]) -> Result<(), Box<dyn std
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 18))?;
     let panels = root.split_evenly((1, 2));
-    let max_c = lines
-        .iter()
-        .flat_map(|l| l.points.iter().map(|p| p.0))
-        .max()
-        .unwrap_or(256)
-        .max(2);
-    let x_range = 0f64..(max_c as f64).log2() + 0.5;
-    let colors = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK];
+    let cs = || lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
+    let min_c = cs().min().unwrap_or(1).max(1);
+    let max_c = cs().max().unwrap_or(256).max(min_c + 1);
+    let x_range = (min_c as f64).log2() - 0.3..(max_c as f64).log2() + 0.3;
+    // Distinct colours for up to eight lines (the variants at N=10, then ours at other N).
+    let colors = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+        RGBColor(255, 127, 14),
+        RGBColor(23, 190, 207),
+        RGBColor(127, 127, 127),
+        RGBColor(0, 0, 0),
+    ];
     for (panel, (label, pick)) in panels
         .iter()
         .zip([("throughput, ops/s", 1usize), ("p99 latency, ms", 2usize)])
@@ -47,16 +54,18 @@ pub fn write(path: &Path, title: &str, lines: &[Line]) -> Result<(), Box<dyn std
             .draw()?;
         for (i, line) in lines.iter().enumerate() {
             let color = colors[i % colors.len()];
+            // Ours at other pool sizes dashed-looking: thinner lines.
+            let width = if line.name.contains("N=10") { 3 } else { 1 };
             let pts: Vec<(f64, f64)> = line
                 .points
                 .iter()
                 .map(|p| ((p.0 as f64).log2(), value(p)))
                 .collect();
             chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(width)))?
                 .label(line.name.clone())
                 .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(width))
                 });
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
         }
