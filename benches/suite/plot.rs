@@ -50,7 +50,15 @@ pub fn write(path: &Path, title: &str, lines: &[Line]) -> Result<(), Box<dyn std
         chart
             .configure_mesh()
             .x_desc("concurrent tasks (log2)")
-            .x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x)))
+            // One label per power of two, where the points are.
+            .x_labels(((max_c as f64).log2() - (min_c as f64).log2()) as usize * 2 + 1)
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 0.05 {
+                    format!("{:.0}", 2f64.powf(x.round()))
+                } else {
+                    String::new()
+                }
+            })
             .draw()?;
         for (i, line) in lines.iter().enumerate() {
             let color = colors[i % colors.len()];
