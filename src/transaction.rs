@@ -175,8 +175,9 @@ impl std::ops::Deref for Transaction {
     type Target = DatabaseTransaction;
 
     fn deref(&self) -> &DatabaseTransaction {
-        // `open` holds the transaction from `begin` until `commit`/`rollback`, which consume
-        // the handle; `Drop` is the only other taker.
+        // Cannot fail: `open` holds the transaction from `begin` until `commit`/`rollback`,
+        // which consume the handle, and `Drop`, which ends it; no `&self` outlives any of them.
+        // (`Deref` has no way to return an error.)
         self.open
             .txn()
             .expect("a Transaction handle always holds its transaction")
@@ -660,21 +661,20 @@ fn settings_after_begin(
     elapsed: Duration,
 ) -> String {
     let ms = (timeout.saturating_sub(elapsed) + SERVER_GRACE).as_millis();
-    let mut sql = String::with_capacity(160);
-    if isolation.is_some() || access.is_some() {
-        sql.push_str("SET TRANSACTION");
-        if let Some(level) = isolation {
-            sql.push_str(&format!(" ISOLATION LEVEL {level}"));
-        }
-        if let Some(mode) = access {
-            sql.push_str(&format!(" {mode}"));
-        }
-        sql.push_str("; ");
-    }
-    sql.push_str(&format!(
-        "SET LOCAL statement_timeout = {ms}; SET LOCAL idle_in_transaction_session_timeout = {ms}"
-    ));
-    sql
+    let level = isolation.map(|l| format!(" ISOLATION LEVEL {l}"));
+    let mode = access.map(|m| format!(" {m}"));
+    let set_transaction = match (level, mode) {
+        (None, None) => String::new(),
+        (l, m) => format!(
+            "SET TRANSACTION{}{}; ",
+            l.unwrap_or_default(),
+            m.unwrap_or_default()
+        ),
+    };
+    format!(
+        "{set_transaction}SET LOCAL statement_timeout = {ms}; \
+         SET LOCAL idle_in_transaction_session_timeout = {ms}"
+    )
 }
 
 /// Runs `body` in a savepoint of `txn`: on error only the savepoint's work is undone and the

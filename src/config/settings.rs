@@ -236,8 +236,8 @@ impl Settings {
     /// The HTTP worker count to run: `http_workers`, or for 0 half the CPU cores (at least
     /// one). Not actix-web's one per core: every worker shares the one pool, and a connection
     /// released on one worker wakes a request waiting on another across threads. Measured on
-    /// 2 cores (BENCHMARKS.md), one worker served 20-30 % more reads per second than two, at
-    /// 15 % less CPU per request; a database-bound worker is rarely short of CPU.
+    /// 2 cores (BENCHMARKS.md), one worker served 1.09-1.32x the reads per second of two, at
+    /// about 11-15 % less CPU per request; a database-bound worker is rarely short of CPU.
     pub fn effective_http_workers(&self) -> usize {
         match self.http_workers {
             0 => std::thread::available_parallelism()
