@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr,
-    Statement, sqlx,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, Statement,
 };
 
 use crate::gate::Gate;
-use crate::observe::Instruments;
+use crate::observe::{Instruments, query_deadline_passed};
 use crate::transaction::sqlstate;
 
 /// The service's SeaORM executor; cheap to clone.
@@ -38,9 +37,9 @@ impl std::fmt::Debug for DbConn {
 }
 
 impl DbConn {
-    /// `deadline` bounds each statement on the client (`statement_timeout` + 1 s): the server
-    /// cancels a slow statement itself, so the client bound only fires when the server cannot
-    /// answer at all (frozen, unreachable).
+    /// `deadline` bounds each statement on the client (`query_timeout`); `statement_timeout`
+    /// is below it, so the server cancels a slow statement itself and the client bound only
+    /// fires when the server cannot answer at all (frozen, unreachable).
     pub(crate) fn new(
         raw: DatabaseConnection,
         gate: Arc<Gate>,
@@ -63,11 +62,14 @@ impl DbConn {
         &self.raw
     }
 
-    /// Runs one statement: waits at the gate, bounds it by the client deadline, counts its
-    /// errors. A statement that met a connection the server had already ended while it sat in
-    /// the pool (`idle_session_timeout` 57P05, `pg_terminate_backend` 57P01) never ran, so it
-    /// is run once more, on another connection; the dead one is closed by the release check.
-    async fn guarded<T, F, Fut>(&self, op: F) -> Result<T, DbErr>
+    /// Runs one statement: waits at the gate, bounds it by the client deadline
+    /// (`query_timeout`), counts its errors. A statement that met a connection the server had
+    /// already ended while it sat in the pool never ran, so it is run once more, on another
+    /// connection (the dead one is closed by the release check), but only where running it
+    /// twice cannot do harm: after `idle_session_timeout` (57P05, sent only to idle sessions),
+    /// and after `pg_terminate_backend` (57P01) only for a `SELECT`, since a backend killed
+    /// while waiting for a synchronous standby reports 57P01 after its local commit.
+    async fn guarded<T, F, Fut>(&self, sql: &str, op: F) -> Result<T, DbErr>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, DbErr>>,
@@ -75,7 +77,7 @@ impl DbConn {
         let _permit = self.gate.enter(None).await?;
         let mut result = self.bounded(op()).await;
         if let Err(e) = &result
-            && matches!(sqlstate(e).as_deref(), Some("57P05" | "57P01"))
+            && safe_to_rerun(sqlstate(e).as_deref(), sql)
         {
             self.instruments.on_error(e);
             result = self.bounded(op()).await;
@@ -92,13 +94,30 @@ impl DbConn {
                 .await
                 .unwrap_or_else(|_| {
                     self.instruments.note_trouble();
-                    Err(unanswered(deadline))
+                    Err(query_deadline_passed(deadline))
                 }),
             None => op.await,
         };
         watch.0 = None;
         result
     }
+}
+
+/// Whether a statement that failed with `code` before it could have run may be run again.
+fn safe_to_rerun(code: Option<&str>, sql: &str) -> bool {
+    match code {
+        Some("57P05") => true,
+        Some("57P01") => is_select(sql),
+        _ => false,
+    }
+}
+
+/// A plain read by its first keyword (SeaORM writes start with INSERT/UPDATE/DELETE; a `WITH`
+/// may hide a write, so it does not count).
+fn is_select(sql: &str) -> bool {
+    sql.trim_start()
+        .get(..6)
+        .is_some_and(|word| word.eq_ignore_ascii_case("select"))
 }
 
 /// Notes trouble if dropped before the statement finished (its caller was cancelled).
@@ -112,17 +131,6 @@ impl Drop for Unfinished<'_> {
     }
 }
 
-/// The error for a statement the server did not answer within the client deadline: a
-/// connection failure (the connection is closed on release), not a statement timeout.
-fn unanswered(deadline: Duration) -> DbErr {
-    DbErr::Exec(RuntimeErr::SqlxError(Arc::new(sqlx::Error::Io(
-        std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("the database did not answer within {deadline:?} (statement_timeout + 1 s)"),
-        ),
-    ))))
-}
-
 #[async_trait::async_trait]
 impl ConnectionTrait for DbConn {
     fn get_database_backend(&self) -> DbBackend {
@@ -130,19 +138,22 @@ impl ConnectionTrait for DbConn {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        self.guarded(|| self.raw.execute_raw(stmt.clone())).await
+        self.guarded(&stmt.sql, || self.raw.execute_raw(stmt.clone()))
+            .await
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        self.guarded(|| self.raw.execute_unprepared(sql)).await
+        self.guarded(sql, || self.raw.execute_unprepared(sql)).await
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        self.guarded(|| self.raw.query_one_raw(stmt.clone())).await
+        self.guarded(&stmt.sql, || self.raw.query_one_raw(stmt.clone()))
+            .await
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.guarded(|| self.raw.query_all_raw(stmt.clone())).await
+        self.guarded(&stmt.sql, || self.raw.query_all_raw(stmt.clone()))
+            .await
     }
 
     fn support_returning(&self) -> bool {
@@ -151,5 +162,20 @@ impl ConnectionTrait for DbConn {
 
     fn is_mock_connection(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_harmless_statements_are_rerun() {
+        assert!(safe_to_rerun(Some("57P05"), "INSERT INTO t VALUES (1)"));
+        assert!(safe_to_rerun(Some("57P01"), "  select 1"));
+        assert!(!safe_to_rerun(Some("57P01"), "INSERT INTO t VALUES (1)"));
+        assert!(!safe_to_rerun(Some("57P01"), "WITH x AS (DELETE FROM t) SELECT 1"));
+        assert!(!safe_to_rerun(Some("23505"), "SELECT 1"));
+        assert!(!safe_to_rerun(None, "SELECT 1"));
     }
 }

@@ -181,6 +181,7 @@ pub fn render(db: &DbService, http: Option<&HttpMetrics>) -> String {
     let e = s.errors;
     for (kind, n) in ErrorKind::ALL.iter().zip([
         e.pool_timeout,
+        e.query_timeout,
         e.pool_closed,
         e.connection,
         e.statement_timeout,
@@ -201,6 +202,7 @@ pub fn render(db: &DbService, http: Option<&HttpMetrics>) -> String {
         ("timeout", t.timeout),
         ("max_wait", t.max_wait),
         ("retry", t.retry),
+        ("commit_unknown", t.commit_unknown),
     ] {
         tx.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
     }

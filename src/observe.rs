@@ -34,6 +34,7 @@ pub const WINDOW: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
     PoolTimeout,
+    QueryTimeout,
     PoolClosed,
     Connection,
     StatementTimeout,
@@ -43,8 +44,9 @@ pub(crate) enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::PoolTimeout,
+        ErrorKind::QueryTimeout,
         ErrorKind::PoolClosed,
         ErrorKind::Connection,
         ErrorKind::StatementTimeout,
@@ -56,6 +58,7 @@ impl ErrorKind {
     pub fn label(self) -> &'static str {
         match self {
             ErrorKind::PoolTimeout => "pool_timeout",
+            ErrorKind::QueryTimeout => "query_timeout",
             ErrorKind::PoolClosed => "pool_closed",
             ErrorKind::Connection => "connection",
             ErrorKind::StatementTimeout => "statement_timeout",
@@ -73,6 +76,7 @@ impl ErrorKind {
                 return ErrorKind::PoolClosed;
             }
             DbErr::Conn(_) => return ErrorKind::Connection,
+            _ if is_query_deadline(err) => return ErrorKind::QueryTimeout,
             _ => {}
         }
         match sqlstate(err).as_deref() {
@@ -86,6 +90,31 @@ impl ErrorKind {
             None if is_io(err) => ErrorKind::Connection,
             None => ErrorKind::Query,
         }
+    }
+}
+
+/// Marks the I/O error of a statement whose client deadline (`query_timeout`) passed, so it is
+/// classified by type rather than by its message.
+#[derive(Debug, thiserror::Error)]
+#[error("the database did not answer within query_timeout ({0:?})")]
+pub(crate) struct QueryDeadline(pub Duration);
+
+/// The error for a statement the server did not answer within `deadline`.
+pub(crate) fn query_deadline_passed(deadline: Duration) -> DbErr {
+    use sea_orm::{RuntimeErr, sqlx};
+    DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(sqlx::Error::Io(
+        std::io::Error::new(std::io::ErrorKind::TimedOut, QueryDeadline(deadline)),
+    ))))
+}
+
+fn is_query_deadline(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(e.as_ref(), sqlx::Error::Io(io)
+                if io.get_ref().is_some_and(|inner| inner.is::<QueryDeadline>()))
+        }
+        _ => false,
     }
 }
 
@@ -158,6 +187,8 @@ pub struct Distribution {
 pub struct ErrorCounts {
     /// No connection within `pool_timeout`.
     pub pool_timeout: u64,
+    /// No answer within the client deadline `query_timeout`.
+    pub query_timeout: u64,
     /// The pool was closed (shutdown).
     pub pool_closed: u64,
     /// The database could not be reached or dropped the connection.
@@ -177,7 +208,7 @@ pub struct ErrorCounts {
 pub(crate) struct Instruments {
     pub statements: AtomicU64,
     pub statements_failed: AtomicU64,
-    errors: [AtomicU64; 7],
+    errors: [AtomicU64; 8],
     pub opened: AtomicU64,
     pub waiting: AtomicI64,
     pub active: AtomicI64,
@@ -252,7 +283,7 @@ impl Instruments {
 
     pub fn on_error(&self, err: &DbErr) {
         let kind = ErrorKind::of(err);
-        if kind == ErrorKind::Connection {
+        if matches!(kind, ErrorKind::Connection | ErrorKind::QueryTimeout) {
             self.connection_failed();
         }
         if let Some(slot) = ErrorKind::ALL
@@ -326,6 +357,7 @@ impl Instruments {
         };
         ErrorCounts {
             pool_timeout: get(ErrorKind::PoolTimeout),
+            query_timeout: get(ErrorKind::QueryTimeout),
             pool_closed: get(ErrorKind::PoolClosed),
             connection: get(ErrorKind::Connection),
             statement_timeout: get(ErrorKind::StatementTimeout),

@@ -38,7 +38,7 @@ use serde::Serialize;
 
 use crate::gate::Permit;
 use crate::observe::Instruments;
-use crate::service::DbService;
+use crate::service::{DbService, Tasks};
 
 /// Transaction isolation levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -140,6 +140,12 @@ pub enum TxError<E> {
     /// The closure returned an error; the transaction was rolled back.
     #[error("transaction aborted: {0}")]
     Aborted(E),
+    /// `COMMIT` was sent, but no answer came within the commit bound (the transaction's
+    /// `timeout` + 1 s) or the connection broke while waiting: the transaction may or may not
+    /// have committed. Do not blindly retry: look the effect up (an idempotency key), or retry
+    /// only what is idempotent (HTTP 504 `commit_outcome_unknown`, no `Retry-After`).
+    #[error("the outcome of COMMIT is unknown: {0}")]
+    CommitOutcomeUnknown(String),
 }
 
 impl TxError<std::convert::Infallible> {
@@ -149,6 +155,7 @@ impl TxError<std::convert::Infallible> {
             TxError::MaxWait(d) => TxError::MaxWait(d),
             TxError::Timeout(d) => TxError::Timeout(d),
             TxError::Database(e) => TxError::Database(e),
+            TxError::CommitOutcomeUnknown(why) => TxError::CommitOutcomeUnknown(why),
             TxError::Aborted(never) => match never {},
         }
     }
@@ -193,21 +200,15 @@ impl Transaction {
                 "transaction already finished".into(),
             )));
         };
+        let ping_timeout = self.db.config().pool().ping_timeout;
         if self.started.elapsed() > self.timeout {
-            let _ = finish_detached(txn, permit, false, self.db.config().pool().ping_timeout).await;
+            let _ = finish_detached(self.db.tasks(), txn, permit, false, ping_timeout).await;
             bump(&counters.timeout);
             return Err(TxError::Timeout(self.timeout));
         }
-        match finish_detached(txn, permit, true, self.db.config().pool().ping_timeout).await {
-            Ok(()) => {
-                bump(&counters.commit);
-                Ok(())
-            }
-            Err(e) => {
-                bump(&counters.rollback);
-                Err(map_server_timeout(e, self.timeout, counters))
-            }
-        }
+        let bound = commit_bound(self.timeout, ping_timeout);
+        let result = finish_detached(self.db.tasks(), txn, permit, true, bound).await;
+        self.db.commit_outcome(result, self.timeout)
     }
 
     /// Rolls back now.
@@ -215,7 +216,8 @@ impl Transaction {
         bump(&self.db.tx_counters().rollback);
         match self.open.take() {
             Some((txn, permit)) => {
-                finish_detached(txn, permit, false, self.db.config().pool().ping_timeout).await
+                let bound = self.db.config().pool().ping_timeout;
+                finish_detached(self.db.tasks(), txn, permit, false, bound).await
             }
             None => Ok(()),
         }
@@ -245,6 +247,8 @@ pub struct TxStats {
     pub max_wait: u64,
     /// Re-runs after a serialization failure or deadlock.
     pub retry: u64,
+    /// Transactions whose `COMMIT` got no answer in time: committed or not, nobody knows.
+    pub commit_unknown: u64,
 }
 
 #[derive(Debug, Default)]
@@ -254,6 +258,7 @@ pub(crate) struct TxCounters {
     timeout: AtomicU64,
     max_wait: AtomicU64,
     retry: AtomicU64,
+    commit_unknown: AtomicU64,
 }
 
 impl TxCounters {
@@ -264,6 +269,7 @@ impl TxCounters {
             timeout: self.timeout.load(Ordering::Relaxed),
             max_wait: self.max_wait.load(Ordering::Relaxed),
             retry: self.retry.load(Ordering::Relaxed),
+            commit_unknown: self.commit_unknown.load(Ordering::Relaxed),
         }
     }
 }
@@ -303,12 +309,25 @@ fn find_db_err<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a DbE
     None
 }
 
-/// Runs COMMIT or ROLLBACK in a task of its own: it completes even if the caller is dropped
-/// meanwhile, and the permit (the right to the connection) is returned only when it is done.
-/// The caller waits at most `bound`: a server that does not answer a COMMIT or ROLLBACK within
-/// `ping_timeout` is frozen or gone, and the caller gets a connection error instead of a hang
-/// (for COMMIT the outcome is then unknown: retry with an idempotency key).
+/// How long a caller waits for the answer to `COMMIT`: the transaction's `timeout` (at least
+/// `ping_timeout`) + 1 s. A COMMIT may legitimately be slow (an fsync stall, a synchronous
+/// standby), and an answer that comes late is still an answer, whereas giving up early turns
+/// a commit into "unknown". The server gives up first: the transaction's `statement_timeout`
+/// (its budget + [`SERVER_GRACE`]) cancels a COMMIT stuck in a deferred trigger or a lock.
+fn commit_bound(timeout: Duration, ping_timeout: Duration) -> Duration {
+    timeout
+        .max(ping_timeout)
+        .saturating_add(Duration::from_secs(1))
+}
+
+/// Runs COMMIT or ROLLBACK in a task of its own on the service's runtime: it completes even if
+/// the caller is dropped meanwhile (or its HTTP worker stops), and the permit (the right to the
+/// connection) is returned only when it is done. The caller waits at most `bound`; a server
+/// that does not answer within it is frozen or gone, and the caller gets a connection error
+/// (no SQLSTATE) instead of a hang. For COMMIT that error means the outcome is unknown (see
+/// [`DbService::commit_outcome`]).
 async fn finish_detached(
+    tasks: &Arc<Tasks>,
     txn: DatabaseTransaction,
     permit: Option<Permit>,
     commit: bool,
@@ -316,7 +335,7 @@ async fn finish_detached(
 ) -> Result<(), DbErr> {
     // The task's own bound: a COMMIT/ROLLBACK the server never answers is abandoned, and the
     // connection goes back through the release check, which closes it.
-    let task = tokio::spawn(async move {
+    let task = tasks.spawn(async move {
         let work = async {
             if commit {
                 txn.commit().await
@@ -324,7 +343,7 @@ async fn finish_detached(
                 txn.rollback().await
             }
         };
-        let result = tokio::time::timeout(bound * 2, work).await;
+        let result = tokio::time::timeout(bound.saturating_mul(2), work).await;
         drop(permit);
         result.unwrap_or_else(|_| {
             Err(DbErr::Custom(
@@ -332,16 +351,14 @@ async fn finish_detached(
             ))
         })
     });
+    let what = if commit { "COMMIT" } else { "ROLLBACK" };
     match tokio::time::timeout(bound, task).await {
         Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(DbErr::Custom(format!("transaction task failed: {e}"))),
+        Ok(Err(e)) => Err(DbErr::Custom(format!("the {what} task failed: {e}"))),
         Err(_) => Err(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
             std::sync::Arc::new(sea_orm::sqlx::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!(
-                    "no answer to {} within ping_timeout ({bound:?})",
-                    if commit { "COMMIT" } else { "ROLLBACK" }
-                ),
+                format!("no answer to {what} within {bound:?}"),
             ))),
         ))),
     }
@@ -356,6 +373,8 @@ struct Open {
     bound: Duration,
     /// Where a cancellation is noted, so the connection gets the full release check.
     instruments: Arc<Instruments>,
+    /// Where that rollback runs.
+    tasks: Arc<Tasks>,
 }
 
 impl Open {
@@ -370,12 +389,10 @@ impl Open {
 
 impl Drop for Open {
     fn drop(&mut self) {
-        if let Some((txn, permit)) = self.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
+        if let Some((txn, permit)) = self.take() {
             self.instruments.note_trouble();
             let bound = self.bound;
-            rt.spawn(async move {
+            self.tasks.spawn(async move {
                 match tokio::time::timeout(bound, txn.rollback()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "rollback after cancellation failed"),
@@ -486,16 +503,11 @@ impl DbService {
                     )));
                 };
                 // COMMIT in its own task: it completes even if the caller goes away now.
-                match finish_detached(txn, permit, true, self.config().pool().ping_timeout).await {
-                    Ok(()) => {
-                        bump(&counters.commit);
-                        Attempt::Done(value)
-                    }
-                    Err(e) => {
-                        self.instruments().on_error(&e);
-                        bump(&counters.rollback);
-                        Attempt::Failed(map_server_timeout(e, opts.timeout, counters))
-                    }
+                let bound = commit_bound(opts.timeout, self.config().pool().ping_timeout);
+                let result = finish_detached(self.tasks(), txn, permit, true, bound).await;
+                match self.commit_outcome(result, opts.timeout) {
+                    Ok(()) => Attempt::Done(value),
+                    Err(e) => Attempt::Failed(e.widen()),
                 }
             }
             Ok(Err(e)) => self.finish_failed(&mut open, TxError::Aborted(e)).await,
@@ -503,8 +515,8 @@ impl DbService {
                 // The body future (and any statement lock it held) is gone; roll back explicitly.
                 self.instruments().note_trouble();
                 if let Some((txn, permit)) = open.take() {
-                    let _ = finish_detached(txn, permit, false, self.config().pool().ping_timeout)
-                        .await;
+                    let bound = self.config().pool().ping_timeout;
+                    let _ = finish_detached(self.tasks(), txn, permit, false, bound).await;
                 }
                 bump(&counters.timeout);
                 Attempt::Failed(TxError::Timeout(opts.timeout))
@@ -544,8 +556,8 @@ impl DbService {
         };
         let (deliver, receive) = tokio::sync::oneshot::channel();
         let bound = self.config().pool().ping_timeout;
-        let give_up = opts.max_wait + bound;
-        tokio::spawn(async move {
+        let give_up = opts.max_wait.saturating_add(bound);
+        self.tasks().spawn(async move {
             // Bounded: a BEGIN the server never answers is abandoned; the release check then
             // closes the connection (it is inside a transaction or does not answer).
             let work = async {
@@ -579,6 +591,7 @@ impl DbService {
                 permit: Some(permit),
                 bound,
                 instruments: self.instruments_arc(),
+                tasks: self.tasks().clone(),
             }),
             Ok(Ok(Err(DbErr::ConnectionAcquire(_)))) | Err(_) => {
                 // A BEGIN may still be in flight on a connection we no longer wait for.
@@ -616,15 +629,44 @@ impl DbService {
     }
 
     async fn finish_failed<T, E>(&self, open: &mut Open, error: TxError<E>) -> Attempt<T, E> {
+        let bound = self.config().pool().ping_timeout;
         if let Some((txn, permit)) = open.take()
-            && let Err(e) =
-                finish_detached(txn, permit, false, self.config().pool().ping_timeout).await
+            && let Err(e) = finish_detached(self.tasks(), txn, permit, false, bound).await
         {
             self.instruments().note_trouble();
             tracing::warn!(error = %e, "rollback failed; the connection is discarded");
         }
         bump(&self.tx_counters().rollback);
         Attempt::Failed(error)
+    }
+
+    /// Counts and classifies the result of a COMMIT. An error the server answered (it carries
+    /// a SQLSTATE) means the transaction did not commit; any other error (no answer in time,
+    /// the connection broke, the task died) leaves the outcome unknown.
+    fn commit_outcome(
+        &self,
+        result: Result<(), DbErr>,
+        timeout: Duration,
+    ) -> Result<(), TxError<std::convert::Infallible>> {
+        let counters = self.tx_counters();
+        match result {
+            Ok(()) => {
+                bump(&counters.commit);
+                Ok(())
+            }
+            Err(e) if sqlstate(&e).is_some() => {
+                self.instruments().on_error(&e);
+                bump(&counters.rollback);
+                Err(map_server_timeout(e, timeout, counters))
+            }
+            Err(e) => {
+                self.instruments().on_error(&e);
+                self.instruments().note_trouble();
+                bump(&counters.commit_unknown);
+                tracing::error!(error = %e, "COMMIT outcome unknown");
+                Err(TxError::CommitOutcomeUnknown(e.to_string()))
+            }
+        }
     }
 
     fn backend_kind(&self) -> DbBackend {

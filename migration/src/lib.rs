@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_create_accounts;
 mod m20250101_000002_create_transfers;
+mod m20250101_000003_cap_balances;
 
 /// The ledger's migrations, in order.
 #[derive(Debug)]
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20250101_000001_create_accounts::Migration),
             Box::new(m20250101_000002_create_transfers::Migration),
+            Box::new(m20250101_000003_cap_balances::Migration),
         ]
     }
 }

@@ -5,8 +5,26 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 
-/// Parses `value` for parameter `param`; errors name both.
+/// The longest duration any setting accepts: 365 days. Longer values are almost certainly a
+/// mistake (a unit left off, milliseconds written as seconds), and bounding them keeps every
+/// deadline computed from them (`Instant + d`, `d * 2`) far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses `value` for parameter `param`; errors name both. Values above [`MAX_DURATION`] are
+/// rejected.
 pub(crate) fn parse_duration(param: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = parse_unbounded(param, value)?;
+    if d > MAX_DURATION {
+        return Err(ConfigError::InvalidValue {
+            param: param.to_owned(),
+            value: value.to_owned(),
+            reason: "longer than the maximum of 365 days".into(),
+        });
+    }
+    Ok(d)
+}
+
+fn parse_unbounded(param: &str, value: &str) -> Result<Duration, ConfigError> {
     let trimmed = value.trim();
     let invalid = |reason: String| ConfigError::InvalidValue {
         param: param.to_owned(),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use self::duration::{parse_duration, parse_optional_duration};
+pub use self::duration::MAX_DURATION;
 pub use self::redact::RedactedUrl;
 pub use self::settings::{LogFormat, Settings};
 pub use self::url::Backend;
@@ -77,6 +78,16 @@ pub struct PoolOptions {
     /// Bound on the readiness probe's database check. Must be above zero. Default: 1 s.
     #[serde(with = "duration::human")]
     pub health_check_timeout: Duration,
+    /// Client-side deadline of every statement run through [`DbConn`](crate::DbConn) (Prisma's
+    /// `socket_timeout`, accepted as an alias in the URL). When it passes the caller gets a
+    /// query-timeout error (HTTP 504 in the demo) and the connection is not handed out again
+    /// until a bounded check proves it clean; a server that does not answer that check within
+    /// `ping_timeout` has its connection closed. It is the backstop for a server that cannot
+    /// answer at all (frozen, unreachable); `statement_timeout` (server side) should fire
+    /// first, and must be below it. `None` (written `0`) waits without limit. Default: 30 s,
+    /// or `statement_timeout` + 1 s when that is longer and this is not set.
+    #[serde(with = "duration::human_opt")]
+    pub query_timeout: Option<Duration>,
     /// Statements taking at least this long are logged at WARN with their duration and SQL
     /// (placeholders, never the bound values). `None` (written `0`) turns it off. Default: 1 s.
     #[serde(with = "duration::human_opt")]
@@ -114,6 +125,15 @@ pub struct PoolOptions {
     pub application_name: String,
 }
 
+/// The default client-side statement deadline: long enough for any statement a web request
+/// should run, short enough that a hung database frees the request well before a load
+/// balancer's or a user's patience runs out.
+const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How much later than `statement_timeout` the client gives up when only the server bound is
+/// set: the server's cancel (which keeps the connection usable) arrives first.
+const CLIENT_AFTER_SERVER: Duration = Duration::from_secs(1);
+
 impl Default for PoolOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -128,6 +148,7 @@ impl Default for PoolOptions {
             ping_after_idle: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(1),
             health_check_timeout: Duration::from_secs(1),
+            query_timeout: Some(DEFAULT_QUERY_TIMEOUT),
             slow_query_threshold: Some(Duration::from_secs(1)),
             utilization_warn_percent: 80,
             utilization_critical_percent: 90,
@@ -169,6 +190,12 @@ impl DbConfig {
             explicit.push(key.as_str());
         }
         validate(&pool, split.backend, &explicit)?;
+        if let Some(server) = pool.statement_timeout
+            && !explicit.contains(&"query_timeout")
+            && pool.query_timeout.is_some_and(|client| client <= server)
+        {
+            pool.query_timeout = Some(server.saturating_add(CLIENT_AFTER_SERVER));
+        }
         let secrets = redact::secrets_of(&split.driver_url);
         Ok(Self {
             url: split,
@@ -295,6 +322,7 @@ fn apply(pool: &mut PoolOptions, key: &str, value: &str) -> Result<(), ConfigErr
         "max_lifetime" => pool.max_lifetime = parse_optional_duration(key, value)?,
         "ping_after_idle" => pool.ping_after_idle = parse_duration(key, value)?,
         "health_check_timeout" => pool.health_check_timeout = positive(key, value)?,
+        "query_timeout" => pool.query_timeout = parse_optional_duration(key, value)?,
         "ping_timeout" => pool.ping_timeout = positive(key, value)?,
         "slow_query_threshold" => pool.slow_query_threshold = parse_optional_duration(key, value)?,
         "utilization_warn_percent" => pool.utilization_warn_percent = parse_percent(key, value)?,
@@ -360,6 +388,22 @@ fn validate(pool: &PoolOptions, backend: Backend, explicit: &[&str]) -> Result<(
             reason: format!(
                 "the warning level ({}) must not be above the critical level ({})",
                 pool.utilization_warn_percent, pool.utilization_critical_percent
+            ),
+        });
+    }
+    if let (Some(server), Some(client)) = (pool.statement_timeout, pool.query_timeout)
+        && explicit.contains(&"query_timeout")
+        && client <= server
+    {
+        return Err(ConfigError::Conflict {
+            first: "query_timeout".into(),
+            second: "statement_timeout".into(),
+            reason: format!(
+                "the client deadline ({}) must be longer than the server's ({}), so the \
+                 server cancels a slow statement first and the connection stays usable; \
+                 raise query_timeout or set it to 0",
+                humantime::format_duration(client),
+                humantime::format_duration(server)
             ),
         });
     }

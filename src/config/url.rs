@@ -85,6 +85,7 @@ pub const POOL_KEYS: &[&str] = &[
     "ping_after_idle",
     "ping_timeout",
     "health_check_timeout",
+    "query_timeout",
     "slow_query_threshold",
     "utilization_warn_percent",
     "utilization_critical_percent",
@@ -100,7 +101,11 @@ pub const POOL_KEYS: &[&str] = &[
 ];
 
 /// The driver's spelling of a parameter we also accept under our own name.
-const ALIASES: &[(&str, &str)] = &[("statement-cache-capacity", "statement_cache_size")];
+const ALIASES: &[(&str, &str)] = &[
+    ("statement-cache-capacity", "statement_cache_size"),
+    // Prisma's name for the client-side statement deadline.
+    ("socket_timeout", "query_timeout"),
+];
 
 /// `DATABASE_URL` taken apart.
 #[derive(Clone)]

@@ -101,6 +101,13 @@ impl<E: std::fmt::Display> From<crate::transaction::TxError<E>> for ApiError {
                 format!("the transaction ran past its timeout ({d:?}) and was rolled back"),
             ),
             TxError::Database(e) => e.into(),
+            // No Retry-After: a blind retry may move the money twice.
+            TxError::CommitOutcomeUnknown(_) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "commit_outcome_unknown",
+                "the database did not confirm the commit in time: it may or may not have \
+                 happened; retry only with the same Idempotency-Key",
+            ),
             other => ApiError::internal(&other),
         }
     }
@@ -135,6 +142,14 @@ impl From<DbErr> for ApiError {
                 ApiError::unavailable(
                     "database_unavailable",
                     "the database is unreachable; retry later",
+                )
+            }
+            ErrorKind::QueryTimeout => {
+                tracing::warn!(error = %err, "statement unanswered");
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "query_timeout",
+                    "the database did not answer within query_timeout",
                 )
             }
             ErrorKind::StatementTimeout => ApiError::new(

@@ -4,6 +4,7 @@ mod connect;
 mod global;
 mod lifecycle;
 mod pool;
+mod tasks;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use serde::Serialize;
 use self::lifecycle::Lifecycle;
 pub use self::lifecycle::Phase;
 use self::pool::PoolHandle;
+pub(crate) use self::tasks::Tasks;
 use crate::config::{Backend, DbConfig};
 use crate::conn::DbConn;
 use crate::error::{Error, Result};
@@ -44,6 +46,7 @@ struct Inner {
     lifecycle: Lifecycle,
     last_error: Mutex<Option<LastError>>,
     tx: TxCounters,
+    tasks: Arc<Tasks>,
 }
 
 /// The most recent database error the service saw (redacted), for `/health/db`.
@@ -96,7 +99,7 @@ impl DbService {
                     raw,
                     gate.clone(),
                     instruments.clone(),
-                    p.statement_timeout.map(|t| t + Duration::from_secs(1)),
+                    p.query_timeout,
                 ),
                 gate,
                 instruments,
@@ -105,6 +108,7 @@ impl DbService {
                 lifecycle: Lifecycle::default(),
                 last_error: Mutex::new(None),
                 tx: TxCounters::default(),
+                tasks: Tasks::current(),
             }),
         })
     }
@@ -171,6 +175,11 @@ impl DbService {
 
     pub(crate) fn tx_counters(&self) -> &TxCounters {
         &self.inner.tx
+    }
+
+    /// Where transaction work that must outlive its caller runs (see [`Tasks`]).
+    pub(crate) fn tasks(&self) -> &Arc<Tasks> {
+        &self.inner.tasks
     }
 
     /// The most recent connection or health-check error, if any.
@@ -277,14 +286,22 @@ impl DbService {
         self.inner.lifecycle.mark_draining();
     }
 
-    /// Closes the pool, waiting at most `bound` for checked-out connections to come back.
-    /// Returns `false` if the bound passed first (the remaining connections close when the
-    /// process exits).
+    /// Closes the pool, waiting at most `bound` in all for transactions still committing or
+    /// rolling back and for checked-out connections to come back. Returns `false` if the bound
+    /// passed first (the remaining connections close when the process exits).
     pub async fn close(&self, bound: Duration) -> bool {
         self.inner.lifecycle.mark_draining();
         // New callers are refused at once; the ones already holding a connection finish.
         self.inner.gate.close();
-        let closed = tokio::time::timeout(bound, self.inner.pool.close())
+        let started = Instant::now();
+        if !self.inner.tasks.wait_idle(bound).await {
+            tracing::warn!(
+                running = self.inner.tasks.running(),
+                "pool close: transactions still finishing when the bound passed"
+            );
+        }
+        let remaining = bound.saturating_sub(started.elapsed());
+        let closed = tokio::time::timeout(remaining, self.inner.pool.close())
             .await
             .is_ok();
         if !closed {

@@ -38,3 +38,13 @@ fn zero_means_none_for_optional() {
         Ok(Some(Duration::from_secs(3)))
     );
 }
+
+#[test]
+fn durations_above_the_maximum_are_rejected_by_name() {
+    for value in ["18446744073709551615s", "18446744073709551615", "366days", "1e30"] {
+        let err = parse_duration("ping_timeout", value).expect_err(value);
+        let msg = err.to_string();
+        assert!(msg.contains("ping_timeout") && msg.contains(value), "{msg}");
+    }
+    assert_eq!(parse_duration("p", "365days"), Ok(MAX_DURATION));
+}

@@ -8,7 +8,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::page_limit;
+use super::{MAX_BALANCE_CENTS, ObjectBody, from_object, page_limit};
 use crate::DbService;
 use crate::demo::entities::accounts;
 use crate::demo::error::ApiError;
@@ -37,23 +37,27 @@ pub struct Page<T> {
 
 pub(crate) async fn create(
     db: web::Data<DbService>,
-    body: web::Json<NewAccount>,
+    body: ObjectBody,
 ) -> Result<HttpResponse, ApiError> {
     let NewAccount {
         owner,
         balance_cents,
-    } = body.into_inner();
+    } = from_object(body)?;
     let owner = owner.trim().to_owned();
-    if owner.is_empty() || owner.chars().count() > 200 {
+    // Control characters (a NUL byte above all, which PostgreSQL text cannot hold) have no
+    // place in a name and would otherwise surface as a 500.
+    if owner.is_empty() || owner.chars().count() > 200 || owner.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "invalid_owner",
-            "owner must be 1 to 200 characters",
+            "owner must be 1 to 200 characters, without control characters",
         ));
     }
-    if balance_cents < 0 {
+    if !(0..=MAX_BALANCE_CENTS).contains(&balance_cents) {
         return Err(ApiError::bad_request(
             "invalid_balance",
-            format!("balance_cents must be zero or positive, got {balance_cents}"),
+            format!(
+                "balance_cents must be from 0 to {MAX_BALANCE_CENTS}, got {balance_cents}"
+            ),
         ));
     }
     let account = accounts::ActiveModel {

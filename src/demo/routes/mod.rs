@@ -5,8 +5,26 @@ mod diagnostics;
 mod transfers;
 
 use actix_web::web;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use super::error::ApiError;
+
+/// The largest balance an account may hold, in cents (10^15: ten trillion in the currency's
+/// main unit). Far above any real balance and far below `i64::MAX`, so no sum of two allowed
+/// balances overflows; the schema enforces it too (migration `m20250101_000003`).
+pub const MAX_BALANCE_CENTS: i64 = 1_000_000_000_000_000;
+
+/// A JSON request body that must be an object. serde maps a JSON array onto a struct field by
+/// field (`[1, 2, 3]` would be a transfer), so bodies are read as an object first and only then
+/// as the request type; anything else is a 400 in the JSON error shape.
+pub(crate) type ObjectBody = web::Json<Map<String, Value>>;
+
+/// The request type `T` from an [`ObjectBody`].
+pub(crate) fn from_object<T: DeserializeOwned>(body: ObjectBody) -> Result<T, ApiError> {
+    serde_json::from_value(Value::Object(body.into_inner()))
+        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
+}
 
 /// Mounts `/api/...`. `diagnostics` adds `GET /api/diagnostics/sleep`.
 pub fn configure(cfg: &mut web::ServiceConfig, diagnostics: bool) {

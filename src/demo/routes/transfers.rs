@@ -28,7 +28,7 @@ use sea_orm::{
 use serde::Deserialize;
 
 use super::accounts::Page;
-use super::page_limit;
+use super::{MAX_BALANCE_CENTS, ObjectBody, from_object, page_limit};
 use crate::DbService;
 use crate::demo::entities::{accounts, transfers};
 use crate::demo::error::ApiError;
@@ -75,11 +75,11 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 }
 
 fn validate(t: &NewTransfer) -> Result<(), ApiError> {
-    if t.amount_cents <= 0 {
+    if !(1..=MAX_BALANCE_CENTS).contains(&t.amount_cents) {
         return Err(ApiError::bad_request(
             "invalid_amount",
             format!(
-                "amount_cents must be greater than zero, got {}",
+                "amount_cents must be from 1 to {MAX_BALANCE_CENTS}, got {}",
                 t.amount_cents
             ),
         ));
@@ -99,9 +99,9 @@ fn validate(t: &NewTransfer) -> Result<(), ApiError> {
 pub(crate) async fn create(
     db: web::Data<DbService>,
     req: HttpRequest,
-    body: web::Json<NewTransfer>,
+    body: ObjectBody,
 ) -> Result<HttpResponse, ApiError> {
-    let t = body.into_inner();
+    let t: NewTransfer = from_object(body)?;
     validate(&t)?;
     let key = idempotency_key(&req)?;
     Ok(match run_transfer(&db, &t, key.as_deref()).await? {
@@ -164,8 +164,29 @@ async fn run_transfer(
             replay(original, t)
         }
         Err(TxError::Aborted(TransferError::Api(e))) => Err(e),
+        Err(TxError::CommitOutcomeUnknown(why)) => resolve_unknown(db, t, key, why).await,
         Err(TxError::Aborted(TransferError::Db(e))) | Err(TxError::Database(e)) => Err(e.into()),
         Err(other) => Err(other.into()),
+    }
+}
+
+/// A COMMIT whose answer never came: with an idempotency key the transfer can be looked up
+/// (found: it committed, answered as a replay); otherwise, or if it is not (yet) visible, the
+/// client is told the outcome is unknown and to retry with the same key, which cannot move the
+/// money twice.
+async fn resolve_unknown(
+    db: &DbService,
+    t: &NewTransfer,
+    key: Option<&str>,
+    why: String,
+) -> Result<Outcome, ApiError> {
+    let unknown = || ApiError::from(TxError::<TransferError>::CommitOutcomeUnknown(why.clone()));
+    let Some(key) = key else {
+        return Err(unknown());
+    };
+    match find_by_key(db.conn(), key).await {
+        Ok(Some(original)) => replay(original, t),
+        Ok(None) | Err(_) => Err(unknown()),
     }
 }
 
@@ -231,7 +252,21 @@ async fn transfer_in(
         })
     };
     let from = find(t.from_account_id)?;
-    find(t.to_account_id)?;
+    let to = find(t.to_account_id)?;
+    if to
+        .balance_cents
+        .checked_add(t.amount_cents)
+        .is_none_or(|sum| sum > MAX_BALANCE_CENTS)
+    {
+        return Err(ApiError::unprocessable(
+            "balance_limit_exceeded",
+            format!(
+                "account {} holds {} cents; receiving {} would exceed the limit of {MAX_BALANCE_CENTS}",
+                to.id, to.balance_cents, t.amount_cents
+            ),
+        )
+        .into());
+    }
     if from.balance_cents < t.amount_cents {
         return Err(ApiError::unprocessable(
             "insufficient_funds",
