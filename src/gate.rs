@@ -96,6 +96,16 @@ impl Gate {
         })
     }
 
+    /// A permit if one is free now, without waiting (and without counting as a waiter).
+    pub fn try_enter(&self) -> Option<Permit> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        self.instruments.active.fetch_add(1, Ordering::Relaxed);
+        Some(Permit {
+            _permit: permit,
+            instruments: self.instruments.clone(),
+        })
+    }
+
     /// Refuses every waiter from now on (shutdown).
     pub fn close(&self) {
         self.permits.close();

@@ -11,7 +11,10 @@
 //!   `utilization_critical_percent`), and the last error (redacted) with its time.
 //!
 //! Bodies follow the IETF *Health Check Response Format for HTTP APIs* draft
-//! (`application/health+json`).
+//! (`application/health+json`). `/health/ready` says pass/warn/fail with the pool figures but
+//! no error text (host, user and database names can be in it) unless a [`HealthOptions`] with
+//! `details: true` is in the app data; `/health/db` always has the (redacted) details, so serve
+//! it on a management listener ([`probes`] and [`details`] mount the two halves separately).
 
 use std::time::SystemTime;
 
@@ -20,16 +23,37 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use actix_web::{HttpResponse, Scope, web};
 use serde_json::json;
 
-use crate::service::{DbService, Phase, PingError};
+use crate::service::{DbService, Phase, PingError, Readiness};
 use crate::stats::PoolStats;
 use crate::time::rfc3339;
 
+/// What the health endpoints reveal; put one in the app data (`web::Data<HealthOptions>`).
+/// Without one, the defaults apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HealthOptions {
+    /// `/health/ready` includes the last error's text (redacted of passwords, but with host,
+    /// user and database names). Default: false.
+    pub details: bool,
+}
+
+impl HealthOptions {
+    /// Options with `details` set as given.
+    pub fn with_details(details: bool) -> Self {
+        Self { details }
+    }
+}
+
 /// The `/health` scope with `live`, `ready` and `db`.
 pub fn scope() -> Scope {
+    probes().route("/db", web::get().to(details))
+}
+
+/// The `/health` scope with the orchestrator's probes only: `live` and `ready`.
+pub fn probes() -> Scope {
     web::scope("/health")
         .route("/live", web::get().to(live))
         .route("/ready", web::get().to(ready))
-        .route("/db", web::get().to(details))
 }
 
 fn respond(status: StatusCode, body: serde_json::Value) -> HttpResponse {
@@ -56,19 +80,20 @@ fn pool_check(stats: &PoolStats, status: &str, now: &str) -> serde_json::Value {
     }])
 }
 
-async fn ready(db: web::Data<DbService>) -> HttpResponse {
+async fn ready(db: web::Data<DbService>, opts: Option<web::Data<HealthOptions>>) -> HttpResponse {
+    let show = opts.is_some_and(|o| o.details);
     let now = rfc3339::format(SystemTime::now());
     let phase = db.phase();
     if phase != Phase::Ready {
         let stats = db.stats();
-        let last = db.last_error().map(|e| e.message);
+        let last = db.last_error().map(|e| e.message).filter(|_| show);
         let why = match (phase, last) {
             (Phase::Starting, Some(cause)) => {
                 format!("starting: database not reachable yet: {cause}")
             }
             (Phase::Starting, None) => "starting: connecting to the database".to_owned(),
             (Phase::Failed, Some(cause)) => format!("startup failed: {cause}"),
-            (Phase::Failed, None) => "startup failed; see /health/db".to_owned(),
+            (Phase::Failed, None) => "startup failed; see the log or /health/db".to_owned(),
             _ => "shutting down".to_owned(),
         };
         return respond(
@@ -81,14 +106,9 @@ async fn ready(db: web::Data<DbService>) -> HttpResponse {
         );
     }
 
-    // Every connection busy: a pooled ping would queue behind the callers, so ask the
-    // database on a fresh connection instead. Answers → busy, not broken (`warn`).
-    let saturated = db.stats().is_saturated();
-    let result = if saturated {
-        db.check_direct().await
-    } else {
-        db.ping().await
-    };
+    // One check shared by concurrent probes; on a saturated pool it asks the database on a
+    // connection of its own. Answers → busy, not broken (`warn`).
+    let Readiness { result, saturated } = db.readiness().await;
     let stats = db.stats();
     let (status, code, output, response_ms) = match result {
         Ok(rtt) if saturated || stats.is_saturated() => (
@@ -115,7 +135,11 @@ async fn ready(db: web::Data<DbService>) -> HttpResponse {
         Err(e) => (
             "fail",
             StatusCode::SERVICE_UNAVAILABLE,
-            Some(format!("database unreachable: {e}")),
+            Some(if show {
+                format!("database unreachable: {e}")
+            } else {
+                "database unreachable; see the log or /health/db".to_owned()
+            }),
             None,
         ),
     };
@@ -145,7 +169,9 @@ async fn ready(db: web::Data<DbService>) -> HttpResponse {
     respond(code, body)
 }
 
-async fn details(db: web::Data<DbService>) -> HttpResponse {
+/// `GET /health/db`: phase, redacted configuration, pool statistics, alert level, last error.
+/// Mount it where only operators reach it (see [`probes`]).
+pub async fn details(db: web::Data<DbService>) -> HttpResponse {
     let phase = db.phase();
     let stats = db.stats();
     let cfg = db.config().pool();

@@ -11,6 +11,7 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus/OpenMetrics) for the pool, queries, errors,
 //!   transactions and HTTP routes.
 //! - [`health`]: `/health/live`, `/health/ready`, `/health/db` for actix-web.
+//! - [`http`]: a deadline for whole HTTP requests (body read and handler).
 //! - [`shutdown`]: SIGTERM/SIGINT handling: readiness first, then drain, then close.
 //! - [`migrate`]: sea-orm-migration behind a cross-process lock.
 //! - [`telemetry`]: `tracing` subscriber and the per-request log line.
@@ -31,6 +32,7 @@ pub mod demo;
 mod error;
 mod gate;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod migrate;
 mod observe;
@@ -45,6 +47,6 @@ pub use config::{Backend, DbConfig, PoolOptions, RedactedUrl, Settings};
 pub use conn::DbConn;
 pub use error::{ConfigError, Error, Result};
 pub use observe::{Distribution, ErrorCounts};
-pub use service::{DbService, LastError, Phase, PingError};
+pub use service::{DbService, LastError, Phase, PingError, READY_CACHE, Readiness};
 pub use stats::PoolStats;
 pub use transaction::{Isolation, Transaction, TxError, TxOptions, TxStats};

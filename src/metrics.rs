@@ -26,14 +26,14 @@ pub const CONTENT_TYPE_OPENMETRICS: &str =
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    method: &'static str,
     route: String,
 }
 
@@ -58,23 +58,43 @@ impl Default for HttpMetrics {
 }
 
 impl HttpMetrics {
-    /// Records one request. `route` is the matched pattern (`/api/accounts/{id}`), never the
-    /// raw path, so the number of series stays bounded.
+    /// Records one request. Every label has a bounded set of values, so no client can grow
+    /// the series without limit: `method` is one of the standard methods or `other` (any token
+    /// is a valid method), `route` is the matched pattern (`/api/accounts/{id}`, never the raw
+    /// path) or whatever the caller folds unmatched requests into, and `status` outside
+    /// 100-599 is recorded as 0.
     pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let method = standard_method(method);
+        let status = if (100..=599).contains(&status) {
+            status
+        } else {
+            0
+        };
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
+                method,
                 route: route.to_owned(),
                 status,
             })
             .inc();
         self.latency
             .get_or_create(&RouteLabels {
-                method: method.to_owned(),
+                method,
                 route: route.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
     }
+}
+
+/// The method's label: a standard method as written, anything else `other`.
+fn standard_method(method: &str) -> &'static str {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    STANDARD
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or("other")
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,78 +123,78 @@ pub fn render(db: &DbService, http: Option<&HttpMetrics>) -> String {
     gauge(
         &mut r,
         "dbservice_pool_connections_open",
-        "Connections open (idle and busy).",
+        "Connections open (idle and busy)",
         f64::from(s.open),
     );
     gauge(
         &mut r,
         "dbservice_pool_connections_busy",
-        "Connections checked out.",
+        "Connections checked out",
         f64::from(s.busy),
     );
     gauge(
         &mut r,
         "dbservice_pool_connections_idle",
-        "Connections idle in the pool.",
+        "Connections idle in the pool",
         f64::from(s.idle),
     );
     gauge(
         &mut r,
         "dbservice_pool_connections_max",
-        "connection_limit.",
+        "Maximum connections (connection_limit)",
         f64::from(s.max),
     );
     gauge(
         &mut r,
         "dbservice_pool_connections_min",
-        "min_connections.",
+        "Connections kept open when idle (min_connections)",
         f64::from(s.min),
     );
     gauge(
         &mut r,
         "dbservice_pool_utilization_ratio",
-        "busy / max.",
+        "Busy connections as a fraction of the maximum",
         s.utilization(),
     );
     // Registered without the `_total` suffix: the encoder adds it to counters.
     counter(
         &mut r,
         "dbservice_pool_connections_opened",
-        "Connections opened.",
+        "Connections opened",
         s.opened_total,
     );
     counter(
         &mut r,
         "dbservice_pool_connections_closed",
-        "Connections closed (opened - open).",
+        "Connections closed (opened - open)",
         s.closed_total,
     );
     gauge(
         &mut r,
         "dbservice_client_queries_active",
-        "Callers holding a connection (statements and open transactions).",
+        "Callers holding a connection (statements and open transactions)",
         s.active as f64,
     );
     gauge(
         &mut r,
         "dbservice_client_queries_wait",
-        "Callers waiting for a connection.",
+        "Callers waiting for a connection",
         s.waiting as f64,
     );
     counter(
         &mut r,
         "dbservice_client_queries",
-        "Statements executed.",
+        "Statements executed",
         s.queries_total,
     );
     r.register(
         "dbservice_client_queries_duration_seconds",
-        "Statement execution time.",
+        "Statement execution time",
         ins.query_histogram.clone(),
     );
     r.register(
         "dbservice_client_queries_wait_seconds",
-        "Time spent waiting for a connection.",
+        "Time spent waiting for a connection",
         ins.wait_histogram.clone(),
     );
     let errors = Family::<KindLabel, Counter>::default();
@@ -193,7 +213,7 @@ pub fn render(db: &DbService, http: Option<&HttpMetrics>) -> String {
             .get_or_create(&KindLabel { kind: kind.label() })
             .inc_by(n);
     }
-    r.register("dbservice_client_errors", "Errors by kind.", errors);
+    r.register("dbservice_client_errors", "Errors by kind", errors);
     let tx = Family::<OutcomeLabel, Counter>::default();
     let t = s.transactions;
     for (outcome, n) in [
@@ -206,16 +226,16 @@ pub fn render(db: &DbService, http: Option<&HttpMetrics>) -> String {
     ] {
         tx.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
     }
-    r.register("dbservice_transactions", "Transactions by outcome.", tx);
+    r.register("dbservice_transactions", "Transactions by outcome", tx);
     if let Some(http) = http {
         r.register(
             "dbservice_http_requests",
-            "HTTP requests by route and status.",
+            "HTTP requests by route and status",
             http.requests.clone(),
         );
         r.register(
             "dbservice_http_request_duration_seconds",
-            "HTTP request latency by route.",
+            "HTTP request latency by route",
             http.latency.clone(),
         );
     }

@@ -19,7 +19,7 @@ use serde::Serialize;
 use self::duration::{parse_duration, parse_optional_duration};
 pub use self::duration::MAX_DURATION;
 pub use self::redact::RedactedUrl;
-pub use self::settings::{LogFormat, Settings};
+pub use self::settings::{HttpSettings, LogFormat, SERVER_KEYS, Settings};
 pub use self::url::Backend;
 pub use self::url::POOL_KEYS;
 use self::url::{SplitUrl, split};
@@ -84,8 +84,8 @@ pub struct PoolOptions {
     /// until a bounded check proves it clean; a server that does not answer that check within
     /// `ping_timeout` has its connection closed. It is the backstop for a server that cannot
     /// answer at all (frozen, unreachable); `statement_timeout` (server side) should fire
-    /// first, and must be below it. `None` (written `0`) waits without limit. Default: 30 s,
-    /// or `statement_timeout` + 1 s when that is longer and this is not set.
+    /// first, and must be below it. `None` (written `0`) waits without limit. Default: 30 s;
+    /// `statement_timeout` + 1 s when that is set.
     #[serde(with = "duration::human_opt")]
     pub query_timeout: Option<Duration>,
     /// Statements taking at least this long are logged at WARN with their duration and SQL
@@ -192,7 +192,6 @@ impl DbConfig {
         validate(&pool, split.backend, &explicit)?;
         if let Some(server) = pool.statement_timeout
             && !explicit.contains(&"query_timeout")
-            && pool.query_timeout.is_some_and(|client| client <= server)
         {
             pool.query_timeout = Some(server.saturating_add(CLIENT_AFTER_SERVER));
         }

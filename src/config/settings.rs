@@ -2,7 +2,7 @@
 //!
 //! | source | names |
 //! |---|---|
-//! | config file | TOML, flat keys: `database_url`, the pool parameters (`connection_limit`, ...), `host`, `port`, `http_workers`, `log_format`, `shutdown_grace`, `drain_timeout`, `pool_close_timeout`, `demo_diagnostics`, `metrics`. Read from `$DBSERVICE_CONFIG` (must exist) or `./dbservice.toml` (optional). |
+//! | config file | TOML, flat keys: `database_url`, the pool parameters (`connection_limit`, ...), and the [`SERVER_KEYS`] (`host`, `port`, `http_workers`, `request_timeout`, ...). Read from `$DBSERVICE_CONFIG` (must exist) or `./dbservice.toml` (optional). |
 //! | environment | `DATABASE_URL`, `HOST`, `PORT`, `LOG_FORMAT`, and every other key as `DBSERVICE_<KEY>` (e.g. `DBSERVICE_CONNECTION_LIMIT=5`). |
 //! | `.env` | same names as the environment; a variable already set in the environment wins. |
 //!
@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::DbConfig;
-use super::duration::parse_duration;
+use super::duration::{parse_duration, parse_optional_duration};
 use super::url::POOL_KEYS;
 use crate::error::ConfigError;
 use crate::shutdown::ShutdownSettings;
@@ -57,7 +57,79 @@ pub struct Settings {
     /// true. Off, there is no `/metrics` route and no per-request metric work; the pool's own
     /// accounting stays (readiness and `/health/db` use it).
     pub metrics: bool,
+    /// The HTTP server's deadlines, limits and listeners.
+    pub http: HttpSettings,
 }
+
+/// The HTTP server's deadlines, limits and listeners (see CONNECTION_POOLING.md, "Deadlines"
+/// and "Security").
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpSettings {
+    /// Bound on a whole request after its head: body read and handler (`request_timeout`);
+    /// past it the answer is 504 `request_timeout`. `None` (written `0`): no bound. Default:
+    /// 35 s, above the default `query_timeout` (30 s) so a statement's own deadline answers
+    /// first.
+    pub request_timeout: Option<Duration>,
+    /// How long an idle keep-alive connection stays open (`http_keep_alive`). `None` (written
+    /// `0`): no keep-alive. Default: 5 s.
+    pub keep_alive: Option<Duration>,
+    /// Bound on receiving a request's head (`http_client_request_timeout`); a slower client
+    /// gets 408. Must be above zero. Default: 5 s.
+    pub client_request_timeout: Duration,
+    /// Open connections per HTTP worker (`http_max_connections`); further clients wait in the
+    /// listen backlog. Default: 10 000.
+    pub max_connections: usize,
+    /// The listen backlog (`http_backlog`): connections the kernel queues before they are
+    /// accepted. Default: 1024.
+    pub backlog: u32,
+    /// Host of the management listener (`management_host`). Default: `host`.
+    pub management_host: Option<String>,
+    /// Port of the management listener (`management_port`): when set, `/metrics` and
+    /// `/health/db` are served there and no longer on the public listener (0 picks a free
+    /// port). Default: unset (one listener for everything).
+    pub management_port: Option<u16>,
+    /// `/health/ready` includes the last error's text (`health_details`). Default: false.
+    pub health_details: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            request_timeout: Some(Duration::from_secs(35)),
+            keep_alive: Some(Duration::from_secs(5)),
+            client_request_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            backlog: 1024,
+            management_host: None,
+            management_port: None,
+            health_details: false,
+        }
+    }
+}
+
+/// The settings that are not pool parameters, by their file key (`DBSERVICE_<KEY>` in the
+/// environment, except `HOST`, `PORT` and `LOG_FORMAT`, which are read bare too).
+pub const SERVER_KEYS: &[&str] = &[
+    "database_url",
+    "host",
+    "port",
+    "http_workers",
+    "log_format",
+    "shutdown_grace",
+    "drain_timeout",
+    "pool_close_timeout",
+    "demo_diagnostics",
+    "metrics",
+    "request_timeout",
+    "http_keep_alive",
+    "http_client_request_timeout",
+    "http_max_connections",
+    "http_backlog",
+    "management_host",
+    "management_port",
+    "health_details",
+];
 
 #[derive(Debug, Default, Deserialize)]
 struct Raw {
@@ -72,6 +144,14 @@ struct Raw {
     pool_close_timeout: Option<String>,
     demo_diagnostics: Option<String>,
     metrics: Option<String>,
+    request_timeout: Option<String>,
+    http_keep_alive: Option<String>,
+    http_client_request_timeout: Option<String>,
+    http_max_connections: Option<String>,
+    http_backlog: Option<String>,
+    management_host: Option<String>,
+    management_port: Option<String>,
+    health_details: Option<String>,
     /// Everything else: must be a pool parameter (checked in `from_raw`, so that a typo is an
     /// error naming the key).
     #[serde(flatten)]
@@ -157,14 +237,14 @@ impl Settings {
     }
 
     fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
+        let http = http_settings(&raw)?;
         let mut pool: Vec<(String, String)> = Vec::new();
         for (key, value) in raw.pool {
             if !POOL_KEYS.contains(&key.as_str()) {
                 return Err(ConfigError::Source(format!(
-                    "unknown setting `{key}` (DBSERVICE_{}); known settings are database_url, \
-                     host, port, http_workers, log_format, shutdown_grace, drain_timeout, pool_close_timeout, \
-                     demo_diagnostics, metrics, {}",
+                    "unknown setting `{key}` (DBSERVICE_{}); known settings are {}, {}",
                     key.to_ascii_uppercase(),
+                    SERVER_KEYS.join(", "),
                     POOL_KEYS.join(", ")
                 )));
             }
@@ -175,17 +255,7 @@ impl Settings {
             v.map_or(Ok(default), |v| parse_duration(param, &v))
         };
         let defaults = ShutdownSettings::default();
-        let port = match raw.port {
-            Some(p) => p
-                .trim()
-                .parse::<u16>()
-                .map_err(|_| ConfigError::InvalidValue {
-                    param: "port".into(),
-                    value: p.clone(),
-                    reason: "expected a port number from 0 to 65535".into(),
-                })?,
-            None => 8080,
-        };
+        let port = parse_port("port", raw.port)?.unwrap_or(8080);
         let http_workers = match raw.http_workers.as_deref().map(str::trim) {
             None | Some("") => 0,
             Some(w) => w.parse::<u16>().map_err(|_| ConfigError::InvalidValue {
@@ -230,6 +300,7 @@ impl Settings {
             },
             demo_diagnostics,
             metrics,
+            http,
         })
     }
 
@@ -292,8 +363,86 @@ impl std::fmt::Debug for Settings {
             .field("shutdown", &self.shutdown)
             .field("demo_diagnostics", &self.demo_diagnostics)
             .field("metrics", &self.metrics)
+            .field("http", &self.http)
             .finish()
     }
+}
+
+fn parse_port(param: &str, value: Option<String>) -> Result<Option<u16>, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(p) => p
+            .parse::<u16>()
+            .map(Some)
+            .map_err(|_| ConfigError::InvalidValue {
+                param: param.into(),
+                value: p.into(),
+                reason: "expected a port number from 0 to 65535".into(),
+            }),
+    }
+}
+
+fn parse_number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    param: &str,
+    value: Option<&String>,
+    default: T,
+    min: T,
+) -> Result<T, ConfigError> {
+    let Some(v) = value.map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+        return Ok(default);
+    };
+    match v.parse::<T>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(ConfigError::InvalidValue {
+            param: param.into(),
+            value: v.into(),
+            reason: format!("expected a whole number of at least {min}"),
+        }),
+    }
+}
+
+fn http_settings(raw: &Raw) -> Result<HttpSettings, ConfigError> {
+    let d = HttpSettings::default();
+    let optional = |param: &str, v: &Option<String>, default: Option<Duration>| match v {
+        Some(v) if !v.trim().is_empty() => parse_optional_duration(param, v),
+        _ => Ok(default),
+    };
+    let client_request_timeout = match &raw.http_client_request_timeout {
+        Some(v) if !v.trim().is_empty() => {
+            let t = parse_duration("http_client_request_timeout", v)?;
+            if t.is_zero() {
+                return Err(ConfigError::InvalidValue {
+                    param: "http_client_request_timeout".into(),
+                    value: v.clone(),
+                    reason: "must be greater than 0: a client could otherwise hold a \
+                             connection forever without sending a request"
+                        .into(),
+                });
+            }
+            t
+        }
+        _ => d.client_request_timeout,
+    };
+    Ok(HttpSettings {
+        request_timeout: optional("request_timeout", &raw.request_timeout, d.request_timeout)?,
+        keep_alive: optional("http_keep_alive", &raw.http_keep_alive, d.keep_alive)?,
+        client_request_timeout,
+        max_connections: parse_number(
+            "http_max_connections",
+            raw.http_max_connections.as_ref(),
+            d.max_connections,
+            1,
+        )?,
+        backlog: parse_number("http_backlog", raw.http_backlog.as_ref(), d.backlog, 1)?,
+        management_host: raw
+            .management_host
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned),
+        management_port: parse_port("management_port", raw.management_port.clone())?,
+        health_details: parse_bool("health_details", raw.health_details.clone(), false)?,
+    })
 }
 
 /// A switch: `true`/`1` or `false`/`0`; unset or empty means `default`.

@@ -7,9 +7,10 @@ pub mod entities;
 pub mod error;
 mod routes;
 
-use std::net::TcpListener;
+mod listeners;
 
 use actix_web::dev::Server;
+use actix_web::http::KeepAlive;
 use actix_web::{App, HttpServer, middleware, web};
 
 use self::error::ApiError;
@@ -17,6 +18,8 @@ use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::service::DbService;
 use crate::shutdown::{self, ShutdownSettings};
+use crate::health::HealthOptions;
+use crate::http::RequestTimeout;
 use crate::{health, migrate, telemetry};
 
 /// Where the demo keeps its data when `DATABASE_URL` is unset: an SQLite file in the working
@@ -26,6 +29,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://dbservice-demo.sqlite?mode=rwc"
 /// The demo server, bound and ready to run.
 pub struct Application {
     port: u16,
+    management_port: Option<u16>,
     server: Server,
     db: DbService,
     shutdown: ShutdownSettings,
@@ -38,31 +42,44 @@ impl Application {
     pub fn build(settings: &Settings) -> Result<Self> {
         let config = settings.db_config(Some(DEFAULT_DATABASE_URL))?;
         let db = DbService::new(config)?;
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port)).map_err(|e| {
-            Error::Startup(format!(
-                "cannot listen on {}:{}: {e}",
-                settings.host, settings.port
-            ))
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| Error::Startup(format!("cannot read the bound address: {e}")))?
-            .port();
+        let http = &settings.http;
+        let public = listeners::bind(&settings.host, settings.port, http.backlog)?;
+        let port = listeners::port_of(&public)?;
+        let management = match http.management_port {
+            Some(p) => {
+                let host = http.management_host.as_deref().unwrap_or(&settings.host);
+                Some(listeners::bind(host, p, http.backlog)?)
+            }
+            None => None,
+        };
+        let management_port = management.as_ref().map(listeners::port_of).transpose()?;
+        let split = web::Data::new(listeners::Split { management_port });
         let diagnostics = settings.demo_diagnostics;
         let data = web::Data::new(db.clone());
+        let health_options = web::Data::new(HealthOptions::with_details(http.health_details));
+        let deadline = http.request_timeout.map(|t| web::Data::new(RequestTimeout(t)));
         // Off (`metrics=false`): no `/metrics` route and no per-request metric work.
         let http_metrics = settings
             .metrics
             .then(|| web::Data::new(crate::metrics::HttpMetrics::default()));
-        let server = HttpServer::new(move || {
-            let app = App::new()
+        let mut server = HttpServer::new(move || {
+            let mut app = App::new()
+                // Outermost first in the log: a request cut off by its deadline is logged and
+                // counted with its 504.
+                .wrap(middleware::from_fn(crate::http::bound_request))
+                .wrap(middleware::from_fn(listeners::route_by_listener))
                 .wrap(middleware::from_fn(telemetry::log_request))
                 .app_data(data.clone())
+                .app_data(split.clone())
+                .app_data(health_options.clone())
                 .app_data(json_config())
                 .app_data(path_config())
                 .app_data(query_config())
                 .service(health::scope())
                 .configure(|cfg| routes::configure(cfg, diagnostics));
+            if let Some(d) = &deadline {
+                app = app.app_data(d.clone());
+            }
             match &http_metrics {
                 Some(m) => app
                     .app_data(m.clone())
@@ -71,14 +88,24 @@ impl Application {
             }
         })
         .workers(settings.effective_http_workers())
+        .keep_alive(http.keep_alive.map_or(KeepAlive::Disabled, KeepAlive::Timeout))
+        .client_request_timeout(http.client_request_timeout)
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+        .max_connections(http.max_connections)
         // Signals are ours (crate::shutdown): readiness must fail before the listener closes.
         .disable_signals()
         .shutdown_timeout(settings.shutdown.drain_timeout_secs())
-        .listen(listener)
-        .map_err(|e| Error::Startup(format!("cannot serve: {e}")))?
-        .run();
+        .listen(public)
+        .map_err(|e| Error::Startup(format!("cannot serve: {e}")))?;
+        if let Some(listener) = management {
+            server = server
+                .listen(listener)
+                .map_err(|e| Error::Startup(format!("cannot serve the management port: {e}")))?;
+        }
+        let server = server.run();
         Ok(Self {
             port,
+            management_port,
             server,
             db,
             shutdown: settings.shutdown,
@@ -88,6 +115,11 @@ impl Application {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The management listener's bound port, if one was configured (`management_port`).
+    pub fn management_port(&self) -> Option<u16> {
+        self.management_port
     }
 
     /// The service behind the server.

@@ -4,6 +4,7 @@ mod connect;
 mod global;
 mod lifecycle;
 mod pool;
+mod readiness;
 mod tasks;
 
 use std::sync::atomic::Ordering;
@@ -15,6 +16,8 @@ use serde::Serialize;
 use self::lifecycle::Lifecycle;
 pub use self::lifecycle::Phase;
 use self::pool::PoolHandle;
+pub use self::readiness::{READY_CACHE, Readiness};
+use self::readiness::ReadinessSlot;
 pub(crate) use self::tasks::Tasks;
 use crate::config::{Backend, DbConfig};
 use crate::conn::DbConn;
@@ -47,6 +50,7 @@ struct Inner {
     last_error: Mutex<Option<LastError>>,
     tx: TxCounters,
     tasks: Arc<Tasks>,
+    readiness: ReadinessSlot,
 }
 
 /// The most recent database error the service saw (redacted), for `/health/db`.
@@ -109,6 +113,7 @@ impl DbService {
                 last_error: Mutex::new(None),
                 tx: TxCounters::default(),
                 tasks: Tasks::current(),
+                readiness: ReadinessSlot::default(),
             }),
         })
     }
@@ -237,12 +242,35 @@ impl DbService {
         result
     }
 
-    /// Checks that a connection can be had and answers, within `health_check_timeout`.
-    /// Returns the round-trip time.
+    /// Checks that a connection can be had and answers, within `health_check_timeout` in all
+    /// (the wait for a connection at the gate included). Returns the round-trip time. For
+    /// readiness probes use [`readiness`](Self::readiness), which shares one check among
+    /// concurrent probes.
     pub async fn ping(&self) -> std::result::Result<Duration, PingError> {
         let bound = self.inner.config.pool().health_check_timeout;
         let started = Instant::now();
-        match tokio::time::timeout(bound, self.inner.pool.probe()).await {
+        let Ok(permit) = self.inner.gate.enter(Some(bound)).await else {
+            return Err(PingError::TimedOut(bound));
+        };
+        let remaining = bound.saturating_sub(started.elapsed());
+        let result = self.ping_within(remaining, bound).await;
+        drop(permit);
+        result
+    }
+
+    /// Pings a pooled connection; the caller holds a gate permit.
+    async fn ping_pooled(&self) -> std::result::Result<Duration, PingError> {
+        let bound = self.inner.config.pool().health_check_timeout;
+        self.ping_within(bound, bound).await
+    }
+
+    async fn ping_within(
+        &self,
+        within: Duration,
+        bound: Duration,
+    ) -> std::result::Result<Duration, PingError> {
+        let started = Instant::now();
+        match tokio::time::timeout(within, self.inner.pool.probe()).await {
             Ok(Ok(())) => Ok(started.elapsed()),
             Ok(Err(e)) => {
                 let msg = connect::describe(&self.inner.config, &e);

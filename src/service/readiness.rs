@@ -1,0 +1,71 @@
+//! The readiness check that probes share: one check in flight at a time, its answer reused
+//! for [`READY_CACHE`], and never more than one connection held by probes in total.
+//!
+//! Without this, every `/health/ready` request pinged on its own: a flood of probes took pool
+//! slots from the callers, and once the pool was full each probe opened a fresh direct
+//! connection, so 120 probe loops drove PostgreSQL to 13 backends against `connection_limit=3`.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use super::{DbService, PingError};
+
+/// How long a readiness answer is reused by later probes.
+pub const READY_CACHE: Duration = Duration::from_secs(1);
+
+/// The outcome of a readiness check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Readiness {
+    /// The database's round-trip time, or why it could not be had.
+    pub result: Result<Duration, PingError>,
+    /// Every pooled connection was busy, so the check used a connection of its own.
+    pub saturated: bool,
+}
+
+/// The last check and the right to run the next one.
+#[derive(Debug, Default)]
+pub(crate) struct ReadinessSlot(Mutex<Option<(Instant, Readiness)>>);
+
+impl DbService {
+    /// Whether the database answers, for readiness probes: concurrent callers share one check
+    /// (the others wait for its answer), and an answer younger than [`READY_CACHE`] is reused.
+    /// The check pings on a pooled connection when one is free (taking it through the gate, so
+    /// no caller loses its slot), or else on one connection of its own outside the pool, which
+    /// tells a busy database from a frozen one. Either way probes hold at most one connection.
+    /// Bounded by `health_check_timeout` (twice that for a caller that waited for another's
+    /// check).
+    pub async fn readiness(&self) -> Readiness {
+        let bound = self.config().pool().health_check_timeout;
+        let Ok(mut last) =
+            tokio::time::timeout(bound.saturating_mul(2), self.inner.readiness.0.lock()).await
+        else {
+            return Readiness {
+                result: Err(PingError::TimedOut(bound)),
+                saturated: false,
+            };
+        };
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < READY_CACHE
+        {
+            return answer.clone();
+        }
+        let answer = match self.gate().try_enter() {
+            Some(permit) => {
+                let result = self.ping_pooled().await;
+                drop(permit);
+                Readiness {
+                    result,
+                    saturated: false,
+                }
+            }
+            None => Readiness {
+                result: self.check_direct().await,
+                saturated: true,
+            },
+        };
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+}
