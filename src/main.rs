@@ -30,6 +30,8 @@ async fn main() -> ExitCode {
     tracing::info!(
         address = %format!("{}:{}", settings.host, app.port()),
         url = %db.config().redacted_url(),
+        sslmode = db.config().tls().map_or("none", |t| t.mode),
+        sslmode_source = db.config().tls().map_or("-", |t| t.source),
         pool = ?db.config().pool(),
         shutdown = ?settings.shutdown,
         "listening"

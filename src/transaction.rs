@@ -687,7 +687,7 @@ fn map_server_timeout<E>(e: DbErr, timeout: Duration, counters: &TxCounters) -> 
 /// How much later than the client the server gives up: the client's timeout fires first and
 /// reports `Timeout`; the server's is the backstop that frees the connection and the locks
 /// (sqlx cannot cancel a running statement) and guards against a stalled client.
-const SERVER_GRACE: Duration = Duration::from_millis(250);
+pub(crate) const SERVER_GRACE: Duration = Duration::from_millis(250);
 
 /// The PostgreSQL settings of a transaction just begun, as one simple-protocol message (one
 /// round trip, several statements): the isolation level and access mode (what SeaORM would send

@@ -10,6 +10,7 @@
 pub(crate) mod duration;
 mod redact;
 mod settings;
+mod tls;
 mod url;
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ use serde::Serialize;
 use self::duration::{parse_duration, parse_optional_duration};
 pub use self::duration::MAX_DURATION;
 pub use self::redact::RedactedUrl;
+pub use self::tls::TlsMode;
 pub use self::settings::{HttpSettings, LogFormat, SERVER_KEYS, Settings};
 pub use self::url::Backend;
 pub use self::url::POOL_KEYS;
@@ -195,7 +197,12 @@ impl DbConfig {
         {
             pool.query_timeout = Some(server.saturating_add(CLIENT_AFTER_SERVER));
         }
-        let secrets = redact::secrets_of(&split.driver_url);
+        let env_password = match split.backend {
+            Backend::Postgres => std::env::var("PGPASSWORD").ok(),
+            Backend::MySql => std::env::var("MYSQL_PWD").ok(),
+            Backend::Sqlite => None,
+        };
+        let secrets = redact::secrets_of(&split.driver_url, env_password.as_deref());
         Ok(Self {
             url: split,
             secrets,
@@ -254,12 +261,14 @@ impl Serialize for DbConfig {
         struct Shown<'a> {
             url: RedactedUrl,
             backend: Backend,
+            tls: Option<TlsMode>,
             #[serde(flatten)]
             pool: &'a PoolOptions,
         }
         Shown {
             url: self.redacted_url(),
             backend: self.url.backend,
+            tls: self.tls(),
             pool: &self.pool,
         }
         .serialize(serializer)

@@ -70,8 +70,13 @@ fn is_secret_key(key: &str) -> bool {
 
 /// The secrets of `url` in every spelling a message might contain them: raw, percent-decoded,
 /// and the full URL text.
-pub(crate) fn secrets_of(url: &Url) -> Vec<String> {
+pub(crate) fn secrets_of(url: &Url, env_password: Option<&str>) -> Vec<String> {
     let mut secrets = Vec::new();
+    // The driver also takes the password from the environment (`PGPASSWORD`) when the URL
+    // has none; it is as secret as one in the URL.
+    if let Some(pw) = env_password.filter(|p| !p.is_empty()) {
+        secrets.push(pw.to_owned());
+    }
     if let Some(pw) = url.password().filter(|p| !p.is_empty()) {
         secrets.push(url.as_str().to_owned());
         secrets.push(pw.to_owned());

@@ -184,15 +184,13 @@ impl Settings {
     /// file. Reads files; call it before serving.
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut env: HashMap<String, String> = std::env::vars().collect();
-        match dotenvy::dotenv_iter() {
-            Ok(iter) => {
-                for item in iter {
-                    let (k, v) = item.map_err(|e| ConfigError::Source(format!(".env: {e}")))?;
-                    env.entry(k).or_insert(v);
-                }
+        if let Some(path) = find_dotenv() {
+            let iter = dotenvy::from_path_iter(&path)
+                .map_err(|e| ConfigError::Source(dotenv_error(&path, &e)))?;
+            for item in iter {
+                let (k, v) = item.map_err(|e| ConfigError::Source(dotenv_error(&path, &e)))?;
+                env.entry(k).or_insert(v);
             }
-            Err(e) if e.not_found() => {}
-            Err(e) => return Err(ConfigError::Source(format!(".env: {e}"))),
         }
         Self::from_sources(&env, Path::new("."))
     }
@@ -365,6 +363,50 @@ impl std::fmt::Debug for Settings {
             .field("metrics", &self.metrics)
             .field("http", &self.http)
             .finish()
+    }
+}
+
+/// The `.env` file dotenvy would read: in the working directory or the nearest parent.
+fn find_dotenv() -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    cwd.ancestors()
+        .map(|dir| dir.join(".env"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A `.env` problem, told without the file's contents: dotenvy's own message repeats the whole
+/// malformed line, which may be `DATABASE_URL` with its password. Only the line number and the
+/// key (when the line has one) are named.
+fn dotenv_error(path: &Path, err: &dotenvy::Error) -> String {
+    match err {
+        dotenvy::Error::LineParse(line, _) => {
+            let first = line.lines().next().unwrap_or_default();
+            let number = std::fs::read_to_string(path).ok().and_then(|text| {
+                text.lines()
+                    .position(|l| l == first)
+                    .map(|i| format!(" {}", i + 1))
+            });
+            let key = first
+                .trim_start()
+                .trim_start_matches("export ")
+                .split(['=', ' ', '\t'])
+                .next()
+                .filter(|k| {
+                    !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                })
+                .map(|k| format!(" (key `{k}`)"))
+                .unwrap_or_default();
+            format!(
+                "{}: cannot parse line{}{key}; the line is not shown, it may hold a secret",
+                path.display(),
+                number.unwrap_or_default()
+            )
+        }
+        dotenvy::Error::Io(e) => format!("{}: {e}", path.display()),
+        // Other variants name a variable, never a value.
+        other => format!("{}: {other}", path.display()),
     }
 }
 

@@ -47,13 +47,10 @@ pub(crate) fn describe(config: &DbConfig, err: &sqlx::Error) -> String {
                 .unwrap_or_default();
             format!("cannot reach {host}{port}: {e}")
         }
-        sqlx::Error::Tls(e) => {
-            let mode = config
-                .driver_param("sslmode")
-                .or_else(|| config.driver_param("ssl-mode"))
-                .unwrap_or_else(|| "prefer (default)".to_owned());
-            format!("TLS failed: {e} (sslmode={mode})")
-        }
+        sqlx::Error::Tls(e) => match config.tls() {
+            Some(tls) => format!("TLS failed: {e} (sslmode={}, from {})", tls.mode, tls.source),
+            None => format!("TLS failed: {e}"),
+        },
         other => other.to_string(),
     };
     config.scrub(&text)

@@ -97,6 +97,9 @@ impl DbService {
             instruments.clone(),
         ));
         let (raw, pool) = pool::build(&config, &instruments)?;
+        if let Some(warning) = config.tls_warning() {
+            tracing::warn!("{warning}");
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 conn: DbConn::new(

@@ -119,10 +119,22 @@ pub(crate) fn build(
                 opts = opts.statement_cache_capacity(n);
             }
             let bound = p.ping_timeout;
+            let session = mysql_session(p);
+            let opened = instruments.clone();
             let pool = pool_options(p, instruments)
+                .after_connect(move |conn, _meta| {
+                    opened.opened.fetch_add(1, Ordering::Relaxed);
+                    let session = session.clone();
+                    Box::pin(async move {
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(session))
+                            .execute(&mut *conn)
+                            .await
+                            .map(|_| ())
+                    })
+                })
                 .after_release({
                     let ins = instruments.clone();
-                    move |conn, _meta| Box::pin(release_check_ping(conn, bound, ins.clone()))
+                    move |conn, _meta| Box::pin(release_check_mysql(conn, bound, ins.clone()))
                 })
                 .connect_lazy_with(opts);
             (
@@ -212,6 +224,53 @@ async fn release_check_ping<C: Connection>(
     match tokio::time::timeout(bound, conn.ping()).await {
         Ok(result) => result.map(|()| true),
         Err(_) => Err(unanswered("the release ping")),
+    }
+}
+
+/// MySQL/MariaDB session settings, sent once per connection: row-lock waits (the one wait a
+/// transaction cannot bound from the client, since sqlx cannot cancel a statement) end on the
+/// server once the transaction's budget (`transaction_timeout` + the server's grace, whole
+/// seconds, as `innodb_lock_wait_timeout` counts them) is spent, so a timed-out transaction does
+/// not leave a statement holding its connection behind. Only numbers are formatted in.
+fn mysql_session(p: &PoolOptions) -> String {
+    let budget = p
+        .transaction_timeout
+        .saturating_add(crate::transaction::SERVER_GRACE);
+    let secs = budget.as_secs() + u64::from(budget.subsec_nanos() > 0);
+    format!("SET SESSION innodb_lock_wait_timeout = {}", secs.max(1))
+}
+
+/// The MySQL/MariaDB release check, while in trouble: like PostgreSQL's, one bounded round trip
+/// that proves the connection is outside a transaction (MariaDB's `@@in_transaction`); a
+/// connection still inside one (a BEGIN abandoned in flight) is closed. A server that does not
+/// know the variable gets a `ROLLBACK` instead, which ends whatever was left open.
+async fn release_check_mysql(
+    conn: &mut sqlx::MySqlConnection,
+    bound: Duration,
+    instruments: Arc<Instruments>,
+) -> Result<bool, sqlx::Error> {
+    if !instruments.in_trouble() {
+        return Ok(true);
+    }
+    use sqlx::Row;
+    let check = sqlx::raw_sql("SELECT @@in_transaction").fetch_one(&mut *conn);
+    match tokio::time::timeout(bound, check).await {
+        Ok(Ok(row)) => {
+            let open: i64 = row.try_get(0)?;
+            if open != 0 {
+                tracing::warn!("a connection came back inside a transaction; closing it");
+            }
+            Ok(open == 0)
+        }
+        Ok(Err(sqlx::Error::Database(_))) => {
+            let rollback = sqlx::raw_sql("ROLLBACK").execute(&mut *conn);
+            match tokio::time::timeout(bound, rollback).await {
+                Ok(result) => result.map(|_| true),
+                Err(_) => Err(unanswered("the release check")),
+            }
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(unanswered("the release check")),
     }
 }
 

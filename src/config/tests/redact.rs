@@ -20,8 +20,16 @@ fn masks_userinfo_password_and_query_password() {
 #[test]
 fn scrub_removes_raw_and_decoded_password() {
     let u = url("postgres://app:s%40cret@db/x");
-    let secrets = secrets_of(&u);
+    let secrets = secrets_of(&u, None);
     let text = format!("failed for '{}' with s@cret and s%40cret", u.as_str());
     let clean = scrub(&text, &secrets);
     assert!(!clean.contains("cret"), "{clean}");
+}
+
+#[test]
+fn scrub_removes_the_environment_password_too() {
+    let u = url("postgres://app@db/x");
+    let secrets = secrets_of(&u, Some("env-pw-123"));
+    let clean = scrub("password authentication failed: env-pw-123", &secrets);
+    assert!(!clean.contains("env-pw-123"), "{clean}");
 }

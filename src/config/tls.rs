@@ -1,0 +1,110 @@
+//! Which TLS mode the driver will really use, and where that came from: the URL's `sslmode`
+//! (`ssl-mode`), PostgreSQL's `PGSSLMODE` environment variable, or the driver's default. The
+//! driver reads `PGSSLMODE` itself, so showing only the URL's parameter would misreport it.
+
+use std::str::FromStr;
+
+use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
+use serde::Serialize;
+
+use super::{Backend, DbConfig};
+
+/// The TLS mode of a configuration (not of a live connection: `prefer` may end up in either).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TlsMode {
+    /// The mode as the database names it (`disable`, `prefer`, `require`, `verify-ca`,
+    /// `verify-full`; MySQL: `disabled`, `preferred`, `required`, `verify_ca`,
+    /// `verify_identity`).
+    pub mode: &'static str,
+    /// Where it was set: `url`, `PGSSLMODE` or `default`.
+    pub source: &'static str,
+    /// Whether the server's certificate is checked against a trusted CA (and, for
+    /// `verify-full`/`verify_identity`, its name): without that, TLS does not stop a
+    /// man in the middle.
+    pub verifies_server: bool,
+}
+
+impl DbConfig {
+    /// The TLS mode the driver will use; `None` for SQLite.
+    pub fn tls(&self) -> Option<TlsMode> {
+        let in_url = self
+            .driver_param("sslmode")
+            .or_else(|| self.driver_param("ssl-mode"))
+            .is_some();
+        match self.backend() {
+            Backend::Postgres => {
+                let mode = PgConnectOptions::from_str(self.driver_url())
+                    .map(|o| o.get_ssl_mode())
+                    .unwrap_or_default();
+                let source = if in_url {
+                    "url"
+                } else if std::env::var_os("PGSSLMODE").is_some_and(|v| !v.is_empty()) {
+                    "PGSSLMODE"
+                } else {
+                    "default"
+                };
+                let (mode, verifies_server) = match mode {
+                    PgSslMode::Disable => ("disable", false),
+                    PgSslMode::Allow => ("allow", false),
+                    PgSslMode::Prefer => ("prefer", false),
+                    PgSslMode::Require => ("require", false),
+                    PgSslMode::VerifyCa => ("verify-ca", true),
+                    PgSslMode::VerifyFull => ("verify-full", true),
+                };
+                Some(TlsMode {
+                    mode,
+                    source,
+                    verifies_server,
+                })
+            }
+            Backend::MySql => {
+                let mode = MySqlConnectOptions::from_str(self.driver_url())
+                    .map(|o| o.get_ssl_mode())
+                    .unwrap_or_default();
+                let (mode, verifies_server) = match mode {
+                    MySqlSslMode::Disabled => ("disabled", false),
+                    MySqlSslMode::Preferred => ("preferred", false),
+                    MySqlSslMode::Required => ("required", false),
+                    MySqlSslMode::VerifyCa => ("verify_ca", true),
+                    MySqlSslMode::VerifyIdentity => ("verify_identity", true),
+                };
+                Some(TlsMode {
+                    mode,
+                    source: if in_url { "url" } else { "default" },
+                    verifies_server,
+                })
+            }
+            Backend::Sqlite => None,
+        }
+    }
+
+    /// Whether the database host is this machine (loopback, or a Unix socket), where TLS
+    /// without verification costs nothing in safety.
+    pub fn is_local(&self) -> bool {
+        match self.url.driver_url.host() {
+            None => true,
+            Some(url::Host::Domain(d)) => d == "localhost" || d.is_empty(),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        }
+    }
+
+    /// A warning for the startup log when a remote database is reached without certificate
+    /// verification, or `None`.
+    pub fn tls_warning(&self) -> Option<String> {
+        let tls = self.tls()?;
+        if tls.verifies_server || self.is_local() {
+            return None;
+        }
+        Some(format!(
+            "the database at {} is reached without certificate verification (sslmode={}, from \
+             {}): traffic may be unencrypted or open to a man in the middle; use \
+             sslmode=verify-full with sslrootcert",
+            self.url.driver_url.host_str().unwrap_or("?"),
+            tls.mode,
+            tls.source
+        ))
+    }
+}
