@@ -174,7 +174,10 @@ mod tests {
         assert!(safe_to_rerun(Some("57P05"), "INSERT INTO t VALUES (1)"));
         assert!(safe_to_rerun(Some("57P01"), "  select 1"));
         assert!(!safe_to_rerun(Some("57P01"), "INSERT INTO t VALUES (1)"));
-        assert!(!safe_to_rerun(Some("57P01"), "WITH x AS (DELETE FROM t) SELECT 1"));
+        assert!(!safe_to_rerun(
+            Some("57P01"),
+            "WITH x AS (DELETE FROM t) SELECT 1"
+        ));
         assert!(!safe_to_rerun(Some("23505"), "SELECT 1"));
         assert!(!safe_to_rerun(None, "SELECT 1"));
     }

@@ -11,8 +11,9 @@
 
 use std::time::Duration;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
@@ -22,35 +23,45 @@ use serde_json::json;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestTimeout(pub Duration);
 
+/// The answer to a request cut off by its [`RequestTimeout`]: 504 with the JSON error shape.
+#[derive(Debug, thiserror::Error)]
+#[error("the request did not complete within request_timeout ({})", humantime::format_duration(*.0))]
+pub struct RequestTimedOut(pub Duration);
+
+impl actix_web::ResponseError for RequestTimedOut {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::GATEWAY_TIMEOUT
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::GatewayTimeout().json(json!({
+            "error": { "code": "request_timeout", "message": self.to_string() }
+        }))
+    }
+}
+
 /// actix middleware (use with `middleware::from_fn`): bounds each request by the
-/// [`RequestTimeout`] in the app data (none there: no bound).
+/// [`RequestTimeout`] in the app data (none there: no bound). The timeout is returned as an
+/// error ([`RequestTimedOut`]), which actix renders, so outer middleware (the request log, the
+/// metrics) see its 504.
 pub async fn bound_request(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let Some(bound) = req.app_data::<web::Data<RequestTimeout>>().map(|t| t.0) else {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+        return next.call(req).await;
     };
-    let request = req.request().clone();
+    let path = req.path().to_owned();
     match tokio::time::timeout(bound, next.call(req)).await {
-        Ok(res) => res.map(ServiceResponse::map_into_left_body),
+        Ok(res) => res,
         Err(_) => {
             tracing::warn!(
                 target: "dbservice::http",
-                path = %request.path(),
+                path = %path,
                 bound_ms = bound.as_millis() as u64,
                 "request timed out"
             );
-            let res = HttpResponse::GatewayTimeout().json(json!({
-                "error": {
-                    "code": "request_timeout",
-                    "message": format!(
-                        "the request did not complete within request_timeout ({})",
-                        humantime::format_duration(bound)
-                    ),
-                }
-            }));
-            Ok(ServiceResponse::new(request, res).map_into_right_body())
+            Err(RequestTimedOut(bound).into())
         }
     }
 }

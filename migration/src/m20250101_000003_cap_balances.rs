@@ -14,7 +14,11 @@ const MAX_BALANCE_CENTS: i64 = 1_000_000_000_000_000;
 pub struct Migration;
 
 fn sqlite_trigger(event: &str) -> String {
-    let name = event.split_whitespace().next().unwrap_or("write").to_lowercase();
+    let name = event
+        .split_whitespace()
+        .next()
+        .unwrap_or("write")
+        .to_lowercase();
     format!(
         "CREATE TRIGGER IF NOT EXISTS accounts_balance_max_{name} BEFORE {event} ON accounts \
          WHEN typeof(NEW.balance_cents) <> 'integer' OR NEW.balance_cents > {MAX_BALANCE_CENTS} \

@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use self::duration::{parse_duration, parse_optional_duration};
 pub use self::duration::MAX_DURATION;
+use self::duration::{parse_duration, parse_optional_duration};
 pub use self::redact::RedactedUrl;
-pub use self::tls::TlsMode;
 pub use self::settings::{HttpSettings, LogFormat, SERVER_KEYS, Settings};
+pub use self::tls::TlsMode;
 pub use self::url::Backend;
 pub use self::url::POOL_KEYS;
 use self::url::{SplitUrl, split};

@@ -85,7 +85,15 @@ impl DbConfig {
     pub fn is_local(&self) -> bool {
         match self.url.driver_url.host() {
             None => true,
-            Some(url::Host::Domain(d)) => d == "localhost" || d.is_empty(),
+            // `postgres://` is not a "special" scheme to the URL parser, so an IP address
+            // arrives as an opaque host name.
+            Some(url::Host::Domain(d)) => {
+                let d = d.trim_start_matches('[').trim_end_matches(']');
+                d.is_empty()
+                    || d.eq_ignore_ascii_case("localhost")
+                    || d.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         }

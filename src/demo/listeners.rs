@@ -21,7 +21,8 @@ pub(crate) struct Split {
 
 /// Binds `host:port` with a listen backlog of `backlog` (std's `bind` fixes it at 128).
 pub(crate) fn bind(host: &str, port: u16, backlog: u32) -> Result<TcpListener> {
-    let cannot = |e: &dyn std::fmt::Display| Error::Startup(format!("cannot listen on {host}:{port}: {e}"));
+    let cannot =
+        |e: &dyn std::fmt::Display| Error::Startup(format!("cannot listen on {host}:{port}: {e}"));
     let addr: SocketAddr = (host, port)
         .to_socket_addrs()
         .map_err(|e| cannot(&e))?
@@ -82,5 +83,7 @@ pub(crate) async fn route_by_listener(
             return Ok(req.into_response(res).map_into_right_body());
         }
     }
-    next.call(req).await.map(ServiceResponse::map_into_left_body)
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }

@@ -16,10 +16,10 @@ use actix_web::{App, HttpServer, middleware, web};
 use self::error::ApiError;
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::service::DbService;
-use crate::shutdown::{self, ShutdownSettings};
 use crate::health::HealthOptions;
 use crate::http::RequestTimeout;
+use crate::service::DbService;
+use crate::shutdown::{self, ShutdownSettings};
 use crate::{health, migrate, telemetry};
 
 /// Where the demo keeps its data when `DATABASE_URL` is unset: an SQLite file in the working
@@ -57,7 +57,9 @@ impl Application {
         let diagnostics = settings.demo_diagnostics;
         let data = web::Data::new(db.clone());
         let health_options = web::Data::new(HealthOptions::with_details(http.health_details));
-        let deadline = http.request_timeout.map(|t| web::Data::new(RequestTimeout(t)));
+        let deadline = http
+            .request_timeout
+            .map(|t| web::Data::new(RequestTimeout(t)));
         // Off (`metrics=false`): no `/metrics` route and no per-request metric work.
         let http_metrics = settings
             .metrics
@@ -88,7 +90,10 @@ impl Application {
             }
         })
         .workers(settings.effective_http_workers())
-        .keep_alive(http.keep_alive.map_or(KeepAlive::Disabled, KeepAlive::Timeout))
+        .keep_alive(
+            http.keep_alive
+                .map_or(KeepAlive::Disabled, KeepAlive::Timeout),
+        )
         .client_request_timeout(http.client_request_timeout)
         .client_disconnect_timeout(std::time::Duration::from_secs(1))
         .max_connections(http.max_connections)

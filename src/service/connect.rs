@@ -48,7 +48,10 @@ pub(crate) fn describe(config: &DbConfig, err: &sqlx::Error) -> String {
             format!("cannot reach {host}{port}: {e}")
         }
         sqlx::Error::Tls(e) => match config.tls() {
-            Some(tls) => format!("TLS failed: {e} (sslmode={}, from {})", tls.mode, tls.source),
+            Some(tls) => format!(
+                "TLS failed: {e} (sslmode={}, from {})",
+                tls.mode, tls.source
+            ),
             None => format!("TLS failed: {e}"),
         },
         other => other.to_string(),

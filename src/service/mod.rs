@@ -16,8 +16,8 @@ use serde::Serialize;
 use self::lifecycle::Lifecycle;
 pub use self::lifecycle::Phase;
 use self::pool::PoolHandle;
-pub use self::readiness::{READY_CACHE, Readiness};
 use self::readiness::ReadinessSlot;
+pub use self::readiness::{READY_CACHE, Readiness};
 pub(crate) use self::tasks::Tasks;
 use crate::config::{Backend, DbConfig};
 use crate::conn::DbConn;
@@ -102,12 +102,7 @@ impl DbService {
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                conn: DbConn::new(
-                    raw,
-                    gate.clone(),
-                    instruments.clone(),
-                    p.query_timeout,
-                ),
+                conn: DbConn::new(raw, gate.clone(), instruments.clone(), p.query_timeout),
                 gate,
                 instruments,
                 pool,

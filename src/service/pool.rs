@@ -253,7 +253,7 @@ async fn release_check_mysql(
         return Ok(true);
     }
     use sqlx::Row;
-    let check = sqlx::raw_sql("SELECT @@in_transaction").fetch_one(&mut *conn);
+    let check = sqlx::raw_sql("SELECT CAST(@@in_transaction AS SIGNED)").fetch_one(&mut *conn);
     match tokio::time::timeout(bound, check).await {
         Ok(Ok(row)) => {
             let open: i64 = row.try_get(0)?;

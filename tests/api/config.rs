@@ -175,3 +175,128 @@ fn env_example_lists_every_setting_with_valid_values() {
         .db_config(None)
         .expect("example pool settings are valid");
 }
+
+/// Durations past the documented maximum are refused by name instead of overflowing a deadline
+/// later (`Instant + Duration` panics).
+#[test]
+fn huge_durations_are_refused_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (var, param) in [
+        ("DBSERVICE_PING_TIMEOUT", "ping_timeout"),
+        ("DBSERVICE_TRANSACTION_TIMEOUT", "transaction_timeout"),
+        ("DBSERVICE_DRAIN_TIMEOUT", "drain_timeout"),
+        ("DBSERVICE_REQUEST_TIMEOUT", "request_timeout"),
+    ] {
+        let loaded = Settings::from_sources(
+            &env(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                (var, "18446744073709551615s"),
+            ]),
+            dir.path(),
+        )
+        .and_then(|s| s.db_config(None).map(|_| s));
+        let err = loaded.expect_err(var).to_string();
+        assert!(
+            err.contains(param) && err.contains("18446744073709551615s") && err.contains("365"),
+            "{err}"
+        );
+    }
+}
+
+/// Every statement has a client deadline by default; Prisma's `socket_timeout` sets it; it
+/// follows `statement_timeout` when only that is set and must stay above it when both are.
+#[test]
+fn query_timeout_defaults_aliases_and_conflicts() {
+    use dbservice::DbConfig;
+    let d = |url: &str| DbConfig::from_url(url).map(|c| c.pool().query_timeout);
+    assert_eq!(d("postgres://u@h/db"), Ok(Some(Duration::from_secs(30))));
+    assert_eq!(
+        d("postgres://u@h/db?socket_timeout=7"),
+        Ok(Some(Duration::from_secs(7)))
+    );
+    assert_eq!(d("sqlite://x.db?query_timeout=0"), Ok(None));
+    assert_eq!(
+        d("postgres://u@h/db?statement_timeout=45s"),
+        Ok(Some(Duration::from_secs(46)))
+    );
+    let err = d("postgres://u@h/db?statement_timeout=10&query_timeout=5")
+        .expect_err("client bound below the server's")
+        .to_string();
+    assert!(
+        err.contains("query_timeout") && err.contains("statement_timeout"),
+        "{err}"
+    );
+}
+
+/// The HTTP bounds load from the environment with their defaults, and bad values are named.
+#[test]
+fn http_bounds_load_and_bad_values_are_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Settings::from_sources(&HashMap::new(), dir.path()).expect("defaults load");
+    assert_eq!(s.http.request_timeout, Some(Duration::from_secs(35)));
+    assert_eq!(s.http.keep_alive, Some(Duration::from_secs(5)));
+    assert_eq!(s.http.client_request_timeout, Duration::from_secs(5));
+    assert_eq!(s.http.management_port, None);
+    assert!(!s.http.health_details);
+    let s = Settings::from_sources(
+        &env(&[
+            ("DBSERVICE_REQUEST_TIMEOUT", "0"),
+            ("DBSERVICE_HTTP_KEEP_ALIVE", "0"),
+            ("DBSERVICE_MANAGEMENT_PORT", "9090"),
+            ("DBSERVICE_HEALTH_DETAILS", "true"),
+            ("DBSERVICE_HTTP_BACKLOG", "64"),
+        ]),
+        dir.path(),
+    )
+    .expect("loads");
+    assert_eq!(s.http.request_timeout, None);
+    assert_eq!(s.http.keep_alive, None);
+    assert_eq!(s.http.management_port, Some(9090));
+    assert!(s.http.health_details);
+    assert_eq!(s.http.backlog, 64);
+    for (var, value) in [
+        ("DBSERVICE_HTTP_CLIENT_REQUEST_TIMEOUT", "0"),
+        ("DBSERVICE_HTTP_MAX_CONNECTIONS", "lots"),
+        ("DBSERVICE_MANAGEMENT_PORT", "70000"),
+    ] {
+        let err = Settings::from_sources(&env(&[(var, value)]), dir.path())
+            .expect_err(var)
+            .to_string();
+        let param = var.trim_start_matches("DBSERVICE_").to_ascii_lowercase();
+        assert!(err.contains(&param) && err.contains(value), "{err}");
+    }
+}
+
+/// A remote database reached without certificate verification is called out; a local one or
+/// a verified one is not; the mode shown is the one the driver will use.
+#[test]
+fn tls_mode_is_reported_and_unverified_remote_databases_are_flagged() {
+    use dbservice::DbConfig;
+    let remote =
+        DbConfig::from_url("postgres://u@db.example.com/x?sslmode=require").expect("valid");
+    let tls = remote.tls().expect("PostgreSQL has a TLS mode");
+    assert_eq!(
+        (tls.mode, tls.source, tls.verifies_server),
+        ("require", "url", false)
+    );
+    assert!(
+        remote
+            .tls_warning()
+            .is_some_and(|w| w.contains("db.example.com") && w.contains("verify-full")),
+        "{:?}",
+        remote.tls_warning()
+    );
+    let verified =
+        DbConfig::from_url("postgres://u@db.example.com/x?sslmode=verify-full").expect("valid");
+    assert_eq!(verified.tls_warning(), None);
+    let local = DbConfig::from_url("postgres://u@127.0.0.1/x?sslmode=disable").expect("valid");
+    assert_eq!(local.tls_warning(), None);
+    let shown = serde_json::to_value(&remote).expect("serializes");
+    assert_eq!(shown["tls"]["mode"], "require");
+    assert!(
+        DbConfig::from_url("sqlite://x.db")
+            .expect("valid")
+            .tls()
+            .is_none()
+    );
+}

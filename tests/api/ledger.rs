@@ -155,6 +155,78 @@ async fn bad_input_is_rejected(app: &TestApp) {
     assert_eq!(balance(app, b).await, 0);
 }
 
+/// The largest balance the ledger holds (the demo's `MAX_BALANCE_CENTS`).
+const MAX_BALANCE: i64 = 1_000_000_000_000_000;
+
+/// Balances cannot overflow: a credit past the cap is a 422 that moves nothing, the capped
+/// account still reads, and the schema refuses the overflow even from raw SQL. Bodies must be
+/// JSON objects (an array used to move money), and names hold no control characters.
+async fn money_limits_and_body_shapes(app: &TestApp) {
+    use sea_orm::ConnectionTrait;
+    let rich = create_account(app, "rich", MAX_BALANCE).await;
+    let small = create_account(app, "small", 10).await;
+    let (status, _, body) = app
+        .post(
+            "/api/transfers",
+            &json!({"from_account_id": small, "to_account_id": rich, "amount_cents": 10}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (422, "balance_limit_exceeded"),
+        "{body}"
+    );
+    assert_eq!(
+        balance(app, rich).await,
+        MAX_BALANCE,
+        "the capped account still reads"
+    );
+    assert_eq!(balance(app, small).await, 10, "nothing moved");
+
+    let raw = app
+        .db
+        .conn()
+        .execute_unprepared(&format!(
+            "UPDATE accounts SET balance_cents = balance_cents + 1 WHERE id = {rich}"
+        ))
+        .await;
+    assert!(raw.is_err(), "the schema refuses a balance above the cap");
+    assert_eq!(balance(app, rich).await, MAX_BALANCE);
+
+    for (body, path, code) in [
+        (json!([small, rich, 5]), "/api/transfers", "invalid_json"),
+        (json!([rich, small, 5]), "/api/transfers", "invalid_json"),
+        (json!(["x", 5]), "/api/accounts", "invalid_json"),
+        (json!("transfer"), "/api/transfers", "invalid_json"),
+        (
+            json!({"owner": "a\u{0}b", "balance_cents": 1}),
+            "/api/accounts",
+            "invalid_owner",
+        ),
+        (
+            json!({"owner": "tab\there", "balance_cents": 1}),
+            "/api/accounts",
+            "invalid_owner",
+        ),
+        (
+            json!({"owner": "too rich", "balance_cents": MAX_BALANCE + 1}),
+            "/api/accounts",
+            "invalid_balance",
+        ),
+        (
+            json!({"from_account_id": rich, "to_account_id": small, "amount_cents": i64::MAX}),
+            "/api/transfers",
+            "invalid_amount",
+        ),
+    ] {
+        let (status, _, res) = app.post(path, &body, None).await;
+        assert_eq!((status, error_code(&res)), (400, code), "{body} -> {res}");
+    }
+    assert_eq!(balance(app, rich).await, MAX_BALANCE, "no body moved money");
+    assert_eq!(balance(app, small).await, 10);
+}
+
 /// A transfer moves money once; a retry with the same key returns the original.
 async fn transfers_and_idempotency(app: &TestApp) {
     let a = create_account(app, "payer", 1_000).await;
@@ -283,6 +355,7 @@ pub async fn ledger_suite(url: &str) {
     app.wait_ready(Duration::from_secs(30)).await;
     accounts_crud_and_pagination(&app).await;
     bad_input_is_rejected(&app).await;
+    money_limits_and_body_shapes(&app).await;
     transfers_and_idempotency(&app).await;
     concurrent_transfers_keep_the_books(&app).await;
     app.stop().await.expect("clean shutdown");

@@ -9,6 +9,7 @@ mod support;
 mod binary;
 mod config;
 mod faults;
+mod hardening;
 mod health;
 mod ledger;
 mod metrics;

@@ -41,7 +41,12 @@ fn zero_means_none_for_optional() {
 
 #[test]
 fn durations_above_the_maximum_are_rejected_by_name() {
-    for value in ["18446744073709551615s", "18446744073709551615", "366days", "1e30"] {
+    for value in [
+        "18446744073709551615s",
+        "18446744073709551615",
+        "366days",
+        "1e30",
+    ] {
         let err = parse_duration("ping_timeout", value).expect_err(value);
         let msg = err.to_string();
         assert!(msg.contains("ping_timeout") && msg.contains(value), "{msg}");

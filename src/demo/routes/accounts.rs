@@ -55,9 +55,7 @@ pub(crate) async fn create(
     if !(0..=MAX_BALANCE_CENTS).contains(&balance_cents) {
         return Err(ApiError::bad_request(
             "invalid_balance",
-            format!(
-                "balance_cents must be from 0 to {MAX_BALANCE_CENTS}, got {balance_cents}"
-            ),
+            format!("balance_cents must be from 0 to {MAX_BALANCE_CENTS}, got {balance_cents}"),
         ));
     }
     let account = accounts::ActiveModel {

@@ -11,6 +11,8 @@ use tokio::task::JoinHandle;
 /// A running demo app.
 pub struct TestApp {
     pub address: String,
+    /// The management listener's address, when `management_port` is set.
+    pub management: Option<String>,
     pub client: reqwest::Client,
     pub db: DbService,
     stop: Option<oneshot::Sender<()>>,
@@ -33,6 +35,9 @@ pub async fn spawn_app(url: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp 
     tweak(&mut settings);
     let app = Application::build(&settings).expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let management = app
+        .management_port()
+        .map(|p| format!("http://127.0.0.1:{p}"));
     let db = app.db().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(
@@ -43,6 +48,7 @@ pub async fn spawn_app(url: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp 
     ));
     TestApp {
         address,
+        management,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
