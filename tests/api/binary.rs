@@ -21,7 +21,11 @@ struct Server {
 
 impl Server {
     fn spawn(env: &[(&str, String)]) -> Self {
-        let cwd = tempfile::tempdir().expect("temp dir");
+        Self::spawn_in(tempfile::tempdir().expect("temp dir"), env)
+    }
+
+    /// Like [`spawn`](Self::spawn), in `cwd` (which may hold a `.env`).
+    fn spawn_in(cwd: tempfile::TempDir, env: &[(&str, String)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbservice"));
         cmd.current_dir(cwd.path())
             .env_clear()
@@ -433,4 +437,133 @@ async fn sslmode_require_against_a_server_without_tls_fails_at_once_naming_sslmo
     assert_eq!(code, 1, "{out}");
     assert!(took < Duration::from_secs(10), "no retry loop: {took:?}");
     assert!(out.contains("sslmode=require"), "names sslmode:\n{out}");
+}
+
+/// A malformed `.env` line is reported by number and key; its text (here a password) is not.
+#[tokio::test]
+async fn a_malformed_env_file_line_is_named_without_its_contents() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        cwd.path().join(".env"),
+        "PORT=0\nDATABASE_URL 'postgres://app:hunter2-SECRET@db/app\n",
+    )
+    .expect("write .env");
+    let mut server = Server::spawn_in(cwd, &[]);
+    let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
+    let out = server.output();
+    assert_eq!(code, 2, "{out}");
+    assert!(!out.contains("hunter2"), "the line was echoed:\n{out}");
+    assert!(
+        out.contains(".env") && out.contains("line 2") && out.contains("DATABASE_URL"),
+        "{out}"
+    );
+}
+
+/// The TLS mode in the startup line is the one the driver uses, `PGSSLMODE` included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_startup_line_reports_the_tls_mode_from_pgsslmode() {
+    let base = fresh_pg_database().await;
+    let server = Server::spawn(&[
+        ("DATABASE_URL", base.clone()),
+        ("PGSSLMODE", "disable".into()),
+    ]);
+    let address = server.address().await;
+    let line = server
+        .output()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "listening")
+        .expect("listening line");
+    assert_eq!(line["sslmode"], "disable", "{line}");
+    assert_eq!(line["sslmode_source"], "PGSSLMODE", "{line}");
+    let client = reqwest::Client::new();
+    wait_ready(&client, &address).await;
+    let details: serde_json::Value = client
+        .get(format!("{address}/health/db"))
+        .send()
+        .await
+        .expect("details")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(details["config"]["tls"]["mode"], "disable", "{details}");
+}
+
+/// SIGTERM while several HTTP workers run transfers: every transfer that got an answer got
+/// 201, every one of them is stored, the books balance, and the process exits 0. The
+/// transactions' BEGIN/COMMIT run on the service's runtime, which outlives the workers'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_transfer_load_with_several_workers_loses_nothing() {
+    let base = fresh_pg_database().await;
+    let mut server = Server::spawn(&[
+        ("DATABASE_URL", with_params(&base, "connection_limit=6")),
+        ("DBSERVICE_HTTP_WORKERS", "3".into()),
+        ("DBSERVICE_SHUTDOWN_GRACE", "300ms".into()),
+    ]);
+    let address = server.address().await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    wait_ready(&client, &address).await;
+    let mut accounts = Vec::new();
+    for _ in 0..2 {
+        let body: serde_json::Value = client
+            .post(format!("{address}/api/accounts"))
+            .json(&serde_json::json!({"owner": "w", "balance_cents": 1_000_000}))
+            .send()
+            .await
+            .expect("created")
+            .json()
+            .await
+            .expect("JSON");
+        accounts.push(body["id"].as_i64().expect("id"));
+    }
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let loaders: Vec<_> = (0..12)
+        .map(|i| {
+            let (client, address, answered) = (client.clone(), address.clone(), answered.clone());
+            let (from, to) = (accounts[i % 2], accounts[(i + 1) % 2]);
+            tokio::spawn(async move {
+                loop {
+                    let res = client
+                        .post(format!("{address}/api/transfers"))
+                        .json(&serde_json::json!({"from_account_id": from, "to_account_id": to, "amount_cents": 1}))
+                        .send()
+                        .await;
+                    match res {
+                        Ok(r) => answered.lock().expect("lock").push(r.status().as_u16()),
+                        // The listener closed: the drill is over for this client.
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.signal(Signal::SIGTERM);
+    let (code, _) = server.wait_exit(Duration::from_secs(30)).await;
+    for l in loaders {
+        let _ = l.await;
+    }
+    let out = server.output();
+    assert_eq!(code, 0, "{out}");
+    let statuses = answered.lock().expect("lock").clone();
+    let created = statuses.iter().filter(|s| **s == 201).count();
+    assert!(created > 10, "the load ran: {created} transfers");
+    assert!(
+        statuses.iter().all(|s| *s == 201),
+        "every answered transfer committed: {statuses:?}"
+    );
+    let stored = crate::support::pg_scalar_i64(&base, "SELECT count(*) FROM transfers").await;
+    assert!(
+        stored as usize >= created,
+        "{stored} stored, {created} acknowledged"
+    );
+    assert_eq!(
+        crate::support::pg_scalar_i64(&base, "SELECT sum(balance_cents)::bigint FROM accounts")
+            .await,
+        2_000_000,
+        "the books balance"
+    );
 }
