@@ -153,7 +153,7 @@ async fn a_flood_of_readiness_probes_takes_at_most_one_connection() {
             let mut n = 0u32;
             while running.load(Ordering::Relaxed) {
                 n += 1;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     let (status, body) = app.get(&format!("/api/accounts/{a}")).await;
                     assert_eq!(status, 200, "{body}");
                 } else {
