@@ -100,6 +100,17 @@ impl Server {
         panic!("did not exit within {bound:?}:\n{}", self.output());
     }
 
+    /// The server's address and an HTTP client (20 s timeout), once `/health/ready` is 200.
+    async fn ready_client(&self) -> (String, reqwest::Client) {
+        let address = self.address().await;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client");
+        wait_ready(&client, &address).await;
+        (address, client)
+    }
+
     fn signal(&self, sig: Signal) {
         let pid = i32::try_from(self.child.id()).expect("pid fits");
         kill(Pid::from_raw(pid), sig).expect("signal delivered");
@@ -210,12 +221,7 @@ async fn sigterm_fails_readiness_then_drains_in_flight_requests() {
         ("DBSERVICE_DEMO_DIAGNOSTICS", "true".into()),
         ("DBSERVICE_SHUTDOWN_GRACE", "1500ms".into()),
     ]);
-    let address = server.address().await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client");
-    wait_ready(&client, &address).await;
+    let (address, client) = server.ready_client().await;
 
     let slow = tokio::spawn({
         let (client, address) = (client.clone(), address.clone());
@@ -317,12 +323,7 @@ async fn the_password_never_appears_even_at_trace_level() {
         ("RUST_LOG", "trace".into()),
         ("DBSERVICE_DEMO_DIAGNOSTICS", "true".into()),
     ]);
-    let address = server.address().await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client");
-    wait_ready(&client, &address).await;
+    let (address, client) = server.ready_client().await;
     let mut bodies = String::new();
     for (method, path, body) in [
         (
@@ -500,12 +501,7 @@ async fn sigterm_under_transfer_load_with_several_workers_loses_nothing() {
         ("DBSERVICE_HTTP_WORKERS", "3".into()),
         ("DBSERVICE_SHUTDOWN_GRACE", "300ms".into()),
     ]);
-    let address = server.address().await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client");
-    wait_ready(&client, &address).await;
+    let (address, client) = server.ready_client().await;
     let mut accounts = Vec::new();
     for _ in 0..2 {
         let body: serde_json::Value = client
