@@ -87,7 +87,10 @@ impl std::fmt::Debug for DbService {
 impl DbService {
     /// Creates the service and its (lazy) pool. No connection is opened yet.
     ///
-    /// Must be called inside a tokio runtime.
+    /// Must be called inside a tokio runtime, and that runtime becomes the service's: the
+    /// `BEGIN`/`COMMIT`/`ROLLBACK` tasks of transactions run there, so that they survive the
+    /// HTTP worker that started them. Call it from `main`'s runtime (as the demo does), not
+    /// from inside actix-web's per-worker app factory.
     pub fn new(config: DbConfig) -> Result<Self> {
         let p = config.pool();
         let instruments = Arc::new(Instruments::new(p.slow_query_threshold));
