@@ -120,7 +120,9 @@ pub async fn drain<S>(
     }
     // actix enforces `drain_timeout`; this outer bound only guards against a server that
     // never reports back.
-    let bound = settings.drain_timeout.saturating_add(Duration::from_secs(2));
+    let bound = settings
+        .drain_timeout
+        .saturating_add(Duration::from_secs(2));
     if tokio::time::timeout(bound, server).await.is_err() {
         tracing::warn!("server did not stop within drain_timeout");
     }

@@ -702,7 +702,10 @@ fn settings_after_begin(
     timeout: Duration,
     elapsed: Duration,
 ) -> String {
-    let ms = timeout.saturating_sub(elapsed).saturating_add(SERVER_GRACE).as_millis();
+    let ms = timeout
+        .saturating_sub(elapsed)
+        .saturating_add(SERVER_GRACE)
+        .as_millis();
     let level = isolation.map(|l| format!(" ISOLATION LEVEL {l}"));
     let mode = access.map(|m| format!(" {m}"));
     let set_transaction = match (level, mode) {
