@@ -15,9 +15,9 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, Statement,
 };
 
+use crate::classify::{query_deadline_passed, safe_to_rerun, sqlstate};
 use crate::gate::Gate;
-use crate::observe::{Instruments, query_deadline_passed};
-use crate::transaction::sqlstate;
+use crate::observe::Instruments;
 
 /// The service's SeaORM executor; cheap to clone.
 #[derive(Clone)]
@@ -103,23 +103,6 @@ impl DbConn {
     }
 }
 
-/// Whether a statement that failed with `code` before it could have run may be run again.
-fn safe_to_rerun(code: Option<&str>, sql: &str) -> bool {
-    match code {
-        Some("57P05") => true,
-        Some("57P01") => is_select(sql),
-        _ => false,
-    }
-}
-
-/// A plain read by its first keyword (SeaORM writes start with INSERT/UPDATE/DELETE; a `WITH`
-/// may hide a write, so it does not count).
-fn is_select(sql: &str) -> bool {
-    sql.trim_start()
-        .get(..6)
-        .is_some_and(|word| word.eq_ignore_ascii_case("select"))
-}
-
 /// Notes trouble if dropped before the statement finished (its caller was cancelled).
 struct Unfinished<'a>(Option<&'a Instruments>);
 
@@ -162,23 +145,5 @@ impl ConnectionTrait for DbConn {
 
     fn is_mock_connection(&self) -> bool {
         false
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_harmless_statements_are_rerun() {
-        assert!(safe_to_rerun(Some("57P05"), "INSERT INTO t VALUES (1)"));
-        assert!(safe_to_rerun(Some("57P01"), "  select 1"));
-        assert!(!safe_to_rerun(Some("57P01"), "INSERT INTO t VALUES (1)"));
-        assert!(!safe_to_rerun(
-            Some("57P01"),
-            "WITH x AS (DELETE FROM t) SELECT 1"
-        ));
-        assert!(!safe_to_rerun(Some("23505"), "SELECT 1"));
-        assert!(!safe_to_rerun(None, "SELECT 1"));
     }
 }

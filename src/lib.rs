@@ -15,7 +15,7 @@
 //! - [`shutdown`]: SIGTERM/SIGINT handling: readiness first, then drain, then close.
 //! - [`migrate`]: sea-orm-migration behind a cross-process lock.
 //! - [`telemetry`]: `tracing` subscriber and the per-request log line.
-//! - `demo`: the ledger backend that `cargo run` serves; an example, not part of the API.
+//! - [`classify`]: what a database error means (SQLSTATE, kind, retryable).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,9 +26,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod classify;
 pub mod config;
 mod conn;
-pub mod demo;
 mod error;
 mod gate;
 pub mod health;
@@ -43,10 +43,9 @@ pub mod telemetry;
 mod time;
 pub mod transaction;
 
-pub use config::{Backend, DbConfig, PoolOptions, RedactedUrl, Settings};
+pub use config::{Backend, ConfigError, DbConfig, PoolOptions, RedactedUrl, Settings};
 pub use conn::DbConn;
-pub use error::{ConfigError, Error, Result};
-pub use observe::{Distribution, ErrorCounts};
+pub use error::{Error, Result};
 pub use service::{DbService, LastError, Phase, PingError, READY_CACHE, Readiness};
-pub use stats::PoolStats;
-pub use transaction::{Isolation, Transaction, TxError, TxOptions, TxStats};
+pub use stats::{Distribution, ErrorCounts, PoolStats, TxStats};
+pub use transaction::{Isolation, Transaction, TxError, TxOptions};

@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::observe::ErrorKind;
+use crate::classify::ErrorKind;
 use crate::service::DbService;
 
 /// The content type of the OpenMetrics text format.

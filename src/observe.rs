@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use sea_orm::DbErr;
-use serde::Serialize;
 
-use crate::transaction::sqlstate;
+use crate::classify::ErrorKind;
+use crate::stats::{Distribution, ErrorCounts};
 
 /// How long after a sign of trouble returned connections keep getting the full release check.
 pub const TROUBLE_WINDOW: Duration = Duration::from_secs(30);
@@ -29,103 +29,6 @@ pub const TROUBLE_WINDOW: Duration = Duration::from_secs(30);
 /// How many recent samples the percentiles of [`DbService::stats`](crate::DbService::stats)
 /// are computed over.
 pub const WINDOW: usize = 1024;
-
-/// The kinds errors are counted by (`dbservice_client_errors_total{kind=...}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ErrorKind {
-    PoolTimeout,
-    QueryTimeout,
-    PoolClosed,
-    Connection,
-    StatementTimeout,
-    Serialization,
-    Constraint,
-    Query,
-}
-
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
-        ErrorKind::PoolTimeout,
-        ErrorKind::QueryTimeout,
-        ErrorKind::PoolClosed,
-        ErrorKind::Connection,
-        ErrorKind::StatementTimeout,
-        ErrorKind::Serialization,
-        ErrorKind::Constraint,
-        ErrorKind::Query,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            ErrorKind::PoolTimeout => "pool_timeout",
-            ErrorKind::QueryTimeout => "query_timeout",
-            ErrorKind::PoolClosed => "pool_closed",
-            ErrorKind::Connection => "connection",
-            ErrorKind::StatementTimeout => "statement_timeout",
-            ErrorKind::Serialization => "serialization",
-            ErrorKind::Constraint => "constraint",
-            ErrorKind::Query => "query",
-        }
-    }
-
-    pub fn of(err: &DbErr) -> ErrorKind {
-        use sea_orm::error::ConnAcquireErr;
-        match err {
-            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => return ErrorKind::PoolTimeout,
-            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed) => {
-                return ErrorKind::PoolClosed;
-            }
-            DbErr::Conn(_) => return ErrorKind::Connection,
-            _ if is_query_deadline(err) => return ErrorKind::QueryTimeout,
-            _ => {}
-        }
-        match sqlstate(err).as_deref() {
-            Some("57014" | "70100") => ErrorKind::StatementTimeout,
-            Some("40001" | "40P01") => ErrorKind::Serialization,
-            Some(code) if code.starts_with("23") => ErrorKind::Constraint,
-            Some(code) if code.starts_with("08") || code.starts_with("57P") => {
-                ErrorKind::Connection
-            }
-            Some(_) => ErrorKind::Query,
-            None if is_io(err) => ErrorKind::Connection,
-            None => ErrorKind::Query,
-        }
-    }
-}
-
-/// Marks the I/O error of a statement whose client deadline (`query_timeout`) passed, so it is
-/// classified by type rather than by its message.
-#[derive(Debug, thiserror::Error)]
-#[error("the database did not answer within query_timeout ({0:?})")]
-pub(crate) struct QueryDeadline(pub Duration);
-
-/// The error for a statement the server did not answer within `deadline`.
-pub(crate) fn query_deadline_passed(deadline: Duration) -> DbErr {
-    use sea_orm::{RuntimeErr, sqlx};
-    DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(sqlx::Error::Io(
-        std::io::Error::new(std::io::ErrorKind::TimedOut, QueryDeadline(deadline)),
-    ))))
-}
-
-fn is_query_deadline(err: &DbErr) -> bool {
-    use sea_orm::{RuntimeErr, sqlx};
-    match err {
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            matches!(e.as_ref(), sqlx::Error::Io(io)
-                if io.get_ref().is_some_and(|inner| inner.is::<QueryDeadline>()))
-        }
-        _ => false,
-    }
-}
-
-fn is_io(err: &DbErr) -> bool {
-    use sea_orm::{RuntimeErr, sqlx};
-    matches!(
-        err,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))
-            if matches!(e.as_ref(), sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed)
-    )
-}
 
 /// The last [`WINDOW`] samples of a duration, for percentiles.
 #[derive(Debug, Default)]
@@ -163,44 +66,6 @@ impl Window {
             max_ms: samples.last().copied().unwrap_or(0.0) * 1000.0,
         }
     }
-}
-
-/// Percentiles of a duration over the last [`WINDOW`] samples, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-#[non_exhaustive]
-pub struct Distribution {
-    /// How many samples the window holds (at most [`WINDOW`]).
-    pub samples: usize,
-    /// Median.
-    pub p50_ms: f64,
-    /// 95th percentile.
-    pub p95_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// Largest sample in the window.
-    pub max_ms: f64,
-}
-
-/// Errors counted by kind since the service started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct ErrorCounts {
-    /// No connection within `pool_timeout`.
-    pub pool_timeout: u64,
-    /// No answer within the client deadline `query_timeout`.
-    pub query_timeout: u64,
-    /// The pool was closed (shutdown).
-    pub pool_closed: u64,
-    /// The database could not be reached or dropped the connection.
-    pub connection: u64,
-    /// The server cancelled a statement (`statement_timeout`).
-    pub statement_timeout: u64,
-    /// Serialization failures and deadlocks.
-    pub serialization: u64,
-    /// Constraint violations (SQLSTATE class 23).
-    pub constraint: u64,
-    /// Any other failed statement.
-    pub query: u64,
 }
 
 /// The service's own instruments.

@@ -1,9 +1,9 @@
-//! Pool statistics.
+//! The statistics types: what [`DbService::stats`](crate::DbService::stats) reports (pool,
+//! waits, statements, errors, transactions) and the transaction outcome counters behind it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
-
-use crate::observe::{Distribution, ErrorCounts};
-use crate::transaction::TxStats;
 
 /// A snapshot of the pool: connections, callers, statements, errors, transactions.
 ///
@@ -57,5 +57,84 @@ impl PoolStats {
             return 0.0;
         }
         f64::from(self.busy) / f64::from(self.max)
+    }
+}
+
+/// Percentiles of a duration over the last [`WINDOW`] samples, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Distribution {
+    /// How many samples the window holds (at most [`WINDOW`]).
+    pub samples: usize,
+    /// Median.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest sample in the window.
+    pub max_ms: f64,
+}
+
+/// Errors counted by kind since the service started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ErrorCounts {
+    /// No connection within `pool_timeout`.
+    pub pool_timeout: u64,
+    /// No answer within the client deadline `query_timeout`.
+    pub query_timeout: u64,
+    /// The pool was closed (shutdown).
+    pub pool_closed: u64,
+    /// The database could not be reached or dropped the connection.
+    pub connection: u64,
+    /// The server cancelled a statement (`statement_timeout`).
+    pub statement_timeout: u64,
+    /// Serialization failures and deadlocks.
+    pub serialization: u64,
+    /// Constraint violations (SQLSTATE class 23).
+    pub constraint: u64,
+    /// Any other failed statement.
+    pub query: u64,
+}
+
+/// Transaction outcome counters, since the service started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TxStats {
+    /// Transactions committed.
+    pub commit: u64,
+    /// Transactions rolled back because the closure failed (retried attempts included).
+    pub rollback: u64,
+    /// Transactions rolled back because they ran past `timeout`.
+    pub timeout: u64,
+    /// Transactions that could not start within `max_wait`.
+    pub max_wait: u64,
+    /// Re-runs after a serialization failure or deadlock.
+    pub retry: u64,
+    /// Transactions whose `COMMIT` got no answer in time: committed or not, nobody knows.
+    pub commit_unknown: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct TxCounters {
+    pub(crate) commit: AtomicU64,
+    pub(crate) rollback: AtomicU64,
+    pub(crate) timeout: AtomicU64,
+    pub(crate) max_wait: AtomicU64,
+    pub(crate) retry: AtomicU64,
+    pub(crate) commit_unknown: AtomicU64,
+}
+
+impl TxCounters {
+    pub fn snapshot(&self) -> TxStats {
+        TxStats {
+            commit: self.commit.load(Ordering::Relaxed),
+            rollback: self.rollback.load(Ordering::Relaxed),
+            timeout: self.timeout.load(Ordering::Relaxed),
+            max_wait: self.max_wait.load(Ordering::Relaxed),
+            retry: self.retry.load(Ordering::Relaxed),
+            commit_unknown: self.commit_unknown.load(Ordering::Relaxed),
+        }
     }
 }

@@ -36,9 +36,11 @@ use sea_orm::{
 };
 use serde::Serialize;
 
+use crate::classify::{find_db_err, is_retryable, sqlstate};
 use crate::gate::Permit;
 use crate::observe::Instruments;
 use crate::service::{DbService, Tasks};
+use crate::stats::TxCounters;
 
 /// Transaction isolation levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -233,80 +235,8 @@ impl Drop for Transaction {
     }
 }
 
-/// Transaction outcome counters, since the service started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct TxStats {
-    /// Transactions committed.
-    pub commit: u64,
-    /// Transactions rolled back because the closure failed (retried attempts included).
-    pub rollback: u64,
-    /// Transactions rolled back because they ran past `timeout`.
-    pub timeout: u64,
-    /// Transactions that could not start within `max_wait`.
-    pub max_wait: u64,
-    /// Re-runs after a serialization failure or deadlock.
-    pub retry: u64,
-    /// Transactions whose `COMMIT` got no answer in time: committed or not, nobody knows.
-    pub commit_unknown: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct TxCounters {
-    commit: AtomicU64,
-    rollback: AtomicU64,
-    timeout: AtomicU64,
-    max_wait: AtomicU64,
-    retry: AtomicU64,
-    commit_unknown: AtomicU64,
-}
-
-impl TxCounters {
-    pub fn snapshot(&self) -> TxStats {
-        TxStats {
-            commit: self.commit.load(Ordering::Relaxed),
-            rollback: self.rollback.load(Ordering::Relaxed),
-            timeout: self.timeout.load(Ordering::Relaxed),
-            max_wait: self.max_wait.load(Ordering::Relaxed),
-            retry: self.retry.load(Ordering::Relaxed),
-            commit_unknown: self.commit_unknown.load(Ordering::Relaxed),
-        }
-    }
-}
-
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// The SQLSTATE of a driver error, if it carries one.
-pub fn sqlstate(err: &DbErr) -> Option<String> {
-    use sea_orm::{RuntimeErr, sqlx};
-    match err {
-        DbErr::Exec(RuntimeErr::SqlxError(e))
-        | DbErr::Query(RuntimeErr::SqlxError(e))
-        | DbErr::Conn(RuntimeErr::SqlxError(e)) => match e.as_ref() {
-            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// Whether re-running the whole transaction may succeed: serialization failure or deadlock.
-pub fn is_retryable(err: &DbErr) -> bool {
-    matches!(sqlstate(err).as_deref(), Some("40001" | "40P01"))
-}
-
-/// Finds a [`DbErr`] in `err` or its `source()` chain.
-fn find_db_err<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a DbErr> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(db) = e.downcast_ref::<DbErr>() {
-            return Some(db);
-        }
-        cur = e.source();
-    }
-    None
 }
 
 /// How long a caller waits for the answer to `COMMIT`: the transaction's `timeout` (at least

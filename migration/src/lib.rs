@@ -1,13 +1,18 @@
 //! The ledger schema of the dbservice demo.
 //!
 //! Applied at startup by the demo (through `dbservice::migrate::run`, which serialises
-//! concurrent instances), or by hand with `cargo run --bin migrate -- up`.
+//! concurrent instances), or by hand with `cargo run -p migration -- up|down|status`.
 
 pub use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_create_accounts;
 mod m20250101_000002_create_transfers;
 mod m20250101_000003_cap_balances;
+
+/// Where the demo keeps its data when `DATABASE_URL` is unset: an SQLite file in the working
+/// directory, created on first run. The migration CLI uses it too, so that
+/// `cargo run -p migration -- status` at the repository root reads the demo's database.
+pub const DEMO_DATABASE_URL: &str = "sqlite://dbservice-demo.sqlite?mode=rwc";
 
 /// The ledger's migrations, in order.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::error::ConfigError;
+use super::error::ConfigError;
 
 /// The longest duration any setting accepts: 365 days. Longer values are almost certainly a
 /// mistake (a unit left off, milliseconds written as seconds), and bounding them keeps every

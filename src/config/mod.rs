@@ -8,8 +8,10 @@
 //! - [`RedactedUrl`] is the only form in which a URL is ever shown.
 
 pub(crate) mod duration;
+mod error;
 mod redact;
 mod settings;
+mod shutdown;
 mod tls;
 mod url;
 
@@ -19,13 +21,14 @@ use serde::Serialize;
 
 pub use self::duration::MAX_DURATION;
 use self::duration::{parse_duration, parse_optional_duration};
+pub use self::error::ConfigError;
 pub use self::redact::RedactedUrl;
-pub use self::settings::{HttpSettings, LogFormat, SERVER_KEYS, Settings};
+pub use self::settings::{AppKeys, AppValues, LIBRARY_KEYS, LogFormat, Settings};
+pub use self::shutdown::ShutdownSettings;
 pub use self::tls::TlsMode;
 pub use self::url::Backend;
 pub use self::url::POOL_KEYS;
 use self::url::{SplitUrl, split};
-use crate::error::ConfigError;
 
 /// The validated pool configuration of one [`DbService`](crate::DbService).
 ///

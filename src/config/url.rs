@@ -7,8 +7,8 @@
 
 use url::Url;
 
+use super::error::ConfigError;
 use super::redact::RedactedUrl;
-use crate::error::ConfigError;
 
 /// The database engine a URL points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -24,8 +24,7 @@ use crate::conn::DbConn;
 use crate::error::{Error, Result};
 use crate::gate::Gate;
 use crate::observe::Instruments;
-use crate::stats::PoolStats;
-use crate::transaction::TxCounters;
+use crate::stats::{PoolStats, TxCounters};
 
 /// A cheap-to-clone handle to one database pool and its state.
 ///

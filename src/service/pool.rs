@@ -20,8 +20,8 @@ use sea_orm::sqlx::{
 };
 use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
 
+use crate::config::ConfigError;
 use crate::config::{Backend, DbConfig, PoolOptions};
-use crate::error::ConfigError;
 use crate::observe::Instruments;
 
 /// sqlx needs a finite acquire timeout; "no limit" (`pool_timeout=0`) becomes a year.

@@ -2,19 +2,19 @@
 
 use std::process::ExitCode;
 
-use dbservice::demo::Application;
-use dbservice::{Settings, shutdown, telemetry};
+use dbservice::{shutdown, telemetry};
+use dbservice_demo::{Application, DemoSettings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = match Settings::from_env() {
+    let settings = match DemoSettings::from_env() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("dbservice: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = telemetry::init(settings.log_format) {
+    if let Err(e) = telemetry::init(settings.core.log_format) {
         eprintln!("dbservice: cannot initialise logging: {e}");
         return ExitCode::from(1);
     }
@@ -33,10 +33,10 @@ async fn main() -> ExitCode {
         sslmode = db.config().tls().map_or("none", |t| t.mode),
         sslmode_source = db.config().tls().map_or("-", |t| t.source),
         pool = ?db.config().pool(),
-        shutdown = ?settings.shutdown,
+        shutdown = ?settings.core.shutdown,
         "listening"
     );
-    if !settings.has_database_url() {
+    if !settings.core.has_database_url() {
         tracing::info!("DATABASE_URL is unset: using the embedded SQLite file");
     }
     let stop = async {

@@ -1,4 +1,5 @@
-//! A deadline for whole HTTP requests, for actix-web.
+//! The actix-web edge: [`ApiError`] (database errors as HTTP answers) and a deadline for whole
+//! requests.
 //!
 //! actix bounds the request head (`client_request_timeout`) and idle keep-alive connections,
 //! but not the body or the handler: a client that trickles its body one byte at a time, or a
@@ -17,6 +18,10 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
+
+mod error;
+
+pub use self::error::ApiError;
 
 /// The longest a request may take from its head to its response; put one in the app data
 /// (`web::Data<RequestTimeout>`) and wrap the app in `middleware::from_fn(bound_request)`.

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dbservice::demo::Application;
-use dbservice::{DbService, Settings};
+use dbservice::DbService;
+use dbservice_demo::{Application, DemoSettings};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -20,17 +20,18 @@ pub struct TestApp {
 }
 
 /// Settings as a fresh machine would have them (no environment, no file), with `url`.
-pub fn test_settings(url: &str) -> Settings {
+pub fn test_settings(url: &str) -> DemoSettings {
     let empty = tempfile::tempdir().expect("temp dir");
-    let mut s = Settings::from_sources(&HashMap::new(), empty.path()).expect("default settings");
-    s.set_database_url(url);
+    let mut s =
+        DemoSettings::from_sources(&HashMap::new(), empty.path()).expect("default settings");
+    s.core.set_database_url(url);
     s.port = 0;
     s.demo_diagnostics = true;
     s
 }
 
 /// Builds and runs the demo app against `url`; `tweak` may change the settings first.
-pub async fn spawn_app(url: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+pub async fn spawn_app(url: &str, tweak: impl FnOnce(&mut DemoSettings)) -> TestApp {
     let mut settings = test_settings(url);
     tweak(&mut settings);
     let app = Application::build(&settings).expect("app builds");

@@ -9,9 +9,9 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use super::{MAX_BALANCE_CENTS, ObjectBody, from_object, page_limit};
-use crate::DbService;
-use crate::demo::entities::accounts;
-use crate::demo::error::ApiError;
+use crate::entities::accounts;
+use dbservice::DbService;
+use dbservice::http::ApiError;
 
 /// Body of `POST /api/accounts`.
 #[derive(Debug, Deserialize)]

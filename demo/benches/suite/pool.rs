@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dbservice::DbService;
-use dbservice::demo::entities::{accounts, transfers};
 use dbservice::transaction::Isolation;
+use dbservice_demo::entities::{accounts, transfers};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::sqlx::{self, postgres::PgPoolOptions};
 use sea_orm::{

@@ -401,9 +401,9 @@ async fn an_unanswered_commit_is_an_unknown_outcome() {
     );
     assert_eq!(db.stats().transactions.commit_unknown, 1);
 
-    let api = dbservice::demo::error::ApiError::from(
-        TxError::<std::io::Error>::CommitOutcomeUnknown("no answer".into()),
-    );
+    let api = dbservice::http::ApiError::from(TxError::<std::io::Error>::CommitOutcomeUnknown(
+        "no answer".into(),
+    ));
     assert_eq!(
         (api.status.as_u16(), api.code, api.retry_after),
         (504, "commit_outcome_unknown", None)

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dbservice::Settings;
+use dbservice_demo::DemoSettings;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
@@ -21,8 +21,9 @@ fn environment_overrides_file_and_url_overrides_environment() {
     )
     .expect("write config file");
 
-    let only_file = Settings::from_sources(&HashMap::new(), dir.path()).expect("file alone loads");
-    let cfg = only_file.db_config(None).expect("valid");
+    let only_file =
+        DemoSettings::from_sources(&HashMap::new(), dir.path()).expect("file alone loads");
+    let cfg = only_file.core.db_config(None).expect("valid");
     assert_eq!(
         cfg.pool().connection_limit,
         4,
@@ -31,7 +32,7 @@ fn environment_overrides_file_and_url_overrides_environment() {
     assert_eq!(cfg.pool().pool_timeout, Some(Duration::from_secs(7)));
     assert_eq!(only_file.port, 9000);
 
-    let s = Settings::from_sources(
+    let s = DemoSettings::from_sources(
         &env(&[
             ("DATABASE_URL", "postgres://env@h/db?connection_limit=9"),
             ("DBSERVICE_CONNECTION_LIMIT", "6"),
@@ -41,7 +42,7 @@ fn environment_overrides_file_and_url_overrides_environment() {
         dir.path(),
     )
     .expect("layers load");
-    let cfg = s.db_config(None).expect("valid");
+    let cfg = s.core.db_config(None).expect("valid");
     assert_eq!(cfg.pool().connection_limit, 9, "URL beats environment");
     assert_eq!(
         cfg.pool().pool_timeout,
@@ -61,7 +62,7 @@ fn environment_overrides_file_and_url_overrides_environment() {
 fn explicit_config_file_must_exist() {
     let dir = tempfile::tempdir().expect("temp dir");
     let missing = dir.path().join("nope.toml");
-    let err = Settings::from_sources(
+    let err = DemoSettings::from_sources(
         &env(&[("DBSERVICE_CONFIG", missing.to_str().expect("utf-8 path"))]),
         dir.path(),
     )
@@ -72,7 +73,7 @@ fn explicit_config_file_must_exist() {
 #[test]
 fn unknown_prefixed_variable_is_named() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let err = Settings::from_sources(&env(&[("DBSERVICE_CONECTION_LIMIT", "3")]), dir.path())
+    let err = DemoSettings::from_sources(&env(&[("DBSERVICE_CONECTION_LIMIT", "3")]), dir.path())
         .expect_err("typo is an error");
     let msg = err.to_string();
     assert!(
@@ -93,11 +94,11 @@ fn bad_values_from_the_environment_name_the_parameter() {
         ("DBSERVICE_METRICS", "maybe", "metrics"),
         ("DBSERVICE_HTTP_WORKERS", "many", "http_workers"),
     ] {
-        let result = Settings::from_sources(
+        let result = DemoSettings::from_sources(
             &env(&[(var, value), ("DATABASE_URL", "postgres://u:pw@h/db")]),
             dir.path(),
         )
-        .and_then(|s| s.db_config(None));
+        .and_then(|s| s.core.db_config(None));
         let msg = result
             .err()
             .unwrap_or_else(|| panic!("{var}={value} accepted"))
@@ -109,13 +110,13 @@ fn bad_values_from_the_environment_name_the_parameter() {
 #[test]
 fn shutdown_settings_have_documented_defaults() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Settings::from_sources(&HashMap::new(), dir.path()).expect("defaults load");
-    assert_eq!(s.shutdown.grace, Duration::ZERO);
-    assert_eq!(s.shutdown.drain_timeout, Duration::from_secs(15));
-    assert_eq!(s.shutdown.pool_close_timeout, Duration::from_secs(5));
+    let s = DemoSettings::from_sources(&HashMap::new(), dir.path()).expect("defaults load");
+    assert_eq!(s.core.shutdown.grace, Duration::ZERO);
+    assert_eq!(s.core.shutdown.drain_timeout, Duration::from_secs(15));
+    assert_eq!(s.core.shutdown.pool_close_timeout, Duration::from_secs(5));
     assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 8080));
-    assert!(!s.has_database_url());
-    let err = s.db_config(None).expect_err("no URL, no default");
+    assert!(!s.core.has_database_url());
+    let err = s.core.db_config(None).expect_err("no URL, no default");
     assert!(err.to_string().contains("DATABASE_URL"));
 }
 
@@ -123,10 +124,10 @@ fn shutdown_settings_have_documented_defaults() {
 fn http_workers_default_to_half_the_cores_and_can_be_set() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let s = Settings::from_sources(&HashMap::new(), dir.path()).expect("defaults load");
+    let s = DemoSettings::from_sources(&HashMap::new(), dir.path()).expect("defaults load");
     assert_eq!(s.http_workers, 0);
     assert_eq!(s.effective_http_workers(), cores.div_ceil(2));
-    let s = Settings::from_sources(&env(&[("DBSERVICE_HTTP_WORKERS", "3")]), dir.path())
+    let s = DemoSettings::from_sources(&env(&[("DBSERVICE_HTTP_WORKERS", "3")]), dir.path())
         .expect("loads");
     assert_eq!(s.effective_http_workers(), 3);
 }
@@ -134,7 +135,7 @@ fn http_workers_default_to_half_the_cores_and_can_be_set() {
 /// `.env.example` documents every setting, and every example value in it is valid.
 #[test]
 fn env_example_lists_every_setting_with_valid_values() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env.example"))
         .expect(".env.example exists");
     let mut vars: HashMap<String, String> = HashMap::new();
     for line in text.lines() {
@@ -150,7 +151,10 @@ fn env_example_lists_every_setting_with_valid_values() {
         let var = format!("DBSERVICE_{}", key.to_ascii_uppercase());
         assert!(vars.contains_key(&var), ".env.example lacks {var}");
     }
-    for key in dbservice::config::SERVER_KEYS {
+    for key in dbservice::config::LIBRARY_KEYS
+        .iter()
+        .chain(dbservice_demo::DEMO_KEYS)
+    {
         let var = match *key {
             "database_url" | "host" | "port" | "log_format" => key.to_ascii_uppercase(),
             other => format!("DBSERVICE_{}", other.to_ascii_uppercase()),
@@ -170,8 +174,9 @@ fn env_example_lists_every_setting_with_valid_values() {
         "postgres://app:secret@127.0.0.1:5432/app".into(),
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let settings = Settings::from_sources(&vars, dir.path()).expect("example settings load");
+    let settings = DemoSettings::from_sources(&vars, dir.path()).expect("example settings load");
     settings
+        .core
         .db_config(None)
         .expect("example pool settings are valid");
 }
@@ -187,14 +192,14 @@ fn huge_durations_are_refused_naming_the_setting() {
         ("DBSERVICE_DRAIN_TIMEOUT", "drain_timeout"),
         ("DBSERVICE_REQUEST_TIMEOUT", "request_timeout"),
     ] {
-        let loaded = Settings::from_sources(
+        let loaded = DemoSettings::from_sources(
             &env(&[
                 ("DATABASE_URL", "postgres://u@h/db"),
                 (var, "18446744073709551615s"),
             ]),
             dir.path(),
         )
-        .and_then(|s| s.db_config(None).map(|_| s));
+        .and_then(|s| s.core.db_config(None).map(|_| s));
         let err = loaded.expect_err(var).to_string();
         assert!(
             err.contains(param) && err.contains("18446744073709551615s") && err.contains("365"),
@@ -232,13 +237,13 @@ fn query_timeout_defaults_aliases_and_conflicts() {
 #[test]
 fn http_bounds_load_and_bad_values_are_named() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = Settings::from_sources(&HashMap::new(), dir.path()).expect("defaults load");
+    let s = DemoSettings::from_sources(&HashMap::new(), dir.path()).expect("defaults load");
     assert_eq!(s.http.request_timeout, Some(Duration::from_secs(35)));
     assert_eq!(s.http.keep_alive, Some(Duration::from_secs(5)));
     assert_eq!(s.http.client_request_timeout, Duration::from_secs(5));
     assert_eq!(s.http.management_port, None);
     assert!(!s.http.health_details);
-    let s = Settings::from_sources(
+    let s = DemoSettings::from_sources(
         &env(&[
             ("DBSERVICE_REQUEST_TIMEOUT", "0"),
             ("DBSERVICE_HTTP_KEEP_ALIVE", "0"),
@@ -259,7 +264,7 @@ fn http_bounds_load_and_bad_values_are_named() {
         ("DBSERVICE_HTTP_MAX_CONNECTIONS", "lots"),
         ("DBSERVICE_MANAGEMENT_PORT", "70000"),
     ] {
-        let err = Settings::from_sources(&env(&[(var, value)]), dir.path())
+        let err = DemoSettings::from_sources(&env(&[(var, value)]), dir.path())
             .expect_err(var)
             .to_string();
         let param = var.trim_start_matches("DBSERVICE_").to_ascii_lowercase();

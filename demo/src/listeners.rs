@@ -10,8 +10,8 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web;
 
-use super::error::ApiError;
-use crate::error::{Error, Result};
+use dbservice::http::ApiError;
+use dbservice::{Error, Result};
 
 /// Which port is the management listener's, if there is one.
 #[derive(Debug, Clone, Copy)]

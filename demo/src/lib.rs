@@ -1,30 +1,26 @@
-//! The demo backend: a small ledger (accounts and transfers) on top of [`DbService`].
-//!
-//! The library never uses this module; it shows how a backend wires the service in, and the
-//! tests drive it exactly as `cargo run` does.
+//! The dbservice demo: a small ledger backend (accounts and transfers) on top of
+//! [`DbService`]. It shows how a backend wires the service in, using only the library's public
+//! API; the tests drive it exactly as `cargo run` does.
 
 pub mod entities;
-pub mod error;
-mod routes;
-
 mod listeners;
+mod routes;
+mod settings;
+
+pub use self::settings::{DEMO_KEYS, DemoSettings, HttpSettings};
 
 use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
 use actix_web::{App, HttpServer, middleware, web};
 
-use self::error::ApiError;
-use crate::config::Settings;
-use crate::error::{Error, Result};
-use crate::health::HealthOptions;
-use crate::http::RequestTimeout;
-use crate::service::DbService;
-use crate::shutdown::{self, ShutdownSettings};
-use crate::{health, migrate, telemetry};
+use dbservice::health::HealthOptions;
+use dbservice::http::ApiError;
+use dbservice::http::RequestTimeout;
+use dbservice::shutdown::{self, ShutdownSettings};
+use dbservice::{DbService, Error, Result, health, migrate, telemetry};
 
-/// Where the demo keeps its data when `DATABASE_URL` is unset: an SQLite file in the working
-/// directory, created on first run.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://dbservice-demo.sqlite?mode=rwc";
+/// Where the demo keeps its data when `DATABASE_URL` is unset (see the migration crate).
+pub use migration::DEMO_DATABASE_URL as DEFAULT_DATABASE_URL;
 
 /// The demo server, bound and ready to run.
 pub struct Application {
@@ -39,8 +35,8 @@ impl Application {
     /// Validates the settings, creates the (not yet connected) [`DbService`] and binds the
     /// listener (`port` 0 picks a free port). Serves nothing until
     /// [`run_until_stopped`](Self::run_until_stopped). Must be called inside a tokio runtime.
-    pub fn build(settings: &Settings) -> Result<Self> {
-        let config = settings.db_config(Some(DEFAULT_DATABASE_URL))?;
+    pub fn build(settings: &DemoSettings) -> Result<Self> {
+        let config = settings.core.db_config(Some(DEFAULT_DATABASE_URL))?;
         let db = DbService::new(config)?;
         let http = &settings.http;
         let public = listeners::bind(&settings.host, settings.port, http.backlog)?;
@@ -63,12 +59,12 @@ impl Application {
         // Off (`metrics=false`): no `/metrics` route and no per-request metric work.
         let http_metrics = settings
             .metrics
-            .then(|| web::Data::new(crate::metrics::HttpMetrics::default()));
+            .then(|| web::Data::new(dbservice::metrics::HttpMetrics::default()));
         let mut server = HttpServer::new(move || {
             let mut app = App::new()
                 // Outermost first in the log: a request cut off by its deadline is logged and
                 // counted with its 504.
-                .wrap(middleware::from_fn(crate::http::bound_request))
+                .wrap(middleware::from_fn(dbservice::http::bound_request))
                 .wrap(middleware::from_fn(listeners::route_by_listener))
                 .wrap(middleware::from_fn(telemetry::log_request))
                 .app_data(data.clone())
@@ -85,7 +81,7 @@ impl Application {
             match &http_metrics {
                 Some(m) => app
                     .app_data(m.clone())
-                    .route("/metrics", web::get().to(crate::metrics::handler)),
+                    .route("/metrics", web::get().to(dbservice::metrics::handler)),
                 None => app,
             }
         })
@@ -99,7 +95,7 @@ impl Application {
         .max_connections(http.max_connections)
         // Signals are ours (crate::shutdown): readiness must fail before the listener closes.
         .disable_signals()
-        .shutdown_timeout(settings.shutdown.drain_timeout_secs())
+        .shutdown_timeout(settings.core.shutdown.drain_timeout_secs())
         .listen(public)
         .map_err(|e| Error::Startup(format!("cannot serve: {e}")))?;
         if let Some(listener) = management {
@@ -113,7 +109,7 @@ impl Application {
             management_port,
             server,
             db,
-            shutdown: settings.shutdown,
+            shutdown: settings.core.shutdown,
         })
     }
 

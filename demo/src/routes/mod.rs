@@ -8,7 +8,7 @@ use actix_web::web;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::error::ApiError;
+use dbservice::http::ApiError;
 
 /// The largest balance an account may hold, in cents (10^15: ten trillion in the currency's
 /// main unit). Far above any real balance and far below `i64::MAX`, so no sum of two allowed

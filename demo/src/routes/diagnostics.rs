@@ -8,8 +8,8 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::DbService;
-use crate::demo::error::ApiError;
+use dbservice::DbService;
+use dbservice::http::ApiError;
 
 /// Query of the sleep endpoint.
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,8 @@
-//! `ApiError`: the demo's one error type at the HTTP edge, rendered as
-//! `{"error": {"code": "...", "message": "..."}}` with a meaningful status.
+//! [`ApiError`]: an error at the HTTP edge, rendered as
+//! `{"error": {"code": "...", "message": "..."}}` with a meaningful status. `From<DbErr>` and
+//! `From<TxError<E>>` give a backend's own handlers the same answers as the demo's: 503 +
+//! `Retry-After` for no connection or an unreachable database, 504 for timeouts, 504
+//! `commit_outcome_unknown` without `Retry-After`, 500 (detail logged, not shown) for the rest.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::RETRY_AFTER;
@@ -7,7 +10,7 @@ use actix_web::{HttpResponse, ResponseError};
 use sea_orm::DbErr;
 use serde_json::json;
 
-use crate::observe::ErrorKind;
+use crate::classify::ErrorKind;
 
 /// An error response.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! demo, so both pay for their own runtime and their memory can be compared.
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use dbservice::demo::entities::accounts;
+use dbservice_demo::entities::accounts;
 use sea_orm::{Database, DatabaseConnection, EntityTrait};
 use serde::Deserialize;
 

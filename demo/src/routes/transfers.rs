@@ -29,10 +29,10 @@ use serde::Deserialize;
 
 use super::accounts::Page;
 use super::{MAX_BALANCE_CENTS, ObjectBody, from_object, page_limit};
-use crate::DbService;
-use crate::demo::entities::{accounts, transfers};
-use crate::demo::error::ApiError;
-use crate::transaction::{Isolation, TxError};
+use crate::entities::{accounts, transfers};
+use dbservice::DbService;
+use dbservice::http::ApiError;
+use dbservice::transaction::{Isolation, TxError};
 
 /// Body of `POST /api/transfers`.
 #[derive(Debug, Clone, Deserialize)]

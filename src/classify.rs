@@ -1,0 +1,189 @@
+//! What a database error means: its SQLSTATE, its kind, and whether it is worth retrying.
+//! The one place SQLSTATEs are interpreted; the counters (`observe`), the retry loop
+//! (`transaction`), the statement re-run (`conn`), the release checks and the HTTP mapping
+//! ([`crate::http::ApiError`]) all ask here.
+
+use std::time::Duration;
+
+use sea_orm::{DbErr, RuntimeErr, sqlx};
+
+/// The kinds errors are counted by (`dbservice_client_errors_total{kind=...}`) and answered by
+/// (see [`crate::http::ApiError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No connection within `pool_timeout`.
+    PoolTimeout,
+    /// No answer within the client deadline `query_timeout`.
+    QueryTimeout,
+    /// The pool is closed (shutdown).
+    PoolClosed,
+    /// The database could not be reached or dropped the connection.
+    Connection,
+    /// The server cancelled a statement (`statement_timeout`, SQLSTATE 57014).
+    StatementTimeout,
+    /// Serialization failure or deadlock (40001, 40P01): the whole transaction may be retried.
+    Serialization,
+    /// A constraint was violated (SQLSTATE class 23).
+    Constraint,
+    /// Any other failed statement.
+    Query,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order of [`ErrorCounts`](crate::ErrorCounts)' fields.
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::PoolTimeout,
+        ErrorKind::QueryTimeout,
+        ErrorKind::PoolClosed,
+        ErrorKind::Connection,
+        ErrorKind::StatementTimeout,
+        ErrorKind::Serialization,
+        ErrorKind::Constraint,
+        ErrorKind::Query,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::PoolTimeout => "pool_timeout",
+            ErrorKind::QueryTimeout => "query_timeout",
+            ErrorKind::PoolClosed => "pool_closed",
+            ErrorKind::Connection => "connection",
+            ErrorKind::StatementTimeout => "statement_timeout",
+            ErrorKind::Serialization => "serialization",
+            ErrorKind::Constraint => "constraint",
+            ErrorKind::Query => "query",
+        }
+    }
+
+    /// The kind of `err`.
+    pub fn of(err: &DbErr) -> ErrorKind {
+        use sea_orm::error::ConnAcquireErr;
+        match err {
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => return ErrorKind::PoolTimeout,
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed) => {
+                return ErrorKind::PoolClosed;
+            }
+            DbErr::Conn(_) => return ErrorKind::Connection,
+            _ if is_query_deadline(err) => return ErrorKind::QueryTimeout,
+            _ => {}
+        }
+        match sqlstate(err).as_deref() {
+            Some("57014" | "70100") => ErrorKind::StatementTimeout,
+            Some(code) if is_conflict(code) => ErrorKind::Serialization,
+            Some(code) if code.starts_with("23") => ErrorKind::Constraint,
+            Some(code) if code.starts_with("08") || code.starts_with("57P") => {
+                ErrorKind::Connection
+            }
+            Some(_) => ErrorKind::Query,
+            None if is_io(err) => ErrorKind::Connection,
+            None => ErrorKind::Query,
+        }
+    }
+}
+
+/// The SQLSTATE of a driver error, if it carries one (the server answered).
+pub fn sqlstate(err: &DbErr) -> Option<String> {
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Conn(RuntimeErr::SqlxError(e)) => match e.as_ref() {
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Serialization failure (40001; MySQL reports deadlocks so too) or deadlock (40P01).
+fn is_conflict(code: &str) -> bool {
+    matches!(code, "40001" | "40P01")
+}
+
+/// Whether re-running the whole transaction may succeed: serialization failure or deadlock.
+pub fn is_retryable(err: &DbErr) -> bool {
+    sqlstate(err).as_deref().is_some_and(is_conflict)
+}
+
+/// Whether a statement that failed with `code` may be run again on another connection: it
+/// met a session the server had ended while it sat in the pool, so it never ran. 57P05
+/// (`idle_session_timeout`) is sent only to idle sessions; after 57P01
+/// (`pg_terminate_backend`) only a `SELECT` is safe, since a backend killed while waiting for
+/// a synchronous standby reports 57P01 after its local commit.
+pub(crate) fn safe_to_rerun(code: Option<&str>, sql: &str) -> bool {
+    match code {
+        Some("57P05") => true,
+        Some("57P01") => is_select(sql),
+        _ => false,
+    }
+}
+
+/// A plain read by its first keyword (SeaORM writes start with INSERT/UPDATE/DELETE; a `WITH`
+/// may hide a write, so it does not count).
+fn is_select(sql: &str) -> bool {
+    sql.trim_start()
+        .get(..6)
+        .is_some_and(|word| word.eq_ignore_ascii_case("select"))
+}
+
+/// Marks the I/O error of a statement whose client deadline (`query_timeout`) passed, so it is
+/// classified by type rather than by its message.
+#[derive(Debug, thiserror::Error)]
+#[error("the database did not answer within query_timeout ({0:?})")]
+pub(crate) struct QueryDeadline(pub Duration);
+
+/// The error for a statement the server did not answer within `deadline`.
+pub(crate) fn query_deadline_passed(deadline: Duration) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(sqlx::Error::Io(
+        std::io::Error::new(std::io::ErrorKind::TimedOut, QueryDeadline(deadline)),
+    ))))
+}
+
+fn is_query_deadline(err: &DbErr) -> bool {
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(e.as_ref(), sqlx::Error::Io(io)
+                if io.get_ref().is_some_and(|inner| inner.is::<QueryDeadline>()))
+        }
+        _ => false,
+    }
+}
+
+fn is_io(err: &DbErr) -> bool {
+    matches!(
+        err,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))
+            if matches!(e.as_ref(), sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed)
+    )
+}
+
+/// Finds a [`DbErr`] in `err` or its `source()` chain.
+pub fn find_db_err<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a DbErr> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(db) = e.downcast_ref::<DbErr>() {
+            return Some(db);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_harmless_statements_are_rerun() {
+        assert!(safe_to_rerun(Some("57P05"), "INSERT INTO t VALUES (1)"));
+        assert!(safe_to_rerun(Some("57P01"), "  select 1"));
+        assert!(!safe_to_rerun(Some("57P01"), "INSERT INTO t VALUES (1)"));
+        assert!(!safe_to_rerun(
+            Some("57P01"),
+            "WITH x AS (DELETE FROM t) SELECT 1"
+        ));
+        assert!(!safe_to_rerun(Some("23505"), "SELECT 1"));
+        assert!(!safe_to_rerun(None, "SELECT 1"));
+    }
+}

@@ -1,0 +1,90 @@
+//! [`ConfigError`]: everything that can be wrong with the settings before any I/O happens.
+
+use super::RedactedUrl;
+
+/// A setting that is missing, malformed or contradicts another one.
+///
+/// Every variant names the parameter and, where there is one, the offending value, so the
+/// message alone tells an operator what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A parameter has a value that cannot be parsed or is out of range.
+    #[error("invalid value for `{param}`: `{value}` ({reason})")]
+    InvalidValue {
+        /// The parameter's name, as written in the URL query or settings.
+        param: String,
+        /// The rejected value, verbatim.
+        value: String,
+        /// Why it was rejected, including what would be accepted.
+        reason: String,
+    },
+    /// A query parameter in `DATABASE_URL` that is neither ours nor the driver's.
+    #[error("unknown parameter `{param}` in DATABASE_URL{hint}")]
+    UnknownParameter {
+        /// The parameter's name.
+        param: String,
+        /// A "did you mean" suggestion or the list of accepted names, with a leading separator.
+        hint: String,
+    },
+    /// `min_connections` is larger than `connection_limit`.
+    #[error(
+        "`min_connections` ({min}) is greater than `connection_limit` ({max}); lower \
+         min_connections or raise connection_limit"
+    )]
+    MinAboveLimit {
+        /// The configured `min_connections`.
+        min: u32,
+        /// The configured `connection_limit`.
+        max: u32,
+    },
+    /// The URL's scheme names no supported database.
+    #[error(
+        "unsupported scheme `{scheme}` in DATABASE_URL (expected postgres://, postgresql://, \
+         mysql://, mariadb:// or sqlite:)"
+    )]
+    UnsupportedScheme {
+        /// The scheme as written.
+        scheme: String,
+    },
+    /// `DATABASE_URL` is not a URL at all. The URL itself is not repeated: it may hold a password.
+    #[error("DATABASE_URL is not a valid URL: {reason}")]
+    InvalidUrl {
+        /// What the URL parser objected to.
+        reason: String,
+    },
+    /// No database URL was configured.
+    #[error("DATABASE_URL is not set (nor `database_url` in the config file)")]
+    MissingUrl,
+    /// A parameter that only one backend understands was given for another.
+    #[error("`{param}` is only supported on {supported}, but DATABASE_URL is a {backend} URL")]
+    UnsupportedOnBackend {
+        /// The parameter's name.
+        param: String,
+        /// The backend(s) that support it.
+        supported: &'static str,
+        /// The backend of the configured URL.
+        backend: &'static str,
+    },
+    /// Two settings that cannot be used together.
+    #[error("`{first}` cannot be combined with `{second}`: {reason}")]
+    Conflict {
+        /// The first parameter.
+        first: String,
+        /// The second parameter.
+        second: String,
+        /// Why they conflict.
+        reason: String,
+    },
+    /// The driver rejected the URL (after our parameters were stripped).
+    #[error("the database driver rejected {url}: {message}")]
+    Driver {
+        /// The redacted URL handed to the driver.
+        url: RedactedUrl,
+        /// The driver's message, scrubbed of the password.
+        message: String,
+    },
+    /// The layered configuration (config file, environment, `.env`) could not be read.
+    #[error("could not load settings: {0}")]
+    Source(String),
+}
