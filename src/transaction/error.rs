@@ -1,0 +1,44 @@
+//! [`TxError`]: why a transaction did not commit.
+
+use std::time::Duration;
+
+use sea_orm::DbErr;
+
+/// Why a transaction did not commit.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxError<E> {
+    /// No connection (and `BEGIN`) within `max_wait`. Nothing ran; safe to retry later
+    /// (HTTP 503 + `Retry-After`).
+    #[error("no database connection within max_wait ({0:?})")]
+    MaxWait(Duration),
+    /// The transaction ran past its `timeout` and was rolled back (HTTP 504).
+    #[error("transaction timed out after {0:?} and was rolled back")]
+    Timeout(Duration),
+    /// A database error outside the closure (`BEGIN`, `COMMIT`, ...), or a retryable conflict
+    /// that persisted through every retry. The transaction was rolled back.
+    #[error("transaction failed: {0}")]
+    Database(DbErr),
+    /// The closure returned an error; the transaction was rolled back.
+    #[error("transaction aborted: {0}")]
+    Aborted(E),
+    /// `COMMIT` was sent, but no answer came within the commit bound (the transaction's
+    /// `timeout` + 1 s) or the connection broke while waiting: the transaction may or may not
+    /// have committed. Do not blindly retry: look the effect up (an idempotency key), or retry
+    /// only what is idempotent (HTTP 504 `commit_outcome_unknown`, no `Retry-After`).
+    #[error("the outcome of COMMIT is unknown: {0}")]
+    CommitOutcomeUnknown(String),
+}
+
+impl TxError<std::convert::Infallible> {
+    /// The same error with another closure error type (there is no `Aborted` to convert).
+    pub(super) fn widen<E>(self) -> TxError<E> {
+        match self {
+            TxError::MaxWait(d) => TxError::MaxWait(d),
+            TxError::Timeout(d) => TxError::Timeout(d),
+            TxError::Database(e) => TxError::Database(e),
+            TxError::CommitOutcomeUnknown(why) => TxError::CommitOutcomeUnknown(why),
+            TxError::Aborted(never) => match never {},
+        }
+    }
+}

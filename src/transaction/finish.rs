@@ -1,0 +1,82 @@
+//! COMMIT and ROLLBACK in tasks their caller cannot cancel, with their bounds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::{DatabaseTransaction, DbErr};
+
+use super::bump;
+use super::error::TxError;
+use crate::classify::sqlstate;
+use crate::gate::Permit;
+use crate::service::Tasks;
+use crate::stats::TxCounters;
+
+/// How long a caller waits for the answer to `COMMIT`: the transaction's `timeout` (at least
+/// `ping_timeout`) + 1 s. A COMMIT may legitimately be slow (an fsync stall, a synchronous
+/// standby), and an answer that comes late is still an answer, whereas giving up early turns
+/// a commit into "unknown". The server gives up first: the transaction's `statement_timeout`
+/// (its budget + [`SERVER_GRACE`]) cancels a COMMIT stuck in a deferred trigger or a lock.
+pub(super) fn commit_bound(timeout: Duration, ping_timeout: Duration) -> Duration {
+    timeout
+        .max(ping_timeout)
+        .saturating_add(Duration::from_secs(1))
+}
+
+/// Runs COMMIT or ROLLBACK in a task of its own on the service's runtime: it completes even if
+/// the caller is dropped meanwhile (or its HTTP worker stops), and the permit (the right to the
+/// connection) is returned only when it is done. The caller waits at most `bound`; a server
+/// that does not answer within it is frozen or gone, and the caller gets a connection error
+/// (no SQLSTATE) instead of a hang. For COMMIT that error means the outcome is unknown (see
+/// [`DbService::commit_outcome`]).
+pub(super) async fn finish_detached(
+    tasks: &Arc<Tasks>,
+    txn: DatabaseTransaction,
+    permit: Option<Permit>,
+    commit: bool,
+    bound: Duration,
+) -> Result<(), DbErr> {
+    // The task's own bound: a COMMIT/ROLLBACK the server never answers is abandoned, and the
+    // connection goes back through the release check, which closes it.
+    let task = tasks.spawn(async move {
+        let work = async {
+            if commit {
+                txn.commit().await
+            } else {
+                txn.rollback().await
+            }
+        };
+        let result = tokio::time::timeout(bound.saturating_mul(2), work).await;
+        drop(permit);
+        result.unwrap_or_else(|_| {
+            Err(DbErr::Custom(
+                "abandoned: no answer from the database".into(),
+            ))
+        })
+    });
+    let what = if commit { "COMMIT" } else { "ROLLBACK" };
+    match tokio::time::timeout(bound, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(DbErr::Custom(format!("the {what} task failed: {e}"))),
+        Err(_) => Err(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
+            std::sync::Arc::new(sea_orm::sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer to {what} within {bound:?}"),
+            ))),
+        ))),
+    }
+}
+
+/// A statement the server cancelled because our transaction budget ran out is a timeout.
+pub(super) fn map_server_timeout<E>(
+    e: DbErr,
+    timeout: Duration,
+    counters: &TxCounters,
+) -> TxError<E> {
+    if matches!(sqlstate(&e).as_deref(), Some("57014" | "25P03")) {
+        bump(&counters.timeout);
+        TxError::Timeout(timeout)
+    } else {
+        TxError::Database(e)
+    }
+}

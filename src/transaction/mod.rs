@@ -1,0 +1,217 @@
+//! Transactions that cannot hang, leak or half-apply.
+//!
+//! [`DbService::transaction`] runs a closure inside a transaction with Prisma's options and
+//! more:
+//!
+//! - `max_wait` bounds getting a connection and `BEGIN` ([`TxError::MaxWait`]);
+//! - `timeout` bounds the whole transaction from `BEGIN` to `COMMIT` ([`TxError::Timeout`]). On
+//!   PostgreSQL the server is given the same budget (`statement_timeout` and
+//!   `idle_in_transaction_session_timeout`, transaction-scoped through `SET LOCAL`, which also
+//!   works through PgBouncer), because sqlx never cancels a statement on the server: without it
+//!   a timed-out `pg_sleep` would keep its connection and locks. These settings and the
+//!   isolation level travel in one simple-protocol message right after `BEGIN`: one round trip
+//!   where SeaORM alone spends one on `SET TRANSACTION` already;
+//! - `isolation` and `read_only`;
+//! - `retries` re-runs the closure after a serialization failure or deadlock (SQLSTATE 40001,
+//!   40P01; MySQL reports deadlocks as 40001), with exponential backoff and jitter.
+//!
+//! **Cancellation.** sqlx 0.9.0 leaves a pooled PostgreSQL connection inside a transaction
+//! when the future is dropped while `BEGIN` is in flight (sqlx#4385/#4393). Here `BEGIN`,
+//! `COMMIT` and `ROLLBACK` run in spawned tasks that the caller cannot cancel; if the caller
+//! goes away (an HTTP client disconnects), the body future is dropped first and the transaction
+//! is rolled back explicitly in a task of its own, never through SeaORM's `Drop` (which panics
+//! if it runs while a statement holds the connection's lock).
+//!
+//! [`savepoint`] nests: inside a transaction it runs a closure in a savepoint, so an inner
+//! failure undoes only the inner part.
+
+mod begin;
+mod error;
+mod finish;
+mod handle;
+mod options;
+mod savepoint;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr};
+
+pub(crate) use self::begin::SERVER_GRACE;
+pub use self::error::TxError;
+use self::finish::{commit_bound, finish_detached, map_server_timeout};
+use self::handle::Open;
+pub use self::handle::Transaction;
+pub use self::options::{Isolation, TxOptions};
+pub use self::savepoint::savepoint;
+use crate::classify::{find_db_err, is_retryable, sqlstate};
+use crate::service::DbService;
+
+pub(super) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+enum Attempt<T, E> {
+    Done(T),
+    Failed(TxError<E>),
+}
+
+impl DbService {
+    /// Transaction options with this service's configured defaults (`transaction_max_wait`,
+    /// `transaction_timeout`); adjust per call with the builder methods.
+    pub fn tx_options(&self) -> TxOptions {
+        let p = self.config().pool();
+        TxOptions::default()
+            .max_wait(p.transaction_max_wait)
+            .timeout(p.transaction_timeout)
+    }
+
+    /// Runs `body` in a transaction with `opts`; commits if it returns `Ok`, rolls back
+    /// otherwise. The closure may run more than once (see [`TxOptions::retries`]), so it must
+    /// not have effects outside the transaction that cannot be repeated.
+    ///
+    /// The closure's error type must be an `Error` so a serialization failure can be found in
+    /// its `source()` chain (e.g. a `thiserror` variant `Db(#[from] DbErr)`) and retried.
+    ///
+    /// ```no_run
+    /// # async fn f(db: dbservice::DbService) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use dbservice::transaction::{Isolation, TxOptions};
+    /// use sea_orm::ConnectionTrait;
+    /// let opts = TxOptions::default().max_wait(Duration::from_millis(500)).isolation(Isolation::Serializable);
+    /// let n = db
+    ///     .transaction(opts, async |tx| {
+    ///         tx.execute_unprepared("UPDATE accounts SET balance_cents = balance_cents + 1").await
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<F, T, E>(&self, opts: TxOptions, mut body: F) -> Result<T, TxError<E>>
+    where
+        F: AsyncFnMut(&DatabaseTransaction) -> Result<T, E> + Send,
+        T: Send,
+        E: std::error::Error + Send + 'static,
+    {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(10))
+            .with_max_delay(Duration::from_millis(500))
+            .with_jitter()
+            .with_max_times(opts.retries as usize)
+            .build();
+        loop {
+            let error = match self.attempt(&opts, &mut body).await {
+                Attempt::Done(value) => return Ok(value),
+                Attempt::Failed(e) => e,
+            };
+            let retryable = match &error {
+                TxError::Database(db) => is_retryable(db),
+                TxError::Aborted(e) => find_db_err(e).is_some_and(is_retryable),
+                _ => false,
+            };
+            match delays.next() {
+                Some(delay) if retryable => {
+                    bump(&self.tx_counters().retry);
+                    tracing::debug!(delay_ms = delay.as_millis() as u64, error = %error, "retrying transaction");
+                    tokio::time::sleep(delay).await;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    async fn attempt<F, T, E>(&self, opts: &TxOptions, body: &mut F) -> Attempt<T, E>
+    where
+        F: AsyncFnMut(&DatabaseTransaction) -> Result<T, E> + Send,
+        T: Send,
+        E: Send,
+    {
+        let counters = self.tx_counters();
+        let started = Instant::now();
+        let mut open = match self.begin_guarded(opts, started).await {
+            Ok(open) => open,
+            Err(e) => return Attempt::Failed(e.widen()),
+        };
+        let Some(txn) = open.txn() else {
+            return Attempt::Failed(TxError::Database(DbErr::Custom(
+                "transaction vanished".into(),
+            )));
+        };
+
+        let budget = opts.timeout.saturating_sub(started.elapsed());
+
+        let outcome = tokio::time::timeout(budget, body(txn)).await;
+        match outcome {
+            Ok(Ok(value)) => {
+                let Some((txn, permit)) = open.take() else {
+                    return Attempt::Failed(TxError::Database(DbErr::Custom(
+                        "transaction vanished".into(),
+                    )));
+                };
+                // COMMIT in its own task: it completes even if the caller goes away now.
+                let bound = commit_bound(opts.timeout, self.config().pool().ping_timeout);
+                let result = finish_detached(self.tasks(), txn, permit, true, bound).await;
+                match self.commit_outcome(result, opts.timeout) {
+                    Ok(()) => Attempt::Done(value),
+                    Err(e) => Attempt::Failed(e.widen()),
+                }
+            }
+            Ok(Err(e)) => self.finish_failed(&mut open, TxError::Aborted(e)).await,
+            Err(_elapsed) => {
+                // The body future (and any statement lock it held) is gone; roll back explicitly.
+                self.instruments().note_trouble();
+                if let Some((txn, permit)) = open.take() {
+                    let bound = self.config().pool().ping_timeout;
+                    let _ = finish_detached(self.tasks(), txn, permit, false, bound).await;
+                }
+                bump(&counters.timeout);
+                Attempt::Failed(TxError::Timeout(opts.timeout))
+            }
+        }
+    }
+
+    async fn finish_failed<T, E>(&self, open: &mut Open, error: TxError<E>) -> Attempt<T, E> {
+        let bound = self.config().pool().ping_timeout;
+        if let Some((txn, permit)) = open.take()
+            && let Err(e) = finish_detached(self.tasks(), txn, permit, false, bound).await
+        {
+            self.instruments().note_trouble();
+            tracing::warn!(error = %e, "rollback failed; the connection is discarded");
+        }
+        bump(&self.tx_counters().rollback);
+        Attempt::Failed(error)
+    }
+
+    /// Counts and classifies the result of a COMMIT. An error the server answered (it carries
+    /// a SQLSTATE) means the transaction did not commit; any other error (no answer in time,
+    /// the connection broke, the task died) leaves the outcome unknown.
+    pub(super) fn commit_outcome(
+        &self,
+        result: Result<(), DbErr>,
+        timeout: Duration,
+    ) -> Result<(), TxError<std::convert::Infallible>> {
+        let counters = self.tx_counters();
+        match result {
+            Ok(()) => {
+                bump(&counters.commit);
+                Ok(())
+            }
+            Err(e) if sqlstate(&e).is_some() => {
+                self.instruments().on_error(&e);
+                bump(&counters.rollback);
+                Err(map_server_timeout(e, timeout, counters))
+            }
+            Err(e) => {
+                self.instruments().on_error(&e);
+                self.instruments().note_trouble();
+                bump(&counters.commit_unknown);
+                tracing::error!(error = %e, "COMMIT outcome unknown");
+                Err(TxError::CommitOutcomeUnknown(e.to_string()))
+            }
+        }
+    }
+
+    fn backend_kind(&self) -> DbBackend {
+        self.conn().get_database_backend()
+    }
+}
