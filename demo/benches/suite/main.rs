@@ -13,11 +13,6 @@
 //! harness's). `BENCH_OUT` is where the report and the plot go (default `target/bench`).
 //! Everything talks to 127.0.0.1 only.
 
-// The test harness's private cluster, reused as is; the bench needs only part of it.
-#[allow(dead_code)]
-#[path = "../../tests/api/support/pg_cluster.rs"]
-mod pg_cluster;
-
 mod http;
 mod minimal;
 mod plot;
@@ -31,13 +26,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dbservice::{DbConfig, DbService};
+use dbservice_testkit::pg_cluster;
 use sea_orm::ConnectionTrait;
 
 use pool::{Client, READ_VARIANTS, ROWS, Work};
 use stats::{Sample, Series, TABLE_HEAD, paired};
 
-/// `pg_cluster` builds URLs with this password (trust auth ignores it).
-const PASSWORD: &str = "bench";
 /// Concurrent tasks (and wrk connections) and pool size of the main comparison.
 const TASKS: usize = 64;
 const POOL: u32 = 10;

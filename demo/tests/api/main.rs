@@ -15,4 +15,3 @@ mod ledger;
 mod metrics;
 mod mysql;
 mod pool;
-mod transactions;

@@ -6,18 +6,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dbservice::transaction::savepoint;
-use dbservice::{DbConfig, DbService, Isolation, TxError, TxOptions};
+use dbservice::{DbService, Isolation, TxError, TxOptions};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 use crate::support::{
-    eventually, fresh_pg_database, pg_scalar_i64, sqlite_url, unique_name, with_params,
+    connected_service as service, eventually, fresh_pg_database, pg_scalar_i64, sqlite_url,
+    unique_name, with_params,
 };
-
-async fn service(url: &str) -> DbService {
-    let db = DbService::new(DbConfig::from_url(url).expect("valid URL")).expect("service");
-    db.connect().await.expect("connects");
-    db
-}
 
 async fn exec(db: &impl ConnectionTrait, sql: &str) {
     db.execute_unprepared(sql)
@@ -459,62 +454,6 @@ async fn serializable_transfers_conserve_money_under_contention() {
         "contention caused retries"
     );
     db.close(Duration::from_secs(5)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transfer_past_max_wait_is_a_503_with_retry_after() {
-    let base = fresh_pg_database().await;
-    let app = crate::support::spawn_app(
-        &with_params(&base, "connection_limit=1&transaction_max_wait=200ms"),
-        |_| {},
-    )
-    .await;
-    app.wait_ready(Duration::from_secs(30)).await;
-    let mut ids = Vec::new();
-    for owner in ["a", "b"] {
-        let (status, _, body) = app
-            .post(
-                "/api/accounts",
-                &serde_json::json!({"owner": owner, "balance_cents": 100}),
-                None,
-            )
-            .await;
-        assert_eq!(status, 201);
-        ids.push(body["id"].as_i64().expect("id"));
-    }
-    let hog = app.get("/api/diagnostics/sleep?seconds=2");
-    let transfer = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let started = Instant::now();
-        let res = app
-            .client
-            .post(format!("{}/api/transfers", app.address))
-            .json(&serde_json::json!({"from_account_id": ids[0], "to_account_id": ids[1], "amount_cents": 5}))
-            .send()
-            .await
-            .expect("answered");
-        let retry_after = res.headers().get("retry-after").is_some();
-        (
-            res.status().as_u16(),
-            retry_after,
-            started.elapsed(),
-            res.json::<serde_json::Value>().await.ok(),
-        )
-    };
-    let (_, (status, retry_after, took, body)) = tokio::join!(hog, transfer);
-    assert_eq!(status, 503, "{body:?}");
-    assert!(retry_after);
-    assert_eq!(
-        body.map(|b| b["error"]["code"].clone()),
-        Some(serde_json::json!("transaction_max_wait"))
-    );
-    assert!(
-        took < Duration::from_secs(1),
-        "refused within max_wait + slack: {took:?}"
-    );
-    let (_, balance) = app.get(&format!("/api/accounts/{}", ids[0])).await;
-    assert_eq!(balance["balance_cents"], 100, "nothing moved");
-    app.stop().await.expect("clean shutdown");
 }
 
 #[tokio::test]

@@ -1,0 +1,188 @@
+//! The test harness shared by the library's tests, the demo's tests and the benchmark: private
+//! PostgreSQL clusters (`pg_cluster`), a fault-injecting TCP proxy (`proxy`), fresh databases on
+//! PostgreSQL, SQLite and MariaDB, and small polling helpers. Not published.
+
+#![allow(missing_docs)]
+
+pub mod pg_cluster;
+pub mod proxy;
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use sea_orm::sqlx::{self, Connection, Executor};
+
+pub use pg_cluster::PgCluster;
+
+/// The password every test URL carries; it must never appear in any output.
+pub const PASSWORD: &str = "pw-SECRET-4711";
+
+/// `TEST_LOG=1` shows the library's logs while testing.
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = dbservice::telemetry::init(dbservice::config::LogFormat::Pretty);
+    }
+});
+
+/// The PostgreSQL server shared by the ordinary tests: `TEST_DATABASE_URL`'s server if set,
+/// else a private cluster started once per test process.
+enum SharedPg {
+    Url(String),
+    Cluster(PgCluster),
+}
+
+static SHARED_PG: LazyLock<SharedPg> = LazyLock::new(|| match std::env::var("TEST_DATABASE_URL") {
+    Ok(url) if !url.is_empty() => SharedPg::Url(url),
+    _ => SharedPg::Cluster(PgCluster::start()),
+});
+
+/// A URL for `database` on the shared PostgreSQL server (starting it on first use).
+pub fn shared_url(database: &str) -> String {
+    match &*SHARED_PG {
+        SharedPg::Cluster(c) => c.url(database),
+        SharedPg::Url(base) => {
+            let mut url = url::Url::parse(base).expect("TEST_DATABASE_URL is a URL");
+            url.set_path(database);
+            url.to_string()
+        }
+    }
+}
+
+/// A name no other test in this run uses.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Creates an empty database on the shared PostgreSQL server; returns its URL.
+pub async fn fresh_pg_database() -> String {
+    LazyLock::force(&TRACING);
+    let name = unique_name("dbs");
+    let admin = tokio::task::spawn_blocking(|| shared_url("postgres"))
+        .await
+        .expect("shared cluster starts");
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the shared server");
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create test database");
+    let _ = conn.close().await;
+    shared_url(&name)
+}
+
+/// A fresh SQLite file URL in `dir`.
+pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    LazyLock::force(&TRACING);
+    format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("test.sqlite").display()
+    )
+}
+
+/// A fresh MariaDB/MySQL database URL, or `None` (with a loud banner) when no server answers.
+/// Uses `TEST_MYSQL_URL`, else the machine's MariaDB on 127.0.0.1:3306 as root.
+pub async fn fresh_mysql_database() -> Option<String> {
+    LazyLock::force(&TRACING);
+    let base = std::env::var("TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".to_owned());
+    let connect = tokio::time::timeout(
+        Duration::from_secs(5),
+        sqlx::MySqlConnection::connect(&base),
+    )
+    .await;
+    let mut conn = match connect {
+        Ok(Ok(c)) => c,
+        other => {
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".to_owned(),
+            };
+            eprintln!(
+                "\n==========================================================\n\
+                 SKIPPED: no MySQL/MariaDB reachable ({why}).\n\
+                 Set TEST_MYSQL_URL to run the MySQL/MariaDB tests.\n\
+                 ==========================================================\n"
+            );
+            return None;
+        }
+    };
+    let name = unique_name("dbs");
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create MySQL test database");
+    let _ = conn.close().await;
+    let mut url = url::Url::parse(&base).expect("MySQL URL");
+    url.set_path(&name);
+    Some(url.to_string())
+}
+
+/// Runs SQL on a separate, unpooled connection (the observer's view of the server).
+pub async fn pg_scalar_i64(url: &str, sql: &str) -> i64 {
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("observer connection");
+    let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut conn)
+        .await
+        .expect("observer query");
+    let _ = conn.close().await;
+    v
+}
+
+/// Backends of ours (by `application_name`) on the server.
+pub async fn backends_named(url: &str, application_name: &str) -> i64 {
+    pg_scalar_i64(
+        url,
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application_name}'"
+        ),
+    )
+    .await
+}
+
+/// Polls `check` every 50 ms until it returns true or `bound` passes; returns whether it did.
+pub async fn eventually<F, Fut>(bound: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + bound;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A started service on `url` (connected, ready).
+pub async fn connected_service(url: &str) -> dbservice::DbService {
+    let config = dbservice::DbConfig::from_url(url).expect("valid URL");
+    let db = dbservice::DbService::new(config).expect("service");
+    db.connect().await.expect("connects");
+    db
+}
+
+/// A private cluster of the test's own (it may be paused, stopped or restarted).
+pub async fn private_cluster() -> std::sync::Arc<PgCluster> {
+    std::sync::Arc::new(
+        tokio::task::spawn_blocking(PgCluster::start)
+            .await
+            .expect("cluster starts"),
+    )
+}
+
+/// Appends query parameters to a URL.
+pub fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}

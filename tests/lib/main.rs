@@ -1,0 +1,11 @@
+//! dbservice's library tests: the service, its pool, transactions and deadlines against real
+//! databases, without HTTP (the demo's tests in `demo/tests/api` drive it over HTTP). One
+//! binary, one module per behaviour.
+
+mod support {
+    pub use dbservice_testkit::*;
+}
+
+mod deadlines;
+mod pool;
+mod transactions;

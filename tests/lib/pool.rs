@@ -1,0 +1,201 @@
+//! Pool parameters, checked on the live pool and the live server (not by reading options
+//! back): sea-orm#1674 is what happens otherwise.
+
+use std::time::{Duration, Instant};
+
+use dbservice::{DbConfig, DbService};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+
+use crate::support::{
+    PASSWORD, backends_named, eventually, fresh_pg_database, unique_name, with_params,
+};
+
+async fn show(db: &DbService, setting: &str) -> String {
+    let row = db
+        .conn()
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SHOW {setting}"),
+        ))
+        .await
+        .expect("SHOW runs")
+        .expect("one row");
+    row.try_get_by_index::<String>(0).expect("text value")
+}
+
+#[tokio::test]
+async fn session_parameters_reach_the_server() {
+    let base = fresh_pg_database().await;
+    let url = with_params(
+        &base,
+        "application_name=ledger-x&statement_timeout=1500ms&idle_in_transaction_session_timeout=20&schema=app,public",
+    );
+    let db = DbService::new(DbConfig::from_url(&url).expect("valid")).expect("service");
+    db.connect().await.expect("connects");
+    assert_eq!(show(&db, "application_name").await, "ledger-x");
+    assert_eq!(show(&db, "statement_timeout").await, "1500ms");
+    assert_eq!(
+        show(&db, "idle_in_transaction_session_timeout").await,
+        "20s"
+    );
+    assert_eq!(show(&db, "search_path").await, "app,public");
+    assert!(db.close(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn statement_timeout_cancels_long_statements_on_the_server() {
+    let base = fresh_pg_database().await;
+    let db = DbService::new(
+        DbConfig::from_url(&with_params(&base, "statement_timeout=200ms")).expect("valid"),
+    )
+    .expect("service");
+    db.connect().await.expect("connects");
+    let started = Instant::now();
+    let err = db
+        .conn()
+        .execute_unprepared("SELECT pg_sleep(5)")
+        .await
+        .expect_err("cancelled by the server");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("statement timeout"), "{err}");
+    db.close(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn pool_timeout_fails_a_waiting_caller_in_time() {
+    let base = fresh_pg_database().await;
+    let db = DbService::new(
+        DbConfig::from_url(&with_params(&base, "connection_limit=1&pool_timeout=300ms"))
+            .expect("valid"),
+    )
+    .expect("service");
+    db.connect().await.expect("connects");
+    let held = db
+        .begin(dbservice::TxOptions::default())
+        .await
+        .expect("takes the only connection");
+    let started = Instant::now();
+    let err = db
+        .conn()
+        .execute_unprepared("SELECT 1")
+        .await
+        .expect_err("no connection free");
+    let waited = started.elapsed();
+    assert!(
+        matches!(
+            err,
+            sea_orm::DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)
+        ),
+        "{err:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "waited {waited:?}"
+    );
+    held.rollback().await.expect("rollback");
+    db.conn()
+        .execute_unprepared("SELECT 1")
+        .await
+        .expect("free again");
+    db.close(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn min_connections_are_opened_and_idle_ones_closed() {
+    let base = fresh_pg_database().await;
+    let name = unique_name("minidle");
+    let url = with_params(
+        &base,
+        &format!("min_connections=2&idle_timeout=1&application_name={name}"),
+    );
+    let db = DbService::new(DbConfig::from_url(&url).expect("valid")).expect("service");
+    db.connect().await.expect("connects");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            backends_named(&base, &name).await >= 2
+        })
+        .await,
+        "min_connections=2 opens two connections"
+    );
+    // Open more than the minimum, then let them idle past idle_timeout.
+    let txns = futures::future::join_all((0..4).map(|_| db.conn().raw().begin())).await;
+    for txn in txns {
+        txn.expect("begin").rollback().await.expect("rollback");
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            backends_named(&base, &name).await == 2
+        })
+        .await,
+        "idle connections above the minimum are closed after idle_timeout"
+    );
+    db.close(Duration::from_secs(5)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            backends_named(&base, &name).await == 0
+        })
+        .await,
+        "close() leaves no backend behind"
+    );
+}
+
+#[tokio::test]
+async fn stripped_url_reaches_the_driver_and_password_never_shows() {
+    let base = fresh_pg_database().await;
+    let cfg = DbConfig::from_url(&with_params(
+        &base,
+        "connection_limit=2&pool_timeout=1&sslmode=disable",
+    ))
+    .expect("valid");
+    let shown = cfg.redacted_url().to_string();
+    assert!(
+        !shown.contains(PASSWORD) && shown.contains("***") && shown.contains("sslmode=disable"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("connection_limit"),
+        "pool keys are stripped: {shown}"
+    );
+    let db = DbService::new(cfg).expect("service");
+    db.connect()
+        .await
+        .expect("the driver accepts the stripped URL");
+    assert!(!format!("{db:?}").contains(PASSWORD));
+    db.close(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn max_lifetime_recycles_connections() {
+    let base = fresh_pg_database().await;
+    let url = with_params(&base, "connection_limit=1&max_lifetime=1");
+    let db = DbService::new(DbConfig::from_url(&url).expect("valid")).expect("service");
+    db.connect().await.expect("connects");
+    let pid = || async {
+        db.conn()
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_backend_pid()",
+            ))
+            .await
+            .expect("query")
+            .expect("row")
+            .try_get_by_index::<i32>(0)
+            .expect("pid")
+    };
+    let first = pid().await;
+    assert_eq!(pid().await, first, "a young connection is reused");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // sqlx checks the lifetime when a connection comes back to the pool (and on its periodic
+    // sweep), so the expired connection may serve one last query before it is closed.
+    let _ = pid().await;
+    assert_ne!(
+        pid().await,
+        first,
+        "a connection older than max_lifetime is replaced"
+    );
+    db.close(Duration::from_secs(5)).await;
+}
