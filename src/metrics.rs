@@ -3,14 +3,16 @@
 //!
 //! Database metrics come from the [`DbService`] in the app data (one per service, so tests can
 //! run several); HTTP metrics (requests by route and status, latency by route) from an
-//! [`HttpMetrics`] in the app data, fed by [`crate::telemetry::log_request`]. A fresh registry
-//! is filled at each scrape from the live values, so nothing is global.
+//! [`HttpMetrics`] in the app data, fed by [`crate::telemetry::log_request`]. [`Metrics`] is
+//! the registry, built once per app; the service's figures are read at each scrape by a
+//! `prometheus-client` collector. Nothing is global, so tests can run several services.
 
 use std::time::Duration;
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{HttpResponse, web};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -107,151 +109,181 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
-fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
-    registry.register(name, help, ConstGauge::new(value));
+/// The service's figures, read live at each scrape: the pool gauges and counters, the wait
+/// and statement histograms, errors by kind and transactions by outcome.
+#[derive(Debug)]
+struct ServiceCollector(DbService);
+
+/// Encodes one metric under `name`.
+fn put(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> std::fmt::Result {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
-fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
-    registry.register(name, help, ConstCounter::new(value));
+impl Collector for ServiceCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let s = self.0.stats();
+        let ins = self.0.instruments();
+        let gauges = [
+            (
+                "dbservice_pool_connections_open",
+                "Connections open (idle and busy)",
+                f64::from(s.open),
+            ),
+            (
+                "dbservice_pool_connections_busy",
+                "Connections checked out",
+                f64::from(s.busy),
+            ),
+            (
+                "dbservice_pool_connections_idle",
+                "Connections idle in the pool",
+                f64::from(s.idle),
+            ),
+            (
+                "dbservice_pool_connections_max",
+                "Maximum connections (connection_limit)",
+                f64::from(s.max),
+            ),
+            (
+                "dbservice_pool_connections_min",
+                "Connections kept open when idle (min_connections)",
+                f64::from(s.min),
+            ),
+            (
+                "dbservice_pool_utilization_ratio",
+                "Busy connections as a fraction of the maximum",
+                s.utilization(),
+            ),
+            (
+                "dbservice_client_queries_active",
+                "Callers holding a connection (statements and open transactions)",
+                s.active as f64,
+            ),
+            (
+                "dbservice_client_queries_wait",
+                "Callers waiting for a connection",
+                s.waiting as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            put(&mut e, name, help, &ConstGauge::new(value))?;
+        }
+        // Named without the `_total` suffix: the encoder adds it to counters.
+        let counters = [
+            (
+                "dbservice_pool_connections_opened",
+                "Connections opened",
+                s.opened_total,
+            ),
+            (
+                "dbservice_pool_connections_closed",
+                "Connections closed (opened - open)",
+                s.closed_total,
+            ),
+            (
+                "dbservice_client_queries",
+                "Statements executed",
+                s.queries_total,
+            ),
+        ];
+        for (name, help, value) in counters {
+            put(&mut e, name, help, &ConstCounter::new(value))?;
+        }
+        put(
+            &mut e,
+            "dbservice_client_queries_duration_seconds",
+            "Statement execution time",
+            &ins.query_histogram,
+        )?;
+        put(
+            &mut e,
+            "dbservice_client_queries_wait_seconds",
+            "Time spent waiting for a connection",
+            &ins.wait_histogram,
+        )?;
+        let errors = Family::<KindLabel, Counter>::default();
+        let c = s.errors;
+        for (kind, n) in ErrorKind::ALL.iter().zip([
+            c.pool_timeout,
+            c.query_timeout,
+            c.pool_closed,
+            c.connection,
+            c.statement_timeout,
+            c.serialization,
+            c.constraint,
+            c.query,
+        ]) {
+            errors
+                .get_or_create(&KindLabel { kind: kind.label() })
+                .inc_by(n);
+        }
+        put(&mut e, "dbservice_client_errors", "Errors by kind", &errors)?;
+        let tx = Family::<OutcomeLabel, Counter>::default();
+        let t = s.transactions;
+        for (outcome, n) in [
+            ("commit", t.commit),
+            ("rollback", t.rollback),
+            ("timeout", t.timeout),
+            ("max_wait", t.max_wait),
+            ("retry", t.retry),
+            ("commit_unknown", t.commit_unknown),
+        ] {
+            tx.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
+        }
+        put(
+            &mut e,
+            "dbservice_transactions",
+            "Transactions by outcome",
+            &tx,
+        )
+    }
 }
 
-/// Renders every metric of `db` (and `http`, if given) in the OpenMetrics text format.
-pub fn render(db: &DbService, http: Option<&HttpMetrics>) -> String {
-    let s = db.stats();
-    let ins = db.instruments();
-    let mut r = Registry::default();
-    gauge(
-        &mut r,
-        "dbservice_pool_connections_open",
-        "Connections open (idle and busy)",
-        f64::from(s.open),
-    );
-    gauge(
-        &mut r,
-        "dbservice_pool_connections_busy",
-        "Connections checked out",
-        f64::from(s.busy),
-    );
-    gauge(
-        &mut r,
-        "dbservice_pool_connections_idle",
-        "Connections idle in the pool",
-        f64::from(s.idle),
-    );
-    gauge(
-        &mut r,
-        "dbservice_pool_connections_max",
-        "Maximum connections (connection_limit)",
-        f64::from(s.max),
-    );
-    gauge(
-        &mut r,
-        "dbservice_pool_connections_min",
-        "Connections kept open when idle (min_connections)",
-        f64::from(s.min),
-    );
-    gauge(
-        &mut r,
-        "dbservice_pool_utilization_ratio",
-        "Busy connections as a fraction of the maximum",
-        s.utilization(),
-    );
-    // Registered without the `_total` suffix: the encoder adds it to counters.
-    counter(
-        &mut r,
-        "dbservice_pool_connections_opened",
-        "Connections opened",
-        s.opened_total,
-    );
-    counter(
-        &mut r,
-        "dbservice_pool_connections_closed",
-        "Connections closed (opened - open)",
-        s.closed_total,
-    );
-    gauge(
-        &mut r,
-        "dbservice_client_queries_active",
-        "Callers holding a connection (statements and open transactions)",
-        s.active as f64,
-    );
-    gauge(
-        &mut r,
-        "dbservice_client_queries_wait",
-        "Callers waiting for a connection",
-        s.waiting as f64,
-    );
-    counter(
-        &mut r,
-        "dbservice_client_queries",
-        "Statements executed",
-        s.queries_total,
-    );
-    r.register(
-        "dbservice_client_queries_duration_seconds",
-        "Statement execution time",
-        ins.query_histogram.clone(),
-    );
-    r.register(
-        "dbservice_client_queries_wait_seconds",
-        "Time spent waiting for a connection",
-        ins.wait_histogram.clone(),
-    );
-    let errors = Family::<KindLabel, Counter>::default();
-    let e = s.errors;
-    for (kind, n) in ErrorKind::ALL.iter().zip([
-        e.pool_timeout,
-        e.query_timeout,
-        e.pool_closed,
-        e.connection,
-        e.statement_timeout,
-        e.serialization,
-        e.constraint,
-        e.query,
-    ]) {
-        errors
-            .get_or_create(&KindLabel { kind: kind.label() })
-            .inc_by(n);
-    }
-    r.register("dbservice_client_errors", "Errors by kind", errors);
-    let tx = Family::<OutcomeLabel, Counter>::default();
-    let t = s.transactions;
-    for (outcome, n) in [
-        ("commit", t.commit),
-        ("rollback", t.rollback),
-        ("timeout", t.timeout),
-        ("max_wait", t.max_wait),
-        ("retry", t.retry),
-        ("commit_unknown", t.commit_unknown),
-    ] {
-        tx.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
-    }
-    r.register("dbservice_transactions", "Transactions by outcome", tx);
-    if let Some(http) = http {
-        r.register(
-            "dbservice_http_requests",
-            "HTTP requests by route and status",
-            http.requests.clone(),
-        );
-        r.register(
-            "dbservice_http_request_duration_seconds",
-            "HTTP request latency by route",
-            http.latency.clone(),
-        );
-    }
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, &r);
-    out
+/// The registry served at `GET /metrics`, built once: the service's figures through a
+/// collector that reads them at each scrape, and the HTTP families (if given), which are live
+/// already. Put it in the app data (`web::Data<Metrics>`) and route [`handler`].
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
 }
 
-/// `GET /metrics` handler: needs `web::Data<DbService>`; uses `web::Data<HttpMetrics>` if present.
-pub async fn handler(
-    db: web::Data<DbService>,
-    http: Option<web::Data<HttpMetrics>>,
-) -> HttpResponse {
-    let body = render(&db, http.as_ref().map(|h| h.get_ref()));
+impl Metrics {
+    /// The metrics of `db` and, if given, `http`.
+    pub fn new(db: &DbService, http: Option<&HttpMetrics>) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ServiceCollector(db.clone())));
+        if let Some(http) = http {
+            registry.register(
+                "dbservice_http_requests",
+                "HTTP requests by route and status",
+                http.requests.clone(),
+            );
+            registry.register(
+                "dbservice_http_request_duration_seconds",
+                "HTTP request latency by route",
+                http.latency.clone(),
+            );
+        }
+        Self { registry }
+    }
+
+    /// Every metric in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// `GET /metrics` handler: needs a `web::Data<Metrics>`.
+pub async fn handler(metrics: web::Data<Metrics>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS))
-        .body(body)
+        .body(metrics.render())
 }

@@ -1,4 +1,7 @@
-//! Logging with `tracing`: one subscriber for the process, and a per-request log line.
+//! Logging with `tracing`: one subscriber for the process, the per-request span
+//! ([`request_spans`], from `tracing-actix-web`: request id, method, route), and one log line
+//! per request ([`log_request`]). Everything a handler logs (a slow query, a failed
+//! connection) happens inside its request's span, so it carries the request id and route.
 
 use std::time::Instant;
 
@@ -32,11 +35,21 @@ pub fn init(format: LogFormat) -> Result<(), TryInitError> {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // The request's span (request id, route) on every line logged inside it.
+            .with_current_span(true)
+            .with_span_list(false)
             .finish()
             .try_init(),
         LogFormat::Pretty => builder.compact().finish().try_init(),
     }
+}
+
+/// actix middleware: a span per request (`request_id`, `http.method`, `http.route`, ...).
+/// Wrap it outermost (last `.wrap`), so the request log line and everything the handler logs
+/// happen inside it.
+pub fn request_spans() -> tracing_actix_web::TracingLogger<tracing_actix_web::DefaultRootSpanBuilder>
+{
+    tracing_actix_web::TracingLogger::default()
 }
 
 /// actix middleware (use with `middleware::from_fn`): one INFO line per request with method,

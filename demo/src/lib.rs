@@ -16,6 +16,7 @@ use actix_web::{App, HttpServer, middleware, web};
 use dbservice::health::HealthOptions;
 use dbservice::http::ApiError;
 use dbservice::http::RequestTimeout;
+use dbservice::metrics::Metrics;
 use dbservice::shutdown::{self, ShutdownSettings};
 use dbservice::{DbService, Error, Result, health, migrate, telemetry};
 
@@ -60,6 +61,9 @@ impl Application {
         let http_metrics = settings
             .metrics
             .then(|| web::Data::new(dbservice::metrics::HttpMetrics::default()));
+        let metrics = http_metrics
+            .as_ref()
+            .map(|http| web::Data::new(Metrics::new(&db, Some(http))));
         let mut server = HttpServer::new(move || {
             let mut app = App::new()
                 // Outermost first in the log: a request cut off by its deadline is logged and
@@ -67,6 +71,7 @@ impl Application {
                 .wrap(middleware::from_fn(dbservice::http::bound_request))
                 .wrap(middleware::from_fn(listeners::route_by_listener))
                 .wrap(middleware::from_fn(telemetry::log_request))
+                .wrap(telemetry::request_spans())
                 .app_data(data.clone())
                 .app_data(split.clone())
                 .app_data(health_options.clone())
@@ -78,11 +83,12 @@ impl Application {
             if let Some(d) = &deadline {
                 app = app.app_data(d.clone());
             }
-            match &http_metrics {
-                Some(m) => app
-                    .app_data(m.clone())
+            match (&http_metrics, &metrics) {
+                (Some(http), Some(registry)) => app
+                    .app_data(http.clone())
+                    .app_data(registry.clone())
                     .route("/metrics", web::get().to(dbservice::metrics::handler)),
-                None => app,
+                _ => app,
             }
         })
         .workers(settings.effective_http_workers())

@@ -563,3 +563,52 @@ async fn sigterm_under_transfer_load_with_several_workers_loses_nothing() {
         "the books balance"
     );
 }
+
+/// A slow query logged inside a request carries that request's span (id and route), and the
+/// request still gets exactly one log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_query_line_carries_its_request() {
+    let base = fresh_pg_database().await;
+    let server = Server::spawn(&[
+        (
+            "DATABASE_URL",
+            with_params(&base, "slow_query_threshold=100ms"),
+        ),
+        ("DBSERVICE_DEMO_DIAGNOSTICS", "true".into()),
+    ]);
+    let (address, client) = server.ready_client().await;
+    let res = client
+        .get(format!("{address}/api/diagnostics/sleep?seconds=0.3"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(res.status().as_u16(), 200);
+    let lines = || -> Vec<serde_json::Value> {
+        server
+            .output()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let found = eventually(Duration::from_secs(5), || async {
+        lines().iter().any(|v| v["message"] == "slow query")
+    })
+    .await;
+    assert!(found, "no slow query line:\n{}", server.output());
+    let all = lines();
+    let slow = all
+        .iter()
+        .find(|v| v["message"] == "slow query")
+        .expect("slow query line");
+    assert_eq!(
+        slow["span"]["http.route"], "/api/diagnostics/sleep",
+        "{slow}"
+    );
+    let id = slow["span"]["request_id"].as_str().expect("a request id");
+    let request_lines: Vec<_> = all
+        .iter()
+        .filter(|v| v["message"] == "request" && v["path"] == "/api/diagnostics/sleep")
+        .collect();
+    assert_eq!(request_lines.len(), 1, "{request_lines:?}");
+    assert_eq!(request_lines[0]["span"]["request_id"], id);
+}
