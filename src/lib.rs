@@ -6,7 +6,8 @@
 //! - [`config`]: `DATABASE_URL` and its pool parameters (`connection_limit`, `pool_timeout`,
 //!   ...), layered settings, redaction.
 //! - [`DbService`]: owns the pool; lazy creation, connect with backoff, readiness, close.
-//! - [`transaction`]: `db.transaction(opts, |tx| ...)` with `max_wait`, `timeout`, isolation,
+//! - [`transaction`]: `db.transaction(async |tx| ...)` (configured defaults) and
+//!   `db.transaction_with(opts, async |tx| ...)` with `max_wait`, `timeout`, isolation,
 //!   read-only and retries; savepoints.
 //! - [`metrics`]: `GET /metrics` (Prometheus/OpenMetrics) for the pool, queries, errors,
 //!   transactions and HTTP routes.

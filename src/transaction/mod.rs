@@ -67,6 +67,26 @@ impl DbService {
             .timeout(p.transaction_timeout)
     }
 
+    /// Runs `body` in a transaction with this service's configured defaults
+    /// ([`tx_options`](Self::tx_options): `transaction_max_wait`, `transaction_timeout`, the
+    /// database's isolation, 3 retries); see [`transaction_with`](Self::transaction_with).
+    ///
+    /// ```no_run
+    /// # async fn f(db: dbservice::DbService) -> Result<(), Box<dyn std::error::Error>> {
+    /// use sea_orm::ConnectionTrait;
+    /// db.transaction(async |tx| tx.execute_unprepared("UPDATE accounts SET balance_cents = 0").await)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<F, T, E>(&self, body: F) -> Result<T, TxError<E>>
+    where
+        F: AsyncFnMut(&DatabaseTransaction) -> Result<T, E> + Send,
+        T: Send,
+        E: std::error::Error + Send + 'static,
+    {
+        self.transaction_with(self.tx_options(), body).await
+    }
+
     /// Runs `body` in a transaction with `opts`; commits if it returns `Ok`, rolls back
     /// otherwise. The closure may run more than once (see [`TxOptions::retries`]), so it must
     /// not have effects outside the transaction that cannot be repeated.
@@ -81,13 +101,17 @@ impl DbService {
     /// use sea_orm::ConnectionTrait;
     /// let opts = TxOptions::default().max_wait(Duration::from_millis(500)).isolation(Isolation::Serializable);
     /// let n = db
-    ///     .transaction(opts, async |tx| {
+    ///     .transaction_with(opts, async |tx| {
     ///         tx.execute_unprepared("UPDATE accounts SET balance_cents = balance_cents + 1").await
     ///     })
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn transaction<F, T, E>(&self, opts: TxOptions, mut body: F) -> Result<T, TxError<E>>
+    pub async fn transaction_with<F, T, E>(
+        &self,
+        opts: TxOptions,
+        mut body: F,
+    ) -> Result<T, TxError<E>>
     where
         F: AsyncFnMut(&DatabaseTransaction) -> Result<T, E> + Send,
         T: Send,

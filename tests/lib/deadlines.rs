@@ -30,7 +30,7 @@ async fn a_slow_commit_is_waited_for() {
         .expect("schema");
     let started = Instant::now();
     let result = db
-        .transaction(db.tx_options(), async |tx| {
+        .transaction(async |tx| {
             tx.execute_unprepared("INSERT INTO slow_commit VALUES (1)")
                 .await
         })

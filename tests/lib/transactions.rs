@@ -66,7 +66,7 @@ async fn max_wait_fails_fast_when_the_pool_is_held() {
         .expect("holds the only connection");
     let started = Instant::now();
     let result = db
-        .transaction(
+        .transaction_with(
             TxOptions::default().max_wait(Duration::from_millis(200)),
             async |tx| tx.execute_unprepared("SELECT 1").await,
         )
@@ -96,7 +96,7 @@ async fn timeout_rolls_back_and_frees_the_server() {
     exec(db.conn(), "CREATE TABLE t (x int)").await;
     let started = Instant::now();
     let result = db
-        .transaction(
+        .transaction_with(
             TxOptions::default().timeout(Duration::from_millis(500)),
             async |tx| {
                 tx.execute_unprepared("INSERT INTO t VALUES (1)").await?;
@@ -142,7 +142,7 @@ async fn a_dropped_caller_rolls_back_and_leaves_the_connection_clean() {
     ))
     .await;
     exec(db.conn(), "CREATE TABLE t (x int)").await;
-    let call = db.transaction(TxOptions::default(), async |tx| {
+    let call = db.transaction_with(TxOptions::default(), async |tx| {
         tx.execute_unprepared("INSERT INTO t VALUES (1)").await?;
         tx.execute_unprepared("SELECT pg_sleep(1)").await
     });
@@ -183,7 +183,7 @@ async fn serialization_failures_are_retried_and_nothing_is_lost() {
     let increment = || {
         let (db, barrier, attempts) = (&db, &barrier, &attempts);
         async move {
-            db.transaction(opts, async |tx| {
+            db.transaction_with(opts, async |tx| {
                 let n = attempts.fetch_add(1, Ordering::SeqCst);
                 let v = scalar(tx, "SELECT v::bigint FROM c WHERE id = 1").await;
                 if n < 2 {
@@ -222,7 +222,7 @@ async fn non_retryable_errors_are_returned_at_once() {
     .await;
     let attempts = AtomicU32::new(0);
     let result = db
-        .transaction(TxOptions::default().retries(5), async |tx| {
+        .transaction_with(TxOptions::default().retries(5), async |tx| {
             attempts.fetch_add(1, Ordering::SeqCst);
             tx.execute_unprepared("INSERT INTO u VALUES (1)").await
         })
@@ -261,7 +261,7 @@ async fn isolation_and_read_only_are_applied() {
     let db = service(&fresh_pg_database().await).await;
     exec(db.conn(), "CREATE TABLE t (x int)").await;
     let level = db
-        .transaction(
+        .transaction_with(
             TxOptions::default().isolation(Isolation::Serializable),
             async |tx| {
                 let row = tx
@@ -281,7 +281,7 @@ async fn isolation_and_read_only_are_applied() {
     // The transaction's budget reaches the server with the isolation level (one message after
     // BEGIN): both guards hold the remaining timeout plus a grace of 250 ms, and only inside.
     let (stmt_ms, idle_ms, level) = db
-        .transaction(
+        .transaction_with(
             TxOptions::default()
                 .timeout(Duration::from_secs(3))
                 .isolation(Isolation::RepeatableRead),
@@ -306,7 +306,7 @@ async fn isolation_and_read_only_are_applied() {
     );
 
     let result = db
-        .transaction(TxOptions::default().read_only(true), async |tx| {
+        .transaction_with(TxOptions::default().read_only(true), async |tx| {
             tx.execute_unprepared("INSERT INTO t VALUES (1)").await
         })
         .await;
@@ -320,7 +320,7 @@ async fn isolation_and_read_only_are_applied() {
 async fn savepoint_keeps_the_outer_work(url: &str) {
     let db = service(url).await;
     exec(db.conn(), "CREATE TABLE s (x int)").await;
-    db.transaction(TxOptions::default(), async |tx| {
+    db.transaction_with(TxOptions::default(), async |tx| {
         tx.execute_unprepared("INSERT INTO s VALUES (1)").await?;
         let inner = savepoint(tx, async |sp| {
             sp.execute_unprepared("INSERT INTO s VALUES (2)").await?;
@@ -364,7 +364,7 @@ async fn cancelled_begin_never_poisons_the_pool() {
     let db = service(&with_params(&proxy.url, "connection_limit=1")).await;
     let mut rng = fastrand::Rng::with_seed(4393);
     for _ in 0..500 {
-        let call = db.transaction(TxOptions::default(), async |tx| {
+        let call = db.transaction_with(TxOptions::default(), async |tx| {
             tx.execute_unprepared("SELECT 1").await
         });
         let _ = tokio::time::timeout(Duration::from_micros(rng.u64(0..6_000)), call).await;
@@ -405,7 +405,7 @@ async fn serializable_transfers_conserve_money_under_contention() {
     let results = futures::future::join_all(jobs.iter().map(|&(src, dst, amt)| {
         let db = db.clone();
         async move {
-            db.transaction(opts, async |tx| {
+            db.transaction_with(opts, async |tx| {
                 let bal = scalar(tx, &format!("SELECT bal FROM acc WHERE id = {src}")).await;
                 if bal < amt {
                     return Ok(false);

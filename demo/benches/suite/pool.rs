@@ -116,7 +116,7 @@ impl Client {
                 let opts = db.tx_options().isolation(Isolation::ReadCommitted);
                 // `async move`: a borrowing async closure is not `Send` enough for `tokio::spawn`
                 // (rustc's higher-ranked Send limitation; see CONNECTION_POOLING.md).
-                db.transaction(opts, async move |tx| transfer_body(tx, from, to).await)
+                db.transaction_with(opts, async move |tx| transfer_body(tx, from, to).await)
                     .await
                     .is_ok()
             }

@@ -144,7 +144,7 @@ async fn run_transfer(
         .isolation(Isolation::ReadCommitted)
         .retries(3);
     let result = db
-        .transaction(opts, async |txn| transfer_in(txn, t, key).await)
+        .transaction_with(opts, async |txn| transfer_in(txn, t, key).await)
         .await;
     match result {
         Ok(outcome) => Ok(outcome),

@@ -678,7 +678,7 @@ async fn a_storm_of_cancelled_calls_loses_no_capacity() {
                 let _ = select_one(&db).await;
             } else {
                 let _ = db
-                    .transaction(dbservice::TxOptions::default(), async |tx| {
+                    .transaction_with(dbservice::TxOptions::default(), async |tx| {
                         tx.execute_unprepared("SELECT pg_sleep(0.001)").await
                     })
                     .await;
