@@ -11,7 +11,9 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use dbservice::DbService;
 use sea_orm::sqlx::{self, Connection, Executor};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 pub use pg_cluster::PgCluster;
 
@@ -170,6 +172,27 @@ pub async fn connected_service(url: &str) -> dbservice::DbService {
     let db = dbservice::DbService::new(config).expect("service");
     db.connect().await.expect("connects");
     db
+}
+
+pub async fn select_one(db: &DbService) -> Result<(), sea_orm::DbErr> {
+    db.conn()
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1"))
+        .await
+        .map(|_| ())
+}
+
+/// Opens `n` connections at once (concurrent short sleeps) and leaves them idle in the pool.
+pub async fn warm(db: &DbService, n: usize) {
+    let all = futures::future::join_all((0..n).map(|_| async {
+        db.conn()
+            .execute_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_sleep(0.05)",
+            ))
+            .await
+    }))
+    .await;
+    assert!(all.iter().all(Result::is_ok), "{all:?}");
 }
 
 /// A private cluster of the test's own (it may be paused, stopped or restarted).

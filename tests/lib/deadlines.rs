@@ -8,8 +8,8 @@ use dbservice::transaction::TxError;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::support::{
-    connected_service as service, fresh_mysql_database, fresh_pg_database, pg_scalar_i64,
-    private_cluster, with_params,
+    connected_service as service, eventually, fresh_mysql_database, fresh_pg_database,
+    pg_scalar_i64, private_cluster, with_params,
 };
 
 /// A COMMIT that takes longer than `ping_timeout` (an fsync stall, a synchronous standby; here
@@ -113,7 +113,17 @@ async fn a_terminated_write_is_not_run_twice() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let running = eventually(Duration::from_secs(5), || async {
+        pg_scalar_i64(
+            &base,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE state = 'active' AND query LIKE 'INSERT INTO killed_write%'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(running, "the write started");
     let killed = pg_scalar_i64(
         &base,
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \

@@ -1,13 +1,15 @@
 //! Pool parameters, checked on the live pool and the live server (not by reading options
 //! back): sea-orm#1674 is what happens otherwise.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dbservice::{DbConfig, DbService};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
 use crate::support::{
-    PASSWORD, backends_named, eventually, fresh_pg_database, unique_name, with_params,
+    PASSWORD, backends_named, eventually, fresh_pg_database, select_one, unique_name, warm,
+    with_params,
 };
 
 async fn show(db: &DbService, setting: &str) -> String {
@@ -168,34 +170,56 @@ async fn stripped_url_reaches_the_driver_and_password_never_shows() {
     db.close(Duration::from_secs(5)).await;
 }
 
-#[tokio::test]
-async fn max_lifetime_recycles_connections() {
+/// `max_lifetime` recycling under load: no errors, and connections opened together retire
+/// at different moments (jitter), not all at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_lifetime_recycles_without_errors_and_spreads_closures() {
     let base = fresh_pg_database().await;
-    let url = with_params(&base, "connection_limit=1&max_lifetime=1");
-    let db = DbService::new(DbConfig::from_url(&url).expect("valid")).expect("service");
+    let db = DbService::new(
+        DbConfig::from_url(&with_params(&base, "connection_limit=4&max_lifetime=2"))
+            .expect("valid"),
+    )
+    .expect("service");
     db.connect().await.expect("connects");
-    let pid = || async {
-        db.conn()
-            .query_one_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT pg_backend_pid()",
-            ))
-            .await
-            .expect("query")
-            .expect("row")
-            .try_get_by_index::<i32>(0)
-            .expect("pid")
+    warm(&db, 4).await;
+    let opened_before = db.stats().opened_total;
+    let running = AtomicBool::new(true);
+    let errors = AtomicU32::new(0);
+    let load = futures::future::join_all((0..4).map(|_| async {
+        while running.load(Ordering::Relaxed) {
+            if select_one(&db).await.is_err() {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }));
+    let watch = async {
+        // When did each new connection appear? (A replacement is opened per retirement.)
+        let mut moments = Vec::new();
+        let started = Instant::now();
+        let mut seen = opened_before;
+        while started.elapsed() < Duration::from_millis(2600) {
+            let opened = db.stats().opened_total;
+            for _ in seen..opened {
+                moments.push(started.elapsed());
+            }
+            seen = opened;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        running.store(false, Ordering::Relaxed);
+        moments
     };
-    let first = pid().await;
-    assert_eq!(pid().await, first, "a young connection is reused");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    // sqlx checks the lifetime when a connection comes back to the pool (and on its periodic
-    // sweep), so the expired connection may serve one last query before it is closed.
-    let _ = pid().await;
-    assert_ne!(
-        pid().await,
-        first,
-        "a connection older than max_lifetime is replaced"
+    let (_, moments) = tokio::join!(load, watch);
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "recycling caused errors");
+    assert!(
+        moments.len() >= 4,
+        "every connection was recycled: {moments:?}"
+    );
+    let first_wave = &moments[..4];
+    let spread = first_wave[3] - first_wave[0];
+    assert!(
+        spread >= Duration::from_millis(50),
+        "connections retired all at once: {first_wave:?}"
     );
     db.close(Duration::from_secs(5)).await;
 }

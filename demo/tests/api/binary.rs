@@ -233,9 +233,11 @@ async fn sigterm_fails_readiness_then_drains_in_flight_requests() {
             res.map(|r| r.status().as_u16())
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        backends_named(&base, &name).await >= 1,
+        eventually(Duration::from_secs(5), || async {
+            backends_named(&base, &name).await >= 1
+        })
+        .await,
         "the slow request holds a connection"
     );
     server.signal(Signal::SIGTERM);

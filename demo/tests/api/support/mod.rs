@@ -3,6 +3,7 @@
 //! port.
 
 pub mod app;
+pub mod drill;
 
 pub use app::{TestApp, spawn_app};
 pub use dbservice_testkit::*;
