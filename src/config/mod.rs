@@ -135,6 +135,11 @@ pub struct PoolOptions {
 /// balancer's or a user's patience runs out.
 const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How much later than the client the server gives up: the client's timeout fires first and
+/// reports `Timeout`; the server's is the backstop that frees the connection and the locks
+/// (sqlx cannot cancel a running statement) and guards against a stalled client.
+pub(crate) const SERVER_GRACE: Duration = Duration::from_millis(250);
+
 /// How much later than `statement_timeout` the client gives up when only the server bound is
 /// set: the server's cancel (which keeps the connection usable) arrives first.
 const CLIENT_AFTER_SERVER: Duration = Duration::from_secs(1);

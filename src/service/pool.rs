@@ -235,7 +235,7 @@ async fn release_check_ping<C: Connection>(
 fn mysql_session(p: &PoolOptions) -> String {
     let budget = p
         .transaction_timeout
-        .saturating_add(crate::transaction::SERVER_GRACE);
+        .saturating_add(crate::config::SERVER_GRACE);
     let secs = budget.as_secs() + u64::from(budget.subsec_nanos() > 0);
     format!("SET SESSION innodb_lock_wait_timeout = {}", secs.max(1))
 }

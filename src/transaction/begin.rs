@@ -9,6 +9,7 @@ use super::bump;
 use super::error::TxError;
 use super::handle::{Open, Transaction};
 use super::options::TxOptions;
+use crate::config::SERVER_GRACE;
 use crate::service::DbService;
 use crate::stats::TxCounters;
 
@@ -118,10 +119,6 @@ impl DbService {
     }
 }
 
-/// How much later than the client the server gives up: the client's timeout fires first and
-/// reports `Timeout`; the server's is the backstop that frees the connection and the locks
-/// (sqlx cannot cancel a running statement) and guards against a stalled client.
-pub(crate) const SERVER_GRACE: Duration = Duration::from_millis(250);
 
 /// The PostgreSQL settings of a transaction just begun, as one simple-protocol message (one
 /// round trip, several statements): the isolation level and access mode (what SeaORM would send

@@ -16,7 +16,7 @@ use crate::stats::TxCounters;
 /// `ping_timeout`) + 1 s. A COMMIT may legitimately be slow (an fsync stall, a synchronous
 /// standby), and an answer that comes late is still an answer, whereas giving up early turns
 /// a commit into "unknown". The server gives up first: the transaction's `statement_timeout`
-/// (its budget + [`SERVER_GRACE`]) cancels a COMMIT stuck in a deferred trigger or a lock.
+/// (its budget + `SERVER_GRACE`) cancels a COMMIT stuck in a deferred trigger or a lock.
 pub(super) fn commit_bound(timeout: Duration, ping_timeout: Duration) -> Duration {
     timeout
         .max(ping_timeout)

@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr};
 
-pub(crate) use self::begin::SERVER_GRACE;
 pub use self::error::TxError;
 use self::finish::{commit_bound, finish_detached, map_server_timeout};
 use self::handle::Open;
