@@ -119,7 +119,6 @@ impl DbService {
     }
 }
 
-
 /// The PostgreSQL settings of a transaction just begun, as one simple-protocol message (one
 /// round trip, several statements): the isolation level and access mode (what SeaORM would send
 /// as a `SET TRANSACTION` of its own), and the transaction's remaining budget plus

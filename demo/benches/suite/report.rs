@@ -1,0 +1,205 @@
+//! The Markdown report: the tables, the ratios with their targets, RSS and the grid.
+
+use super::*;
+
+pub(crate) struct Report<'a> {
+    pub(crate) reads: &'a [Series],
+    pub(crate) transfers: &'a [Series],
+    pub(crate) gets: &'a [Series],
+    pub(crate) posts: &'a [Series],
+    pub(crate) pgbench16: &'a Series,
+    pub(crate) pgbench64: &'a Series,
+    pub(crate) readiness: &'a Sample,
+    pub(crate) rss: &'a [(String, Option<f64>)],
+    pub(crate) grid: &'a [Cell],
+    pub(crate) our_default_size: u32,
+}
+
+pub(crate) fn report(opts: &Opts, r: &Report) -> String {
+    let limit = r.pgbench16.ops();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} round(s) of {} s per variant, alternating; medians over rounds (max: the worst \
+         round); × pgbench 16 = throughput over pgbench's 16-client median. Our default pool \
+         size here: {} (cores × 2 + 1).\n",
+        opts.rounds, opts.seconds, r.our_default_size
+    );
+    let table = |s: &mut String, title: &str, rows: &[&Series]| {
+        if rows.iter().all(|x| x.rounds.is_empty()) {
+            return;
+        }
+        let _ = writeln!(s, "### {title}\n\n{TABLE_HEAD}");
+        for row in rows {
+            if !row.rounds.is_empty() {
+                let _ = writeln!(s, "{}", row.row(limit));
+            }
+        }
+        let _ = writeln!(s);
+    };
+    let mut pool_rows: Vec<&Series> = r.reads.iter().collect();
+    pool_rows.extend([r.pgbench16, r.pgbench64]);
+    table(
+        &mut s,
+        &format!("Pool level: single-row read by id, {TASKS} tasks, pool of {POOL}"),
+        &pool_rows,
+    );
+    table(
+        &mut s,
+        &format!(
+            "Pool level: transfers (read-modify-write transaction), {TASKS} tasks, pool of {POOL}"
+        ),
+        &r.transfers.iter().collect::<Vec<_>>(),
+    );
+    table(
+        &mut s,
+        &format!("HTTP level: wrk, {TASKS} connections, 2 threads"),
+        &r.gets.iter().chain(r.posts).collect::<Vec<_>>(),
+    );
+    if !r.gets.is_empty() {
+        let _ = writeln!(
+            s,
+            "`/health/ready` during the demo's read load (every 50 ms, new connection each): \
+             p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} samples; {} answers other than 200.\n",
+            r.readiness.p50_ms,
+            r.readiness.p99_ms,
+            r.readiness.max_ms,
+            r.readiness.ops_per_sec as u64,
+            r.readiness.errors
+        );
+        let _ = writeln!(s, "Peak RSS (VmHWM) after all HTTP rounds:\n");
+        for (name, mib) in r.rss {
+            let _ = writeln!(
+                s,
+                "- {name}: {}",
+                mib.map_or("n/a".into(), |m| format!("{m:.1} MiB"))
+            );
+        }
+        let _ = writeln!(s);
+    }
+
+    // (name, numerator, denominator, target): each pair measured in the same rounds.
+    let pairs: [(&str, Option<&Series>, Option<&Series>, &str); 13] = [
+        (
+            "pool: ours / bare SeaORM configured like ours",
+            r.reads.first(),
+            r.reads.get(2),
+            "≥ 0.97",
+        ),
+        (
+            "pool: ours / bare SeaORM, its defaults",
+            r.reads.first(),
+            r.reads.get(1),
+            "",
+        ),
+        ("pool: ours / raw sqlx", r.reads.first(), r.reads.get(3), ""),
+        (
+            "pool: ours / pgbench 16",
+            r.reads.first(),
+            Some(r.pgbench16),
+            "",
+        ),
+        (
+            "transfers: db.transaction / bare SeaORM like ours",
+            r.transfers.first(),
+            r.transfers.get(2),
+            "≥ 0.95",
+        ),
+        (
+            "transfers: db.transaction / bare SeaORM defaults",
+            r.transfers.first(),
+            r.transfers.get(1),
+            "",
+        ),
+        (
+            "HTTP GET: demo / minimal configured like ours",
+            r.gets.first(),
+            r.gets.get(3),
+            "≥ 0.95",
+        ),
+        (
+            "HTTP GET: demo (our defaults) / minimal (SeaORM defaults)",
+            r.gets.first(),
+            r.gets.get(2),
+            "≥ 1.3",
+        ),
+        (
+            "HTTP GET: demo / pgbench 16",
+            r.gets.first(),
+            Some(r.pgbench16),
+            "≥ 0.30",
+        ),
+        (
+            "HTTP GET: metrics and request log on / off",
+            r.gets.first(),
+            r.gets.get(1),
+            "≥ 0.95",
+        ),
+        (
+            "HTTP GET: demo, half the cores as workers / one per core",
+            r.gets.first(),
+            r.gets.get(4),
+            "",
+        ),
+        (
+            "HTTP POST: demo / minimal configured like ours",
+            r.posts.first(),
+            r.posts.get(2),
+            "≥ 0.95",
+        ),
+        (
+            "HTTP POST: demo / minimal, SeaORM defaults",
+            r.posts.first(),
+            r.posts.get(1),
+            "",
+        ),
+    ];
+    let ratios: Vec<(&str, f64, &str)> = pairs
+        .into_iter()
+        .filter_map(|(name, a, b, target)| match (a, b) {
+            (Some(a), Some(b)) if !a.rounds.is_empty() && !b.rounds.is_empty() => {
+                Some((name, paired(a, b), target))
+            }
+            _ => None,
+        })
+        .collect();
+    if !ratios.is_empty() {
+        let _ = writeln!(
+            s,
+            "### Ratios (paired within each round, median over rounds)\n"
+        );
+        let _ = writeln!(s, "| ratio | value | target |\n|---|---:|---|");
+        for (name, v, target) in &ratios {
+            let _ = writeln!(s, "| {name} | {v:.2} | {target} |");
+        }
+        let _ = writeln!(s);
+    }
+
+    if !r.grid.is_empty() {
+        let secs = opts.grid_seconds;
+        let _ = writeln!(
+            s,
+            "### Scaling: ops/s and p99 (ms) by concurrent tasks C and pool size N ({secs} s per cell)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| variant | N | C | ops/s | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        let mut cells: Vec<&Cell> = r.grid.iter().collect();
+        cells.sort_by_key(|c| (c.variant, c.pool, c.tasks));
+        for c in cells {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                READ_VARIANTS[c.variant],
+                c.pool,
+                c.tasks,
+                c.sample.ops_per_sec,
+                c.sample.p50_ms,
+                c.sample.p99_ms,
+                c.sample.max_ms
+            );
+        }
+    }
+    s
+}
