@@ -269,8 +269,19 @@ impl DbService {
         within: Duration,
         bound: Duration,
     ) -> std::result::Result<Duration, PingError> {
+        self.check(within, bound, self.inner.pool.probe()).await
+    }
+
+    /// Runs one database check within `within`, recording what went wrong; `bound` is the
+    /// limit named in a timeout.
+    async fn check(
+        &self,
+        within: Duration,
+        bound: Duration,
+        work: impl Future<Output = std::result::Result<(), sea_orm::sqlx::Error>>,
+    ) -> std::result::Result<Duration, PingError> {
         let started = Instant::now();
-        match tokio::time::timeout(within, self.inner.pool.probe()).await {
+        match tokio::time::timeout(within, work).await {
             Ok(Ok(())) => Ok(started.elapsed()),
             Ok(Err(e)) => {
                 let msg = connect::describe(&self.inner.config, &e);
@@ -292,21 +303,8 @@ impl DbService {
     /// behind the pool's callers.
     pub async fn check_direct(&self) -> std::result::Result<Duration, PingError> {
         let bound = self.inner.config.pool().health_check_timeout;
-        let started = Instant::now();
-        match tokio::time::timeout(bound, self.inner.pool.connect_direct()).await {
-            Ok(Ok(())) => Ok(started.elapsed()),
-            Ok(Err(e)) => {
-                let msg = connect::describe(&self.inner.config, &e);
-                self.record_error(&msg);
-                self.inner.instruments.connection_failed();
-                Err(PingError::Failed(msg))
-            }
-            Err(_) => {
-                self.record_error(&format!("no answer from the database within {bound:?}"));
-                self.inner.instruments.note_trouble();
-                Err(PingError::TimedOut(bound))
-            }
-        }
+        self.check(bound, bound, self.inner.pool.connect_direct())
+            .await
     }
 
     /// Starts the shutdown: readiness fails from now on; the pool keeps serving in-flight work.

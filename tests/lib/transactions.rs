@@ -56,6 +56,31 @@ async fn assert_clean(db: &DbService) {
     );
 }
 
+/// A service on a fresh database with a table `t`, `connection_limit` as given and its own
+/// `application_name`; returns it with the database URL and that name.
+async fn named_with_table(prefix: &str, limit: u32) -> (DbService, String, String) {
+    let app = unique_name(prefix);
+    let base = fresh_pg_database().await;
+    let db = service(&with_params(
+        &base,
+        &format!("connection_limit={limit}&application_name={app}"),
+    ))
+    .await;
+    exec(db.conn(), "CREATE TABLE t (x int)").await;
+    (db, base, app)
+}
+
+/// A service with `connection_limit=4` on a fresh database where `schema` has run.
+async fn pool_of_four_with(schema: &str) -> DbService {
+    let db = service(&with_params(
+        &fresh_pg_database().await,
+        "connection_limit=4",
+    ))
+    .await;
+    exec(db.conn(), schema).await;
+    db
+}
+
 #[tokio::test]
 async fn max_wait_fails_fast_when_the_pool_is_held() {
     let url = with_params(&fresh_pg_database().await, "connection_limit=1");
@@ -86,14 +111,7 @@ async fn max_wait_fails_fast_when_the_pool_is_held() {
 
 #[tokio::test]
 async fn timeout_rolls_back_and_frees_the_server() {
-    let app = unique_name("txto");
-    let base = fresh_pg_database().await;
-    let db = service(&with_params(
-        &base,
-        &format!("connection_limit=2&application_name={app}"),
-    ))
-    .await;
-    exec(db.conn(), "CREATE TABLE t (x int)").await;
+    let (db, base, app) = named_with_table("txto", 2).await;
     let started = Instant::now();
     let result = db
         .transaction_with(
@@ -134,14 +152,7 @@ async fn timeout_rolls_back_and_frees_the_server() {
 
 #[tokio::test]
 async fn a_dropped_caller_rolls_back_and_leaves_the_connection_clean() {
-    let app = unique_name("txdrop");
-    let base = fresh_pg_database().await;
-    let db = service(&with_params(
-        &base,
-        &format!("connection_limit=1&application_name={app}"),
-    ))
-    .await;
-    exec(db.conn(), "CREATE TABLE t (x int)").await;
+    let (db, base, app) = named_with_table("txdrop", 1).await;
     let call = db.transaction_with(TxOptions::default(), async |tx| {
         tx.execute_unprepared("INSERT INTO t VALUES (1)").await?;
         tx.execute_unprepared("SELECT pg_sleep(1)").await
@@ -164,13 +175,7 @@ async fn a_dropped_caller_rolls_back_and_leaves_the_connection_clean() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serialization_failures_are_retried_and_nothing_is_lost() {
-    let db = service(&with_params(
-        &fresh_pg_database().await,
-        "connection_limit=4",
-    ))
-    .await;
-    exec(
-        db.conn(),
+    let db = pool_of_four_with(
         "CREATE TABLE c (id int PRIMARY KEY, v int NOT NULL); INSERT INTO c VALUES (1, 0)",
     )
     .await;
@@ -377,13 +382,7 @@ async fn cancelled_begin_never_poisons_the_pool() {
 /// conserved, nothing goes negative, and every success is stored exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serializable_transfers_conserve_money_under_contention() {
-    let db = service(&with_params(
-        &fresh_pg_database().await,
-        "connection_limit=4",
-    ))
-    .await;
-    exec(
-        db.conn(),
+    let db = pool_of_four_with(
         "CREATE TABLE acc (id bigint PRIMARY KEY, bal bigint NOT NULL CHECK (bal >= 0)); \
          CREATE TABLE xfer (id bigserial PRIMARY KEY, src bigint, dst bigint, amt bigint); \
          INSERT INTO acc SELECT g, 1000 FROM generate_series(1, 5) g",

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use dbservice::DbService;
 use dbservice::transaction::Isolation;
 use dbservice_demo::entities::{accounts, transfers};
-use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::sqlx::{self, postgres::PgPoolOptions};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection,
@@ -175,14 +174,7 @@ pub async fn transfer_body(
         ));
     }
     for (id, delta) in [(from, -1i64), (to, 1)] {
-        accounts::Entity::update_many()
-            .col_expr(
-                accounts::Column::BalanceCents,
-                Expr::col(accounts::Column::BalanceCents).add(delta),
-            )
-            .filter(accounts::Column::Id.eq(id))
-            .exec(txn)
-            .await?;
+        accounts::add_to_balance(txn, id, delta).await?;
     }
     transfers::ActiveModel {
         from_account_id: Set(from),

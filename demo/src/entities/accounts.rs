@@ -23,3 +23,23 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Adds `delta` cents to account `id`'s balance (negative: a debit) in one UPDATE, relative to
+/// the stored value, so it composes with the row lock a transfer holds.
+pub async fn add_to_balance(
+    conn: &impl sea_orm::ConnectionTrait,
+    id: i64,
+    delta: i64,
+) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    use sea_orm::{ColumnTrait, QueryFilter};
+    Entity::update_many()
+        .col_expr(
+            Column::BalanceCents,
+            Expr::col(Column::BalanceCents).add(delta),
+        )
+        .filter(Column::Id.eq(id))
+        .exec(conn)
+        .await
+        .map(|_| ())
+}

@@ -20,7 +20,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
     DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
@@ -282,14 +282,7 @@ async fn transfer_in(
         (t.from_account_id, -t.amount_cents),
         (t.to_account_id, t.amount_cents),
     ] {
-        accounts::Entity::update_many()
-            .col_expr(
-                accounts::Column::BalanceCents,
-                Expr::col(accounts::Column::BalanceCents).add(delta),
-            )
-            .filter(accounts::Column::Id.eq(id))
-            .exec(txn)
-            .await?;
+        accounts::add_to_balance(txn, id, delta).await?;
     }
     let created = transfers::ActiveModel {
         from_account_id: Set(t.from_account_id),

@@ -123,6 +123,22 @@ impl Drop for Server {
     }
 }
 
+/// Runs the binary against `database` on the shared cluster with `params`, expects exit code 1
+/// within 30 s, and returns its output and how long it ran.
+async fn fails_with_exit_1(database: &'static str, params: &str) -> (String, Duration) {
+    let url = with_params(
+        &tokio::task::spawn_blocking(move || shared_url(database))
+            .await
+            .expect("shared cluster"),
+        params,
+    );
+    let mut server = Server::spawn(&[("DATABASE_URL", url)]);
+    let (code, took) = server.wait_exit(Duration::from_secs(30)).await;
+    let out = server.output();
+    assert_eq!(code, 1, "{out}");
+    (out, took)
+}
+
 async fn wait_ready(client: &reqwest::Client, address: &str) {
     let ok = eventually(Duration::from_secs(30), || async {
         client
@@ -191,16 +207,11 @@ async fn unreachable_database_gives_up_after_connect_retry_timeout() {
 
 #[tokio::test]
 async fn unknown_database_fails_fast_without_retrying() {
-    let url = with_params(
-        &tokio::task::spawn_blocking(|| shared_url("no_such_database"))
-            .await
-            .expect("shared cluster"),
+    let (out, took) = fails_with_exit_1(
+        "no_such_database",
         "connect_timeout=2&connect_retry_timeout=60",
-    );
-    let mut server = Server::spawn(&[("DATABASE_URL", url)]);
-    let (code, took) = server.wait_exit(Duration::from_secs(30)).await;
-    let out = server.output();
-    assert_eq!(code, 1, "{out}");
+    )
+    .await;
     assert!(
         took < Duration::from_secs(4),
         "exits within connect_timeout + 1 s (+ start-up), no retry loop: {took:?}"
@@ -428,16 +439,8 @@ async fn wrong_password_exits_within_connect_timeout_without_retrying() {
 
 #[tokio::test]
 async fn sslmode_require_against_a_server_without_tls_fails_at_once_naming_sslmode() {
-    let url = with_params(
-        &tokio::task::spawn_blocking(|| shared_url("postgres"))
-            .await
-            .expect("shared cluster"),
-        "sslmode=require&connect_retry_timeout=60",
-    );
-    let mut server = Server::spawn(&[("DATABASE_URL", url)]);
-    let (code, took) = server.wait_exit(Duration::from_secs(30)).await;
-    let out = server.output();
-    assert_eq!(code, 1, "{out}");
+    let (out, took) =
+        fails_with_exit_1("postgres", "sslmode=require&connect_retry_timeout=60").await;
     assert!(took < Duration::from_secs(10), "no retry loop: {took:?}");
     assert!(out.contains("sslmode=require"), "names sslmode:\n{out}");
 }

@@ -11,8 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::pg_cluster::free_port;
 use crate::support::{
-    TestApp, backends_named, fresh_pg_database, private_cluster, spawn_app, sqlite_url,
-    unique_name, with_params,
+    TestApp, backends_named, private_cluster, spawn_app, spawn_named_app, sqlite_url, with_params,
 };
 
 async fn new_account(app: &TestApp, balance: i64) -> i64 {
@@ -99,17 +98,7 @@ async fn a_frozen_database_cannot_hang_a_read_without_statement_timeout() {
 /// every probe answers 200, and API traffic meanwhile succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_readiness_probes_takes_at_most_one_connection() {
-    let base = fresh_pg_database().await;
-    let name = unique_name("probes");
-    let app = spawn_app(
-        &with_params(
-            &base,
-            &format!("connection_limit=3&application_name={name}"),
-        ),
-        |_| {},
-    )
-    .await;
-    app.wait_ready(Duration::from_secs(30)).await;
+    let (app, base, name) = spawn_named_app("probes", 3).await;
     let a = new_account(&app, 1_000_000).await;
     let b = new_account(&app, 1_000_000).await;
     let running = Arc::new(AtomicBool::new(true));

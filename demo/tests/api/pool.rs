@@ -4,21 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{backends_named, fresh_pg_database, spawn_app, unique_name, with_params};
+use crate::support::{backends_named, fresh_pg_database, spawn_app, spawn_named_app, with_params};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_caps_backends_under_concurrent_requests() {
-    let base = fresh_pg_database().await;
-    let name = unique_name("cap");
-    let app = spawn_app(
-        &with_params(
-            &base,
-            &format!("connection_limit=3&application_name={name}"),
-        ),
-        |_| {},
-    )
-    .await;
-    app.wait_ready(Duration::from_secs(30)).await;
+    let (app, base, name) = spawn_named_app("cap", 3).await;
 
     let load =
         futures::future::join_all((0..20).map(|_| app.get("/api/diagnostics/sleep?seconds=0.3")));

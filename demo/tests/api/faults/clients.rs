@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::support::drill::*;
 use crate::support::select_one;
-use crate::support::{fresh_pg_database, pg_scalar_i64, spawn_app, unique_name, with_params};
+use crate::support::{fresh_pg_database, pg_scalar_i64, spawn_app, spawn_named_app, with_params};
 
 /// Sustained load at 8x the pool: only 503 + Retry-After refusals while overloaded, then
 /// 100 consecutive successes once the load is back under capacity.
@@ -65,17 +65,7 @@ async fn overload_refuses_cleanly_then_recovers() {
 /// at all, the books balance, and no connection is left dirty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_disconnect_mid_transfer_leave_no_trace() {
-    let base = fresh_pg_database().await;
-    let app_name = unique_name("hangup");
-    let app = spawn_app(
-        &with_params(
-            &base,
-            &format!("connection_limit=4&application_name={app_name}"),
-        ),
-        |_| {},
-    )
-    .await;
-    app.wait_ready(Duration::from_secs(30)).await;
+    let (app, base, app_name) = spawn_named_app("hangup", 4).await;
     let ledger = open_accounts(&app, 4, 1_000_000).await;
     let mut rng = fastrand::Rng::with_seed(8);
     let mut given_up = 0;

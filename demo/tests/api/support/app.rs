@@ -30,6 +30,24 @@ pub fn test_settings(url: &str) -> DemoSettings {
     s
 }
 
+/// The demo app on a fresh PostgreSQL database with `connection_limit=limit` and an
+/// `application_name` of its own (to count its backends), ready; returns it with the database
+/// URL and that name.
+pub async fn spawn_named_app(prefix: &str, limit: u32) -> (TestApp, String, String) {
+    let base = dbservice_testkit::fresh_pg_database().await;
+    let name = dbservice_testkit::unique_name(prefix);
+    let app = spawn_app(
+        &dbservice_testkit::with_params(
+            &base,
+            &format!("connection_limit={limit}&application_name={name}"),
+        ),
+        |_| {},
+    )
+    .await;
+    app.wait_ready(Duration::from_secs(30)).await;
+    (app, base, name)
+}
+
 /// Builds and runs the demo app against `url`; `tweak` may change the settings first.
 pub async fn spawn_app(url: &str, tweak: impl FnOnce(&mut DemoSettings)) -> TestApp {
     let mut settings = test_settings(url);

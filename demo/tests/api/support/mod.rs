@@ -5,5 +5,5 @@
 pub mod app;
 pub mod drill;
 
-pub use app::{TestApp, spawn_app};
+pub use app::{TestApp, spawn_app, spawn_named_app};
 pub use dbservice_testkit::*;
