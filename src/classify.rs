@@ -101,6 +101,12 @@ fn is_conflict(code: &str) -> bool {
     matches!(code, "40001" | "40P01")
 }
 
+/// Whether the server ended a statement or transaction because a time budget ran out:
+/// `statement_timeout` (57014) or `idle_in_transaction_session_timeout` (25P03).
+pub fn is_server_timeout(err: &DbErr) -> bool {
+    matches!(sqlstate(err).as_deref(), Some("57014" | "25P03"))
+}
+
 /// Whether re-running the whole transaction may succeed: serialization failure or deadlock.
 pub fn is_retryable(err: &DbErr) -> bool {
     sqlstate(err).as_deref().is_some_and(is_conflict)
@@ -125,6 +131,41 @@ fn is_select(sql: &str) -> bool {
     sql.trim_start()
         .get(..6)
         .is_some_and(|word| word.eq_ignore_ascii_case("select"))
+}
+
+/// Whether retrying a failed connection attempt may succeed: the database is starting, full,
+/// or not reachable yet (refused, reset, timed out); not a bad password or an unknown database.
+pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
+    use std::io::ErrorKind;
+    match err {
+        sqlx::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::NotConnected
+                | ErrorKind::TimedOut
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::BrokenPipe
+                | ErrorKind::AddrNotAvailable
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable
+                | ErrorKind::NetworkDown
+                | ErrorKind::Interrupted
+        ),
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            matches!(
+                code.as_ref(),
+                // PostgreSQL: starting up, too many connections, admin/crash shutdown,
+                // connection failures.
+                "57P03" | "53300" | "57P01" | "57P02" | "08000" | "08001" | "08006"
+                // MySQL/MariaDB: too many connections.
+                | "08004"
+            )
+        }),
+        _ => false,
+    }
 }
 
 /// Marks the I/O error of a statement whose client deadline (`query_timeout`) passed, so it is

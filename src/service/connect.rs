@@ -8,7 +8,6 @@
 //! step) until `connect_retry_timeout` has passed. Anything else (bad password 28P01, unknown
 //! database 3D000, TLS refused) fails at once: retrying cannot fix it.
 
-use std::io::ErrorKind;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use backon::{ExponentialBuilder, Retryable};
 use sea_orm::sqlx;
 
 use super::pool::PoolHandle;
+use crate::classify::is_transient;
 use crate::config::DbConfig;
 use crate::error::Error;
 
@@ -57,39 +57,6 @@ pub(crate) fn describe(config: &DbConfig, err: &sqlx::Error) -> String {
         other => other.to_string(),
     };
     config.scrub(&text)
-}
-
-/// Whether retrying the connect may succeed.
-pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Io(io) => matches!(
-            io.kind(),
-            ErrorKind::ConnectionRefused
-                | ErrorKind::ConnectionReset
-                | ErrorKind::ConnectionAborted
-                | ErrorKind::NotConnected
-                | ErrorKind::TimedOut
-                | ErrorKind::UnexpectedEof
-                | ErrorKind::BrokenPipe
-                | ErrorKind::AddrNotAvailable
-                | ErrorKind::HostUnreachable
-                | ErrorKind::NetworkUnreachable
-                | ErrorKind::NetworkDown
-                | ErrorKind::Interrupted
-        ),
-        sqlx::Error::PoolTimedOut => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            matches!(
-                code.as_ref(),
-                // PostgreSQL: starting up, too many connections, admin/crash shutdown,
-                // connection failures.
-                "57P03" | "53300" | "57P01" | "57P02" | "08000" | "08001" | "08006"
-                // MySQL/MariaDB: too many connections.
-                | "08004"
-            )
-        }),
-        _ => false,
-    }
 }
 
 /// Retries [`PoolHandle::probe`] until it succeeds, a non-transient error occurs, or

@@ -7,7 +7,7 @@ use sea_orm::{DatabaseTransaction, DbErr};
 
 use super::bump;
 use super::error::TxError;
-use crate::classify::sqlstate;
+use crate::classify::is_server_timeout;
 use crate::gate::Permit;
 use crate::service::Tasks;
 use crate::stats::TxCounters;
@@ -73,7 +73,7 @@ pub(super) fn map_server_timeout<E>(
     timeout: Duration,
     counters: &TxCounters,
 ) -> TxError<E> {
-    if matches!(sqlstate(&e).as_deref(), Some("57014" | "25P03")) {
+    if is_server_timeout(&e) {
         bump(&counters.timeout);
         TxError::Timeout(timeout)
     } else {

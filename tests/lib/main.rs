@@ -6,6 +6,7 @@ mod support {
     pub use dbservice_testkit::*;
 }
 
+mod config;
 mod deadlines;
 mod pool;
 mod transactions;
