@@ -8,7 +8,9 @@
 //! [`DbService::begin`](crate::DbService::begin), which bound them and survive cancellation.
 //! [`DbConn::raw`] is the unguarded SeaORM connection for the rare code that needs it.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sea_orm::{
@@ -86,30 +88,47 @@ impl DbConn {
     }
 
     async fn bounded<T>(&self, op: impl Future<Output = Result<T, DbErr>>) -> Result<T, DbErr> {
-        // Declared after `op`, so it is dropped first when the caller goes away: the trouble is
-        // noted before the abandoned connection is released (see `Instruments::note_trouble`).
-        let mut watch = Unfinished(Some(&self.instruments));
-        let result = match self.deadline {
-            Some(deadline) => tokio::time::timeout(deadline, op)
-                .await
-                .unwrap_or_else(|_| {
-                    self.instruments.note_trouble();
-                    Err(query_deadline_passed(deadline))
-                }),
-            None => op.await,
+        let watched = Watched {
+            op: Box::pin(op),
+            instruments: &self.instruments,
+            finished: false,
         };
-        watch.0 = None;
+        match self.deadline {
+            Some(deadline) => tokio::time::timeout(deadline, watched)
+                .await
+                .unwrap_or_else(|_| Err(query_deadline_passed(deadline))),
+            None => watched.await,
+        }
+    }
+}
+
+/// A statement's future that notes trouble if it is dropped before it finished (its caller
+/// went away, or the client deadline passed). `Drop::drop` runs before the fields are dropped,
+/// so the trouble is noted before the statement's connection goes back to the pool, where the
+/// release check must see it (see `Instruments::note_trouble`); a guard beside the future
+/// could be dropped after it, and the check would race the note.
+struct Watched<'a, F> {
+    op: Pin<Box<F>>,
+    instruments: &'a Instruments,
+    finished: bool,
+}
+
+impl<T, F: Future<Output = Result<T, DbErr>>> Future for Watched<'_, F> {
+    type Output = Result<T, DbErr>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = self.op.as_mut().poll(cx);
+        if result.is_ready() {
+            self.finished = true;
+        }
         result
     }
 }
 
-/// Notes trouble if dropped before the statement finished (its caller was cancelled).
-struct Unfinished<'a>(Option<&'a Instruments>);
-
-impl Drop for Unfinished<'_> {
+impl<F> Drop for Watched<'_, F> {
     fn drop(&mut self) {
-        if let Some(instruments) = self.0 {
-            instruments.note_trouble();
+        if !self.finished {
+            self.instruments.note_trouble();
         }
     }
 }
