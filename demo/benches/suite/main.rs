@@ -10,7 +10,7 @@
 //!
 //! Options: `--rounds N`, `--seconds S`, `--only pool,tx,http,grid`. `BENCH_DATABASE_URL`
 //! points it at an existing PostgreSQL; otherwise it starts a private cluster (the test
-//! harness's). `BENCH_OUT` is where the report and the plot go (default `target/bench`).
+//! harness's). `BENCH_OUT` is where the report and the plot go (default: the workspace's `target/bench`).
 //! Everything talks to 127.0.0.1 only.
 
 mod grid;
@@ -37,6 +37,10 @@ use options::Opts;
 use pool::{Client, READ_VARIANTS, ROWS, Work};
 use report::{Report, report};
 use stats::{Sample, Series, TABLE_HEAD, paired};
+
+/// Where the report and the plot go by default: the workspace's `target/bench` (cargo runs
+/// the bench in the demo's folder).
+const DEFAULT_OUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench");
 
 /// Concurrent tasks (and wrk connections) and pool size of the main comparison.
 const TASKS: usize = 64;
@@ -121,7 +125,7 @@ async fn run(opts: Opts) {
         }
     };
     let out_dir =
-        PathBuf::from(std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench".into()));
+        PathBuf::from(std::env::var("BENCH_OUT").unwrap_or_else(|_| DEFAULT_OUT.into()));
     std::fs::create_dir_all(&out_dir).expect("output directory");
     let work_dir = tempfile::tempdir().expect("temp dir");
     load(&url).await;
