@@ -124,8 +124,7 @@ async fn run(opts: Opts) {
             cluster.url("postgres")
         }
     };
-    let out_dir =
-        PathBuf::from(std::env::var("BENCH_OUT").unwrap_or_else(|_| DEFAULT_OUT.into()));
+    let out_dir = PathBuf::from(std::env::var("BENCH_OUT").unwrap_or_else(|_| DEFAULT_OUT.into()));
     std::fs::create_dir_all(&out_dir).expect("output directory");
     let work_dir = tempfile::tempdir().expect("temp dir");
     load(&url).await;
