@@ -89,7 +89,7 @@ impl DbConn {
 
     async fn bounded<T>(&self, op: impl Future<Output = Result<T, DbErr>>) -> Result<T, DbErr> {
         let watched = Watched {
-            op: Box::pin(op),
+            op,
             instruments: &self.instruments,
             finished: false,
         };
@@ -102,34 +102,40 @@ impl DbConn {
     }
 }
 
-/// A statement's future that notes trouble if it is dropped before it finished (its caller
-/// went away, or the client deadline passed). `Drop::drop` runs before the fields are dropped,
-/// so the trouble is noted before the statement's connection goes back to the pool, where the
-/// release check must see it (see `Instruments::note_trouble`); a guard beside the future
-/// could be dropped after it, and the check would race the note.
-struct Watched<'a, F> {
-    op: Pin<Box<F>>,
-    instruments: &'a Instruments,
-    finished: bool,
+pin_project_lite::pin_project! {
+    /// A statement's future that notes trouble if it is dropped before it finished (its caller
+    /// went away, or the client deadline passed). The drop hook runs before the fields are
+    /// dropped, so the trouble is noted before the statement's connection goes back to the
+    /// pool, where the release check must see it (see `Instruments::note_trouble`); a guard
+    /// beside the future could be dropped after it, and the check would race the note. Pinned
+    /// in place (no allocation): it wraps every statement.
+    struct Watched<'a, F> {
+        #[pin]
+        op: F,
+        instruments: &'a Instruments,
+        finished: bool,
+    }
+
+    impl<'a, F> PinnedDrop for Watched<'a, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.finished {
+                this.instruments.note_trouble();
+            }
+        }
+    }
 }
 
 impl<T, F: Future<Output = Result<T, DbErr>>> Future for Watched<'_, F> {
     type Output = Result<T, DbErr>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let result = self.op.as_mut().poll(cx);
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = this.op.poll(cx);
         if result.is_ready() {
-            self.finished = true;
+            *this.finished = true;
         }
         result
-    }
-}
-
-impl<F> Drop for Watched<'_, F> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.instruments.note_trouble();
-        }
     }
 }
 

@@ -68,8 +68,15 @@ impl Application {
             let mut app = App::new()
                 // Outermost first in the log: a request cut off by its deadline is logged and
                 // counted with its 504.
-                .wrap(middleware::from_fn(dbservice::http::bound_request))
-                .wrap(middleware::from_fn(listeners::route_by_listener))
+                // Only where configured: both run on every request.
+                .wrap(middleware::Condition::new(
+                    deadline.is_some(),
+                    middleware::from_fn(dbservice::http::bound_request),
+                ))
+                .wrap(middleware::Condition::new(
+                    management_port.is_some(),
+                    middleware::from_fn(listeners::route_by_listener),
+                ))
                 .wrap(middleware::from_fn(telemetry::log_request))
                 .wrap(telemetry::request_spans())
                 .app_data(data.clone())

@@ -117,17 +117,6 @@ impl DemoSettings {
 
     fn from_values(core: Settings, v: &AppValues) -> Result<Self, ConfigError> {
         let d = HttpSettings::default();
-        let client_request_timeout =
-            v.duration("http_client_request_timeout", d.client_request_timeout)?;
-        if client_request_timeout.is_zero() {
-            return Err(ConfigError::InvalidValue {
-                param: "http_client_request_timeout".into(),
-                value: v.text("http_client_request_timeout").unwrap_or("0").into(),
-                reason: "must be greater than 0: a client could otherwise hold a connection \
-                         forever without sending a request"
-                    .into(),
-            });
-        }
         Ok(Self {
             core,
             host: v.text("host").unwrap_or("127.0.0.1").to_owned(),
@@ -138,7 +127,9 @@ impl DemoSettings {
             http: HttpSettings {
                 request_timeout: v.optional_duration("request_timeout", d.request_timeout)?,
                 keep_alive: v.optional_duration("http_keep_alive", d.keep_alive)?,
-                client_request_timeout,
+                // Above zero: a client could otherwise hold a connection without a request.
+                client_request_timeout: v
+                    .positive_duration("http_client_request_timeout", d.client_request_timeout)?,
                 max_connections: v.number("http_max_connections", d.max_connections, 1)?,
                 backlog: v.number("http_backlog", d.backlog, 1)?,
                 management_host: v.text("management_host").map(str::to_owned),

@@ -38,6 +38,7 @@ pub struct DbConfig {
     url: SplitUrl,
     secrets: Vec<String>,
     pool: PoolOptions,
+    tls: Option<TlsMode>,
 }
 
 /// The pool parameters, with their effective values. Every field can be set in the URL query
@@ -212,6 +213,7 @@ impl DbConfig {
         };
         let secrets = redact::secrets_of(&split.driver_url, env_password.as_deref());
         Ok(Self {
+            tls: tls::resolve(&split),
             url: split,
             secrets,
             pool,
@@ -238,15 +240,6 @@ impl DbConfig {
         self.url.driver_url.as_str()
     }
 
-    /// A driver parameter from the URL query (e.g. `sslmode`), if given.
-    pub(crate) fn driver_param(&self, name: &str) -> Option<String> {
-        self.url
-            .driver_url
-            .query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    }
-
     /// Removes this URL's password from `text` (for driver messages we did not write).
     pub(crate) fn scrub(&self, text: &str) -> String {
         redact::scrub(text, &self.secrets)
@@ -269,7 +262,7 @@ impl Serialize for DbConfig {
         struct Shown<'a> {
             url: RedactedUrl,
             backend: Backend,
-            tls: Option<TlsMode>,
+            tls: Option<&'a TlsMode>,
             #[serde(flatten)]
             pool: &'a PoolOptions,
         }

@@ -281,6 +281,12 @@ impl AppValues {
             .map_or(Ok(default), |v| parse_duration(key, v))
     }
 
+    /// A duration above zero; `default` when unset.
+    pub fn positive_duration(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        self.text(key)
+            .map_or(Ok(default), |v| super::positive(key, v))
+    }
+
     /// A duration where `0` means "none"; `default` when unset.
     pub fn optional_duration(
         &self,

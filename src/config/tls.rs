@@ -8,6 +8,7 @@ use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use serde::Serialize;
 
+use super::url::SplitUrl;
 use super::{Backend, DbConfig};
 
 /// The TLS mode of a configuration (not of a live connection: `prefer` may end up in either).
@@ -26,58 +27,65 @@ pub struct TlsMode {
     pub verifies_server: bool,
 }
 
-impl DbConfig {
-    /// The TLS mode the driver will use; `None` for SQLite.
-    pub fn tls(&self) -> Option<TlsMode> {
-        let in_url = self
-            .driver_param("sslmode")
-            .or_else(|| self.driver_param("ssl-mode"))
-            .is_some();
-        match self.backend() {
-            Backend::Postgres => {
-                let mode = PgConnectOptions::from_str(self.driver_url())
-                    .map(|o| o.get_ssl_mode())
-                    .unwrap_or_default();
-                let source = if in_url {
-                    "url"
-                } else if std::env::var_os("PGSSLMODE").is_some_and(|v| !v.is_empty()) {
-                    "PGSSLMODE"
-                } else {
-                    "default"
-                };
-                let (mode, verifies_server) = match mode {
-                    PgSslMode::Disable => ("disable", false),
-                    PgSslMode::Allow => ("allow", false),
-                    PgSslMode::Prefer => ("prefer", false),
-                    PgSslMode::Require => ("require", false),
-                    PgSslMode::VerifyCa => ("verify-ca", true),
-                    PgSslMode::VerifyFull => ("verify-full", true),
-                };
-                Some(TlsMode {
-                    mode,
-                    source,
-                    verifies_server,
-                })
-            }
-            Backend::MySql => {
-                let mode = MySqlConnectOptions::from_str(self.driver_url())
-                    .map(|o| o.get_ssl_mode())
-                    .unwrap_or_default();
-                let (mode, verifies_server) = match mode {
-                    MySqlSslMode::Disabled => ("disabled", false),
-                    MySqlSslMode::Preferred => ("preferred", false),
-                    MySqlSslMode::Required => ("required", false),
-                    MySqlSslMode::VerifyCa => ("verify_ca", true),
-                    MySqlSslMode::VerifyIdentity => ("verify_identity", true),
-                };
-                Some(TlsMode {
-                    mode,
-                    source: if in_url { "url" } else { "default" },
-                    verifies_server,
-                })
-            }
-            Backend::Sqlite => None,
+/// The TLS mode the driver will use for `url`, read once when the configuration is built
+/// (`PGSSLMODE` as the environment has it then); `None` for SQLite.
+pub(super) fn resolve(url: &SplitUrl) -> Option<TlsMode> {
+    let in_url = url
+        .driver_url
+        .query_pairs()
+        .any(|(k, _)| k == "sslmode" || k == "ssl-mode");
+    let driver_url = url.driver_url.as_str();
+    match url.backend {
+        Backend::Postgres => {
+            let mode = PgConnectOptions::from_str(driver_url)
+                .map(|o| o.get_ssl_mode())
+                .unwrap_or_default();
+            let source = if in_url {
+                "url"
+            } else if std::env::var_os("PGSSLMODE").is_some_and(|v| !v.is_empty()) {
+                "PGSSLMODE"
+            } else {
+                "default"
+            };
+            let (mode, verifies_server) = match mode {
+                PgSslMode::Disable => ("disable", false),
+                PgSslMode::Allow => ("allow", false),
+                PgSslMode::Prefer => ("prefer", false),
+                PgSslMode::Require => ("require", false),
+                PgSslMode::VerifyCa => ("verify-ca", true),
+                PgSslMode::VerifyFull => ("verify-full", true),
+            };
+            Some(TlsMode {
+                mode,
+                source,
+                verifies_server,
+            })
         }
+        Backend::MySql => {
+            let mode = MySqlConnectOptions::from_str(driver_url)
+                .map(|o| o.get_ssl_mode())
+                .unwrap_or_default();
+            let (mode, verifies_server) = match mode {
+                MySqlSslMode::Disabled => ("disabled", false),
+                MySqlSslMode::Preferred => ("preferred", false),
+                MySqlSslMode::Required => ("required", false),
+                MySqlSslMode::VerifyCa => ("verify_ca", true),
+                MySqlSslMode::VerifyIdentity => ("verify_identity", true),
+            };
+            Some(TlsMode {
+                mode,
+                source: if in_url { "url" } else { "default" },
+                verifies_server,
+            })
+        }
+        Backend::Sqlite => None,
+    }
+}
+
+impl DbConfig {
+    /// The TLS mode the driver will use (URL, `PGSSLMODE` or default); `None` for SQLite.
+    pub fn tls(&self) -> Option<&TlsMode> {
+        self.tls.as_ref()
     }
 
     /// Whether the database host is this machine (loopback, or a Unix socket), where TLS

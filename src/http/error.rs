@@ -55,6 +55,12 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
+    /// 504: something ran out of time (no `Retry-After`: whether a retry is safe depends on
+    /// what timed out).
+    pub fn timed_out(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, code, message)
+    }
+
     /// 503 with `Retry-After`.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self {
@@ -98,15 +104,13 @@ impl<E: std::fmt::Display> From<crate::transaction::TxError<E>> for ApiError {
                     "no database connection within the transaction's max_wait ({d:?}); retry later"
                 ),
             ),
-            TxError::Timeout(d) => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
+            TxError::Timeout(d) => ApiError::timed_out(
                 "transaction_timeout",
                 format!("the transaction ran past its timeout ({d:?}) and was rolled back"),
             ),
             TxError::Database(e) => e.into(),
             // No Retry-After: a blind retry may move the money twice.
-            TxError::CommitOutcomeUnknown(_) => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
+            TxError::CommitOutcomeUnknown(_) => ApiError::timed_out(
                 "commit_outcome_unknown",
                 "the database did not confirm the commit in time: it may or may not have \
                  happened; retry only with the same Idempotency-Key",
@@ -149,17 +153,14 @@ impl From<DbErr> for ApiError {
             }
             ErrorKind::QueryTimeout => {
                 tracing::warn!(error = %err, "statement unanswered");
-                ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
+                ApiError::timed_out(
                     "query_timeout",
                     "the database did not answer within query_timeout",
                 )
             }
-            ErrorKind::StatementTimeout => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "statement_timeout",
-                "the database statement timed out",
-            ),
+            ErrorKind::StatementTimeout => {
+                ApiError::timed_out("statement_timeout", "the database statement timed out")
+            }
             // Serialization failure / deadlock: safe for the client to retry.
             ErrorKind::Serialization => ApiError::unavailable(
                 "transaction_conflict",

@@ -14,10 +14,8 @@ use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, web};
-use serde_json::json;
+use actix_web::web;
 
 mod error;
 
@@ -28,27 +26,10 @@ pub use self::error::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestTimeout(pub Duration);
 
-/// The answer to a request cut off by its [`RequestTimeout`]: 504 with the JSON error shape.
-#[derive(Debug, thiserror::Error)]
-#[error("the request did not complete within request_timeout ({})", humantime::format_duration(*.0))]
-pub struct RequestTimedOut(pub Duration);
-
-impl actix_web::ResponseError for RequestTimedOut {
-    fn status_code(&self) -> StatusCode {
-        StatusCode::GATEWAY_TIMEOUT
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        HttpResponse::GatewayTimeout().json(json!({
-            "error": { "code": "request_timeout", "message": self.to_string() }
-        }))
-    }
-}
-
 /// actix middleware (use with `middleware::from_fn`): bounds each request by the
 /// [`RequestTimeout`] in the app data (none there: no bound). The timeout is returned as an
-/// error ([`RequestTimedOut`]), which actix renders, so outer middleware (the request log, the
-/// metrics) see its 504.
+/// error ([`ApiError`] 504 `request_timeout`), which actix renders, so outer middleware (the
+/// request log, the metrics) see its 504.
 pub async fn bound_request(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -66,7 +47,14 @@ pub async fn bound_request(
                 bound_ms = bound.as_millis() as u64,
                 "request timed out"
             );
-            Err(RequestTimedOut(bound).into())
+            Err(ApiError::timed_out(
+                "request_timeout",
+                format!(
+                    "the request did not complete within request_timeout ({})",
+                    humantime::format_duration(bound)
+                ),
+            )
+            .into())
         }
     }
 }

@@ -210,9 +210,10 @@ fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOpt
 /// The release check, run on connections coming back to the pool before sqlx's own
 /// (unbounded) ping, while there are signs of trouble (`Instruments::note_trouble`: a
 /// cancelled or timed-out statement or transaction, a failed connection, a probe without an
-/// answer; in calm times it is skipped, saving a round trip per query). Bounded by `ping_timeout`: a connection whose server froze or vanished
-/// without a FIN would otherwise hold its pool slot forever (sqlx#4349); no answer in time, and
-/// it is closed without further I/O. It also flushes what a cancelled statement left behind.
+/// answer; in calm times it is skipped, saving a round trip per query). Bounded by
+/// `ping_timeout`: a connection whose server froze or vanished without a FIN would otherwise
+/// hold its pool slot forever (sqlx#4349); no answer in time, and it is closed without further
+/// I/O. It also flushes what a cancelled statement left behind.
 async fn release_check_ping<C: Connection>(
     conn: &mut C,
     bound: Duration,
@@ -221,10 +222,9 @@ async fn release_check_ping<C: Connection>(
     if !instruments.in_trouble() {
         return Ok(true);
     }
-    match tokio::time::timeout(bound, conn.ping()).await {
-        Ok(result) => result.map(|()| true),
-        Err(_) => Err(unanswered("the release ping")),
-    }
+    within(bound, "the release ping", conn.ping())
+        .await
+        .map(|()| true)
 }
 
 /// MySQL/MariaDB session settings, sent once per connection: row-lock waits (the one wait a
@@ -254,23 +254,15 @@ async fn release_check_mysql(
     }
     use sqlx::Row;
     let check = sqlx::raw_sql("SELECT CAST(@@in_transaction AS SIGNED)").fetch_one(&mut *conn);
-    match tokio::time::timeout(bound, check).await {
-        Ok(Ok(row)) => {
-            let open: i64 = row.try_get(0)?;
-            if open != 0 {
-                tracing::warn!("a connection came back inside a transaction; closing it");
-            }
-            Ok(open == 0)
-        }
-        Ok(Err(sqlx::Error::Database(_))) => {
+    match within(bound, "the release check", check).await {
+        Ok(row) => Ok(outside_transaction(row.try_get::<i64, _>(0)? == 0)),
+        Err(sqlx::Error::Database(_)) => {
             let rollback = sqlx::raw_sql("ROLLBACK").execute(&mut *conn);
-            match tokio::time::timeout(bound, rollback).await {
-                Ok(result) => result.map(|_| true),
-                Err(_) => Err(unanswered("the release check")),
-            }
+            within(bound, "the release check", rollback)
+                .await
+                .map(|_| true)
         }
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(unanswered("the release check")),
+        Err(e) => Err(e),
     }
 }
 
@@ -290,17 +282,29 @@ async fn release_check_postgres(
     }
     use sqlx::Row;
     let check = sqlx::raw_sql("SELECT now() = statement_timestamp()").fetch_one(&mut *conn);
-    match tokio::time::timeout(bound, check).await {
-        Ok(Ok(row)) => {
-            let clean: bool = row.try_get(0)?;
-            if !clean {
-                tracing::warn!("a connection came back inside a transaction; closing it");
-            }
-            Ok(clean)
-        }
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(unanswered("the release check")),
+    let row = within(bound, "the release check", check).await?;
+    Ok(outside_transaction(row.try_get(0)?))
+}
+
+/// Whether a returned connection may go back to the pool, given whether it is outside a
+/// transaction; one left inside (a BEGIN cancelled in flight) is closed instead.
+fn outside_transaction(clean: bool) -> bool {
+    if !clean {
+        tracing::warn!("a connection came back inside a transaction; closing it");
     }
+    clean
+}
+
+/// `work` within `bound`; no answer in time is an I/O error naming `what`, and the caller
+/// (sqlx's release path) closes the connection without further I/O.
+async fn within<T>(
+    bound: Duration,
+    what: &str,
+    work: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(bound, work)
+        .await
+        .unwrap_or_else(|_| Err(unanswered(what)))
 }
 
 fn unanswered(what: &str) -> sqlx::Error {

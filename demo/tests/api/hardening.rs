@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::pg_cluster::free_port;
 use crate::support::{
-    TestApp, backends_named, private_cluster, spawn_app, spawn_named_app, sqlite_url, with_params,
+    TestApp, backends_named, eventually, private_cluster, spawn_app, spawn_named_app, sqlite_url,
+    with_params,
 };
 
 async fn new_account(app: &TestApp, balance: i64) -> i64 {
@@ -60,8 +61,12 @@ async fn a_frozen_database_cannot_hang_a_read_without_statement_timeout() {
     }))
     .await;
     let everything = started.elapsed();
-    // Let the release checks of the abandoned connections run out while still frozen.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The abandoned connections' release checks get no answer while the server is frozen,
+    // so they are closed; wait for that before thawing it.
+    let closed = eventually(Duration::from_secs(5), || async {
+        app.db.stats().closed_total > closed_before
+    })
+    .await;
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.resume())
         .await
@@ -86,7 +91,7 @@ async fn a_frozen_database_cannot_hang_a_read_without_statement_timeout() {
         app.db.stats()
     );
     assert!(
-        app.db.stats().closed_total > closed_before,
+        closed,
         "the connections whose statements went unanswered were closed"
     );
     app.wait_ready(Duration::from_secs(15)).await;
