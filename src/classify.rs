@@ -65,6 +65,15 @@ impl ErrorKind {
             DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed) => {
                 return ErrorKind::PoolClosed;
             }
+            _ => {}
+        }
+        match acquire_error(err) {
+            Some(AcquireError::Saturated { .. }) => return ErrorKind::PoolTimeout,
+            Some(AcquireError::Unreachable { .. }) => return ErrorKind::Connection,
+            Some(AcquireError::Closed) => return ErrorKind::PoolClosed,
+            None => {}
+        }
+        match err {
             DbErr::Conn(_) => return ErrorKind::Connection,
             _ if is_query_deadline(err) => return ErrorKind::QueryTimeout,
             _ => {}
@@ -179,6 +188,103 @@ pub(crate) fn query_deadline_passed(deadline: Duration) -> DbErr {
     DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(sqlx::Error::Io(
         std::io::Error::new(std::io::ErrorKind::TimedOut, QueryDeadline(deadline)),
     ))))
+}
+
+/// Why no connection could be had: what a pool timeout means, in the error itself.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcquireError {
+    /// Every connection was busy for the whole wait.
+    #[error(
+        "no connection within {}: pool saturated ({busy}/{max} busy, {waiting} waiting{})",
+        fmt_ms(*waited),
+        longest(*longest_hold, held_at.as_deref())
+    )]
+    Saturated {
+        /// How long the caller waited.
+        waited: Duration,
+        /// Connections checked out.
+        busy: u32,
+        /// `connection_limit`.
+        max: u32,
+        /// Other callers waiting.
+        waiting: u64,
+        /// The longest current hold of a connection.
+        longest_hold: Option<Duration>,
+        /// Where that connection was taken (`file:line:column`), when known.
+        held_at: Option<String>,
+    },
+    /// The database could not be reached: connects failed during the wait, or it is known
+    /// down and the caller was failed at once (`fail_fast`).
+    #[error(
+        "no connection{}: database unreachable (last connect failed {} ago: {cause})",
+        if *fail_fast { String::new() } else { format!(" within {}", fmt_ms(*waited)) },
+        fmt_ms(*ago)
+    )]
+    Unreachable {
+        /// How long the caller waited.
+        waited: Duration,
+        /// Failed at once because the database is known down.
+        fail_fast: bool,
+        /// How long ago the last connect failed.
+        ago: Duration,
+        /// Why it failed (redacted).
+        cause: String,
+    },
+    /// The pool is closed (shutdown).
+    #[error("the pool is closed")]
+    Closed,
+}
+
+impl AcquireError {
+    /// A short machine-readable code: `pool_saturated`, `database_unreachable`, `pool_closed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AcquireError::Saturated { .. } => "pool_saturated",
+            AcquireError::Unreachable { .. } => "database_unreachable",
+            AcquireError::Closed => "pool_closed",
+        }
+    }
+}
+
+fn fmt_ms(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+fn longest(hold: Option<Duration>, at: Option<&str>) -> String {
+    match (hold, at) {
+        (Some(h), Some(at)) => format!(", longest hold {} at {at}", fmt_ms(h)),
+        (Some(h), None) => format!(", longest hold {}", fmt_ms(h)),
+        _ => String::new(),
+    }
+}
+
+/// The error a caller gets when no connection could be had; [`acquire_error`] finds the
+/// reason in it again. Carried as an I/O error inside SeaORM's `DbErr::Conn`, so code that
+/// only knows SeaORM's errors still sees a connection error.
+pub(crate) fn acquire_failed(e: AcquireError) -> DbErr {
+    let kind = match e {
+        AcquireError::Closed => std::io::ErrorKind::NotConnected,
+        _ => std::io::ErrorKind::TimedOut,
+    };
+    DbErr::Conn(RuntimeErr::SqlxError(std::sync::Arc::new(sqlx::Error::Io(
+        std::io::Error::new(kind, e),
+    ))))
+}
+
+/// Why no connection could be had, if that is what `err` says.
+pub fn acquire_error(err: &DbErr) -> Option<&AcquireError> {
+    match err {
+        DbErr::Conn(RuntimeErr::SqlxError(e)) => match e.as_ref() {
+            sqlx::Error::Io(io) => io.get_ref().and_then(|inner| inner.downcast_ref()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn is_query_deadline(err: &DbErr) -> bool {

@@ -1,39 +1,40 @@
 //! [`DbConn`]: the SeaORM executor a backend uses, `db.conn()`.
 //!
-//! It implements SeaORM's `ConnectionTrait`, so any SeaORM call takes it
-//! (`Account::find_by_id(id).one(db.conn())`). Every call first passes the
-//! [gate](crate::gate) (a measured, bounded wait for a connection) and has its errors counted by
-//! kind. It deliberately does not implement `TransactionTrait`: transactions go through
+//! It implements SeaORM's `ConnectionTrait` (and `StreamTrait`), so any SeaORM call takes it
+//! (`Account::find_by_id(id).one(db.conn())`, `paginate`, `insert_many`). Each statement takes
+//! a connection from the service's [pool](crate::pool) (a measured wait, at most
+//! `pool_timeout`), runs there as SeaORM's own sqlx driver would run it, bounded by
+//! `query_timeout`, and has its errors counted by kind. It deliberately does not implement
+//! `TransactionTrait`: transactions go through
 //! [`DbService::transaction`](crate::DbService::transaction) or
 //! [`DbService::begin`](crate::DbService::begin), which bound them and survive cancellation.
-//! [`DbConn::raw`] is the unguarded SeaORM connection for the rare code that needs it.
+//! [`DbConn::raw`] is a separate SeaORM connection (one connection) for migrations.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, Statement,
+    StreamTrait,
 };
 
-use crate::classify::{query_deadline_passed, safe_to_rerun, sqlstate};
-use crate::gate::Gate;
-use crate::observe::Instruments;
+use crate::classify::{safe_to_rerun, sqlstate};
+use crate::pool::{Op, Output, Pool, RowStream, to_db_err};
 
 /// The service's SeaORM executor; cheap to clone.
 #[derive(Clone)]
 pub struct DbConn {
+    pool: Pool,
     raw: DatabaseConnection,
-    gate: Arc<Gate>,
-    instruments: Arc<Instruments>,
+    backend: DbBackend,
     deadline: Option<Duration>,
+    stream_bound: Option<Duration>,
 }
 
 impl std::fmt::Debug for DbConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DbConn")
-            .field("backend", &self.raw.get_database_backend())
+            .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
 }
@@ -43,132 +44,141 @@ impl DbConn {
     /// is below it, so the server cancels a slow statement itself and the client bound only
     /// fires when the server cannot answer at all (frozen, unreachable).
     pub(crate) fn new(
+        pool: Pool,
         raw: DatabaseConnection,
-        gate: Arc<Gate>,
-        instruments: Arc<Instruments>,
+        backend: DbBackend,
         deadline: Option<Duration>,
+        stream_bound: Option<Duration>,
     ) -> Self {
         Self {
+            pool,
             raw,
-            gate,
-            instruments,
+            backend,
             deadline,
+            stream_bound,
         }
     }
 
-    /// The underlying SeaORM connection, bypassing the gate: its waits are not measured or
-    /// bounded by the service, and its transactions (`raw().begin()`) inherit sqlx's
-    /// cancellation bug (see `CONNECTION_POOLING.md`, "Transactions"). For migrations and
-    /// driver-specific accessors (`get_postgres_connection_pool()`).
+    /// A SeaORM connection of its own (one connection, opened on first use and closed when
+    /// idle), outside the service's pool: its waits are not measured or bounded by the
+    /// service, and its transactions (`raw().begin()`) inherit sqlx's cancellation bug (see
+    /// `CONNECTION_POOLING.md`, "Transactions"). For migrations (`sea-orm-migration` needs
+    /// SeaORM's own connection type) and driver-specific accessors.
     pub fn raw(&self) -> &DatabaseConnection {
         &self.raw
     }
 
-    /// Runs one statement: waits at the gate, bounds it by the client deadline
-    /// (`query_timeout`), counts its errors. A statement that met a connection the server had
-    /// already ended while it sat in the pool never ran, so it is run once more, on another
-    /// connection (the dead one is closed by the release check), but only where running it
-    /// twice cannot do harm: after `idle_session_timeout` (57P05, sent only to idle sessions),
-    /// and after `pg_terminate_backend` (57P01) only for a `SELECT`, since a backend killed
-    /// while waiting for a synchronous standby reports 57P01 after its local commit.
-    async fn guarded<T, F, Fut>(&self, sql: &str, op: F) -> Result<T, DbErr>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, DbErr>>,
-    {
-        let _permit = self.gate.enter(None).await?;
-        let mut result = self.bounded(op()).await;
+    /// Runs one statement on a pooled connection. A statement that met a connection the
+    /// server had already ended while it sat in the pool never ran, so it is run once more,
+    /// on another connection (the dead one is closed), but only where running it twice cannot
+    /// do harm: after `idle_session_timeout` (57P05, sent only to idle sessions), and after
+    /// `pg_terminate_backend` (57P01) only for a `SELECT`, since a backend killed while
+    /// waiting for a synchronous standby reports 57P01 after its local commit.
+    async fn run(&self, op: Op<'_>) -> Result<Output, DbErr> {
+        let ins = &self.pool.shared().instruments;
+        let mut result = self.run_once(op).await;
         if let Err(e) = &result
-            && safe_to_rerun(sqlstate(e).as_deref(), sql)
+            && safe_to_rerun(sqlstate(e).as_deref(), op.sql())
         {
-            self.instruments.on_error(e);
-            result = self.bounded(op()).await;
+            ins.on_error(e);
+            result = self.run_once(op).await;
         }
-        result.inspect_err(|e| self.instruments.on_error(e))
+        result.inspect_err(|e| ins.on_error(e))
     }
 
-    async fn bounded<T>(&self, op: impl Future<Output = Result<T, DbErr>>) -> Result<T, DbErr> {
-        let watched = Watched {
-            op,
-            instruments: &self.instruments,
-            finished: false,
-        };
-        match self.deadline {
-            Some(deadline) => tokio::time::timeout(deadline, watched)
-                .await
-                .unwrap_or_else(|_| Err(query_deadline_passed(deadline))),
-            None => watched.await,
-        }
+    async fn run_once(&self, op: Op<'_>) -> Result<Output, DbErr> {
+        let mut conn = self.pool.acquire(None, None).await.map_err(to_db_err)?;
+        conn.run(op, self.deadline).await
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A statement's future that notes trouble if it is dropped before it finished (its caller
-    /// went away, or the client deadline passed). The drop hook runs before the fields are
-    /// dropped, so the trouble is noted before the statement's connection goes back to the
-    /// pool, where the release check must see it (see `Instruments::note_trouble`); a guard
-    /// beside the future could be dropped after it, and the check would race the note. Pinned
-    /// in place (no allocation): it wraps every statement.
-    struct Watched<'a, F> {
-        #[pin]
-        op: F,
-        instruments: &'a Instruments,
-        finished: bool,
-    }
-
-    impl<'a, F> PinnedDrop for Watched<'a, F> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if !*this.finished {
-                this.instruments.note_trouble();
-            }
-        }
-    }
-}
-
-impl<T, F: Future<Output = Result<T, DbErr>>> Future for Watched<'_, F> {
-    type Output = Result<T, DbErr>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = this.op.poll(cx);
-        if result.is_ready() {
-            *this.finished = true;
-        }
-        result
-    }
+fn unexpected() -> DbErr {
+    DbErr::Custom("the statement returned an unexpected kind of result".into())
 }
 
 #[async_trait::async_trait]
 impl ConnectionTrait for DbConn {
     fn get_database_backend(&self) -> DbBackend {
-        self.raw.get_database_backend()
+        self.backend
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        self.guarded(&stmt.sql, || self.raw.execute_raw(stmt.clone()))
-            .await
+        match self.run(Op::Execute(&stmt)).await? {
+            Output::Exec(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        self.guarded(sql, || self.raw.execute_unprepared(sql)).await
+        match self.run(Op::Unprepared(sql)).await? {
+            Output::Exec(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        self.guarded(&stmt.sql, || self.raw.query_one_raw(stmt.clone()))
-            .await
+        match self.run(Op::One(&stmt)).await? {
+            Output::One(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.guarded(&stmt.sql, || self.raw.query_all_raw(stmt.clone()))
-            .await
+        match self.run(Op::All(&stmt)).await? {
+            Output::All(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
     }
 
     fn support_returning(&self) -> bool {
-        self.raw.support_returning()
+        self.backend.support_returning()
     }
 
     fn is_mock_connection(&self) -> bool {
         false
+    }
+}
+
+/// A stream of rows from [`DbConn`]'s `StreamTrait`. It holds its connection until read to
+/// the end or dropped, at most `stream_timeout`.
+#[derive(Debug)]
+pub struct DbStream(RowStream);
+
+impl futures_core::Stream for DbStream {
+    type Item = Result<QueryResult, DbErr>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
+impl StreamTrait for DbConn {
+    type Stream<'a> = DbStream;
+
+    fn get_database_backend(&self) -> DbBackend {
+        self.backend
+    }
+
+    fn stream_raw<'a>(
+        &'a self,
+        stmt: Statement,
+    ) -> Pin<Box<dyn Future<Output = Result<DbStream, DbErr>> + 'a + Send>> {
+        Box::pin(async move {
+            let ins = &self.pool.shared().instruments;
+            let conn = self
+                .pool
+                .acquire(None, None)
+                .await
+                .map_err(to_db_err)
+                .inspect_err(|e| ins.on_error(e))?;
+            Ok(DbStream(crate::pool::stream::start(
+                conn,
+                stmt,
+                self.stream_bound,
+            )))
+        })
     }
 }

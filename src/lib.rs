@@ -5,7 +5,8 @@
 //!
 //! - [`config`]: `DATABASE_URL` and its pool parameters (`connection_limit`, `pool_timeout`,
 //!   ...), layered settings, redaction.
-//! - [`DbService`]: owns the pool; lazy creation, connect with backoff, readiness, close.
+//! - [`DbService`]: owns the pool (its own, under SeaORM: see `src/pool`); lazy creation,
+//!   connect with backoff, readiness, close.
 //! - [`transaction`]: `db.transaction(async |tx| ...)` (configured defaults) and
 //!   `db.transaction_with(opts, async |tx| ...)` with `max_wait`, `timeout`, isolation,
 //!   read-only and retries; savepoints.
@@ -31,12 +32,12 @@ pub mod classify;
 pub mod config;
 mod conn;
 mod error;
-mod gate;
 pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod migrate;
 mod observe;
+mod pool;
 mod service;
 pub mod shutdown;
 mod stats;
@@ -44,9 +45,11 @@ pub mod telemetry;
 mod time;
 pub mod transaction;
 
+pub use classify::AcquireError;
 pub use config::{Backend, ConfigError, DbConfig, PoolOptions, RedactedUrl, Settings};
-pub use conn::DbConn;
+pub use conn::{DbConn, DbStream};
 pub use error::{Error, Result};
+pub use pool::CloseReason;
 pub use service::{DbService, LastError, Phase, PingError, READY_CACHE, Readiness};
-pub use stats::{Distribution, ErrorCounts, PoolStats, TxStats};
+pub use stats::{ClosedCounts, Distribution, ErrorCounts, PoolStats, TxStats};
 pub use transaction::{Isolation, Transaction, TxError, TxOptions};

@@ -34,6 +34,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     method: &'static str,
     route: String,
@@ -169,6 +174,11 @@ impl Collector for ServiceCollector {
                 "Callers waiting for a connection",
                 s.waiting as f64,
             ),
+            (
+                "dbservice_pool_database_down",
+                "1 while the database is known down (callers fail fast), else 0",
+                if s.database_down { 1.0 } else { 0.0 },
+            ),
         ];
         for (name, help, value) in gauges {
             put(&mut e, name, help, &ConstGauge::new(value))?;
@@ -181,9 +191,9 @@ impl Collector for ServiceCollector {
                 s.opened_total,
             ),
             (
-                "dbservice_pool_connections_closed",
-                "Connections closed (opened - open)",
-                s.closed_total,
+                "dbservice_pool_connection_leaks",
+                "Connections held longer than leak_detection_threshold",
+                s.leaks,
             ),
             (
                 "dbservice_client_queries",
@@ -194,6 +204,35 @@ impl Collector for ServiceCollector {
         for (name, help, value) in counters {
             put(&mut e, name, help, &ConstCounter::new(value))?;
         }
+        let closed = Family::<ReasonLabel, Counter>::default();
+        let c = s.closed;
+        for (reason, n) in crate::CloseReason::ALL.iter().zip([
+            c.idle, c.lifetime, c.max_uses, c.broken, c.unclean, c.shutdown,
+        ]) {
+            closed
+                .get_or_create(&ReasonLabel {
+                    reason: reason.label(),
+                })
+                .inc_by(n);
+        }
+        put(
+            &mut e,
+            "dbservice_pool_connections_closed",
+            "Connections closed, by reason",
+            &closed,
+        )?;
+        put(
+            &mut e,
+            "dbservice_pool_connection_create_seconds",
+            "Time to open a connection",
+            &ins.create_histogram,
+        )?;
+        put(
+            &mut e,
+            "dbservice_pool_connection_hold_seconds",
+            "Time a connection was held by its caller (a statement or a transaction)",
+            &ins.hold_histogram,
+        )?;
         put(
             &mut e,
             "dbservice_client_queries_duration_seconds",

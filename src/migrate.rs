@@ -7,7 +7,7 @@
 //! MySQL/MariaDB we hold a named `GET_LOCK` on the migrating connection (bounded wait). SQLite
 //! serialises writers itself.
 
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::Backend;
@@ -21,8 +21,15 @@ const MYSQL_LOCK_WAIT_SECS: u32 = 120;
 
 /// Applies every pending migration of `M`, serialised across processes.
 pub async fn run<M: MigratorTrait>(db: &DbService) -> Result<()> {
-    // Migrations run once at startup on their own connection: no need for the gate.
-    let conn = db.conn().raw();
+    // sea-orm-migration needs SeaORM's own connection type: one connection of its own,
+    // closed when the migrations are done, so it does not stay beside the pool's.
+    let conn = db.migration_connection();
+    let result = migrate::<M>(db, &conn).await;
+    let _ = conn.close().await;
+    result
+}
+
+async fn migrate<M: MigratorTrait>(db: &DbService, conn: &DatabaseConnection) -> Result<()> {
     match db.backend() {
         Backend::Postgres => {
             let txn = conn.begin().await?;

@@ -6,11 +6,12 @@
 //! - **waits** are measured in [`crate::gate`], the one place a caller of the service waits for
 //!   a connection (sqlx reports no waiters): every ordinary SeaORM call through
 //!   [`DbService::conn`](crate::DbService::conn) and every transaction passes through it;
-//! - **statements** (count, duration, failures, slow-query log) come from SeaORM's per-statement
-//!   metric callback, which also sees statements inside transactions;
+//! - **statements** (count, duration, failures, slow-query log) are measured where the pool runs
+//!   them ([`crate::pool`]), inside transactions too;
 //! - **errors by kind** are classified where the error surfaces (the connection wrapper and the
 //!   transaction helper);
-//! - **connections opened** are counted by sqlx's `after_connect` hook; closed = opened − open.
+//! - **connections** opened (with their creation time), held (hold time) and closed (by
+//!   reason) are counted by the pool itself.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -21,10 +22,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use sea_orm::DbErr;
 
 use crate::classify::ErrorKind;
-use crate::stats::{Distribution, ErrorCounts};
-
-/// How long after a sign of trouble returned connections keep getting the full release check.
-pub const TROUBLE_WINDOW: Duration = Duration::from_secs(30);
+use crate::pool::CloseReason;
+use crate::stats::{ClosedCounts, Distribution, ErrorCounts};
 
 /// How many recent samples the percentiles of [`DbService::stats`](crate::DbService::stats)
 /// are computed over.
@@ -75,6 +74,10 @@ pub(crate) struct Instruments {
     pub statements_failed: AtomicU64,
     errors: [AtomicU64; 8],
     pub opened: AtomicU64,
+    closed: [AtomicU64; 6],
+    pub leaks: AtomicU64,
+    pub create_histogram: Histogram,
+    pub hold_histogram: Histogram,
     pub waiting: AtomicI64,
     pub active: AtomicI64,
     pub wait_histogram: Histogram,
@@ -82,9 +85,6 @@ pub(crate) struct Instruments {
     /// When a connection last failed (the database restarted, a backend was killed, the
     /// network broke), as nanoseconds since `epoch`; 0 = never.
     last_connection_failure: AtomicU64,
-    /// Until when (nanoseconds since `epoch`) returned connections get the full release
-    /// check; see [`Instruments::note_trouble`].
-    trouble_until: AtomicU64,
     epoch: Instant,
     pub waits: Window,
     pub queries: Window,
@@ -103,12 +103,15 @@ impl Instruments {
             statements_failed: AtomicU64::new(0),
             errors: Default::default(),
             opened: AtomicU64::new(0),
+            closed: Default::default(),
+            leaks: AtomicU64::new(0),
+            create_histogram: buckets(),
+            hold_histogram: buckets(),
             waiting: AtomicI64::new(0),
             active: AtomicI64::new(0),
             wait_histogram: buckets(),
             query_histogram: buckets(),
             last_connection_failure: AtomicU64::new(0),
-            trouble_until: AtomicU64::new(0),
             epoch: Instant::now(),
             waits: Window::default(),
             queries: Window::default(),
@@ -116,28 +119,77 @@ impl Instruments {
         }
     }
 
-    /// SeaORM's per-statement callback.
-    pub fn on_statement(&self, info: &sea_orm::metric::Info<'_>) {
-        let secs = info.elapsed.as_secs_f64();
+    /// One statement finished (or failed) after `elapsed`.
+    pub fn on_statement(&self, sql: &str, elapsed: Duration, failed: bool) {
+        let secs = elapsed.as_secs_f64();
         self.statements.fetch_add(1, Ordering::Relaxed);
-        if info.failed {
+        if failed {
             self.statements_failed.fetch_add(1, Ordering::Relaxed);
         }
         self.query_histogram.observe(secs);
         self.queries.record(secs);
         if let Some(threshold) = self.slow_query_threshold
-            && info.elapsed >= threshold
+            && elapsed >= threshold
         {
             // The SQL text carries placeholders, never the bound values.
             tracing::warn!(
                 target: "dbservice::slow_query",
                 duration_ms = secs * 1000.0,
                 threshold_ms = threshold.as_secs_f64() * 1000.0,
-                failed = info.failed,
-                statement = %info.statement.sql,
+                failed,
+                statement = %sql,
                 "slow query"
             );
         }
+    }
+
+    /// A connection was opened, taking `took`.
+    pub fn on_created(&self, took: Duration) {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        self.create_histogram.observe(took.as_secs_f64());
+    }
+
+    /// A connection came back after being held for `held`.
+    pub fn on_hold(&self, held: Duration) {
+        self.hold_histogram.observe(held.as_secs_f64());
+    }
+
+    /// A connection was closed.
+    pub fn on_closed(&self, reason: CloseReason) {
+        if let Some(slot) = CloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.closed.get(i))
+        {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Connections closed so far, by reason.
+    pub fn closed_counts(&self) -> ClosedCounts {
+        let get = |r: CloseReason| {
+            CloseReason::ALL
+                .iter()
+                .position(|x| *x == r)
+                .and_then(|i| self.closed.get(i))
+                .map_or(0, |a| a.load(Ordering::Relaxed))
+        };
+        ClosedCounts {
+            idle: get(CloseReason::Idle),
+            lifetime: get(CloseReason::Lifetime),
+            max_uses: get(CloseReason::MaxUses),
+            broken: get(CloseReason::Broken),
+            unclean: get(CloseReason::Unclean),
+            shutdown: get(CloseReason::Shutdown),
+        }
+    }
+
+    /// A fraction in [0, 1) that differs from connection to connection (for jittered limits).
+    pub fn jitter(&self) -> f64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(self.epoch.elapsed().as_nanos());
+        (h.finish() % 10_000) as f64 / 10_000.0
     }
 
     pub fn on_wait(&self, waited: Duration) {
@@ -160,44 +212,13 @@ impl Instruments {
         }
     }
 
-    /// Notes that a connection may have come back dirty or dead: a statement or transaction
-    /// was cancelled or missed its deadline, a connection failed, a probe got no answer. For
-    /// the next [`TROUBLE_WINDOW`], every connection returned to the pool gets the bounded
-    /// release check; in calm times it is skipped (it costs a round trip per query, on top of
-    /// the ping sqlx always makes). Called *before* the affected connection is released.
-    pub fn note_trouble(&self) {
-        let until = self.epoch.elapsed() + TROUBLE_WINDOW;
-        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
-        self.trouble_until.fetch_max(nanos, Ordering::Relaxed);
-    }
-
-    /// Whether returned connections should get the full release check now.
-    pub fn in_trouble(&self) -> bool {
-        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        now < self.trouble_until.load(Ordering::Relaxed)
-    }
-
     /// Notes that a connection to the database just failed.
     pub fn connection_failed(&self) {
-        self.note_trouble();
         let nanos = u64::try_from(self.epoch.elapsed().as_nanos())
             .unwrap_or(u64::MAX)
             .max(1);
         self.last_connection_failure
             .fetch_max(nanos, Ordering::Relaxed);
-    }
-
-    /// Whether a connection of this `age` has reached its own, jittered end of life: somewhere
-    /// in the last 20 % of `max_lifetime`, fixed per connection (derived from the millisecond
-    /// it was opened). Connections opened together then retire at different times instead of
-    /// all at once, which would make every caller pay for a new connection at the same moment.
-    pub fn past_jittered_lifetime(&self, age: Duration, max_lifetime: Duration) -> bool {
-        use std::hash::{Hash, Hasher};
-        let opened_ms = self.epoch.elapsed().saturating_sub(age).as_millis();
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        opened_ms.hash(&mut h);
-        let fraction = (h.finish() % 1000) as f64 / 1000.0;
-        age >= max_lifetime.mul_f64(1.0 - 0.2 * fraction)
     }
 
     /// Whether a connection of this `age` was opened before the last connection failure, so

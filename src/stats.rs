@@ -29,8 +29,14 @@ pub struct PoolStats {
     pub active: u64,
     /// Connections opened since the service started.
     pub opened_total: u64,
-    /// Connections closed since the service started (idle, lifetime, broken): opened − open.
+    /// Connections closed since the service started (the sum of `closed`).
     pub closed_total: u64,
+    /// Connections closed since the service started, by reason.
+    pub closed: ClosedCounts,
+    /// Connections and transactions reported as held past `leak_detection_threshold`.
+    pub leaks: u64,
+    /// Whether the database is known down (fail-fast: callers get the cause at once).
+    pub database_down: bool,
     /// Statements executed (inside transactions too).
     pub queries_total: u64,
     /// Statements that returned an error.
@@ -74,6 +80,31 @@ pub struct Distribution {
     pub p99_ms: f64,
     /// Largest sample in the window.
     pub max_ms: f64,
+}
+
+/// Connections closed since the service started, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ClosedCounts {
+    /// Idle longer than `idle_timeout`.
+    pub idle: u64,
+    /// Older than their (jittered) `max_lifetime`.
+    pub lifetime: u64,
+    /// Served their (jittered) `max_uses` checkouts.
+    pub max_uses: u64,
+    /// Failed: an I/O error, no answer to a check, terminated by the server.
+    pub broken: u64,
+    /// Could not be proven clean (left inside a transaction).
+    pub unclean: u64,
+    /// Closed with the pool.
+    pub shutdown: u64,
+}
+
+impl ClosedCounts {
+    /// All closes.
+    pub fn total(&self) -> u64 {
+        self.idle + self.lifetime + self.max_uses + self.broken + self.unclean + self.shutdown
+    }
 }
 
 /// Errors counted by kind since the service started.

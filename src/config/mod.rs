@@ -54,8 +54,9 @@ pub struct PoolOptions {
     /// `None` (written `0`) waits without limit. Default: 10 s.
     #[serde(with = "duration::human_opt")]
     pub pool_timeout: Option<Duration>,
-    /// Bound on each connection attempt made by [`DbService::connect`](crate::DbService::connect)
-    /// and by the readiness probe. Must be above zero. Default: 5 s.
+    /// Bound on opening one connection: every connection the pool opens, each attempt of
+    /// [`DbService::connect`](crate::DbService::connect), the readiness probe's own connection.
+    /// Must be above zero. Default: 5 s.
     #[serde(with = "duration::human")]
     pub connect_timeout: Duration,
     /// Total time the initial connect keeps retrying a database that is not reachable yet, with
@@ -70,15 +71,37 @@ pub struct PoolOptions {
     /// forever. Default: 30 min.
     #[serde(with = "duration::human_opt")]
     pub max_lifetime: Option<Duration>,
+    /// A connection is retired after serving this many checkouts (jittered per connection:
+    /// somewhere in the last 20 %, so connections opened together do not retire together).
+    /// `None` (written `0`) keeps it. Default: off.
+    pub max_uses: Option<u64>,
+    /// A connection or transaction held longer than this logs one WARN with the caller's
+    /// source location and counts in `dbservice_connection_leaks_total`. `None` (written `0`)
+    /// turns it off. Default: off.
+    #[serde(with = "duration::human_opt")]
+    pub leak_detection_threshold: Option<Duration>,
+    /// After this many failed connection attempts in a row the database counts as down:
+    /// callers that find no idle connection get the cause at once instead of waiting
+    /// `pool_timeout`, until a background probe (with backoff) connects again. `0` turns it
+    /// off. Default: 3.
+    pub fail_fast_after: u32,
+    /// Longest time a row stream ([`StreamTrait`](sea_orm::StreamTrait) on
+    /// [`DbConn`](crate::DbConn)) may hold its connection; the stream then ends with an error
+    /// and the connection is checked before reuse. `None` (written `0`) waits without limit.
+    /// Default: 60 s.
+    #[serde(with = "duration::human_opt")]
+    pub stream_timeout: Option<Duration>,
     /// A connection that has been idle at least this long is pinged before it is handed out;
     /// fresher ones are handed out without the extra round trip. `0` pings on every checkout
     /// (sqlx's default). Default: 10 s.
     #[serde(with = "duration::human")]
     pub ping_after_idle: Duration,
-    /// Bound on every liveness ping of a pooled connection: before it is handed out (see
-    /// `ping_after_idle`) and when it comes back. A connection that does not answer in time is
-    /// closed without further I/O, so a dead socket cannot hold a pool slot (sqlx#4349). Must
-    /// be above zero. Default: 1 s.
+    /// Bound on every check of a pooled connection before it is handed out: the ping after
+    /// `ping_after_idle`, and the round trip that proves a suspect connection (one whose
+    /// statement was abandoned or whose transaction did not end cleanly) is outside a
+    /// transaction. A connection that does not answer in time is closed without further I/O,
+    /// so a dead socket cannot hold a pool slot (sqlx#4349). Also bounds a polite close and a
+    /// ROLLBACK. Must be above zero. Default: 1 s.
     #[serde(with = "duration::human")]
     pub ping_timeout: Duration,
     /// Bound on the readiness probe's database check. Must be above zero. Default: 1 s.
@@ -157,6 +180,10 @@ impl Default for PoolOptions {
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(1800)),
             ping_after_idle: Duration::from_secs(10),
+            max_uses: None,
+            leak_detection_threshold: None,
+            fail_fast_after: 3,
+            stream_timeout: Some(Duration::from_secs(60)),
             ping_timeout: Duration::from_secs(1),
             health_check_timeout: Duration::from_secs(1),
             query_timeout: Some(DEFAULT_QUERY_TIMEOUT),
@@ -330,6 +357,18 @@ fn apply(pool: &mut PoolOptions, key: &str, value: &str) -> Result<(), ConfigErr
         "idle_timeout" => pool.idle_timeout = parse_optional_duration(key, value)?,
         "max_lifetime" => pool.max_lifetime = parse_optional_duration(key, value)?,
         "ping_after_idle" => pool.ping_after_idle = parse_duration(key, value)?,
+        "max_uses" => {
+            let n: u64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid(key, value, "expected a whole number (0 turns it off)"))?;
+            pool.max_uses = (n > 0).then_some(n);
+        }
+        "leak_detection_threshold" => {
+            pool.leak_detection_threshold = parse_optional_duration(key, value)?;
+        }
+        "fail_fast_after" => pool.fail_fast_after = parse_count(key, value, 0)?,
+        "stream_timeout" => pool.stream_timeout = parse_optional_duration(key, value)?,
         "health_check_timeout" => pool.health_check_timeout = positive(key, value)?,
         "query_timeout" => pool.query_timeout = parse_optional_duration(key, value)?,
         "ping_timeout" => pool.ping_timeout = positive(key, value)?,

@@ -136,6 +136,22 @@ impl ResponseError for ApiError {
 
 impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> Self {
+        // The reason stays in the log (it names source locations); the client gets its code.
+        match crate::classify::acquire_error(&err) {
+            Some(crate::AcquireError::Saturated { .. }) => {
+                return ApiError::unavailable(
+                    "pool_saturated",
+                    "every database connection stayed busy for pool_timeout; retry later",
+                );
+            }
+            Some(crate::AcquireError::Unreachable { .. }) => {
+                return ApiError::unavailable(
+                    "database_unreachable",
+                    "the database cannot be reached; retry later",
+                );
+            }
+            _ => {}
+        }
         match ErrorKind::of(&err) {
             ErrorKind::PoolTimeout => ApiError::unavailable(
                 "pool_timeout",

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use sea_orm::sqlx;
 
-use super::pool::PoolHandle;
 use crate::classify::is_transient;
 use crate::config::DbConfig;
 use crate::error::Error;
+use crate::pool::Pool;
 
 /// One failed attempt, already scrubbed of secrets.
 #[derive(Debug, Clone)]
@@ -59,10 +59,19 @@ pub(crate) fn describe(config: &DbConfig, err: &sqlx::Error) -> String {
     config.scrub(&text)
 }
 
-/// Retries [`PoolHandle::probe`] until it succeeds, a non-transient error occurs, or
+/// Takes a connection from the pool (opening one if needed) and pings it.
+async fn probe(pool: &Pool, bound: Duration) -> Result<(), sqlx::Error> {
+    let mut conn = pool
+        .acquire(Some(bound), None)
+        .await
+        .map_err(|e| sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, e)))?;
+    conn.ping(bound).await
+}
+
+/// Retries a direct connect and a pooled ping until it succeeds, a non-transient error occurs, or
 /// `connect_retry_timeout` passes. `on_error` sees every failed attempt (for "last error").
 pub(crate) async fn connect_with_retry(
-    pool: &PoolHandle,
+    pool: &Pool,
     config: &DbConfig,
     on_error: &(dyn Fn(&str) + Sync),
 ) -> Result<(), Error> {
@@ -75,7 +84,7 @@ pub(crate) async fn connect_with_retry(
         attempts.fetch_add(1, Ordering::Relaxed);
         let probe = async {
             pool.connect_direct().await?;
-            pool.probe().await
+            probe(pool, p.connect_timeout).await
         };
         let result = match tokio::time::timeout(p.connect_timeout, probe).await {
             Ok(Ok(())) => return Ok(()),

@@ -1,9 +1,9 @@
 //! [`DbService`]: the one owner of a backend's database pool.
 
+mod build;
 mod connect;
 mod global;
 mod lifecycle;
-mod pool;
 mod readiness;
 mod tasks;
 
@@ -13,17 +13,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+pub(crate) use self::connect::describe;
 use self::lifecycle::Lifecycle;
 pub use self::lifecycle::Phase;
-use self::pool::PoolHandle;
 use self::readiness::ReadinessSlot;
 pub use self::readiness::{READY_CACHE, Readiness};
 pub(crate) use self::tasks::Tasks;
 use crate::config::{Backend, DbConfig};
 use crate::conn::DbConn;
 use crate::error::{Error, Result};
-use crate::gate::Gate;
 use crate::observe::Instruments;
+use crate::pool::{Pool, Pooled};
 use crate::stats::{PoolStats, TxCounters};
 
 /// A cheap-to-clone handle to one database pool and its state.
@@ -41,9 +41,8 @@ pub struct DbService {
 
 struct Inner {
     conn: DbConn,
-    gate: Arc<Gate>,
     instruments: Arc<Instruments>,
-    pool: PoolHandle,
+    pool: Pool,
     config: DbConfig,
     lifecycle: Lifecycle,
     last_error: Mutex<Option<LastError>>,
@@ -93,26 +92,32 @@ impl DbService {
     pub fn new(config: DbConfig) -> Result<Self> {
         let p = config.pool();
         let instruments = Arc::new(Instruments::new(p.slow_query_threshold));
-        let gate = Arc::new(Gate::new(
-            p.connection_limit,
-            p.pool_timeout,
-            instruments.clone(),
-        ));
-        let (raw, pool) = pool::build(&config, &instruments)?;
+        let tasks = Tasks::current();
+        let (pool, raw) = build::build(&config, &instruments, &tasks)?;
         if let Some(warning) = config.tls_warning() {
             tracing::warn!("{warning}");
         }
+        let backend = match config.backend() {
+            Backend::Postgres => sea_orm::DbBackend::Postgres,
+            Backend::MySql => sea_orm::DbBackend::MySql,
+            Backend::Sqlite => sea_orm::DbBackend::Sqlite,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                conn: DbConn::new(raw, gate.clone(), instruments.clone(), p.query_timeout),
-                gate,
+                conn: DbConn::new(
+                    pool.clone(),
+                    raw,
+                    backend,
+                    p.query_timeout,
+                    p.stream_timeout,
+                ),
                 instruments,
                 pool,
                 config,
                 lifecycle: Lifecycle::default(),
                 last_error: Mutex::new(None),
                 tx: TxCounters::default(),
-                tasks: Tasks::current(),
+                tasks,
                 readiness: ReadinessSlot::default(),
             }),
         })
@@ -124,16 +129,18 @@ impl DbService {
         &self.inner.conn
     }
 
-    pub(crate) fn gate(&self) -> &Gate {
-        &self.inner.gate
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.inner.pool
     }
 
     pub(crate) fn instruments(&self) -> &Instruments {
         &self.inner.instruments
     }
 
-    pub(crate) fn instruments_arc(&self) -> Arc<Instruments> {
-        self.inner.instruments.clone()
+    /// A SeaORM connection of its own (one connection, outside the pool) for migrations;
+    /// close it when done.
+    pub(crate) fn migration_connection(&self) -> sea_orm::DatabaseConnection {
+        build::seaorm_connection(self.inner.pool.connector(), self.inner.config.pool())
     }
 
     /// The configuration in effect.
@@ -153,22 +160,26 @@ impl DbService {
 
     /// A snapshot of the pool's connections.
     pub fn stats(&self) -> PoolStats {
-        let p = &self.inner.pool;
-        let open = p.size();
-        let idle = p.num_idle().min(open);
-        let cfg = self.inner.config.pool();
+        let open = self.inner.pool.size();
         let ins = &self.inner.instruments;
-        let opened = ins.opened.load(Ordering::Relaxed);
+        let busy = u32::try_from(ins.active.load(Ordering::Relaxed).max(0))
+            .unwrap_or(u32::MAX)
+            .min(open);
+        let cfg = self.inner.config.pool();
+        let closed = ins.closed_counts();
         PoolStats {
             open,
-            idle,
-            busy: open - idle,
+            idle: open - busy,
+            busy,
             max: cfg.connection_limit,
             min: cfg.min_connections,
             waiting: u64::try_from(ins.waiting.load(Ordering::Relaxed)).unwrap_or(0),
             active: u64::try_from(ins.active.load(Ordering::Relaxed)).unwrap_or(0),
-            opened_total: opened,
-            closed_total: opened.saturating_sub(u64::from(open)),
+            opened_total: ins.opened.load(Ordering::Relaxed),
+            closed_total: closed.total(),
+            closed,
+            leaks: ins.leaks.load(Ordering::Relaxed),
+            database_down: self.inner.pool.down().is_some(),
             queries_total: ins.statements.load(Ordering::Relaxed),
             queries_failed: ins.statements_failed.load(Ordering::Relaxed),
             errors: ins.error_counts(),
@@ -249,27 +260,25 @@ impl DbService {
     pub async fn ping(&self) -> std::result::Result<Duration, PingError> {
         let bound = self.inner.config.pool().health_check_timeout;
         let started = Instant::now();
-        let Ok(permit) = self.inner.gate.enter(Some(bound)).await else {
-            return Err(PingError::TimedOut(bound));
+        let mut conn = match self.inner.pool.acquire(Some(bound), None).await {
+            Ok(c) => c,
+            Err(crate::AcquireError::Unreachable { cause, .. }) => {
+                return Err(PingError::Failed(cause));
+            }
+            Err(_) => return Err(PingError::TimedOut(bound)),
         };
         let remaining = bound.saturating_sub(started.elapsed());
-        let result = self.ping_within(remaining, bound).await;
-        drop(permit);
-        result
+        self.ping_on(&mut conn, remaining, bound).await
     }
 
-    /// Pings a pooled connection; the caller holds a gate permit.
-    async fn ping_pooled(&self) -> std::result::Result<Duration, PingError> {
-        let bound = self.inner.config.pool().health_check_timeout;
-        self.ping_within(bound, bound).await
-    }
-
-    async fn ping_within(
+    /// Pings on a connection the caller holds, within `within`.
+    async fn ping_on(
         &self,
+        conn: &mut Pooled,
         within: Duration,
         bound: Duration,
     ) -> std::result::Result<Duration, PingError> {
-        self.check(within, bound, self.inner.pool.probe()).await
+        self.check(within, bound, conn.ping(within)).await
     }
 
     /// Runs one database check within `within`, recording what went wrong; `bound` is the
@@ -291,7 +300,6 @@ impl DbService {
             }
             Err(_) => {
                 self.record_error(&format!("no answer from the database within {bound:?}"));
-                self.inner.instruments.note_trouble();
                 Err(PingError::TimedOut(bound))
             }
         }
@@ -317,19 +325,10 @@ impl DbService {
     /// passed first (the remaining connections close when the process exits).
     pub async fn close(&self, bound: Duration) -> bool {
         self.inner.lifecycle.mark_draining();
-        // New callers are refused at once; the ones already holding a connection finish.
-        self.inner.gate.close();
         let started = Instant::now();
-        if !self.inner.tasks.wait_idle(bound).await {
-            tracing::warn!(
-                running = self.inner.tasks.running(),
-                "pool close: transactions still finishing when the bound passed"
-            );
-        }
-        let remaining = bound.saturating_sub(started.elapsed());
-        let closed = tokio::time::timeout(remaining, self.inner.pool.close())
-            .await
-            .is_ok();
+        // New callers are refused at once; the ones already holding a connection (COMMITs
+        // and ROLLBACKs in their tasks included) finish and give it back.
+        let closed = self.inner.pool.close(bound).await;
         if !closed {
             let stats = self.stats();
             tracing::warn!(
@@ -338,6 +337,15 @@ impl DbService {
                 "pool close timed out with connections still checked out"
             );
         }
+        let remaining = bound.saturating_sub(started.elapsed());
+        if !self.inner.tasks.wait_idle(remaining).await {
+            tracing::warn!(
+                running = self.inner.tasks.running(),
+                "pool close: transactions or closes still finishing when the bound passed"
+            );
+        }
+        let remaining = bound.saturating_sub(started.elapsed());
+        let _ = tokio::time::timeout(remaining, self.inner.conn.raw().close_by_ref()).await;
         self.inner.lifecycle.mark_closed();
         closed
     }

@@ -31,8 +31,8 @@ pub(crate) struct ReadinessSlot(Mutex<Option<(Instant, Readiness)>>);
 impl DbService {
     /// Whether the database answers, for readiness probes: concurrent callers share one check
     /// (the others wait for its answer), and an answer younger than [`READY_CACHE`] is reused.
-    /// The check pings on a pooled connection when one is free (taking it through the gate, so
-    /// no caller loses its slot), or else on one connection of its own outside the pool, which
+    /// The check pings on a pooled connection when one is free without queueing (so no caller
+    /// loses its place), or else on one connection of its own outside the pool, which
     /// tells a busy database from a frozen one. Either way probes hold at most one connection.
     /// Bounded by `health_check_timeout` (twice that for a caller that waited for another's
     /// check).
@@ -51,19 +51,28 @@ impl DbService {
         {
             return answer.clone();
         }
-        let answer = match self.gate().try_enter() {
-            Some(permit) => {
-                let result = self.ping_pooled().await;
-                drop(permit);
-                Readiness {
-                    result,
-                    saturated: false,
-                }
+        let answer = if let Some(cause) = self.pool().down() {
+            // Known down (fail-fast): say so without another attempt; the background probe
+            // is already trying.
+            Readiness {
+                result: Err(PingError::Failed(cause)),
+                saturated: false,
             }
-            None => Readiness {
-                result: self.check_direct().await,
-                saturated: true,
-            },
+        } else {
+            match self.pool().try_acquire().await {
+                Some(mut conn) => {
+                    let result = self.ping_on(&mut conn, bound, bound).await;
+                    drop(conn);
+                    Readiness {
+                        result,
+                        saturated: false,
+                    }
+                }
+                None => Readiness {
+                    result: self.check_direct().await,
+                    saturated: true,
+                },
+            }
         };
         *last = Some((Instant::now(), answer.clone()));
         answer

@@ -56,6 +56,12 @@ impl Tasks {
         })
     }
 
+    /// Runs `work` on the service's runtime without counting it (a loop that ends with the
+    /// pool, which `close` must not wait for).
+    pub fn spawn_untracked(&self, work: impl Future<Output = ()> + Send + 'static) {
+        drop(self.runtime.spawn(work));
+    }
+
     /// Tasks still running.
     pub fn running(&self) -> usize {
         self.running.load(Ordering::Acquire)

@@ -1,121 +1,130 @@
-//! BEGIN in a task its caller cannot cancel, bounded by `max_wait`, and the PostgreSQL
-//! settings that give the server the transaction's budget.
+//! BEGIN, bounded by `max_wait`, and the PostgreSQL settings that give the server the
+//! transaction's budget.
 
+use std::panic::Location;
 use std::time::{Duration, Instant};
 
-use sea_orm::{AccessMode, ConnectionTrait, DbBackend, DbErr, IsolationLevel, TransactionTrait};
+use sea_orm::{AccessMode, DbBackend, DbErr, IsolationLevel};
 
 use super::bump;
 use super::error::TxError;
-use super::handle::{Open, Transaction};
+use super::handle::Transaction;
 use super::options::TxOptions;
+use crate::classify::{AcquireError, sqlstate};
 use crate::config::SERVER_GRACE;
+use crate::pool::{Op, Site, to_db_err};
 use crate::service::DbService;
-use crate::stats::TxCounters;
 
 impl DbService {
-    /// Acquires a connection and runs `BEGIN` (and on PostgreSQL the transaction's settings,
-    /// see [`settings_after_begin`]) within `max_wait`, in a task the caller cannot cancel (a
-    /// cancelled BEGIN would poison the connection: sqlx#4393). If nobody takes the
-    /// transaction (max_wait passed, or the caller was dropped), that task rolls it back.
-    /// `started` is when the transaction's `timeout` began to run.
+    /// Takes a connection and begins the transaction (on PostgreSQL with its settings, see
+    /// [`begin_sql`], in the same round trip) within `max_wait`. A BEGIN abandoned in flight
+    /// leaves its connection marked inside a transaction, and it is closed rather than handed
+    /// out again (sqlx#4393 cannot happen here). `started` is when the transaction's
+    /// `timeout` began to run.
     pub(super) async fn begin_guarded(
         &self,
         opts: &TxOptions,
         started: Instant,
-    ) -> Result<Open, TxError<std::convert::Infallible>> {
-        let max_wait = |counters: &TxCounters| {
-            bump(&counters.max_wait);
+        site: Site,
+    ) -> Result<Transaction, TxError<std::convert::Infallible>> {
+        let max_wait = || {
+            bump(&self.tx_counters().max_wait);
             TxError::MaxWait(opts.max_wait)
         };
-        // The measured wait for a connection (see `gate`), bounded by max_wait.
-        let permit = match self.gate().enter(Some(opts.max_wait)).await {
-            Ok(p) => p,
-            Err(DbErr::ConnectionAcquire(_)) => return Err(max_wait(self.tx_counters())),
-            Err(e) => return Err(TxError::Database(e)),
+        let mut conn = match self.pool().acquire(Some(opts.max_wait), site).await {
+            Ok(c) => c,
+            Err(AcquireError::Saturated { .. }) => {
+                self.instruments()
+                    .on_error(&sea_orm::DbErr::ConnectionAcquire(
+                        sea_orm::error::ConnAcquireErr::Timeout,
+                    ));
+                return Err(max_wait());
+            }
+            Err(e) => {
+                let e = to_db_err(e);
+                self.instruments().on_error(&e);
+                return Err(TxError::Database(e));
+            }
         };
-        let conn = self.conn().raw().clone();
-        let isolation = opts.isolation.map(IsolationLevel::from);
-        let access = opts.read_only.then_some(AccessMode::ReadOnly);
-        let (begin_isolation, begin_access, settings) = match self.backend_kind() {
-            DbBackend::Sqlite => (None, None, None),
-            // SeaORM would send `SET TRANSACTION` as a round trip of its own; it goes into
-            // the one settings message instead.
-            DbBackend::Postgres => (None, None, Some((isolation, access, opts.timeout))),
-            _ => (isolation, access, None),
-        };
-        let (deliver, receive) = tokio::sync::oneshot::channel();
-        let bound = self.config().pool().ping_timeout;
-        let give_up = opts.max_wait.saturating_add(bound);
-        self.tasks().spawn(async move {
-            // Bounded: a BEGIN the server never answers is abandoned; the release check then
-            // closes the connection (it is inside a transaction or does not answer).
-            let work = async {
-                let txn = conn
-                    .begin_with_config(begin_isolation, begin_access)
-                    .await?;
-                if let Some((isolation, access, timeout)) = settings {
-                    let sql = settings_after_begin(isolation, access, timeout, started.elapsed());
-                    if let Err(e) = txn.execute_unprepared(&sql).await {
-                        let _ = txn.rollback().await;
-                        return Err(e);
+        let statements = begin_sql(self.backend_kind(), opts, started.elapsed());
+        conn.set_in_transaction(true);
+        let remaining = opts.max_wait.saturating_sub(started.elapsed());
+        let begun = tokio::time::timeout(remaining, async {
+            for sql in &statements {
+                conn.run(Op::Unprepared(sql), None).await?;
+            }
+            Ok::<(), DbErr>(())
+        })
+        .await;
+        match begun {
+            Ok(Ok(())) => Ok(Transaction::new(conn, started, opts.timeout, self.clone())),
+            // No answer within max_wait: the connection is closed when dropped here, since it
+            // may be inside a transaction.
+            Err(_) => Err(max_wait()),
+            Ok(Err(e)) => {
+                self.instruments().on_error(&e);
+                if sqlstate(&e).is_some() {
+                    // The server answered; end whatever was begun so the connection stays usable.
+                    let bound = self.config().pool().ping_timeout;
+                    if conn
+                        .run(Op::Unprepared("ROLLBACK"), Some(bound))
+                        .await
+                        .is_ok()
+                    {
+                        conn.set_in_transaction(false);
                     }
                 }
-                Ok(txn)
-            };
-            let begun = tokio::time::timeout(give_up, work)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(DbErr::ConnectionAcquire(
-                        sea_orm::error::ConnAcquireErr::Timeout,
-                    ))
-                });
-            if let Err(Ok(txn)) = deliver.send(begun) {
-                let _ = tokio::time::timeout(bound, txn.rollback()).await;
-            }
-        });
-        let remaining = opts.max_wait.saturating_sub(started.elapsed());
-        match tokio::time::timeout(remaining, receive).await {
-            Ok(Ok(Ok(txn))) => Ok(Open {
-                txn: Some(txn),
-                permit: Some(permit),
-                bound,
-                instruments: self.instruments_arc(),
-                tasks: self.tasks().clone(),
-            }),
-            Ok(Ok(Err(DbErr::ConnectionAcquire(_)))) | Err(_) => {
-                // A BEGIN may still be in flight on a connection we no longer wait for.
-                self.instruments().note_trouble();
-                Err(max_wait(self.tx_counters()))
-            }
-            Ok(Ok(Err(e))) => {
-                self.instruments().on_error(&e);
                 Err(TxError::Database(e))
             }
-            Ok(Err(_)) => Err(TxError::Database(DbErr::Custom(
-                "the BEGIN task died".into(),
-            ))),
         }
     }
 
-    /// Begins a transaction with `opts` and returns a handle: use it (it derefs to SeaORM's
-    /// `DatabaseTransaction`) and [`commit`](Transaction::commit) it. Dropping the handle rolls
-    /// back (explicitly, in a spawned task). `max_wait` bounds the begin; `timeout` is enforced
-    /// by the server on PostgreSQL (statements and idle time inside the transaction) and by
-    /// `commit`, which rolls back and returns [`TxError::Timeout`] once it has passed.
-    /// `retries` does not apply: only the closure form can re-run your code.
-    pub async fn begin(
+    /// Begins a transaction with `opts` and returns a handle: pass `&tx` to SeaORM calls and
+    /// [`commit`](Transaction::commit) it. Dropping the handle rolls back (explicitly, in a
+    /// spawned task). `max_wait` bounds the begin; `timeout` is enforced by the server on
+    /// PostgreSQL (statements and idle time inside the transaction) and by `commit`, which
+    /// rolls back and returns [`TxError::Timeout`] once it has passed. `retries` does not
+    /// apply: only the closure form can re-run your code. The caller's source location is
+    /// what leak detection reports if the transaction is held past
+    /// `leak_detection_threshold`.
+    #[track_caller]
+    pub fn begin(
         &self,
         opts: TxOptions,
-    ) -> Result<Transaction, TxError<std::convert::Infallible>> {
-        let started = Instant::now();
-        let open = self.begin_guarded(&opts, started).await?;
-        Ok(Transaction {
-            open,
-            started,
-            timeout: opts.timeout,
-            db: self.clone(),
-        })
+    ) -> impl Future<Output = Result<Transaction, TxError<std::convert::Infallible>>> + '_ {
+        let site = Some(Location::caller());
+        async move {
+            let started = Instant::now();
+            self.begin_guarded(&opts, started, site).await
+        }
+    }
+}
+
+/// The statements that begin a transaction, each one round trip. PostgreSQL: one
+/// simple-protocol message with `BEGIN`, the isolation level and access mode (what SeaORM
+/// would send as a `SET TRANSACTION` of its own), and the transaction's budget for the server
+/// (see [`settings_after_begin`]). MySQL/MariaDB: the isolation level applies to the next
+/// transaction only, then `START TRANSACTION`. SQLite: `BEGIN`.
+fn begin_sql(backend: DbBackend, opts: &TxOptions, elapsed: Duration) -> Vec<String> {
+    let isolation = opts.isolation.map(IsolationLevel::from);
+    let access = opts.read_only.then_some(AccessMode::ReadOnly);
+    match backend {
+        DbBackend::Postgres => vec![format!(
+            "BEGIN; {}",
+            settings_after_begin(isolation, access, opts.timeout, elapsed)
+        )],
+        DbBackend::MySql => {
+            let mut v = Vec::new();
+            if let Some(level) = isolation {
+                v.push(format!("SET TRANSACTION ISOLATION LEVEL {level}"));
+            }
+            v.push(match access {
+                Some(mode) => format!("START TRANSACTION {mode}"),
+                None => "START TRANSACTION".to_owned(),
+            });
+            v
+        }
+        _ => vec!["BEGIN".to_owned()],
     }
 }
 

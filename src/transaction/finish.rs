@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{DatabaseTransaction, DbErr};
+use sea_orm::DbErr;
 
 use super::bump;
 use super::error::TxError;
 use crate::classify::is_server_timeout;
-use crate::gate::Permit;
+use crate::pool::{Op, Pooled};
 use crate::service::Tasks;
 use crate::stats::TxCounters;
 
@@ -24,37 +24,30 @@ pub(super) fn commit_bound(timeout: Duration, ping_timeout: Duration) -> Duratio
 }
 
 /// Runs COMMIT or ROLLBACK in a task of its own on the service's runtime: it completes even if
-/// the caller is dropped meanwhile (or its HTTP worker stops), and the permit (the right to the
-/// connection) is returned only when it is done. The caller waits at most `bound`; a server
-/// that does not answer within it is frozen or gone, and the caller gets a connection error
-/// (no SQLSTATE) instead of a hang. For COMMIT that error means the outcome is unknown (see
-/// [`DbService::commit_outcome`]).
+/// the caller is dropped meanwhile (or its HTTP worker stops), and the connection goes back
+/// only when it is done (clean), or is closed if it did not end the transaction. The caller
+/// waits at most `bound`; a server that does not answer within it is frozen or gone, and the
+/// caller gets a connection error (no SQLSTATE) instead of a hang. For COMMIT that error
+/// means the outcome is unknown (see [`DbService::commit_outcome`](crate::DbService)).
 pub(super) async fn finish_detached(
     tasks: &Arc<Tasks>,
-    txn: DatabaseTransaction,
-    permit: Option<Permit>,
+    mut conn: Pooled,
     commit: bool,
     bound: Duration,
 ) -> Result<(), DbErr> {
-    // The task's own bound: a COMMIT/ROLLBACK the server never answers is abandoned, and the
-    // connection goes back through the release check, which closes it.
-    let task = tasks.spawn(async move {
-        let work = async {
-            if commit {
-                txn.commit().await
-            } else {
-                txn.rollback().await
-            }
-        };
-        let result = tokio::time::timeout(bound.saturating_mul(2), work).await;
-        drop(permit);
-        result.unwrap_or_else(|_| {
-            Err(DbErr::Custom(
-                "abandoned: no answer from the database".into(),
-            ))
-        })
-    });
     let what = if commit { "COMMIT" } else { "ROLLBACK" };
+    // The task's own bound: a COMMIT/ROLLBACK the server never answers is abandoned, and the
+    // connection, still inside its transaction, is closed.
+    let task = tasks.spawn(async move {
+        let result = conn
+            .run(Op::Unprepared(what), Some(bound.saturating_mul(2)))
+            .await;
+        if result.is_ok() {
+            conn.set_in_transaction(false);
+        }
+        drop(conn);
+        result.map(|_| ())
+    });
     match tokio::time::timeout(bound, task).await {
         Ok(Ok(result)) => result,
         Ok(Err(e)) => Err(DbErr::Custom(format!("the {what} task failed: {e}"))),

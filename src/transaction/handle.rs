@@ -1,128 +1,172 @@
-//! [`Transaction`], the handle of [`DbService::begin`], and [`Open`], the owner of a live
-//! transaction that rolls it back if its caller goes away.
+//! [`Transaction`]: the handle a transaction body receives (and [`DbService::begin`] returns).
+//! It implements SeaORM's `ConnectionTrait` on the transaction's own pooled connection, so
+//! every entity call works inside it; savepoints nest on it ([`savepoint`](super::savepoint)).
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
-use sea_orm::{DatabaseTransaction, DbErr};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement};
+use tokio::sync::Mutex;
 
 use super::bump;
 use super::error::TxError;
 use super::finish::{commit_bound, finish_detached};
-use crate::gate::Permit;
-use crate::observe::Instruments;
-use crate::service::{DbService, Tasks};
+use crate::pool::{Op, Output, Pooled};
+use crate::service::DbService;
 
-/// A transaction begun with [`DbService::begin`]; rolls back when dropped uncommitted.
+/// An open transaction. Pass `&tx` to any SeaORM call. Inside
+/// [`DbService::transaction`](crate::DbService::transaction) the service commits or rolls it
+/// back; one from [`DbService::begin`] is ended with [`commit`](Self::commit) or
+/// [`rollback`](Self::rollback), and rolls back (in a task of its own) when dropped open.
 pub struct Transaction {
-    pub(super) open: Open,
+    /// `None` once the transaction has ended.
+    conn: Mutex<Option<Pooled>>,
+    backend: DbBackend,
+    /// `query_timeout`, for each statement.
+    deadline: Option<Duration>,
     pub(super) started: Instant,
     pub(super) timeout: Duration,
-    pub(super) db: DbService,
+    /// Savepoints currently open (for their names).
+    pub(super) depth: AtomicU32,
+    db: DbService,
 }
 
 impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
+            .field("backend", &self.backend)
             .field("elapsed", &self.started.elapsed())
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
-impl std::ops::Deref for Transaction {
-    type Target = DatabaseTransaction;
-
-    fn deref(&self) -> &DatabaseTransaction {
-        // Cannot fail: `open` holds the transaction from `begin` until `commit`/`rollback`,
-        // which consume the handle, and `Drop`, which ends it; no `&self` outlives any of them.
-        // (`Deref` has no way to return an error.)
-        self.open
-            .txn()
-            .expect("a Transaction handle always holds its transaction")
-    }
-}
-
 impl Transaction {
+    pub(super) fn new(conn: Pooled, started: Instant, timeout: Duration, db: DbService) -> Self {
+        Self {
+            conn: Mutex::new(Some(conn)),
+            backend: db.conn().get_database_backend(),
+            deadline: db.config().pool().query_timeout,
+            started,
+            timeout,
+            depth: AtomicU32::new(0),
+            db,
+        }
+    }
+
+    /// Takes the connection out to end the transaction.
+    pub(super) fn take(&mut self) -> Option<Pooled> {
+        self.conn.get_mut().take()
+    }
+
+    /// How long the transaction has been open.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Commits, unless `timeout` has passed: then rolls back and returns [`TxError::Timeout`].
     pub async fn commit(mut self) -> Result<(), TxError<std::convert::Infallible>> {
-        let counters = self.db.tx_counters();
-        let Some((txn, permit)) = self.open.take() else {
+        let Some(conn) = self.take() else {
             return Err(TxError::Database(DbErr::Custom(
                 "transaction already finished".into(),
             )));
         };
+        let counters = self.db.tx_counters();
         let ping_timeout = self.db.config().pool().ping_timeout;
         if self.started.elapsed() > self.timeout {
-            let _ = finish_detached(self.db.tasks(), txn, permit, false, ping_timeout).await;
+            let _ = finish_detached(self.db.tasks(), conn, false, ping_timeout).await;
             bump(&counters.timeout);
             return Err(TxError::Timeout(self.timeout));
         }
         let bound = commit_bound(self.timeout, ping_timeout);
-        let result = finish_detached(self.db.tasks(), txn, permit, true, bound).await;
+        let result = finish_detached(self.db.tasks(), conn, true, bound).await;
         self.db.commit_outcome(result, self.timeout)
     }
 
     /// Rolls back now.
     pub async fn rollback(mut self) -> Result<(), DbErr> {
         bump(&self.db.tx_counters().rollback);
-        match self.open.take() {
-            Some((txn, permit)) => {
+        match self.take() {
+            Some(conn) => {
                 let bound = self.db.config().pool().ping_timeout;
-                finish_detached(self.db.tasks(), txn, permit, false, bound).await
+                finish_detached(self.db.tasks(), conn, false, bound).await
             }
             None => Ok(()),
         }
     }
+
+    async fn run(&self, op: Op<'_>) -> Result<Output, DbErr> {
+        let mut guard = self.conn.lock().await;
+        let Some(conn) = guard.as_mut() else {
+            return Err(DbErr::Custom("the transaction has already ended".into()));
+        };
+        conn.run(op, self.deadline)
+            .await
+            .inspect_err(|e| self.db.instruments().on_error(e))
+    }
 }
 
 impl Drop for Transaction {
+    /// Still open: its caller went away (or never ended it). Rolled back explicitly in a task
+    /// of its own, bounded by `ping_timeout`; a connection whose ROLLBACK fails is closed.
     fn drop(&mut self) {
-        if self.open.txn().is_some() {
+        if let Some(conn) = self.take() {
             bump(&self.db.tx_counters().rollback);
-        }
-        // `open`'s own Drop rolls back in a spawned task.
-    }
-}
-
-/// Owns the open transaction and its permit; if dropped (the caller's future was cancelled)
-/// it rolls back explicitly in a spawned task instead of relying on SeaORM's `Drop`.
-pub(super) struct Open {
-    pub(super) txn: Option<DatabaseTransaction>,
-    pub(super) permit: Option<Permit>,
-    /// `ping_timeout`: how long a rollback after cancellation may take.
-    pub(super) bound: Duration,
-    /// Where a cancellation is noted, so the connection gets the full release check.
-    pub(super) instruments: Arc<Instruments>,
-    /// Where that rollback runs.
-    pub(super) tasks: Arc<Tasks>,
-}
-
-impl Open {
-    pub(super) fn txn(&self) -> Option<&DatabaseTransaction> {
-        self.txn.as_ref()
-    }
-
-    pub(super) fn take(&mut self) -> Option<(DatabaseTransaction, Option<Permit>)> {
-        self.txn.take().map(|t| (t, self.permit.take()))
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        if let Some((txn, permit)) = self.take() {
-            self.instruments.note_trouble();
-            let bound = self.bound;
-            self.tasks.spawn(async move {
-                match tokio::time::timeout(bound, txn.rollback()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "rollback after cancellation failed"),
-                    Err(_) => tracing::warn!(
-                        "rollback after cancellation got no answer; connection abandoned"
-                    ),
+            let bound = self.db.config().pool().ping_timeout;
+            let tasks = self.db.tasks().clone();
+            let spawn_on = tasks.clone();
+            spawn_on.spawn(async move {
+                if let Err(e) = finish_detached(&tasks, conn, false, bound).await {
+                    tracing::warn!(error = %e, "rollback of an abandoned transaction failed; its connection is closed");
                 }
-                drop(permit);
             });
         }
+    }
+}
+
+fn unexpected() -> DbErr {
+    DbErr::Custom("the statement returned an unexpected kind of result".into())
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Transaction {
+    fn get_database_backend(&self) -> DbBackend {
+        self.backend
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        match self.run(Op::Execute(&stmt)).await? {
+            Output::Exec(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        match self.run(Op::Unprepared(sql)).await? {
+            Output::Exec(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self.run(Op::One(&stmt)).await? {
+            Output::One(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self.run(Op::All(&stmt)).await? {
+            Output::All(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn support_returning(&self) -> bool {
+        self.backend.support_returning()
+    }
+
+    fn is_mock_connection(&self) -> bool {
+        false
     }
 }

@@ -15,12 +15,16 @@
 //! - `retries` re-runs the closure after a serialization failure or deadlock (SQLSTATE 40001,
 //!   40P01; MySQL reports deadlocks as 40001), with exponential backoff and jitter.
 //!
+//! The body receives a [`Transaction`]: our handle on the transaction's pooled connection,
+//! which implements SeaORM's `ConnectionTrait`.
+//!
 //! **Cancellation.** sqlx 0.9.0 leaves a pooled PostgreSQL connection inside a transaction
-//! when the future is dropped while `BEGIN` is in flight (sqlx#4385/#4393). Here `BEGIN`,
-//! `COMMIT` and `ROLLBACK` run in spawned tasks that the caller cannot cancel; if the caller
-//! goes away (an HTTP client disconnects), the body future is dropped first and the transaction
-//! is rolled back explicitly in a task of its own, never through SeaORM's `Drop` (which panics
-//! if it runs while a statement holds the connection's lock).
+//! when the future is dropped while `BEGIN` is in flight (sqlx#4385/#4393). Here the pool
+//! knows: a connection is marked inside a transaction before `BEGIN` is sent and clean only
+//! once `COMMIT`/`ROLLBACK` completed, and one given back in between is closed. `COMMIT` and
+//! `ROLLBACK` run in spawned tasks that the caller cannot cancel; if the caller goes away (an
+//! HTTP client disconnects), the body future is dropped first and the transaction is rolled
+//! back explicitly in a task of its own.
 //!
 //! [`savepoint`] nests: inside a transaction it runs a closure in a savepoint, so an inner
 //! failure undoes only the inner part.
@@ -36,15 +40,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr};
+use std::panic::Location;
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr};
 
 pub use self::error::TxError;
 use self::finish::{commit_bound, finish_detached, map_server_timeout};
-use self::handle::Open;
 pub use self::handle::Transaction;
 pub use self::options::{Isolation, TxOptions};
 pub use self::savepoint::savepoint;
 use crate::classify::{find_db_err, is_retryable, sqlstate};
+use crate::pool::Site;
 use crate::service::DbService;
 
 pub(super) fn bump(counter: &AtomicU64) {
@@ -77,13 +83,18 @@ impl DbService {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn transaction<F, T, E>(&self, body: F) -> Result<T, TxError<E>>
+    #[track_caller]
+    pub fn transaction<'a, F, T, E>(
+        &'a self,
+        body: F,
+    ) -> impl Future<Output = Result<T, TxError<E>>> + 'a
     where
-        F: AsyncFnMut(&DatabaseTransaction) -> Result<T, E> + Send,
-        T: Send,
+        F: AsyncFnMut(&Transaction) -> Result<T, E> + Send + 'a,
+        T: Send + 'a,
         E: std::error::Error + Send + 'static,
     {
-        self.transaction_with(self.tx_options(), body).await
+        let site = Some(Location::caller());
+        self.run_transaction(self.tx_options(), body, site)
     }
 
     /// Runs `body` in a transaction with `opts`; commits if it returns `Ok`, rolls back
@@ -106,13 +117,29 @@ impl DbService {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn transaction_with<F, T, E>(
+    #[track_caller]
+    pub fn transaction_with<'a, F, T, E>(
+        &'a self,
+        opts: TxOptions,
+        body: F,
+    ) -> impl Future<Output = Result<T, TxError<E>>> + 'a
+    where
+        F: AsyncFnMut(&Transaction) -> Result<T, E> + Send + 'a,
+        T: Send + 'a,
+        E: std::error::Error + Send + 'static,
+    {
+        let site = Some(Location::caller());
+        self.run_transaction(opts, body, site)
+    }
+
+    async fn run_transaction<F, T, E>(
         &self,
         opts: TxOptions,
         mut body: F,
+        site: Site,
     ) -> Result<T, TxError<E>>
     where
-        F: AsyncFnMut(&DatabaseTransaction) -> Result<T, E> + Send,
+        F: AsyncFnMut(&Transaction) -> Result<T, E> + Send,
         T: Send,
         E: std::error::Error + Send + 'static,
     {
@@ -123,7 +150,7 @@ impl DbService {
             .with_max_times(opts.retries as usize)
             .build();
         loop {
-            let error = match self.attempt(&opts, &mut body).await {
+            let error = match self.attempt(&opts, &mut body, site).await {
                 Attempt::Done(value) => return Ok(value),
                 Attempt::Failed(e) => e,
             };
@@ -143,66 +170,51 @@ impl DbService {
         }
     }
 
-    async fn attempt<F, T, E>(&self, opts: &TxOptions, body: &mut F) -> Attempt<T, E>
+    async fn attempt<F, T, E>(&self, opts: &TxOptions, body: &mut F, site: Site) -> Attempt<T, E>
     where
-        F: AsyncFnMut(&DatabaseTransaction) -> Result<T, E> + Send,
+        F: AsyncFnMut(&Transaction) -> Result<T, E> + Send,
         T: Send,
         E: Send,
     {
         let counters = self.tx_counters();
         let started = Instant::now();
-        let mut open = match self.begin_guarded(opts, started).await {
-            Ok(open) => open,
+        let mut tx = match self.begin_guarded(opts, started, site).await {
+            Ok(tx) => tx,
             Err(e) => return Attempt::Failed(e.widen()),
         };
-        let Some(txn) = open.txn() else {
+        let budget = opts.timeout.saturating_sub(started.elapsed());
+        let outcome = tokio::time::timeout(budget, body(&tx)).await;
+        let ping_timeout = self.config().pool().ping_timeout;
+        let Some(conn) = tx.take() else {
             return Attempt::Failed(TxError::Database(DbErr::Custom(
                 "transaction vanished".into(),
             )));
         };
-
-        let budget = opts.timeout.saturating_sub(started.elapsed());
-
-        let outcome = tokio::time::timeout(budget, body(txn)).await;
         match outcome {
             Ok(Ok(value)) => {
-                let Some((txn, permit)) = open.take() else {
-                    return Attempt::Failed(TxError::Database(DbErr::Custom(
-                        "transaction vanished".into(),
-                    )));
-                };
                 // COMMIT in its own task: it completes even if the caller goes away now.
-                let bound = commit_bound(opts.timeout, self.config().pool().ping_timeout);
-                let result = finish_detached(self.tasks(), txn, permit, true, bound).await;
+                let bound = commit_bound(opts.timeout, ping_timeout);
+                let result = finish_detached(self.tasks(), conn, true, bound).await;
                 match self.commit_outcome(result, opts.timeout) {
                     Ok(()) => Attempt::Done(value),
                     Err(e) => Attempt::Failed(e.widen()),
                 }
             }
-            Ok(Err(e)) => self.finish_failed(&mut open, TxError::Aborted(e)).await,
-            Err(_elapsed) => {
-                // The body future (and any statement lock it held) is gone; roll back explicitly.
-                self.instruments().note_trouble();
-                if let Some((txn, permit)) = open.take() {
-                    let bound = self.config().pool().ping_timeout;
-                    let _ = finish_detached(self.tasks(), txn, permit, false, bound).await;
+            Ok(Err(e)) => {
+                if let Err(e) = finish_detached(self.tasks(), conn, false, ping_timeout).await {
+                    tracing::warn!(error = %e, "rollback failed; the connection is closed");
                 }
+                bump(&counters.rollback);
+                Attempt::Failed(TxError::Aborted(e))
+            }
+            Err(_elapsed) => {
+                // The body future (and any statement it had in flight) is gone; roll back
+                // explicitly (a statement abandoned mid-flight is drained first).
+                let _ = finish_detached(self.tasks(), conn, false, ping_timeout).await;
                 bump(&counters.timeout);
                 Attempt::Failed(TxError::Timeout(opts.timeout))
             }
         }
-    }
-
-    async fn finish_failed<T, E>(&self, open: &mut Open, error: TxError<E>) -> Attempt<T, E> {
-        let bound = self.config().pool().ping_timeout;
-        if let Some((txn, permit)) = open.take()
-            && let Err(e) = finish_detached(self.tasks(), txn, permit, false, bound).await
-        {
-            self.instruments().note_trouble();
-            tracing::warn!(error = %e, "rollback failed; the connection is discarded");
-        }
-        bump(&self.tx_counters().rollback);
-        Attempt::Failed(error)
     }
 
     /// Counts and classifies the result of a COMMIT. An error the server answered (it carries
@@ -226,7 +238,6 @@ impl DbService {
             }
             Err(e) => {
                 self.instruments().on_error(&e);
-                self.instruments().note_trouble();
                 bump(&counters.commit_unknown);
                 tracing::error!(error = %e, "COMMIT outcome unknown");
                 Err(TxError::CommitOutcomeUnknown(e.to_string()))

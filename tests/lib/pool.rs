@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dbservice::{DbConfig, DbService};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::support::{
     PASSWORD, backends_named, eventually, fresh_pg_database, select_one, unique_name, warm,
@@ -89,8 +89,12 @@ async fn pool_timeout_fails_a_waiting_caller_in_time() {
     let waited = started.elapsed();
     assert!(
         matches!(
-            err,
-            sea_orm::DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)
+            dbservice::classify::acquire_error(&err),
+            Some(dbservice::AcquireError::Saturated {
+                busy: 1,
+                max: 1,
+                ..
+            })
         ),
         "{err:?}"
     );
@@ -124,7 +128,8 @@ async fn min_connections_are_opened_and_idle_ones_closed() {
         "min_connections=2 opens two connections"
     );
     // Open more than the minimum, then let them idle past idle_timeout.
-    let txns = futures::future::join_all((0..4).map(|_| db.conn().raw().begin())).await;
+    let txns =
+        futures::future::join_all((0..4).map(|_| db.begin(dbservice::TxOptions::default()))).await;
     for txn in txns {
         txn.expect("begin").rollback().await.expect("rollback");
     }

@@ -41,18 +41,18 @@ async fn idle_in_transaction(url: &str, app: &str) -> i64 {
     .await
 }
 
-/// The next borrower must not be inside a (stale) transaction. `now()` is the transaction's
-/// start and `statement_timestamp()` this statement's: equal only in a fresh implicit
-/// transaction. Sent with the simple protocol (raw_sql) so both are stamped by one message.
+/// The next borrower must not be inside a (stale) transaction: `SAVEPOINT` is refused
+/// (25P01) outside a transaction block and accepted inside one.
 async fn assert_clean(db: &DbService) {
-    use sea_orm::sqlx::{self, Row};
-    let row = sqlx::raw_sql("SELECT now() = statement_timestamp()")
-        .fetch_one(db.conn().raw().get_postgres_connection_pool())
+    let err = db
+        .conn()
+        .execute_unprepared("SAVEPOINT dbservice_probe")
         .await
-        .expect("no 25P02: the connection is usable");
-    assert!(
-        row.try_get::<bool, _>(0).expect("bool"),
-        "connection handed out inside a transaction"
+        .expect_err("connection handed out inside a transaction");
+    assert_eq!(
+        dbservice::classify::sqlstate(&err).as_deref(),
+        Some("25P01"),
+        "{err}"
     );
 }
 
@@ -465,11 +465,11 @@ async fn manual_begin_commits_rolls_back_on_drop_and_enforces_timeout() {
     exec(db.conn(), "CREATE TABLE m (x int)").await;
 
     let tx = db.begin(TxOptions::default()).await.expect("begins");
-    exec(&*tx, "INSERT INTO m VALUES (1)").await;
+    exec(&tx, "INSERT INTO m VALUES (1)").await;
     tx.commit().await.expect("commits");
 
     let tx = db.begin(TxOptions::default()).await.expect("begins");
-    exec(&*tx, "INSERT INTO m VALUES (2)").await;
+    exec(&tx, "INSERT INTO m VALUES (2)").await;
     drop(tx);
     assert_clean(&db).await;
 
@@ -477,7 +477,7 @@ async fn manual_begin_commits_rolls_back_on_drop_and_enforces_timeout() {
         .begin(TxOptions::default().timeout(Duration::from_millis(300)))
         .await
         .expect("begins");
-    exec(&*tx, "INSERT INTO m VALUES (3)").await;
+    exec(&tx, "INSERT INTO m VALUES (3)").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         matches!(tx.commit().await, Err(TxError::Timeout(_))),

@@ -10,9 +10,9 @@ use dbservice::transaction::Isolation;
 use dbservice_demo::entities::{accounts, transfers};
 use sea_orm::sqlx::{self, postgres::PgPoolOptions};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, IsolationLevel, QueryFilter, QueryOrder, QuerySelect,
-    Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DbErr, EntityTrait, IsolationLevel, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
 };
 
 use crate::stats::Sample;
@@ -153,7 +153,7 @@ pub async fn bare_transfer(
 /// The demo's transfer without the idempotency key: lock both rows in id order, check the
 /// balance, move the money, record the transfer.
 pub async fn transfer_body(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     from: i64,
     to: i64,
 ) -> Result<transfers::Model, DbErr> {

@@ -22,8 +22,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
-    DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
 };
 use serde::Deserialize;
 
@@ -214,7 +214,7 @@ async fn find_by_key(
 }
 
 async fn transfer_in(
-    txn: &DatabaseTransaction,
+    txn: &dbservice::Transaction,
     t: &NewTransfer,
     key: Option<&str>,
 ) -> Result<Outcome, TransferError> {

@@ -5,7 +5,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use dbservice::{DbConfig, DbService};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::support::{eventually, fresh_pg_database, spawn_app, with_params};
 
@@ -178,7 +178,12 @@ async fn metrics_parse_and_name_everything_in_the_design() {
         "dbservice_pool_connections_idle",
         "dbservice_pool_connections_max",
         "dbservice_pool_connections_opened_total",
-        "dbservice_pool_connections_closed_total",
+        "dbservice_pool_connections_closed_total{reason=\"idle\"}",
+        "dbservice_pool_connections_closed_total{reason=\"max_uses\"}",
+        "dbservice_pool_connection_create_seconds_count",
+        "dbservice_pool_connection_hold_seconds_count",
+        "dbservice_pool_connection_leaks_total",
+        "dbservice_pool_database_down",
         "dbservice_client_queries_active",
         "dbservice_client_queries_wait",
         "dbservice_client_queries_total",
@@ -277,7 +282,8 @@ async fn counters_move_exactly() {
     assert_eq!(e.queries_failed - after.queries_failed, 2);
 
     // Open three connections, let them idle past idle_timeout: closed_total grows.
-    let txns = futures::future::join_all((0..3).map(|_| db.conn().raw().begin())).await;
+    let txns =
+        futures::future::join_all((0..3).map(|_| db.begin(dbservice::TxOptions::default()))).await;
     for t in txns {
         let _ = t.expect("begin").rollback().await;
     }

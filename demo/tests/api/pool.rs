@@ -66,7 +66,7 @@ async fn pool_timeout_is_a_503_with_retry_after() {
     assert!(retry_after.is_some(), "Retry-After is set");
     assert_eq!(
         body.as_ref().map(|b| b["error"]["code"].clone()),
-        Some(serde_json::json!("pool_timeout"))
+        Some(serde_json::json!("pool_saturated"))
     );
     assert!(
         waited < Duration::from_secs(2),

@@ -1,0 +1,159 @@
+//! One pooled connection: sqlx's own connection type and what the pool knows about it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use sea_orm::sqlx::{MySqlConnection, PgConnection, SqliteConnection};
+
+use super::holds::HoldSlot;
+use crate::observe::Instruments;
+
+/// A driver connection of one of the three backends.
+#[derive(Debug)]
+pub(crate) enum RawConn {
+    Postgres(PgConnection),
+    MySql(MySqlConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// Why a connection was closed; counted in `dbservice_connections_closed_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// Idle longer than `idle_timeout` (above `min_connections`).
+    Idle,
+    /// Older than its (jittered) `max_lifetime`.
+    Lifetime,
+    /// Served its (jittered) `max_uses` checkouts.
+    MaxUses,
+    /// The connection failed (I/O error, no answer to a check, terminated by the server).
+    Broken,
+    /// Its state could not be proven clean (left inside a transaction, or a check disagreed).
+    Unclean,
+    /// The pool was closed.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// Every reason, in the order of [`ClosedCounts`](crate::ClosedCounts)' fields.
+    pub const ALL: [CloseReason; 6] = [
+        CloseReason::Idle,
+        CloseReason::Lifetime,
+        CloseReason::MaxUses,
+        CloseReason::Broken,
+        CloseReason::Unclean,
+        CloseReason::Shutdown,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::Lifetime => "lifetime",
+            CloseReason::MaxUses => "max_uses",
+            CloseReason::Broken => "broken",
+            CloseReason::Unclean => "unclean",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+
+    fn index(self) -> u8 {
+        self as u8
+    }
+
+    fn from_index(i: u8) -> Self {
+        Self::ALL
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(CloseReason::Shutdown)
+    }
+
+    /// Whether a connection closed for this reason is still healthy enough to be told
+    /// goodbye (a `Terminate` message) rather than just dropped.
+    pub(crate) fn graceful(self) -> bool {
+        !matches!(self, CloseReason::Broken | CloseReason::Unclean)
+    }
+}
+
+/// A pooled connection and its bookkeeping. `suspect` is the heart of the pool's check-in
+/// rule: it is set before every statement and cleared only when the statement completed
+/// outside a transaction, so a connection whose statement future was dropped mid-flight, or
+/// that was left inside a transaction, is checked (or closed) before anyone gets it again,
+/// while a clean one goes back with no I/O at all.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// `None` once taken for closing.
+    pub raw: Option<RawConn>,
+    /// The state on the server is not known to be clean.
+    pub suspect: bool,
+    /// Inside a transaction we began.
+    pub in_tx: bool,
+    /// Failed in a way that makes it useless (closed when released).
+    pub broken: bool,
+    /// Checkouts served so far.
+    pub uses: u64,
+    /// This connection's own (jittered) `max_uses`.
+    pub max_uses: Option<u64>,
+    /// This connection's own (jittered) `max_lifetime`.
+    pub lifetime: Option<Duration>,
+    pub opened: Instant,
+    /// When it last came back to the pool.
+    pub released: Instant,
+    /// Set before the connection is dropped; read by `Drop` to count the close.
+    reason: AtomicU8,
+    pub hold: Arc<HoldSlot>,
+    instruments: Arc<Instruments>,
+}
+
+impl Conn {
+    pub fn new(
+        raw: RawConn,
+        max_uses: Option<u64>,
+        lifetime: Option<Duration>,
+        hold: Arc<HoldSlot>,
+        instruments: Arc<Instruments>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            raw: Some(raw),
+            suspect: false,
+            in_tx: false,
+            broken: false,
+            uses: 0,
+            max_uses,
+            lifetime,
+            opened: now,
+            released: now,
+            reason: AtomicU8::new(CloseReason::Shutdown.index()),
+            hold,
+            instruments,
+        }
+    }
+
+    /// Records why this connection is about to be closed (the last reason set wins).
+    pub fn retire(&self, reason: CloseReason) {
+        self.reason.store(reason.index(), Ordering::Relaxed);
+    }
+
+    pub fn reason(&self) -> CloseReason {
+        CloseReason::from_index(self.reason.load(Ordering::Relaxed))
+    }
+
+    /// The reason to retire it now, if its life or its uses are spent.
+    pub fn worn_out(&self) -> Option<CloseReason> {
+        if self.lifetime.is_some_and(|l| self.opened.elapsed() >= l) {
+            return Some(CloseReason::Lifetime);
+        }
+        if self.max_uses.is_some_and(|m| self.uses >= m) {
+            return Some(CloseReason::MaxUses);
+        }
+        None
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.instruments.on_closed(self.reason());
+    }
+}

@@ -1,0 +1,148 @@
+//! Running SeaORM's statements on sqlx connections exactly as SeaORM's sqlx driver does:
+//! `sqlx::query_with(AssertSqlSafe(sql), SqlxValues(values))`, rows through SeaORM's public
+//! `From<PgRow> for QueryResult` (and the MySQL/SQLite twins), results through
+//! `From<PgQueryResult> for ExecResult`. Unprepared SQL goes through the simple protocol
+//! (`raw_sql`), as SeaORM's `execute_unprepared` does.
+
+use std::time::Duration;
+
+use sea_orm::sea_query::Values;
+use sea_orm::sqlx::{self, AssertSqlSafe, Connection};
+use sea_orm::{ExecResult, QueryResult, Statement};
+use sea_query_sqlx::SqlxValues;
+
+use super::conn::RawConn;
+
+/// One statement to run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Op<'a> {
+    Execute(&'a Statement),
+    Unprepared(&'a str),
+    One(&'a Statement),
+    All(&'a Statement),
+}
+
+/// What it returned.
+pub(crate) enum Output {
+    Exec(ExecResult),
+    One(Option<QueryResult>),
+    All(Vec<QueryResult>),
+}
+
+impl Op<'_> {
+    pub fn sql(&self) -> &str {
+        match self {
+            Op::Execute(s) | Op::One(s) | Op::All(s) => &s.sql,
+            Op::Unprepared(sql) => sql,
+        }
+    }
+
+    /// SeaORM reports failed executions as `DbErr::Exec` and failed queries as `DbErr::Query`.
+    pub fn is_query(&self) -> bool {
+        matches!(self, Op::One(_) | Op::All(_))
+    }
+}
+
+pub(crate) fn values(stmt: &Statement) -> SqlxValues {
+    SqlxValues(stmt.values.clone().unwrap_or(Values(Vec::new())))
+}
+
+macro_rules! run_on {
+    ($conn:expr, $op:expr) => {
+        match $op {
+            Op::Execute(s) => sqlx::query_with(AssertSqlSafe(s.sql.as_str()), values(s))
+                .execute(&mut *$conn)
+                .await
+                .map(|r| Output::Exec(r.into())),
+            Op::Unprepared(sql) => sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut *$conn)
+                .await
+                .map(|r| Output::Exec(r.into())),
+            Op::One(s) => sqlx::query_with(AssertSqlSafe(s.sql.as_str()), values(s))
+                .fetch_optional(&mut *$conn)
+                .await
+                .map(|r| Output::One(r.map(Into::into))),
+            Op::All(s) => sqlx::query_with(AssertSqlSafe(s.sql.as_str()), values(s))
+                .fetch_all(&mut *$conn)
+                .await
+                .map(|rows| Output::All(rows.into_iter().map(Into::into).collect())),
+        }
+    };
+}
+
+/// Runs `op` on `conn`.
+pub(crate) async fn run(conn: &mut RawConn, op: Op<'_>) -> Result<Output, sqlx::Error> {
+    match conn {
+        RawConn::Postgres(c) => run_on!(c, op),
+        RawConn::MySql(c) => run_on!(c, op),
+        RawConn::Sqlite(c) => run_on!(c, op),
+    }
+}
+
+/// A liveness round trip.
+pub(crate) async fn ping(conn: &mut RawConn) -> Result<(), sqlx::Error> {
+    match conn {
+        RawConn::Postgres(c) => c.ping().await,
+        RawConn::MySql(c) => c.ping().await,
+        RawConn::Sqlite(c) => c.ping().await,
+    }
+}
+
+/// Closes politely (PostgreSQL's `Terminate`, MySQL's `COM_QUIT`), within `bound`.
+pub(crate) async fn close(conn: RawConn, bound: Duration) {
+    let closing = async {
+        match conn {
+            RawConn::Postgres(c) => c.close().await,
+            RawConn::MySql(c) => c.close().await,
+            RawConn::Sqlite(c) => c.close().await,
+        }
+    };
+    let _ = tokio::time::timeout(bound, closing).await;
+}
+
+/// The verdict of the check a suspect connection gets before it is handed out again.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    Clean,
+    /// It answered, but is inside a transaction.
+    InTransaction,
+}
+
+/// One round trip that drains whatever an abandoned statement left (sqlx waits for the
+/// server's `ReadyForQuery` first) and proves the connection is outside a transaction:
+/// PostgreSQL's `now()` is the transaction's start and `statement_timestamp()` this
+/// statement's; sent with the simple protocol they differ only inside a transaction someone
+/// left open. MariaDB reports `@@in_transaction`; a MySQL server without it gets a `ROLLBACK`,
+/// which ends whatever was left open. SQLite is pinged (its state lives in-process).
+pub(crate) async fn check(conn: &mut RawConn) -> Result<Verdict, sqlx::Error> {
+    use sqlx::Row;
+    let verdict = |clean: bool| {
+        if clean {
+            Verdict::Clean
+        } else {
+            Verdict::InTransaction
+        }
+    };
+    match conn {
+        RawConn::Postgres(c) => {
+            let row = sqlx::raw_sql("SELECT now() = statement_timestamp()")
+                .fetch_one(&mut *c)
+                .await?;
+            Ok(verdict(row.try_get::<bool, _>(0)?))
+        }
+        RawConn::MySql(c) => {
+            match sqlx::raw_sql("SELECT CAST(@@in_transaction AS SIGNED)")
+                .fetch_one(&mut *c)
+                .await
+            {
+                Ok(row) => Ok(verdict(row.try_get::<i64, _>(0)? == 0)),
+                Err(sqlx::Error::Database(_)) => {
+                    sqlx::raw_sql("ROLLBACK").execute(&mut *c).await?;
+                    Ok(Verdict::Clean)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        RawConn::Sqlite(c) => c.ping().await.map(|()| Verdict::Clean),
+    }
+}

@@ -1,0 +1,181 @@
+//! Opening connections (with `connect_timeout`, every time) and deciding at checkout whether an
+//! idle one may be handed out: deadpool's `Manager`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use sea_orm::sqlx::{
+    self, ConnectOptions, mysql::MySqlConnectOptions, postgres::PgConnectOptions,
+    sqlite::SqliteConnectOptions,
+};
+
+use super::Shared;
+use super::conn::{CloseReason, Conn, RawConn};
+use super::exec::{self, Verdict};
+
+/// How to open a connection of each backend.
+#[derive(Debug, Clone)]
+pub(crate) enum Connector {
+    Postgres(PgConnectOptions),
+    /// With the session settings sent once per connection.
+    MySql(MySqlConnectOptions, String),
+    Sqlite(SqliteConnectOptions),
+}
+
+impl Connector {
+    /// Opens one connection, without any bound.
+    pub async fn open(&self) -> Result<RawConn, sqlx::Error> {
+        match self {
+            Connector::Postgres(o) => o.connect().await.map(RawConn::Postgres),
+            Connector::MySql(o, session) => {
+                let mut c = o.connect().await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(session.as_str()))
+                    .execute(&mut c)
+                    .await?;
+                Ok(RawConn::MySql(c))
+            }
+            Connector::Sqlite(o) => o.connect().await.map(RawConn::Sqlite),
+        }
+    }
+}
+
+/// Why a connection could not be opened or handed out.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ManagerError {
+    #[error(transparent)]
+    Connect(sqlx::Error),
+    #[error("no connection within connect_timeout ({0:?})")]
+    ConnectTimeout(Duration),
+}
+
+#[derive(Debug)]
+pub(crate) struct Manager {
+    pub connector: Connector,
+    pub shared: Arc<Shared>,
+}
+
+impl Manager {
+    /// Opens a connection within `connect_timeout`, measured and counted; a failure feeds the
+    /// fail-fast state.
+    pub async fn connect(&self) -> Result<RawConn, ManagerError> {
+        let limits = &self.shared.limits;
+        let started = Instant::now();
+        let result = tokio::time::timeout(limits.connect_timeout, self.connector.open()).await;
+        let ins = &self.shared.instruments;
+        match result {
+            Ok(Ok(raw)) => {
+                ins.on_created(started.elapsed());
+                self.shared.reach.connected();
+                Ok(raw)
+            }
+            Ok(Err(e)) => {
+                let cause = self.shared.describe(&e);
+                self.shared.connect_failed(&cause);
+                Err(ManagerError::Connect(e))
+            }
+            Err(_) => {
+                let e = ManagerError::ConnectTimeout(limits.connect_timeout);
+                self.shared.connect_failed(&e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
+impl managed::Manager for Manager {
+    type Type = Conn;
+    type Error = ManagerError;
+
+    async fn create(&self) -> Result<Conn, ManagerError> {
+        let raw = self.connect().await?;
+        let limits = &self.shared.limits;
+        let jitter = self.shared.instruments.jitter();
+        Ok(Conn::new(
+            raw,
+            limits
+                .max_uses
+                .map(|m| ((m as f64) * (1.0 - 0.2 * jitter)).ceil().max(1.0) as u64),
+            limits.max_lifetime.map(|l| l.mul_f64(1.0 - 0.2 * jitter)),
+            self.shared.holds.register(),
+            self.shared.instruments.clone(),
+        ))
+    }
+
+    /// Runs at checkout, for an idle connection: retire it if worn out, check it if suspect,
+    /// ping it if it idled past `ping_after_idle` or predates the last connection failure;
+    /// otherwise hand it out with no I/O.
+    async fn recycle(&self, conn: &mut Conn, metrics: &Metrics) -> RecycleResult<ManagerError> {
+        if let Some(reason) = conn.worn_out() {
+            conn.retire(reason);
+            return Err(RecycleError::message(reason.label()));
+        }
+        let limits = &self.shared.limits;
+        if conn.raw.is_none() {
+            conn.retire(CloseReason::Broken);
+            return Err(RecycleError::message("taken"));
+        }
+        if conn.suspect {
+            // Dropped mid-check: counted as broken.
+            conn.retire(CloseReason::Broken);
+            let Some(raw) = conn.raw.as_mut() else {
+                return Err(RecycleError::message("taken"));
+            };
+            match tokio::time::timeout(limits.ping_timeout, exec::check(raw)).await {
+                Ok(Ok(Verdict::Clean)) => {
+                    conn.suspect = false;
+                    conn.in_tx = false;
+                }
+                Ok(Ok(Verdict::InTransaction)) => {
+                    tracing::warn!("a connection came back inside a transaction; closing it");
+                    conn.retire(CloseReason::Unclean);
+                    return Err(RecycleError::message("inside a transaction"));
+                }
+                Ok(Err(e)) => {
+                    self.shared.instruments.connection_failed();
+                    return Err(RecycleError::message(format!("check failed: {e}")));
+                }
+                Err(_) => {
+                    return Err(RecycleError::message(
+                        "no answer to the check within ping_timeout",
+                    ));
+                }
+            }
+        } else {
+            let idle_for = conn.released.elapsed();
+            let suspect_age = self.shared.instruments.predates_last_failure(metrics.age());
+            if idle_for >= limits.ping_after_idle || suspect_age {
+                conn.retire(CloseReason::Broken);
+                let Some(raw) = conn.raw.as_mut() else {
+                    return Err(RecycleError::message("taken"));
+                };
+                match tokio::time::timeout(limits.ping_timeout, exec::ping(raw)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        self.shared.instruments.connection_failed();
+                        return Err(RecycleError::message(format!("ping failed: {e}")));
+                    }
+                    Err(_) => {
+                        return Err(RecycleError::message(
+                            "no answer to the ping within ping_timeout",
+                        ));
+                    }
+                }
+            }
+        }
+        conn.retire(CloseReason::Shutdown);
+        Ok(())
+    }
+
+    /// Called for every connection leaving the pool for good: a healthy one is closed
+    /// politely in the background (bounded by `ping_timeout`), a broken one just dropped.
+    fn detach(&self, conn: &mut Conn) {
+        let Some(raw) = conn.raw.take() else {
+            return;
+        };
+        if conn.reason().graceful() {
+            let bound = self.shared.limits.ping_timeout;
+            self.shared.tasks.spawn(exec::close(raw, bound));
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! A checked-out connection: runs statements with the bookkeeping that lets a clean one go
+//! back without I/O, and on release records the hold and retires what is spent.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use deadpool::managed::Object;
+use sea_orm::{DbErr, RuntimeErr, sqlx};
+
+use super::conn::{CloseReason, Conn};
+use super::exec::{self, Op, Output};
+use super::holds::Site;
+use super::{Manager, Shared};
+use crate::classify::query_deadline_passed;
+
+/// A connection taken from the pool; goes back when dropped.
+pub(crate) struct Pooled {
+    obj: Option<Object<Manager>>,
+    shared: Arc<Shared>,
+    since: Instant,
+}
+
+impl std::fmt::Debug for Pooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pooled")
+            .field("held", &self.since.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a statement that completed leaves the session as it found it. SeaORM's own
+/// statements start with one of these words; anything else (`BEGIN`, `SET`, `LOCK`,
+/// `PREPARE`, a block of several statements...) may have changed the session, so the
+/// connection gets the check before it is handed out again.
+fn leaves_session_alone(sql: &str) -> bool {
+    let word = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    ["select", "insert", "update", "delete", "with", "values"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+        && !sql.trim_end().trim_end_matches(';').contains(';')
+}
+
+/// Whether a driver error leaves the connection unusable.
+fn breaks_connection(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("57P")),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+impl Pooled {
+    pub(super) fn new(mut obj: Object<Manager>, shared: Arc<Shared>, site: Site) -> Self {
+        obj.uses += 1;
+        obj.hold.begin(site);
+        shared.instruments.active.fetch_add(1, Ordering::Relaxed);
+        Self {
+            obj: Some(obj),
+            shared,
+            since: Instant::now(),
+        }
+    }
+
+    pub(crate) fn conn(&mut self) -> Option<&mut Conn> {
+        self.obj.as_deref_mut()
+    }
+
+    /// Runs one statement within `deadline`, counted and timed; see [`Conn::suspect`].
+    pub async fn run(&mut self, op: Op<'_>, deadline: Option<Duration>) -> Result<Output, DbErr> {
+        let shared = self.shared.clone();
+        let Some(conn) = self.obj.as_deref_mut() else {
+            return Err(DbErr::Custom("the connection was already released".into()));
+        };
+        let Some(raw) = conn.raw.as_mut() else {
+            return Err(DbErr::Custom("the connection was already closed".into()));
+        };
+        conn.suspect = true;
+        let started = Instant::now();
+        let work = exec::run(raw, op);
+        let outcome = match deadline {
+            Some(d) => tokio::time::timeout(d, work).await.map_err(|_| d),
+            None => Ok(work.await),
+        };
+        let sql = op.sql();
+        let result = match outcome {
+            // Abandoned mid-flight: stays suspect, checked before its next use.
+            Err(d) => Err(query_deadline_passed(d)),
+            Ok(Ok(out)) => {
+                conn.suspect = conn.in_tx || !leaves_session_alone(sql);
+                Ok(out)
+            }
+            Ok(Err(e)) => {
+                if breaks_connection(&e) {
+                    conn.broken = true;
+                } else if matches!(e, sqlx::Error::Database(_)) {
+                    // The server answered: the session is as the error left it.
+                    conn.suspect = conn.in_tx || !leaves_session_alone(sql);
+                }
+                Err(wrap(op, e))
+            }
+        };
+        shared
+            .instruments
+            .on_statement(sql, started.elapsed(), result.is_err());
+        result
+    }
+
+    /// Marks the connection as inside a transaction we began (or not, once it ended).
+    pub fn set_in_transaction(&mut self, inside: bool) {
+        if let Some(conn) = self.conn() {
+            conn.in_tx = inside;
+            conn.suspect = inside;
+        }
+    }
+
+    /// A liveness round trip within `bound`.
+    pub async fn ping(&mut self, bound: Duration) -> Result<(), sqlx::Error> {
+        let Some(raw) = self.conn().and_then(|c| c.raw.as_mut()) else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        match tokio::time::timeout(bound, exec::ping(raw)).await {
+            Ok(r) => r,
+            Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer to a ping within {bound:?}"),
+            ))),
+        }
+    }
+}
+
+fn wrap(op: Op<'_>, e: sqlx::Error) -> DbErr {
+    let e = RuntimeErr::SqlxError(Arc::new(e));
+    if op.is_query() {
+        DbErr::Query(e)
+    } else {
+        DbErr::Exec(e)
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let Some(mut obj) = self.obj.take() else {
+            return;
+        };
+        let ins = &self.shared.instruments;
+        ins.active.fetch_sub(1, Ordering::Relaxed);
+        ins.on_hold(self.since.elapsed());
+        obj.hold.end();
+        obj.released = Instant::now();
+        let retire = if obj.broken {
+            Some(CloseReason::Broken)
+        } else if obj.suspect && obj.in_tx {
+            // Left inside a transaction (its end never completed): no one gets it again.
+            Some(CloseReason::Unclean)
+        } else {
+            obj.worn_out()
+        };
+        if let Some(reason) = retire {
+            obj.retire(reason);
+            // Leaves the pool through the manager's `detach`.
+            drop(Object::take(obj));
+        }
+    }
+}

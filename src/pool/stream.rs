@@ -1,0 +1,104 @@
+//! Row streams (SeaORM's `StreamTrait`): the statement runs in a task that owns its pooled
+//! connection and hands rows over a small channel, so a stream borrows nothing, and the task
+//! gives the connection back when the stream is read to the end, dropped, or has held it
+//! longer than `stream_timeout`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_core::Stream;
+use sea_orm::sqlx::{self, AssertSqlSafe};
+use sea_orm::{DbErr, QueryResult, RuntimeErr, Statement};
+use tokio::sync::mpsc;
+
+use super::conn::RawConn;
+use super::exec::values;
+use super::pooled::Pooled;
+
+/// Rows of a streamed query, as they arrive.
+#[derive(Debug)]
+pub(crate) struct RowStream(mpsc::Receiver<Result<QueryResult, DbErr>>);
+
+impl Stream for RowStream {
+    type Item = Result<QueryResult, DbErr>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// Rows buffered ahead of the reader.
+const AHEAD: usize = 64;
+
+fn query_err(e: sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(e)))
+}
+
+macro_rules! pump {
+    ($conn:expr, $stmt:expr, $tx:expr) => {{
+        let mut rows =
+            sqlx::query_with(AssertSqlSafe($stmt.sql.as_str()), values(&$stmt)).fetch(&mut *$conn);
+        loop {
+            let next = std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await;
+            let Some(row) = next else { break true };
+            let failed = row.is_err();
+            if $tx
+                .send(row.map(QueryResult::from).map_err(query_err))
+                .await
+                .is_err()
+            {
+                // The reader went away mid-stream.
+                break false;
+            }
+            if failed {
+                break true;
+            }
+        }
+    }};
+}
+
+/// Starts streaming `stmt` on `conn` in a task of its own; `bound` limits how long the
+/// stream may hold the connection.
+pub(crate) fn start(mut conn: Pooled, stmt: Statement, bound: Option<Duration>) -> RowStream {
+    let (tx, rx) = mpsc::channel(AHEAD);
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let Some(c) = conn.conn() else {
+            return;
+        };
+        c.suspect = true;
+        let Some(raw) = c.raw.as_mut() else {
+            return;
+        };
+        let work = async {
+            match raw {
+                RawConn::Postgres(c) => pump!(c, stmt, tx),
+                RawConn::MySql(c) => pump!(c, stmt, tx),
+                RawConn::Sqlite(c) => pump!(c, stmt, tx),
+            }
+        };
+        let completed = match bound {
+            Some(b) => match tokio::time::timeout(b, work).await {
+                Ok(done) => done,
+                Err(_) => {
+                    let _ = tx.try_send(Err(DbErr::Custom(format!(
+                        "the stream held its connection longer than stream_timeout ({b:?}); \
+                         read it faster or raise stream_timeout"
+                    ))));
+                    false
+                }
+            },
+            None => work.await,
+        };
+        if let Some(c) = conn.conn() {
+            // Read to the end: nothing is left pending on the connection.
+            c.suspect = !completed || c.in_tx;
+        }
+        tracing::trace!(
+            held_ms = started.elapsed().as_millis() as u64,
+            "stream finished"
+        );
+    });
+    RowStream(rx)
+}

@@ -1,0 +1,140 @@
+//! From configuration to connections: the connect options of each backend for the service's
+//! own pool, and the one-connection SeaORM `DatabaseConnection` kept for migrations and for
+//! code that needs SeaORM's own connection type.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::sqlx::{
+    self, ConnectOptions,
+    mysql::MySqlConnectOptions,
+    pool::PoolOptions as SqlxPoolOptions,
+    postgres::PgConnectOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode},
+};
+use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
+
+use super::Tasks;
+use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
+use crate::observe::Instruments;
+use crate::pool::{Connector, Pool};
+
+/// How long the migration connection stays open after its last use.
+const RAW_IDLE: Duration = Duration::from_secs(10);
+
+/// Builds the service's pool and the lazy one-connection SeaORM connection. No I/O.
+pub(crate) fn build(
+    config: &DbConfig,
+    instruments: &Arc<Instruments>,
+    tasks: &Arc<Tasks>,
+) -> Result<(Pool, DatabaseConnection), ConfigError> {
+    let url = config.driver_url();
+    let p = config.pool();
+    let driver_err = |e: sqlx::Error| ConfigError::Driver {
+        url: config.redacted_url(),
+        message: config.scrub(&e.to_string()),
+    };
+    let connector = match config.backend() {
+        Backend::Postgres => Connector::Postgres(postgres_options(
+            PgConnectOptions::from_str(url).map_err(driver_err)?,
+            p,
+        )),
+        Backend::MySql => {
+            let mut opts = MySqlConnectOptions::from_str(url)
+                .map_err(driver_err)?
+                .disable_statement_logging();
+            if let Some(n) = p.statement_cache_size {
+                opts = opts.statement_cache_capacity(n);
+            }
+            Connector::MySql(opts, mysql_session(p))
+        }
+        Backend::Sqlite => {
+            let mut opts = SqliteConnectOptions::from_str(url)
+                .map_err(driver_err)?
+                .disable_statement_logging();
+            let in_memory = opts.get_filename().to_string_lossy().contains("memory");
+            if !in_memory {
+                // Readers and one writer at a time without blocking each other: what a pool of
+                // several connections to one file needs.
+                opts = opts.journal_mode(SqliteJournalMode::Wal);
+            }
+            Connector::Sqlite(opts)
+        }
+    };
+    let raw = seaorm_connection(&connector, p);
+    let pool = Pool::new(config, connector, instruments.clone(), tasks.clone())?;
+    Ok((pool, raw))
+}
+
+/// A lazy SeaORM connection of one connection with the pool's connect options (for an
+/// in-memory SQLite database, the same database).
+pub(crate) fn seaorm_connection(connector: &Connector, p: &PoolOptions) -> DatabaseConnection {
+    match connector {
+        Connector::Postgres(o) => {
+            SqlxPostgresConnector::from_sqlx_postgres_pool(raw_pool(p).connect_lazy_with(o.clone()))
+        }
+        Connector::MySql(o, _) => {
+            SqlxMySqlConnector::from_sqlx_mysql_pool(raw_pool(p).connect_lazy_with(o.clone()))
+        }
+        Connector::Sqlite(o) => {
+            SqlxSqliteConnector::from_sqlx_sqlite_pool(raw_pool(p).connect_lazy_with(o.clone()))
+        }
+    }
+}
+
+/// The one connection behind `DbConn::raw()`: lazy, closed when idle.
+fn raw_pool<DB: sqlx::Database>(p: &PoolOptions) -> SqlxPoolOptions<DB> {
+    SqlxPoolOptions::<DB>::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(p.pool_timeout.unwrap_or(crate::config::MAX_DURATION))
+        .idle_timeout(RAW_IDLE)
+        .max_lifetime(p.max_lifetime)
+}
+
+fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOptions {
+    opts = opts
+        .application_name(&p.application_name)
+        .disable_statement_logging();
+    if let Some(n) = p.statement_cache_size {
+        opts = opts.statement_cache_capacity(n);
+    }
+    if p.pgbouncer {
+        // PgBouncer (transaction mode) hands each transaction to any server connection, so a
+        // cached prepared statement may not exist there; and it rejects unknown startup
+        // parameters such as sqlx's `extra_float_digits`.
+        opts = opts.statement_cache_capacity(0).extra_float_digits(None);
+    }
+    // Session settings travel in the startup packet: no extra round trip per connection.
+    let mut session: Vec<(&str, String)> = Vec::new();
+    if let Some(t) = p.statement_timeout {
+        session.push(("statement_timeout", t.as_millis().to_string()));
+    }
+    if let Some(t) = p.idle_in_transaction_session_timeout {
+        session.push((
+            "idle_in_transaction_session_timeout",
+            t.as_millis().to_string(),
+        ));
+    }
+    if let Some(schema) = &p.schema {
+        session.push(("search_path", schema.clone()));
+    }
+    if !session.is_empty() {
+        opts = opts.options(session);
+    }
+    opts
+}
+
+/// MySQL/MariaDB session settings, sent once per connection: row-lock waits (the one wait a
+/// transaction cannot bound from the client, since sqlx cannot cancel a statement) end on the
+/// server once the transaction's budget (`transaction_timeout` + the server's grace, whole
+/// seconds, as `innodb_lock_wait_timeout` counts them) is spent, so a timed-out transaction does
+/// not leave a statement holding its connection behind. Only numbers are formatted in.
+fn mysql_session(p: &PoolOptions) -> String {
+    let budget = p
+        .transaction_timeout
+        .saturating_add(crate::config::SERVER_GRACE);
+    let secs = budget.as_secs() + u64::from(budget.subsec_nanos() > 0);
+    format!("SET SESSION innodb_lock_wait_timeout = {}", secs.max(1))
+}
