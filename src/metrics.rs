@@ -39,6 +39,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabel {
+    check: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     method: &'static str,
     route: String,
@@ -220,6 +225,16 @@ impl Collector for ServiceCollector {
             "dbservice_pool_connections_closed",
             "Connections closed, by reason",
             &closed,
+        )?;
+        let checks = Family::<CheckLabel, Counter>::default();
+        for (check, n) in [("ping", s.checkout_pings), ("state", s.checkout_checks)] {
+            checks.get_or_create(&CheckLabel { check }).inc_by(n);
+        }
+        put(
+            &mut e,
+            "dbservice_pool_checkout_checks",
+            "Round trips made at checkout: pings after idle, state checks of suspect connections",
+            &checks,
         )?;
         put(
             &mut e,

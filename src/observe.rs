@@ -76,6 +76,10 @@ pub(crate) struct Instruments {
     pub opened: AtomicU64,
     closed: [AtomicU64; 6],
     pub leaks: AtomicU64,
+    /// Liveness pings at checkout (idle past `ping_after_idle`, or older than a failure).
+    pub pings: AtomicU64,
+    /// State checks at checkout (suspect connections).
+    pub state_checks: AtomicU64,
     pub create_histogram: Histogram,
     pub hold_histogram: Histogram,
     pub waiting: AtomicI64,
@@ -105,6 +109,8 @@ impl Instruments {
             opened: AtomicU64::new(0),
             closed: Default::default(),
             leaks: AtomicU64::new(0),
+            pings: AtomicU64::new(0),
+            state_checks: AtomicU64::new(0),
             create_histogram: buckets(),
             hold_histogram: buckets(),
             waiting: AtomicI64::new(0),

@@ -33,6 +33,13 @@ pub struct PoolStats {
     pub closed_total: u64,
     /// Connections closed since the service started, by reason.
     pub closed: ClosedCounts,
+    /// Liveness pings at checkout: connections idle past `ping_after_idle`, or opened before
+    /// the last connection failure. A connection used moments ago goes out without one.
+    pub checkout_pings: u64,
+    /// State checks at checkout: connections whose last statement was abandoned, or that
+    /// might be inside a transaction, proven clean (or closed) before reuse. A connection
+    /// that came back clean goes out without one.
+    pub checkout_checks: u64,
     /// Connections and transactions reported as held past `leak_detection_threshold`.
     pub leaks: u64,
     /// Whether the database is known down (fail-fast: callers get the cause at once).

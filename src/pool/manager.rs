@@ -121,6 +121,10 @@ impl managed::Manager for Manager {
             let Some(raw) = conn.raw.as_mut() else {
                 return Err(RecycleError::message("taken"));
             };
+            self.shared
+                .instruments
+                .state_checks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match tokio::time::timeout(limits.ping_timeout, exec::check(raw)).await {
                 Ok(Ok(Verdict::Clean)) => {
                     conn.suspect = false;
@@ -149,6 +153,10 @@ impl managed::Manager for Manager {
                 let Some(raw) = conn.raw.as_mut() else {
                     return Err(RecycleError::message("taken"));
                 };
+                self.shared
+                    .instruments
+                    .pings
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match tokio::time::timeout(limits.ping_timeout, exec::ping(raw)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {

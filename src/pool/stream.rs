@@ -78,27 +78,31 @@ pub(crate) fn start(mut conn: Pooled, stmt: Statement, bound: Option<Duration>) 
                 RawConn::Sqlite(c) => pump!(c, stmt, tx),
             }
         };
-        let completed = match bound {
+        let (completed, cut_off) = match bound {
             Some(b) => match tokio::time::timeout(b, work).await {
-                Ok(done) => done,
-                Err(_) => {
-                    let _ = tx.try_send(Err(DbErr::Custom(format!(
-                        "the stream held its connection longer than stream_timeout ({b:?}); \
-                         read it faster or raise stream_timeout"
-                    ))));
-                    false
-                }
+                Ok(done) => (done, None),
+                Err(_) => (false, Some(b)),
             },
-            None => work.await,
+            None => (work.await, None),
         };
         if let Some(c) = conn.conn() {
             // Read to the end: nothing is left pending on the connection.
             c.suspect = !completed || c.in_tx;
         }
+        // The connection goes back before the reader hears why the stream ended.
+        drop(conn);
         tracing::trace!(
             held_ms = started.elapsed().as_millis() as u64,
             "stream finished"
         );
+        if let Some(b) = cut_off {
+            let _ = tx
+                .send(Err(DbErr::Custom(format!(
+                    "the stream held its connection longer than stream_timeout ({b:?}); \
+                     read it faster or raise stream_timeout"
+                ))))
+                .await;
+        }
     });
     RowStream(rx)
 }

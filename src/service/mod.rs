@@ -178,6 +178,8 @@ impl DbService {
             opened_total: ins.opened.load(Ordering::Relaxed),
             closed_total: closed.total(),
             closed,
+            checkout_pings: ins.pings.load(Ordering::Relaxed),
+            checkout_checks: ins.state_checks.load(Ordering::Relaxed),
             leaks: ins.leaks.load(Ordering::Relaxed),
             database_down: self.inner.pool.down().is_some(),
             queries_total: ins.statements.load(Ordering::Relaxed),

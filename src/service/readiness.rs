@@ -38,6 +38,14 @@ impl DbService {
     /// check).
     pub async fn readiness(&self) -> Readiness {
         let bound = self.config().pool().health_check_timeout;
+        if let Some(cause) = self.pool().down() {
+            // Known down (fail-fast): say so at once, whatever an earlier check found; the
+            // background probe is already trying.
+            return Readiness {
+                result: Err(PingError::Failed(cause)),
+                saturated: false,
+            };
+        }
         let Ok(mut last) =
             tokio::time::timeout(bound.saturating_mul(2), self.inner.readiness.0.lock()).await
         else {
@@ -51,28 +59,19 @@ impl DbService {
         {
             return answer.clone();
         }
-        let answer = if let Some(cause) = self.pool().down() {
-            // Known down (fail-fast): say so without another attempt; the background probe
-            // is already trying.
-            Readiness {
-                result: Err(PingError::Failed(cause)),
-                saturated: false,
-            }
-        } else {
-            match self.pool().try_acquire().await {
-                Some(mut conn) => {
-                    let result = self.ping_on(&mut conn, bound, bound).await;
-                    drop(conn);
-                    Readiness {
-                        result,
-                        saturated: false,
-                    }
+        let answer = match self.pool().try_acquire().await {
+            Some(mut conn) => {
+                let result = self.ping_on(&mut conn, bound, bound).await;
+                drop(conn);
+                Readiness {
+                    result,
+                    saturated: false,
                 }
-                None => Readiness {
-                    result: self.check_direct().await,
-                    saturated: true,
-                },
             }
+            None => Readiness {
+                result: self.check_direct().await,
+                saturated: true,
+            },
         };
         *last = Some((Instant::now(), answer.clone()));
         answer

@@ -8,5 +8,6 @@ mod support {
 
 mod config;
 mod deadlines;
+mod handout;
 mod pool;
 mod transactions;

@@ -220,6 +220,11 @@ async fn max_lifetime_recycles_without_errors_and_spreads_closures() {
         moments.len() >= 4,
         "every connection was recycled: {moments:?}"
     );
+    let closed = db.stats().closed;
+    assert!(
+        closed.lifetime >= 4,
+        "retired for their lifetime: {closed:?}"
+    );
     let first_wave = &moments[..4];
     let spread = first_wave[3] - first_wave[0];
     assert!(

@@ -291,7 +291,7 @@ async fn counters_move_exactly() {
     assert!(opened >= 3, "{opened}");
     assert!(
         eventually(Duration::from_secs(6), || async {
-            db.stats().closed_total >= 3
+            db.stats().closed.idle >= 3
         })
         .await,
         "idle connections closed: {:?}",
@@ -406,4 +406,45 @@ async fn periodic_summary_is_logged_when_enabled() {
     db.close(Duration::from_secs(5)).await;
     let text = quiet.text();
     assert!(!text.contains("pool summary"), "{text}");
+}
+
+/// A transaction held past `leak_detection_threshold` logs one WARN naming where it was
+/// begun (this file), however long it stays open, and counts one leak; closes are counted by
+/// reason.
+#[tokio::test]
+async fn a_leaked_transaction_is_reported_once_with_where_it_began() {
+    let base = fresh_pg_database().await;
+    let (lines, _guard) = Lines::capture();
+    let db = DbService::new(
+        DbConfig::from_url(&with_params(&base, "leak_detection_threshold=200ms")).expect("valid"),
+    )
+    .expect("service");
+    db.connect().await.expect("connects");
+    let tx = db
+        .begin(dbservice::TxOptions::default().timeout(Duration::from_secs(5)))
+        .await
+        .expect("begins");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    tx.commit().await.expect("commits");
+    db.conn()
+        .execute_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1"))
+        .await
+        .expect("a short statement is no leak");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = lines.text();
+    let leaks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("leak_detection_threshold"))
+        .collect();
+    assert_eq!(leaks.len(), 1, "{text}");
+    assert!(
+        leaks[0].contains("WARN") && leaks[0].contains("tests/api/metrics.rs:"),
+        "{}",
+        leaks[0]
+    );
+    assert_eq!(db.stats().leaks, 1);
+    assert!(db.close(Duration::from_secs(5)).await);
+    let s = db.stats();
+    assert_eq!(s.closed.shutdown, s.opened_total, "{s:?}");
+    assert_eq!(s.closed_total, s.opened_total, "{s:?}");
 }

@@ -175,6 +175,55 @@ async fn restarts_under_load_keep_the_books_and_recover_fully() {
     app.stop().await.expect("clean shutdown");
 }
 
+/// A stopped database: once connects have failed `fail_fast_after` times, requests get 503
+/// `database_unreachable` at once (not after `pool_timeout`), readiness fails with the cause,
+/// and the API serves again soon after the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_database_fails_requests_fast_with_the_cause() {
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(PgCluster::start)
+            .await
+            .expect("cluster"),
+    );
+    let url = with_params(
+        &cluster.url("postgres"),
+        "connection_limit=3&pool_timeout=5s&connect_timeout=1s&fail_fast_after=3",
+    );
+    let app = spawn_app(&url, |_| {}).await;
+    app.wait_ready(Duration::from_secs(30)).await;
+    let (status, _) = app.get("/api/accounts?limit=1").await;
+    assert_eq!(status, 200);
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.stop_server())
+        .await
+        .expect("stopped");
+    // The first requests learn that the database is gone.
+    for _ in 0..4 {
+        let _ = app.get("/api/accounts?limit=1").await;
+    }
+    let started = Instant::now();
+    let (status, body) = app.get("/api/accounts?limit=1").await;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "database_unreachable", "{body}");
+    assert!(took < Duration::from_millis(500), "failed fast: {took:?}");
+    let (status, body) = app.get("/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.start_server())
+        .await
+        .expect("started");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.get("/api/accounts?limit=1").await.0 == 200
+        })
+        .await,
+        "serves again once the database is back"
+    );
+    app.stop().await.expect("clean shutdown");
+}
+
 /// The whole server frozen (SIGSTOP) for 20 s under load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_database_never_hangs_a_request() {
