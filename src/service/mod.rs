@@ -313,7 +313,16 @@ impl DbService {
     /// behind the pool's callers.
     pub async fn check_direct(&self) -> std::result::Result<Duration, PingError> {
         let bound = self.inner.config.pool().health_check_timeout;
-        self.check(bound, bound, self.inner.pool.connect_direct())
+        self.check_direct_within(bound).await
+    }
+
+    /// [`check_direct`](Self::check_direct) within what is left of the bound.
+    async fn check_direct_within(
+        &self,
+        within: Duration,
+    ) -> std::result::Result<Duration, PingError> {
+        let bound = self.inner.config.pool().health_check_timeout;
+        self.check(within, bound, self.inner.pool.connect_direct())
             .await
     }
 

@@ -59,18 +59,29 @@ impl DbService {
         {
             return answer.clone();
         }
-        let answer = match self.pool().try_acquire().await {
-            Some(mut conn) => {
-                let result = self.ping_on(&mut conn, bound, bound).await;
+        // The whole check within `health_check_timeout`: a checkout may check or ping an idle
+        // connection, or open one, before the ping itself.
+        let started = Instant::now();
+        let answer = match tokio::time::timeout(bound, self.pool().try_acquire()).await {
+            Ok(Some(mut conn)) => {
+                let remaining = bound.saturating_sub(started.elapsed());
+                let result = self.ping_on(&mut conn, remaining, bound).await;
                 drop(conn);
                 Readiness {
                     result,
                     saturated: false,
                 }
             }
-            None => Readiness {
-                result: self.check_direct().await,
-                saturated: true,
+            Ok(None) => {
+                let remaining = bound.saturating_sub(started.elapsed());
+                Readiness {
+                    result: self.check_direct_within(remaining).await,
+                    saturated: true,
+                }
+            }
+            Err(_) => Readiness {
+                result: Err(PingError::TimedOut(bound)),
+                saturated: false,
             },
         };
         *last = Some((Instant::now(), answer.clone()));
