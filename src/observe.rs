@@ -3,8 +3,8 @@
 //! [`crate::metrics`].
 //!
 //! Where each number comes from:
-//! - **waits** are measured in [`crate::gate`], the one place a caller of the service waits for
-//!   a connection (sqlx reports no waiters): every ordinary SeaORM call through
+//! - **waits** are measured in the pool's `acquire`, the one place a caller of the service
+//!   waits for a connection: every ordinary SeaORM call through
 //!   [`DbService::conn`](crate::DbService::conn) and every transaction passes through it;
 //! - **statements** (count, duration, failures, slow-query log) are measured where the pool runs
 //!   them ([`crate::pool`]), inside transactions too;

@@ -256,7 +256,7 @@ impl DbService {
     }
 
     /// Checks that a connection can be had and answers, within `health_check_timeout` in all
-    /// (the wait for a connection at the gate included). Returns the round-trip time. For
+    /// (the wait for a connection included). Returns the round-trip time. For
     /// readiness probes use [`readiness`](Self::readiness), which shares one check among
     /// concurrent probes.
     pub async fn ping(&self) -> std::result::Result<Duration, PingError> {
