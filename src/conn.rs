@@ -13,10 +13,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, Statement,
-    StreamTrait,
-};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, StreamTrait};
 
 use crate::classify::{safe_to_rerun, sqlstate};
 use crate::pool::{Op, Output, Pool, RowStream, to_db_err};
@@ -92,52 +89,70 @@ impl DbConn {
     }
 }
 
-fn unexpected() -> DbErr {
-    DbErr::Custom("the statement returned an unexpected kind of result".into())
+/// Implements SeaORM's `ConnectionTrait` for a type with `async fn run(&self, Op) ->
+/// Result<Output, DbErr>` and a `backend: DbBackend` field: [`DbConn`] and
+/// [`Transaction`](crate::Transaction) run statements the same way, on different connections.
+macro_rules! connection_trait {
+    ($t:ty) => {
+        #[async_trait::async_trait]
+        impl sea_orm::ConnectionTrait for $t {
+            fn get_database_backend(&self) -> sea_orm::DbBackend {
+                self.backend
+            }
+
+            async fn execute_raw(
+                &self,
+                stmt: sea_orm::Statement,
+            ) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+                match self.run($crate::pool::Op::Execute(&stmt)).await? {
+                    $crate::pool::Output::Exec(r) => Ok(r),
+                    _ => Err($crate::pool::unexpected()),
+                }
+            }
+
+            async fn execute_unprepared(
+                &self,
+                sql: &str,
+            ) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+                match self.run($crate::pool::Op::Unprepared(sql)).await? {
+                    $crate::pool::Output::Exec(r) => Ok(r),
+                    _ => Err($crate::pool::unexpected()),
+                }
+            }
+
+            async fn query_one_raw(
+                &self,
+                stmt: sea_orm::Statement,
+            ) -> Result<Option<sea_orm::QueryResult>, sea_orm::DbErr> {
+                match self.run($crate::pool::Op::One(&stmt)).await? {
+                    $crate::pool::Output::One(r) => Ok(r),
+                    _ => Err($crate::pool::unexpected()),
+                }
+            }
+
+            async fn query_all_raw(
+                &self,
+                stmt: sea_orm::Statement,
+            ) -> Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
+                match self.run($crate::pool::Op::All(&stmt)).await? {
+                    $crate::pool::Output::All(r) => Ok(r),
+                    _ => Err($crate::pool::unexpected()),
+                }
+            }
+
+            fn support_returning(&self) -> bool {
+                self.backend.support_returning()
+            }
+
+            fn is_mock_connection(&self) -> bool {
+                false
+            }
+        }
+    };
 }
+pub(crate) use connection_trait;
 
-#[async_trait::async_trait]
-impl ConnectionTrait for DbConn {
-    fn get_database_backend(&self) -> DbBackend {
-        self.backend
-    }
-
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        match self.run(Op::Execute(&stmt)).await? {
-            Output::Exec(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        match self.run(Op::Unprepared(sql)).await? {
-            Output::Exec(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        match self.run(Op::One(&stmt)).await? {
-            Output::One(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        match self.run(Op::All(&stmt)).await? {
-            Output::All(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-
-    fn support_returning(&self) -> bool {
-        self.backend.support_returning()
-    }
-
-    fn is_mock_connection(&self) -> bool {
-        false
-    }
-}
+connection_trait!(DbConn);
 
 /// A stream of rows from [`DbConn`]'s `StreamTrait`. It holds its connection until read to
 /// the end or dropped, at most `stream_timeout`.

@@ -13,8 +13,6 @@
 //! - **connections** opened (with their creation time), held (hold time) and closed (by
 //!   reason) are counted by the pool itself.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -29,26 +27,44 @@ use crate::stats::{ClosedCounts, Distribution, ErrorCounts};
 /// are computed over.
 pub const WINDOW: usize = 1024;
 
-/// The last [`WINDOW`] samples of a duration, for percentiles.
-#[derive(Debug, Default)]
-pub(crate) struct Window(Mutex<VecDeque<f64>>);
+/// The last [`WINDOW`] samples of a duration, for percentiles. Lock-free: a sample is one
+/// atomic increment and one store (it is recorded on every checkout and statement, from every
+/// worker thread); a reader may see a slot being overwritten, which moves a percentile by one
+/// sample at most.
+#[derive(Debug)]
+pub(crate) struct Window {
+    next: AtomicU64,
+    /// Seconds as `f64` bits.
+    slots: Box<[AtomicU64]>,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            slots: (0..WINDOW).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
 
 impl Window {
     pub fn record(&self, seconds: f64) {
-        if let Ok(mut w) = self.0.lock() {
-            if w.len() == WINDOW {
-                w.pop_front();
-            }
-            w.push_back(seconds);
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.slots.get((i % WINDOW as u64) as usize) {
+            slot.store(seconds.to_bits(), Ordering::Relaxed);
         }
     }
 
     pub fn summary(&self) -> Distribution {
+        let filled = usize::try_from(self.next.load(Ordering::Relaxed))
+            .unwrap_or(WINDOW)
+            .min(WINDOW);
         let mut samples: Vec<f64> = self
-            .0
-            .lock()
-            .map(|w| w.iter().copied().collect())
-            .unwrap_or_default();
+            .slots
+            .iter()
+            .take(filled)
+            .map(|s| f64::from_bits(s.load(Ordering::Relaxed)))
+            .collect();
         samples.sort_by(f64::total_cmp);
         let at = |q: f64| -> f64 {
             if samples.is_empty() {

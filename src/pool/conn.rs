@@ -131,6 +131,10 @@ impl Conn {
         }
     }
 
+    pub fn instruments(&self) -> &Instruments {
+        &self.instruments
+    }
+
     /// Records why this connection is about to be closed (the last reason set wins).
     pub fn retire(&self, reason: CloseReason) {
         self.reason.store(reason.index(), Ordering::Relaxed);

@@ -29,6 +29,12 @@ pub(crate) enum Output {
     All(Vec<QueryResult>),
 }
 
+/// For a result of the wrong kind (an `Op` always yields its own kind; this keeps the
+/// `ConnectionTrait` methods free of panics).
+pub(crate) fn unexpected() -> sea_orm::DbErr {
+    sea_orm::DbErr::Custom("the statement returned an unexpected kind of result".into())
+}
+
 impl Op<'_> {
     pub fn sql(&self) -> &str {
         match self {

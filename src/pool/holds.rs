@@ -24,10 +24,10 @@ struct Hold {
 pub(crate) struct HoldSlot(Mutex<Option<Hold>>);
 
 impl HoldSlot {
-    pub fn begin(&self, site: Site) {
+    pub fn begin(&self, site: Site, since: Instant) {
         if let Ok(mut h) = self.0.lock() {
             *h = Some(Hold {
-                since: Instant::now(),
+                since,
                 site,
                 warned: false,
             });

@@ -5,8 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use deadpool::managed::Timeouts;
-
 use super::Pool;
 use super::conn::CloseReason;
 
@@ -77,14 +75,10 @@ impl Pool {
         // come first), and put them back idle.
         let status = self.pool.status();
         if status.size < min && !self.shared.reach.is_down() {
-            let now = Timeouts {
-                wait: Some(Duration::ZERO),
-                ..Timeouts::default()
-            };
             let wanted = min - status.size + status.available;
             let mut held = Vec::with_capacity(wanted);
             for _ in 0..wanted {
-                match self.pool.timeout_get(&now).await {
+                match self.pool.timeout_get(&super::NOW).await {
                     Ok(obj) => held.push(obj),
                     Err(_) => break,
                 }

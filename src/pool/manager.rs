@@ -2,6 +2,7 @@
 //! idle one may be handed out: deadpool's `Manager`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
@@ -83,6 +84,32 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// One round trip on `conn` within `ping_timeout`; a failure or no answer retires it as
+    /// broken (also if the checkout is dropped meanwhile).
+    async fn round_trip<T>(
+        &self,
+        conn: &mut Conn,
+        what: &str,
+        work: impl AsyncFnOnce(&mut RawConn) -> Result<T, sqlx::Error>,
+    ) -> Result<T, RecycleError<ManagerError>> {
+        conn.retire(CloseReason::Broken);
+        let Some(raw) = conn.raw.as_mut() else {
+            return Err(RecycleError::message("taken"));
+        };
+        match tokio::time::timeout(self.shared.limits.ping_timeout, work(raw)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.shared.instruments.connection_failed();
+                Err(RecycleError::message(format!("{what} failed: {e}")))
+            }
+            Err(_) => Err(RecycleError::message(format!(
+                "no answer to the {what} within ping_timeout"
+            ))),
+        }
+    }
+}
+
 impl managed::Manager for Manager {
     type Type = Conn;
     type Error = ManagerError;
@@ -116,59 +143,30 @@ impl managed::Manager for Manager {
             return Err(RecycleError::message("taken"));
         }
         if conn.suspect {
-            // Dropped mid-check: counted as broken.
-            conn.retire(CloseReason::Broken);
-            let Some(raw) = conn.raw.as_mut() else {
-                return Err(RecycleError::message("taken"));
-            };
             self.shared
                 .instruments
                 .state_checks
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match tokio::time::timeout(limits.ping_timeout, exec::check(raw)).await {
-                Ok(Ok(Verdict::Clean)) => {
+                .fetch_add(1, Ordering::Relaxed);
+            match self.round_trip(conn, "check", exec::check).await? {
+                Verdict::Clean => {
                     conn.suspect = false;
                     conn.in_tx = false;
                 }
-                Ok(Ok(Verdict::InTransaction)) => {
+                Verdict::InTransaction => {
                     tracing::warn!("a connection came back inside a transaction; closing it");
                     conn.retire(CloseReason::Unclean);
                     return Err(RecycleError::message("inside a transaction"));
-                }
-                Ok(Err(e)) => {
-                    self.shared.instruments.connection_failed();
-                    return Err(RecycleError::message(format!("check failed: {e}")));
-                }
-                Err(_) => {
-                    return Err(RecycleError::message(
-                        "no answer to the check within ping_timeout",
-                    ));
                 }
             }
         } else {
             let idle_for = conn.released.elapsed();
             let suspect_age = self.shared.instruments.predates_last_failure(metrics.age());
             if idle_for >= limits.ping_after_idle || suspect_age {
-                conn.retire(CloseReason::Broken);
-                let Some(raw) = conn.raw.as_mut() else {
-                    return Err(RecycleError::message("taken"));
-                };
                 self.shared
                     .instruments
                     .pings
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                match tokio::time::timeout(limits.ping_timeout, exec::ping(raw)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        self.shared.instruments.connection_failed();
-                        return Err(RecycleError::message(format!("ping failed: {e}")));
-                    }
-                    Err(_) => {
-                        return Err(RecycleError::message(
-                            "no answer to the ping within ping_timeout",
-                        ));
-                    }
-                }
+                    .fetch_add(1, Ordering::Relaxed);
+                self.round_trip(conn, "ping", exec::ping).await?;
             }
         }
         conn.retire(CloseReason::Shutdown);

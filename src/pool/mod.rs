@@ -31,7 +31,7 @@ use deadpool::managed::{Pool as DeadPool, PoolError, QueueMode, Timeouts};
 use sea_orm::sqlx;
 
 pub use self::conn::CloseReason;
-pub(crate) use self::exec::{Op, Output};
+pub(crate) use self::exec::{Op, Output, unexpected};
 use self::holds::Holds;
 pub(crate) use self::holds::Site;
 pub(crate) use self::manager::{Connector, Manager};
@@ -42,6 +42,13 @@ use crate::classify::{AcquireError, acquire_failed};
 use crate::config::{ConfigError, DbConfig, PoolOptions};
 use crate::observe::Instruments;
 use crate::service::Tasks;
+
+/// A checkout that does not wait in the queue.
+const NOW: Timeouts = Timeouts {
+    wait: Some(Duration::ZERO),
+    create: None,
+    recycle: None,
+};
 
 /// The pool parameters the hand-out needs, copied out of [`PoolOptions`].
 #[derive(Debug, Clone)]
@@ -238,6 +245,16 @@ impl Pool {
             instruments: ins,
             since: started,
         };
+        // Fast path, without arming a timer: a connection free now. No waiter can be passed
+        // over: the pool's semaphore hands a returned permit straight to the first waiter.
+        if !self.shared.closing.load(Ordering::Acquire) && !self.shared.reach.is_down() {
+            match self.pool.timeout_get(&NOW).await {
+                Ok(obj) => return Ok(Pooled::new(obj, site, Instant::now())),
+                Err(PoolError::Closed) => return Err(AcquireError::Closed),
+                // None free (or opening one failed): wait in the queue below.
+                Err(_) => {}
+            }
+        }
         let mut retry = Duration::from_millis(20);
         loop {
             if self.shared.closing.load(Ordering::Acquire) {
@@ -258,7 +275,7 @@ impl Pool {
                 None => self.pool.get().await,
             };
             match got {
-                Ok(obj) => return Ok(Pooled::new(obj, self.shared.clone(), site)),
+                Ok(obj) => return Ok(Pooled::new(obj, site, Instant::now())),
                 Err(PoolError::Closed) => return Err(AcquireError::Closed),
                 // A connect failed (recorded by the manager): try again until the bound, as
                 // a database restarting for a second should cost a wait, not an error.
@@ -317,13 +334,9 @@ impl Pool {
         if self.shared.closing.load(Ordering::Acquire) {
             return None;
         }
-        let now = Timeouts {
-            wait: Some(Duration::ZERO),
-            ..Timeouts::default()
-        };
         let bound = self.shared.limits.connect_timeout;
-        match tokio::time::timeout(bound, self.pool.timeout_get(&now)).await {
-            Ok(Ok(obj)) => Some(Pooled::new(obj, self.shared.clone(), None)),
+        match tokio::time::timeout(bound, self.pool.timeout_get(&NOW)).await {
+            Ok(Ok(obj)) => Some(Pooled::new(obj, None, Instant::now())),
             _ => None,
         }
     }

@@ -8,16 +8,15 @@ use std::time::{Duration, Instant};
 use deadpool::managed::Object;
 use sea_orm::{DbErr, RuntimeErr, sqlx};
 
+use super::Manager;
 use super::conn::{CloseReason, Conn};
 use super::exec::{self, Op, Output};
 use super::holds::Site;
-use super::{Manager, Shared};
 use crate::classify::query_deadline_passed;
 
 /// A connection taken from the pool; goes back when dropped.
 pub(crate) struct Pooled {
     obj: Option<Object<Manager>>,
-    shared: Arc<Shared>,
     since: Instant,
 }
 
@@ -58,14 +57,13 @@ fn breaks_connection(e: &sqlx::Error) -> bool {
 }
 
 impl Pooled {
-    pub(super) fn new(mut obj: Object<Manager>, shared: Arc<Shared>, site: Site) -> Self {
+    pub(super) fn new(mut obj: Object<Manager>, site: Site, now: Instant) -> Self {
         obj.uses += 1;
-        obj.hold.begin(site);
-        shared.instruments.active.fetch_add(1, Ordering::Relaxed);
+        obj.hold.begin(site, now);
+        obj.instruments().active.fetch_add(1, Ordering::Relaxed);
         Self {
             obj: Some(obj),
-            shared,
-            since: Instant::now(),
+            since: now,
         }
     }
 
@@ -75,7 +73,6 @@ impl Pooled {
 
     /// Runs one statement within `deadline`, counted and timed; see [`Conn::suspect`].
     pub async fn run(&mut self, op: Op<'_>, deadline: Option<Duration>) -> Result<Output, DbErr> {
-        let shared = self.shared.clone();
         let Some(conn) = self.obj.as_deref_mut() else {
             return Err(DbErr::Custom("the connection was already released".into()));
         };
@@ -107,8 +104,7 @@ impl Pooled {
                 Err(wrap(op, e))
             }
         };
-        shared
-            .instruments
+        conn.instruments()
             .on_statement(sql, started.elapsed(), result.is_err());
         result
     }
@@ -150,11 +146,12 @@ impl Drop for Pooled {
         let Some(mut obj) = self.obj.take() else {
             return;
         };
-        let ins = &self.shared.instruments;
+        let now = Instant::now();
+        let ins = obj.instruments();
         ins.active.fetch_sub(1, Ordering::Relaxed);
-        ins.on_hold(self.since.elapsed());
+        ins.on_hold(now.saturating_duration_since(self.since));
         obj.hold.end();
-        obj.released = Instant::now();
+        obj.released = now;
         let retire = if obj.broken {
             Some(CloseReason::Broken)
         } else if obj.suspect && obj.in_tx {

@@ -5,7 +5,7 @@
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr};
 use tokio::sync::Mutex;
 
 use super::bump;
@@ -124,49 +124,4 @@ impl Drop for Transaction {
     }
 }
 
-fn unexpected() -> DbErr {
-    DbErr::Custom("the statement returned an unexpected kind of result".into())
-}
-
-#[async_trait::async_trait]
-impl ConnectionTrait for Transaction {
-    fn get_database_backend(&self) -> DbBackend {
-        self.backend
-    }
-
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        match self.run(Op::Execute(&stmt)).await? {
-            Output::Exec(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        match self.run(Op::Unprepared(sql)).await? {
-            Output::Exec(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        match self.run(Op::One(&stmt)).await? {
-            Output::One(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        match self.run(Op::All(&stmt)).await? {
-            Output::All(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-
-    fn support_returning(&self) -> bool {
-        self.backend.support_returning()
-    }
-
-    fn is_mock_connection(&self) -> bool {
-        false
-    }
-}
+crate::conn::connection_trait!(Transaction);

@@ -199,7 +199,10 @@ async fn run(opts: Opts) {
 
     for round in 1..=opts.rounds {
         if opts.runs("pool") {
-            for (client, series) in clients.iter().zip(reads.iter_mut()) {
+            for (i, (client, series)) in clients.iter().zip(reads.iter_mut()).enumerate() {
+                if !opts.runs_variant(i) {
+                    continue;
+                }
                 series
                     .rounds
                     .push(pool::run(client, Work::Read, TASKS, seconds).await);

@@ -7,6 +7,9 @@ pub(crate) struct Opts {
     pub(crate) quick: bool,
     pub(crate) full_grid: bool,
     pub(crate) only: Option<Vec<String>>,
+    /// Indices of the pool-level read variants to run (`--variants 0,4`; default all), e.g.
+    /// to profile one of them alone.
+    pub(crate) variants: Option<Vec<usize>>,
 }
 
 impl Opts {
@@ -34,7 +37,22 @@ impl Opts {
             quick,
             full_grid: args.iter().any(|a| a == "--full-grid"),
             only: value("--only").map(|v| v.split(',').map(str::to_owned).collect()),
+            variants: value("--variants").map(|v| {
+                v.split(',')
+                    .map(|i| {
+                        i.trim().parse().unwrap_or_else(|_| {
+                            eprintln!("bench: --variants expects indices such as 0,4, got {v:?}");
+                            std::process::exit(2)
+                        })
+                    })
+                    .collect()
+            }),
         }
+    }
+
+    /// Whether the read variant `i` runs.
+    pub(crate) fn runs_variant(&self, i: usize) -> bool {
+        self.variants.as_ref().is_none_or(|v| v.contains(&i))
     }
 
     pub(crate) fn runs(&self, section: &str) -> bool {

@@ -38,12 +38,13 @@ pub enum Client {
 }
 
 /// The pool-level read variants, in the order the tables print them.
-pub const READ_VARIANTS: [&str; 5] = [
+pub const READ_VARIANTS: [&str; 6] = [
     "DbService (our defaults)",
     "bare SeaORM, its defaults",
     "bare SeaORM, configured like ours",
     "raw sqlx, its defaults",
     "deadpool-postgres (tokio-postgres), the Rust ceiling",
+    "DbService, max_uses=50000 and leak detection (10 s)",
 ];
 
 const READ_SQL: &str = "SELECT id, owner, balance_cents FROM accounts WHERE id = $1";
@@ -52,9 +53,14 @@ impl Client {
     /// Opens the variant `index` of [`READ_VARIANTS`] with a pool of `size`.
     pub async fn open(index: usize, url: &str, size: u32) -> Client {
         match index {
-            0 => {
+            0 | 5 => {
+                let extra = if index == 5 {
+                    "&max_uses=50000&leak_detection_threshold=10s"
+                } else {
+                    ""
+                };
                 let db = DbService::new(
-                    dbservice::DbConfig::from_url(&format!("{url}?connection_limit={size}"))
+                    dbservice::DbConfig::from_url(&format!("{url}?connection_limit={size}{extra}"))
                         .expect("valid URL"),
                 )
                 .expect("service");

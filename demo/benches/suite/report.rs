@@ -79,7 +79,7 @@ pub(crate) fn report(opts: &Opts, r: &Report) -> String {
     }
 
     // (name, numerator, denominator, target): each pair measured in the same rounds.
-    let pairs: [(&str, Option<&Series>, Option<&Series>, &str); 14] = [
+    let pairs: [(&str, Option<&Series>, Option<&Series>, &str); 15] = [
         (
             "pool: ours / bare SeaORM configured like ours",
             r.reads.first(),
@@ -93,6 +93,12 @@ pub(crate) fn report(opts: &Opts, r: &Report) -> String {
             "",
         ),
         ("pool: ours / raw sqlx", r.reads.first(), r.reads.get(3), ""),
+        (
+            "pool: max_uses and leak detection on / off",
+            r.reads.get(5),
+            r.reads.first(),
+            "≈ 1.0",
+        ),
         (
             "pool: ours / deadpool-postgres (the Rust ceiling)",
             r.reads.first(),
