@@ -209,6 +209,12 @@ async fn a_stopped_database_fails_requests_fast_with_the_cause() {
     assert!(took < Duration::from_millis(500), "failed fast: {took:?}");
     let (status, body) = app.get("/health/ready").await;
     assert_eq!(status, 503, "{body}");
+    let (_, db) = app.get("/health/db").await;
+    assert_eq!(db["pool"]["database_down"], true, "{db}");
+    assert!(
+        db["pool"]["closed"]["broken"].as_u64().is_some_and(|n| n >= 1),
+        "the dead connection is counted as broken: {db}"
+    );
 
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.start_server())
