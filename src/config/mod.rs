@@ -143,8 +143,11 @@ pub struct PoolOptions {
     /// PostgreSQL `idle_in_transaction_session_timeout` for every session. Default: none.
     #[serde(with = "duration::human_opt")]
     pub idle_in_transaction_session_timeout: Option<Duration>,
-    /// `true` when connecting through PgBouncer in transaction mode: no prepared statement
-    /// cache and no session state in the startup packet. Default: false.
+    /// `true` when connecting through PgBouncer (≤ 1.20, or without `max_prepared_statements`)
+    /// in transaction mode: every statement is one simple-protocol message with its values
+    /// inlined (no prepared statement, nothing split across server connections), and the
+    /// session settings (`statement_timeout`, `idle_in_transaction_session_timeout`, `schema`)
+    /// travel as `SET LOCAL` in each message instead of the startup packet. Default: false.
     pub pgbouncer: bool,
     /// Prepared statements cached per connection. `None`: the driver's default (100).
     pub statement_cache_size: Option<usize>,
@@ -478,31 +481,15 @@ fn validate(pool: &PoolOptions, backend: Backend, explicit: &[&str]) -> Result<(
             backend: backend.name(),
         });
     }
-    if pool.pgbouncer {
-        if pool.statement_cache_size.is_some_and(|n| n > 0) {
-            return Err(ConfigError::Conflict {
-                first: "pgbouncer".into(),
-                second: "statement_cache_size".into(),
-                reason: "prepared statements do not survive PgBouncer's transaction mode; \
-                         drop statement_cache_size (pgbouncer=true sets it to 0)"
-                    .into(),
-            });
-        }
-        for param in [
-            "statement_timeout",
-            "idle_in_transaction_session_timeout",
-            "schema",
-        ] {
-            if explicit.contains(&param) {
-                return Err(ConfigError::Conflict {
-                    first: "pgbouncer".into(),
-                    second: param.into(),
-                    reason: "PgBouncer rejects session settings in the startup packet; set \
-                             them on the role instead (ALTER ROLE ... SET ...)"
-                        .into(),
-                });
-            }
-        }
+    if pool.pgbouncer && pool.statement_cache_size.is_some_and(|n| n > 0) {
+        return Err(ConfigError::Conflict {
+            first: "pgbouncer".into(),
+            second: "statement_cache_size".into(),
+            reason: "pgbouncer=true sends no prepared statements (PgBouncer's transaction mode \
+                     would split them across server connections); drop statement_cache_size, \
+                     or with PgBouncer >= 1.21 and max_prepared_statements set pgbouncer=false"
+                .into(),
+        });
     }
     Ok(())
 }

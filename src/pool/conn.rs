@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::{MySqlConnection, PgConnection, SqliteConnection};
 
+use super::exec::Mode;
 use super::holds::HoldSlot;
 use crate::observe::Instruments;
 
@@ -103,6 +104,8 @@ pub(crate) struct Conn {
     /// Set before the connection is dropped; read by `Drop` to count the close.
     reason: AtomicU8,
     pub hold: Arc<HoldSlot>,
+    /// How statements are sent (PostgreSQL).
+    pub mode: Arc<Mode>,
     instruments: Arc<Instruments>,
 }
 
@@ -112,6 +115,7 @@ impl Conn {
         max_uses: Option<u64>,
         lifetime: Option<Duration>,
         hold: Arc<HoldSlot>,
+        mode: Arc<Mode>,
         instruments: Arc<Instruments>,
     ) -> Self {
         let now = Instant::now();
@@ -127,6 +131,7 @@ impl Conn {
             released: now,
             reason: AtomicU8::new(CloseReason::Shutdown.index()),
             hold,
+            mode,
             instruments,
         }
     }

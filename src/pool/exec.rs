@@ -6,12 +6,29 @@
 
 use std::time::Duration;
 
-use sea_orm::sea_query::Values;
+use sea_orm::sea_query::{PostgresQueryBuilder, Values, inject_parameters};
 use sea_orm::sqlx::{self, AssertSqlSafe, Connection};
 use sea_orm::{ExecResult, QueryResult, Statement};
 use sea_query_sqlx::SqlxValues;
 
 use super::conn::RawConn;
+
+/// How statements reach a PostgreSQL server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Named prepared statements, cached per connection (sqlx's default).
+    Prepared,
+    /// `statement_cache_size=0`: the unnamed statement, re-prepared each time, so nothing
+    /// accumulates on the server (sqlx 0.9 names and never closes statements it does not cache,
+    /// sqlx#4328).
+    Unnamed,
+    /// `pgbouncer=true`: one simple-protocol message per statement, values inlined by
+    /// sea-query's PostgreSQL writer, no prepared statement at all, so PgBouncer's transaction
+    /// mode cannot split a statement across server connections or meet another client's
+    /// statement names; `prefix` (`SET LOCAL ...;`) carries the session settings into the
+    /// same implicit transaction.
+    Inline { prefix: String },
+}
 
 /// One statement to run.
 #[derive(Debug, Clone, Copy)]
@@ -54,9 +71,10 @@ pub(crate) fn values(stmt: &Statement) -> SqlxValues {
 }
 
 macro_rules! run_on {
-    ($conn:expr, $op:expr) => {
+    ($conn:expr, $op:expr, $persistent:expr) => {
         match $op {
             Op::Execute(s) => sqlx::query_with(AssertSqlSafe(s.sql.as_str()), values(s))
+                .persistent($persistent)
                 .execute(&mut *$conn)
                 .await
                 .map(|r| Output::Exec(r.into())),
@@ -65,10 +83,12 @@ macro_rules! run_on {
                 .await
                 .map(|r| Output::Exec(r.into())),
             Op::One(s) => sqlx::query_with(AssertSqlSafe(s.sql.as_str()), values(s))
+                .persistent($persistent)
                 .fetch_optional(&mut *$conn)
                 .await
                 .map(|r| Output::One(r.map(Into::into))),
             Op::All(s) => sqlx::query_with(AssertSqlSafe(s.sql.as_str()), values(s))
+                .persistent($persistent)
                 .fetch_all(&mut *$conn)
                 .await
                 .map(|rows| Output::All(rows.into_iter().map(Into::into).collect())),
@@ -76,13 +96,116 @@ macro_rules! run_on {
     };
 }
 
-/// Runs `op` on `conn`.
-pub(crate) async fn run(conn: &mut RawConn, op: Op<'_>) -> Result<Output, sqlx::Error> {
+/// Runs `op` on `conn`; `in_tx`: inside a transaction we began (its settings are set already).
+pub(crate) async fn run(
+    conn: &mut RawConn,
+    op: Op<'_>,
+    mode: &Mode,
+    in_tx: bool,
+) -> Result<Output, sqlx::Error> {
     match conn {
-        RawConn::Postgres(c) => run_on!(c, op),
-        RawConn::MySql(c) => run_on!(c, op),
-        RawConn::Sqlite(c) => run_on!(c, op),
+        RawConn::Postgres(c) => match mode {
+            Mode::Prepared => run_on!(c, op, true),
+            Mode::Unnamed => run_on!(c, op, false),
+            Mode::Inline { prefix } => run_inline(c, op, if in_tx { "" } else { prefix }).await,
+        },
+        RawConn::MySql(c) => run_on!(c, op, true),
+        RawConn::Sqlite(c) => run_on!(c, op, true),
     }
+}
+
+/// `stmt` with its values written into the SQL as literals (sea-query's PostgreSQL writer,
+/// which quotes and escapes them). A placeholder without a value is an error, not a panic.
+fn inline(stmt: &Statement) -> Result<String, sqlx::Error> {
+    let values: &[sea_orm::Value] = stmt.values.as_ref().map_or(&[], |v| v.0.as_slice());
+    let highest = highest_placeholder(&stmt.sql);
+    if highest > values.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "the statement uses ${highest} but has {} value(s)",
+            values.len()
+        )));
+    }
+    if values.is_empty() {
+        return Ok(stmt.sql.clone());
+    }
+    Ok(inject_parameters(&stmt.sql, values, &PostgresQueryBuilder))
+}
+
+/// The highest `$N` in `sql` (anywhere, literals included: a conservative bound).
+fn highest_placeholder(sql: &str) -> usize {
+    let bytes = sql.as_bytes();
+    let mut highest = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes.get(i) == Some(&b'$') {
+            let start = i + 1;
+            let mut end = start;
+            while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+                end += 1;
+            }
+            if let Some(n) = sql.get(start..end).and_then(|d| d.parse::<usize>().ok()) {
+                highest = highest.max(n);
+            }
+            i = end.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    highest
+}
+
+async fn run_inline(
+    c: &mut sea_orm::sqlx::PgConnection,
+    op: Op<'_>,
+    prefix: &str,
+) -> Result<Output, sqlx::Error> {
+    let body = match op {
+        Op::Unprepared(sql) => sql.to_owned(),
+        Op::Execute(s) | Op::One(s) | Op::All(s) => inline(s)?,
+    };
+    let sql = if prefix.is_empty() {
+        body
+    } else {
+        format!("{prefix}{body}")
+    };
+    let q = sqlx::raw_sql(AssertSqlSafe(sql));
+    match op {
+        Op::Execute(_) | Op::Unprepared(_) => {
+            q.execute(&mut *c).await.map(|r| Output::Exec(r.into()))
+        }
+        Op::One(_) => q
+            .fetch_optional(&mut *c)
+            .await
+            .map(|r| Output::One(r.map(Into::into))),
+        Op::All(_) => q
+            .fetch_all(&mut *c)
+            .await
+            .map(|rows| Output::All(rows.into_iter().map(Into::into).collect())),
+    }
+}
+
+/// The session settings as `SET LOCAL` statements for the front of each message behind
+/// PgBouncer (where a session is not ours): `statement_timeout`,
+/// `idle_in_transaction_session_timeout`, `search_path`. Only numbers and validated schema
+/// names are formatted in.
+pub(crate) fn session_prefix(p: &crate::config::PoolOptions) -> String {
+    let mut s = String::new();
+    if let Some(t) = p.statement_timeout {
+        s.push_str(&format!(
+            "SET LOCAL statement_timeout = {}; ",
+            t.as_millis()
+        ));
+    }
+    if let Some(t) = p.idle_in_transaction_session_timeout {
+        s.push_str(&format!(
+            "SET LOCAL idle_in_transaction_session_timeout = {}; ",
+            t.as_millis()
+        ));
+    }
+    if let Some(schema) = &p.schema {
+        s.push_str(&format!("SET LOCAL search_path TO {schema}; "));
+    }
+    s
 }
 
 /// A liveness round trip.

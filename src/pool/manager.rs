@@ -125,6 +125,7 @@ impl managed::Manager for Manager {
                 .map(|m| ((m as f64) * (1.0 - 0.2 * jitter)).ceil().max(1.0) as u64),
             limits.max_lifetime.map(|l| l.mul_f64(1.0 - 0.2 * jitter)),
             self.shared.holds.register(),
+            self.shared.mode.clone(),
             self.shared.instruments.clone(),
         ))
     }

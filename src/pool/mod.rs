@@ -31,7 +31,7 @@ use deadpool::managed::{Pool as DeadPool, PoolError, QueueMode, Timeouts};
 use sea_orm::sqlx;
 
 pub use self::conn::CloseReason;
-pub(crate) use self::exec::{Op, Output, unexpected};
+pub(crate) use self::exec::{Op, Output, session_prefix, unexpected};
 use self::holds::Holds;
 pub(crate) use self::holds::Site;
 pub(crate) use self::manager::{Connector, Manager};
@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     pub holds: Holds,
     pub reach: Reachability,
     pub closing: AtomicBool,
+    /// How statements are sent (PostgreSQL): prepared, unnamed, or inline for PgBouncer.
+    pub mode: Arc<exec::Mode>,
     config: DbConfig,
     probing: AtomicBool,
     connector: Connector,
@@ -147,6 +149,22 @@ impl Shared {
     }
 }
 
+/// How this configuration's statements reach the server.
+fn statement_mode(config: &DbConfig) -> exec::Mode {
+    let p = config.pool();
+    if config.backend() != crate::config::Backend::Postgres {
+        exec::Mode::Prepared
+    } else if p.pgbouncer {
+        exec::Mode::Inline {
+            prefix: exec::session_prefix(p),
+        }
+    } else if p.statement_cache_size == Some(0) {
+        exec::Mode::Unnamed
+    } else {
+        exec::Mode::Prepared
+    }
+}
+
 /// The service's pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Pool {
@@ -184,6 +202,7 @@ impl Pool {
             holds: Holds::default(),
             reach: Reachability::new(p.fail_fast_after),
             closing: AtomicBool::new(false),
+            mode: Arc::new(statement_mode(config)),
             config: config.clone(),
             probing: AtomicBool::new(false),
             connector: connector.clone(),

@@ -81,7 +81,7 @@ impl Pooled {
         };
         conn.suspect = true;
         let started = Instant::now();
-        let work = exec::run(raw, op);
+        let work = exec::run(raw, op, &conn.mode, conn.in_tx);
         let outcome = match deadline {
             Some(d) => tokio::time::timeout(d, work).await.map_err(|_| d),
             None => Ok(work.await),

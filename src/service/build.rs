@@ -120,7 +120,9 @@ fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOpt
     if let Some(schema) = &p.schema {
         session.push(("search_path", schema.clone()));
     }
-    if !session.is_empty() {
+    // Behind PgBouncer a session is not ours (and PgBouncer refuses `options`): the settings
+    // go with each statement instead (see `pool::exec::Mode::Inline`).
+    if !session.is_empty() && !p.pgbouncer {
         opts = opts.options(session);
     }
     opts

@@ -46,7 +46,21 @@ impl DbService {
                 return Err(TxError::Database(e));
             }
         };
-        let statements = begin_sql(self.backend_kind(), opts, started.elapsed());
+        let mut statements = begin_sql(self.backend_kind(), opts, started.elapsed());
+        if self.config().pool().pgbouncer
+            && let Some(first) = statements.first_mut()
+        {
+            // The session settings for this transaction (a session is not ours behind
+            // PgBouncer); the transaction's own budget below overrides statement_timeout.
+            *first = first.replacen(
+                "BEGIN; ",
+                &format!(
+                    "BEGIN; {}",
+                    crate::pool::session_prefix(self.config().pool())
+                ),
+                1,
+            );
+        }
         conn.set_in_transaction(true);
         let remaining = opts.max_wait.saturating_sub(started.elapsed());
         let begun = tokio::time::timeout(remaining, async {

@@ -5,6 +5,7 @@
 #![allow(missing_docs)]
 
 pub mod pg_cluster;
+pub mod pgbouncer;
 pub mod proxy;
 
 use std::sync::LazyLock;

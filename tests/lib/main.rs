@@ -9,5 +9,6 @@ mod support {
 mod config;
 mod deadlines;
 mod handout;
+mod pgbouncer;
 mod pool;
 mod transactions;

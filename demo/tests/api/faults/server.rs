@@ -212,7 +212,9 @@ async fn a_stopped_database_fails_requests_fast_with_the_cause() {
     let (_, db) = app.get("/health/db").await;
     assert_eq!(db["pool"]["database_down"], true, "{db}");
     assert!(
-        db["pool"]["closed"]["broken"].as_u64().is_some_and(|n| n >= 1),
+        db["pool"]["closed"]["broken"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
         "the dead connection is counted as broken: {db}"
     );
 
