@@ -36,6 +36,8 @@ use self::url::{SplitUrl, split};
 #[derive(Clone)]
 pub struct DbConfig {
     url: SplitUrl,
+    /// `DATABASE_URL_DIRECT`: a real session for migrations and their lock (behind PgBouncer).
+    direct: Option<SplitUrl>,
     secrets: Vec<String>,
     pool: PoolOptions,
     tls: Option<TlsMode>,
@@ -245,9 +247,60 @@ impl DbConfig {
         Ok(Self {
             tls: tls::resolve(&split),
             url: split,
+            direct: None,
             secrets,
             pool,
         })
+    }
+
+    /// Adds `DATABASE_URL_DIRECT`: a URL straight to the database (not through PgBouncer) for
+    /// what needs a real session: migrations and their lock. Same engine as the main URL; it
+    /// takes the driver's parameters only (the pool's come from the main URL).
+    ///
+    /// ```
+    /// let cfg = dbservice::DbConfig::from_url("postgres://app:s@bouncer:6432/app?pgbouncer=true")?
+    ///     .with_direct_url("postgres://app:s@db:5432/app")?;
+    /// assert_eq!(cfg.redacted_direct_url().map(|u| u.to_string()).as_deref(), Some("postgres://app:***@db:5432/app"));
+    /// # Ok::<(), dbservice::ConfigError>(())
+    /// ```
+    pub fn with_direct_url(mut self, url: &str) -> Result<Self, ConfigError> {
+        let direct = split(url).map_err(|e| ConfigError::InvalidValue {
+            param: "DATABASE_URL_DIRECT".into(),
+            value: "<not shown>".into(),
+            reason: e.to_string(),
+        })?;
+        if direct.backend != self.url.backend {
+            return Err(ConfigError::Conflict {
+                first: "DATABASE_URL_DIRECT".into(),
+                second: "DATABASE_URL".into(),
+                reason: format!(
+                    "the direct URL is a {} URL, the main one a {} URL",
+                    direct.backend.name(),
+                    self.url.backend.name()
+                ),
+            });
+        }
+        if let Some((key, _)) = direct.params.first() {
+            return Err(ConfigError::InvalidValue {
+                param: "DATABASE_URL_DIRECT".into(),
+                value: key.clone(),
+                reason: "the direct URL takes no pool parameters; set them on DATABASE_URL".into(),
+            });
+        }
+        self.secrets
+            .extend(redact::secrets_of(&direct.driver_url, None));
+        self.direct = Some(direct);
+        Ok(self)
+    }
+
+    /// `DATABASE_URL_DIRECT`, password masked, if set.
+    pub fn redacted_direct_url(&self) -> Option<RedactedUrl> {
+        self.direct.as_ref().map(SplitUrl::redacted)
+    }
+
+    /// The direct URL for the driver, password included. Crate-internal on purpose.
+    pub(crate) fn direct_driver_url(&self) -> Option<&str> {
+        self.direct.as_ref().map(|d| d.driver_url.as_str())
     }
 
     /// The pool parameters in effect.
@@ -280,6 +333,7 @@ impl std::fmt::Debug for DbConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DbConfig")
             .field("url", &self.redacted_url())
+            .field("direct_url", &self.redacted_direct_url())
             .field("backend", &self.url.backend)
             .field("pool", &self.pool)
             .finish()
@@ -291,6 +345,8 @@ impl Serialize for DbConfig {
         #[derive(Serialize)]
         struct Shown<'a> {
             url: RedactedUrl,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            direct_url: Option<RedactedUrl>,
             backend: Backend,
             tls: Option<&'a TlsMode>,
             #[serde(flatten)]
@@ -298,6 +354,7 @@ impl Serialize for DbConfig {
         }
         Shown {
             url: self.redacted_url(),
+            direct_url: self.redacted_direct_url(),
             backend: self.url.backend,
             tls: self.tls(),
             pool: &self.pool,

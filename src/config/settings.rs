@@ -40,6 +40,7 @@ pub enum LogFormat {
 #[derive(Clone)]
 pub struct Settings {
     database_url: Option<String>,
+    database_url_direct: Option<String>,
     pool: Vec<(String, String)>,
     /// Log line format (`LOG_FORMAT=pretty|json`). Default: pretty.
     pub log_format: LogFormat,
@@ -51,6 +52,7 @@ pub struct Settings {
 /// environment, `DATABASE_URL` and `LOG_FORMAT` bare).
 pub const LIBRARY_KEYS: &[&str] = &[
     "database_url",
+    "database_url_direct",
     "log_format",
     "shutdown_grace",
     "drain_timeout",
@@ -145,6 +147,7 @@ impl Settings {
         );
         let bare = [
             ("DATABASE_URL", "database_url"),
+            ("DATABASE_URL_DIRECT", "database_url_direct"),
             ("LOG_FORMAT", "log_format"),
         ];
         for (var, key) in bare.iter().chain(app.bare) {
@@ -205,6 +208,7 @@ impl Settings {
         };
         let settings = Self {
             database_url: ours.text("database_url").map(str::to_owned),
+            database_url_direct: ours.text("database_url_direct").map(str::to_owned),
             pool,
             log_format,
             shutdown: ShutdownSettings {
@@ -227,6 +231,11 @@ impl Settings {
         self.database_url = Some(url.into());
     }
 
+    /// Sets `DATABASE_URL_DIRECT` (see [`DbConfig::with_direct_url`]), replacing any configured.
+    pub fn set_database_url_direct(&mut self, url: impl Into<String>) {
+        self.database_url_direct = Some(url.into());
+    }
+
     /// Sets one pool parameter as if it came from the environment; validated by
     /// [`Settings::db_config`].
     pub fn set_pool_param(&mut self, key: impl Into<String>, value: impl Into<String>) {
@@ -243,7 +252,11 @@ impl Settings {
             .as_deref()
             .or(default_url)
             .ok_or(ConfigError::MissingUrl)?;
-        DbConfig::from_parts(url, &self.pool)
+        let config = DbConfig::from_parts(url, &self.pool)?;
+        match &self.database_url_direct {
+            Some(direct) => config.with_direct_url(direct),
+            None => Ok(config),
+        }
     }
 }
 
@@ -253,6 +266,13 @@ impl std::fmt::Debug for Settings {
             .field(
                 "database_url",
                 &self.database_url.as_ref().map(|_| "<set, not shown>"),
+            )
+            .field(
+                "database_url_direct",
+                &self
+                    .database_url_direct
+                    .as_ref()
+                    .map(|_| "<set, not shown>"),
             )
             .field("pool", &self.pool)
             .field("log_format", &self.log_format)

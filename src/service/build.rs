@@ -67,6 +67,38 @@ pub(crate) fn build(
     Ok((pool, raw))
 }
 
+/// How migrations connect: over `DATABASE_URL_DIRECT` when set (a real session, not through
+/// PgBouncer), else like the pool.
+pub(crate) fn migration_connector(
+    config: &DbConfig,
+    pool: &Connector,
+) -> Result<Connector, ConfigError> {
+    let Some(url) = config.direct_driver_url() else {
+        return Ok(pool.clone());
+    };
+    let driver_err = |e: sqlx::Error| ConfigError::Driver {
+        url: config
+            .redacted_direct_url()
+            .unwrap_or_else(|| config.redacted_url()),
+        message: config.scrub(&e.to_string()),
+    };
+    let mut direct = config.pool().clone();
+    direct.pgbouncer = false;
+    Ok(match pool {
+        Connector::Postgres(_) => Connector::Postgres(postgres_options(
+            PgConnectOptions::from_str(url).map_err(driver_err)?,
+            &direct,
+        )),
+        Connector::MySql(_, session) => Connector::MySql(
+            MySqlConnectOptions::from_str(url)
+                .map_err(driver_err)?
+                .disable_statement_logging(),
+            session.clone(),
+        ),
+        Connector::Sqlite(o) => Connector::Sqlite(o.clone()),
+    })
+}
+
 /// A lazy SeaORM connection of one connection with the pool's connect options (for an
 /// in-memory SQLite database, the same database).
 pub(crate) fn seaorm_connection(connector: &Connector, p: &PoolOptions) -> DatabaseConnection {

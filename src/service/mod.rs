@@ -43,6 +43,8 @@ struct Inner {
     conn: DbConn,
     instruments: Arc<Instruments>,
     pool: Pool,
+    /// How migrations connect (`DATABASE_URL_DIRECT` when set).
+    migrations: crate::pool::Connector,
     config: DbConfig,
     lifecycle: Lifecycle,
     last_error: Mutex<Option<LastError>>,
@@ -94,6 +96,7 @@ impl DbService {
         let instruments = Arc::new(Instruments::new(p.slow_query_threshold));
         let tasks = Tasks::current();
         let (pool, raw) = build::build(&config, &instruments, &tasks)?;
+        let migrations = build::migration_connector(&config, pool.connector())?;
         if let Some(warning) = config.tls_warning() {
             tracing::warn!("{warning}");
         }
@@ -113,6 +116,7 @@ impl DbService {
                 ),
                 instruments,
                 pool,
+                migrations,
                 config,
                 lifecycle: Lifecycle::default(),
                 last_error: Mutex::new(None),
@@ -137,10 +141,10 @@ impl DbService {
         &self.inner.instruments
     }
 
-    /// A SeaORM connection of its own (one connection, outside the pool) for migrations;
-    /// close it when done.
+    /// A SeaORM connection of its own (one connection, outside the pool, over
+    /// `DATABASE_URL_DIRECT` when set) for migrations; close it when done.
     pub(crate) fn migration_connection(&self) -> sea_orm::DatabaseConnection {
-        build::seaorm_connection(self.inner.pool.connector(), self.inner.config.pool())
+        build::seaorm_connection(&self.inner.migrations, self.inner.config.pool())
     }
 
     /// The configuration in effect.
@@ -234,7 +238,20 @@ impl DbService {
         let record = |msg: &str| self.record_error(msg);
         let result = async {
             connect::connect_with_retry(&self.inner.pool, cfg, &record).await?;
-            tracing::info!(url = %cfg.redacted_url(), "database reachable");
+            let p = cfg.pool();
+            tracing::info!(
+                url = %cfg.redacted_url(),
+                direct_url = cfg.redacted_direct_url().map(|u| u.to_string()),
+                connection_limit = p.connection_limit,
+                pgbouncer = p.pgbouncer,
+                "database reachable; this instance's connection budget: at most {} connection(s) {}",
+                p.connection_limit,
+                if p.pgbouncer {
+                    "to PgBouncer, which shares its default_pool_size server connections among all clients"
+                } else {
+                    "to the database server"
+                }
+            );
             prepare(self.clone())
                 .await
                 .map_err(|e| Error::Startup(cfg.scrub(&e.to_string())))

@@ -14,4 +14,5 @@ mod health;
 mod ledger;
 mod metrics;
 mod mysql;
+mod pgbouncer;
 mod pool;
