@@ -32,6 +32,15 @@ pub fn binary() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
+/// The installed binary's version as (major, minor), if it runs.
+pub fn version() -> Option<(u32, u32)> {
+    let out = Command::new(binary()?).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.split_whitespace().nth(1)?;
+    let mut parts = v.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 impl PgBouncer {
     /// Starts PgBouncer in transaction mode in front of `cluster`, with `pool_size` server
     /// connections per database/user pair; `extra` is appended to its `[pgbouncer]` section.

@@ -261,3 +261,44 @@ async fn inlined_values_round_trip_and_cannot_inject() {
     assert!(err.to_string().contains("$2"), "{err}");
     db.close(Duration::from_secs(5)).await;
 }
+
+/// PgBouncer ≥ 1.21 with `max_prepared_statements` tracks prepared statements per client:
+/// then the ordinary named, cached statements work through it and `pgbouncer=true` is not
+/// needed. Runs with a newer binary from `PGBOUNCER_BIN`; skips loudly with Debian's 1.18.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_pgbouncer_with_max_prepared_statements_takes_named_statements() {
+    match dbservice_testkit::pgbouncer::version() {
+        Some(v) if v >= (1, 21) => {}
+        other => {
+            eprintln!(
+                "SKIPPED: PgBouncer >= 1.21 needed (found {other:?}); set PGBOUNCER_BIN to a newer binary"
+            );
+            return;
+        }
+    }
+    let cluster = private_cluster().await;
+    let c = cluster.clone();
+    let Some(bouncer) = tokio::task::spawn_blocking(move || {
+        PgBouncer::start(&c, 2, "max_prepared_statements = 200")
+    })
+    .await
+    .expect("start") else {
+        return;
+    };
+    let url = with_params(&bouncer.url("postgres"), "connection_limit=6");
+    let (one, two) = (service(&url).await, service(&url).await);
+    let reads = (0..100).map(|i| {
+        let db = if i % 2 == 0 { one.clone() } else { two.clone() };
+        async move {
+            db.conn()
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT $1::int4 + 1",
+                    [i.into()],
+                ))
+                .await
+        }
+    });
+    let results = futures::future::join_all(reads).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+}

@@ -43,6 +43,9 @@ pub(crate) async fn scaling_grid(opts: &Opts, url: &str) -> Vec<Cell> {
     }
     let mut cells = Vec::new();
     for (variant, tasks, size) in plan {
+        if !pool::available(variant) {
+            continue;
+        }
         let client = Client::open(variant, url, size).await;
         let sample = pool::run(
             &client,

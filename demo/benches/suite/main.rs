@@ -115,12 +115,31 @@ fn log(round: usize, s: &Series) {
 
 async fn run(opts: Opts) {
     let cluster;
+    // Kept until the end: dropping it stops PgBouncer.
+    let _bouncer;
     let url = match std::env::var("BENCH_DATABASE_URL") {
-        Ok(u) if !u.is_empty() => u,
+        Ok(u) if !u.is_empty() => {
+            _bouncer = None;
+            u
+        }
         _ => {
-            cluster = tokio::task::spawn_blocking(pg_cluster::PgCluster::start)
-                .await
-                .expect("private cluster");
+            cluster = Arc::new(
+                tokio::task::spawn_blocking(pg_cluster::PgCluster::start)
+                    .await
+                    .expect("private cluster"),
+            );
+            // PgBouncer in transaction mode in front of it, as many server connections as
+            // the pool under test has (skipped, with a note, where none is installed).
+            let c = cluster.clone();
+            let bouncer = tokio::task::spawn_blocking(move || {
+                dbservice_testkit::pgbouncer::PgBouncer::start(&c, POOL, "")
+            })
+            .await
+            .expect("pgbouncer");
+            if let Some(b) = &bouncer {
+                let _ = pool::BOUNCER_URL.set(b.url("postgres"));
+            }
+            _bouncer = bouncer;
             cluster.url("postgres")
         }
     };
@@ -140,7 +159,11 @@ async fn run(opts: Opts) {
     let mut clients = Vec::new();
     if opts.runs("pool") || opts.runs("tx") {
         for i in 0..READ_VARIANTS.len() {
-            clients.push(Client::open(i, &url, POOL).await);
+            clients.push(if pool::available(i) && (i < 3 || opts.runs("pool")) {
+                Some(Client::open(i, &url, POOL).await)
+            } else {
+                None
+            });
         }
     }
     let mut reads: Vec<Series> = READ_VARIANTS.iter().map(|n| Series::new(*n)).collect();
@@ -154,6 +177,8 @@ async fn run(opts: Opts) {
     .collect();
     let mut pgbench16 = Series::new("pgbench -M prepared, 16 clients");
     let mut pgbench64 = Series::new("pgbench -M prepared, 64 clients");
+    let mut pgbench_simple = Series::new("pgbench -M simple, 16 clients, direct");
+    let mut pgbench_bouncer = Series::new("pgbench -M simple, 16 clients, through PgBouncer");
 
     let servers = if opts.runs("http") {
         let like_ours = format!("like-ours:{our_default_size}");
@@ -179,6 +204,16 @@ async fn run(opts: Opts) {
                 work_dir.path(),
             ),
         ]
+        .into_iter()
+        .chain(pool::BOUNCER_URL.get().map(|b| {
+            http::Server::demo(
+                "demo through PgBouncer (pgbouncer=true)",
+                &format!("{b}?pgbouncer=true"),
+                &[("DATABASE_URL_DIRECT", url.as_str())],
+                work_dir.path(),
+            )
+        }))
+        .collect::<Vec<_>>()
     } else {
         Vec::new()
     };
@@ -200,9 +235,9 @@ async fn run(opts: Opts) {
     for round in 1..=opts.rounds {
         if opts.runs("pool") {
             for (i, (client, series)) in clients.iter().zip(reads.iter_mut()).enumerate() {
-                if !opts.runs_variant(i) {
+                let Some(client) = client.as_ref().filter(|_| opts.runs_variant(i)) else {
                     continue;
-                }
+                };
                 series
                     .rounds
                     .push(pool::run(client, Work::Read, TASKS, seconds).await);
@@ -210,13 +245,23 @@ async fn run(opts: Opts) {
             }
         }
         if opts.runs("pool") || opts.runs("http") {
-            for (clients_n, series) in [(16, &mut pgbench16), (64, &mut pgbench64)] {
-                let (u, s) = (url.clone(), opts.seconds);
-                let tps = tokio::task::spawn_blocking(move || pool::pgbench(&u, clients_n, s))
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0.0);
+            let through = pool::BOUNCER_URL.get().cloned();
+            let mut runs = vec![
+                (16, &mut pgbench16, url.clone(), "prepared"),
+                (64, &mut pgbench64, url.clone(), "prepared"),
+            ];
+            if let (Some(b), true) = (through, opts.runs("pool")) {
+                runs.push((16, &mut pgbench_simple, url.clone(), "simple"));
+                runs.push((16, &mut pgbench_bouncer, b, "simple"));
+            }
+            for (clients_n, series, u, mode) in runs {
+                let s = opts.seconds;
+                let tps =
+                    tokio::task::spawn_blocking(move || pool::pgbench(&u, clients_n, s, mode))
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0.0);
                 series.rounds.push(Sample {
                     ops_per_sec: tps,
                     ..Sample::default()
@@ -225,7 +270,7 @@ async fn run(opts: Opts) {
             }
         }
         if opts.runs("tx") {
-            for (client, series) in clients.iter().take(3).zip(transfers.iter_mut()) {
+            for (client, series) in clients.iter().take(3).flatten().zip(transfers.iter_mut()) {
                 series
                     .rounds
                     .push(pool::run(client, Work::Transfer, TASKS, seconds).await);
@@ -275,7 +320,7 @@ async fn run(opts: Opts) {
         .map(|s| (s.name.to_owned(), s.peak_rss_mib()))
         .collect();
     drop(servers);
-    for c in clients.drain(..) {
+    for c in clients.drain(..).flatten() {
         c.close().await;
     }
 
@@ -295,6 +340,8 @@ async fn run(opts: Opts) {
             posts: &posts,
             pgbench16: &pgbench16,
             pgbench64: &pgbench64,
+            pgbench_simple: &pgbench_simple,
+            pgbench_bouncer: &pgbench_bouncer,
             readiness: &readiness,
             rss: &rss,
             grid: &grid,

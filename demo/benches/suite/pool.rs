@@ -38,14 +38,24 @@ pub enum Client {
 }
 
 /// The pool-level read variants, in the order the tables print them.
-pub const READ_VARIANTS: [&str; 6] = [
+pub const READ_VARIANTS: [&str; 8] = [
     "DbService (our defaults)",
     "bare SeaORM, its defaults",
     "bare SeaORM, configured like ours",
     "raw sqlx, its defaults",
     "deadpool-postgres (tokio-postgres), the Rust ceiling",
     "DbService, max_uses=50000 and leak detection (10 s)",
+    "DbService, pgbouncer=true, through PgBouncer",
+    "DbService, pgbouncer=true, direct",
 ];
+
+/// PgBouncer's URL, when the suite started one (variant 6 needs it).
+pub static BOUNCER_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Whether variant `i` can run here.
+pub fn available(i: usize) -> bool {
+    i != 6 || BOUNCER_URL.get().is_some()
+}
 
 const READ_SQL: &str = "SELECT id, owner, balance_cents FROM accounts WHERE id = $1";
 
@@ -280,8 +290,9 @@ pub async fn run(client: &Client, work: Work, tasks: usize, duration: Duration) 
     )
 }
 
-/// `pgbench -M prepared` select-by-id with `clients` for `seconds`: transactions per second.
-pub fn pgbench(url: &str, clients: u32, seconds: u64) -> Option<f64> {
+/// `pgbench -M <mode>` select-by-id with `clients` for `seconds`: transactions per second.
+/// `mode` is `prepared`, or `simple` through PgBouncer's transaction mode.
+pub fn pgbench(url: &str, clients: u32, seconds: u64, mode: &str) -> Option<f64> {
     let script = std::env::temp_dir().join(format!("dbservice-bench-{}.sql", std::process::id()));
     std::fs::write(
         &script,
@@ -292,7 +303,7 @@ pub fn pgbench(url: &str, clients: u32, seconds: u64) -> Option<f64> {
     .ok()?;
     let bin = crate::postgres_bin("pgbench")?;
     let out = std::process::Command::new(bin)
-        .args(["-n", "-M", "prepared", "-j", "2", "-c"])
+        .args(["-n", "-M", mode, "-j", "2", "-c"])
         .arg(clients.to_string())
         .arg("-T")
         .arg(seconds.to_string())

@@ -9,6 +9,8 @@ pub(crate) struct Report<'a> {
     pub(crate) posts: &'a [Series],
     pub(crate) pgbench16: &'a Series,
     pub(crate) pgbench64: &'a Series,
+    pub(crate) pgbench_simple: &'a Series,
+    pub(crate) pgbench_bouncer: &'a Series,
     pub(crate) readiness: &'a Sample,
     pub(crate) rss: &'a [(String, Option<f64>)],
     pub(crate) grid: &'a [Cell],
@@ -38,7 +40,12 @@ pub(crate) fn report(opts: &Opts, r: &Report) -> String {
         let _ = writeln!(s);
     };
     let mut pool_rows: Vec<&Series> = r.reads.iter().collect();
-    pool_rows.extend([r.pgbench16, r.pgbench64]);
+    pool_rows.extend([
+        r.pgbench16,
+        r.pgbench64,
+        r.pgbench_simple,
+        r.pgbench_bouncer,
+    ]);
     table(
         &mut s,
         &format!("Pool level: single-row read by id, {TASKS} tasks, pool of {POOL}"),
@@ -79,7 +86,37 @@ pub(crate) fn report(opts: &Opts, r: &Report) -> String {
     }
 
     // (name, numerator, denominator, target): each pair measured in the same rounds.
-    let pairs: [(&str, Option<&Series>, Option<&Series>, &str); 15] = [
+    let pairs: [(&str, Option<&Series>, Option<&Series>, &str); 20] = [
+        (
+            "PgBouncer: ours through PgBouncer / the same direct (pgbouncer=true)",
+            r.reads.get(6),
+            r.reads.get(7),
+            "",
+        ),
+        (
+            "PgBouncer: ours pgbouncer=true direct / ours (prepared statements)",
+            r.reads.get(7),
+            r.reads.first(),
+            "",
+        ),
+        (
+            "PgBouncer: ours through PgBouncer / pgbench -M simple through PgBouncer",
+            r.reads.get(6),
+            Some(r.pgbench_bouncer),
+            "",
+        ),
+        (
+            "PgBouncer: pgbench -M simple through PgBouncer / direct",
+            Some(r.pgbench_bouncer),
+            Some(r.pgbench_simple),
+            "",
+        ),
+        (
+            "HTTP GET: demo through PgBouncer / direct",
+            r.gets.get(5),
+            r.gets.first(),
+            "",
+        ),
         (
             "pool: ours / bare SeaORM configured like ours",
             r.reads.first(),

@@ -156,7 +156,9 @@ fn env_example_lists_every_setting_with_valid_values() {
         .chain(dbservice_demo::DEMO_KEYS)
     {
         let var = match *key {
-            "database_url" | "host" | "port" | "log_format" => key.to_ascii_uppercase(),
+            "database_url" | "database_url_direct" | "host" | "port" | "log_format" => {
+                key.to_ascii_uppercase()
+            }
             other => format!("DBSERVICE_{}", other.to_ascii_uppercase()),
         };
         assert!(vars.contains_key(&var), ".env.example lacks {var}");
@@ -164,10 +166,8 @@ fn env_example_lists_every_setting_with_valid_values() {
     for var in ["RUST_LOG", "DBSERVICE_CONFIG"] {
         assert!(vars.contains_key(var), ".env.example lacks {var}");
     }
-    // The example values load, except the config file path (it need not exist here) and the
-    // PgBouncer switch (the example also sets session settings PgBouncer rejects).
+    // The example values load, except the config file path (it need not exist here).
     vars.remove("DBSERVICE_CONFIG");
-    vars.remove("DBSERVICE_PGBOUNCER");
     // Several example URLs are listed; the PostgreSQL-only settings need the PostgreSQL one.
     vars.insert(
         "DATABASE_URL".into(),
