@@ -98,3 +98,23 @@ async fn two_demo_instances_through_pgbouncer_keep_the_books() {
     a.stop().await.expect("clean shutdown");
     b.stop().await.expect("clean shutdown");
 }
+
+/// The whole ledger suite (CRUD, bad input, money limits, idempotency, 200 concurrent
+/// transfers with the books replayed) through PgBouncer with the seed's URL, migrations
+/// included (transaction-scoped lock, through PgBouncer too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_suite_through_pgbouncer() {
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(PgCluster::start)
+            .await
+            .expect("cluster"),
+    );
+    let c = cluster.clone();
+    let Some(bouncer) = tokio::task::spawn_blocking(move || PgBouncer::start(&c, 3, ""))
+        .await
+        .expect("start")
+    else {
+        return;
+    };
+    crate::ledger::ledger_suite(&with_params(&bouncer.url("postgres"), SEED_PARAMS)).await;
+}
