@@ -437,6 +437,12 @@ async fn a_leaked_transaction_is_reported_once_with_where_it_began() {
         .filter(|l| l.contains("leak_detection_threshold"))
         .collect();
     assert_eq!(leaks.len(), 1, "{text}");
+    // The startup line states this instance's connection budget.
+    let budget = format!(
+        "connection budget: at most {} connection(s) to the database server",
+        db.config().pool().connection_limit
+    );
+    assert!(text.contains(&budget), "{text}");
     assert!(
         leaks[0].contains("WARN") && leaks[0].contains("tests/api/metrics.rs:"),
         "{}",
