@@ -205,6 +205,21 @@ pub async fn private_cluster() -> std::sync::Arc<PgCluster> {
     )
 }
 
+/// A private cluster with a private PgBouncer (transaction mode, `pool_size` server
+/// connections, `extra` config lines) in front; `None` (said on stderr) without a binary.
+pub async fn cluster_with_pgbouncer(
+    pool_size: u32,
+    extra: &'static str,
+) -> Option<(std::sync::Arc<PgCluster>, pgbouncer::PgBouncer)> {
+    let cluster = private_cluster().await;
+    let c = cluster.clone();
+    let bouncer =
+        tokio::task::spawn_blocking(move || pgbouncer::PgBouncer::start(&c, pool_size, extra))
+            .await
+            .expect("start pgbouncer")?;
+    Some((cluster, bouncer))
+}
+
 /// Appends query parameters to a URL.
 pub fn with_params(url: &str, params: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dbservice::DbService;
-use dbservice_testkit::pgbouncer::PgBouncer;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::support::{
-    connected_service as service, fresh_pg_database, pg_scalar_i64, private_cluster, with_params,
+    cluster_with_pgbouncer, connected_service as service, fresh_pg_database, pg_scalar_i64,
+    with_params,
 };
 
 fn sql(s: &str) -> Statement {
@@ -22,12 +22,7 @@ fn sql(s: &str) -> Statement {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_statements_collide_behind_pgbouncer() {
     use sea_orm::sqlx::{self, Connection};
-    let cluster = private_cluster().await;
-    let c = cluster.clone();
-    let Some(bouncer) = tokio::task::spawn_blocking(move || PgBouncer::start(&c, 1, ""))
-        .await
-        .expect("start")
-    else {
+    let Some((_cluster, bouncer)) = cluster_with_pgbouncer(1, "").await else {
         return;
     };
     let url = bouncer.url("postgres");
@@ -53,12 +48,7 @@ async fn named_statements_collide_behind_pgbouncer() {
 /// the settings are in force on every statement; the timeouts still fire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_through_pgbouncer_transaction_mode() {
-    let cluster = private_cluster().await;
-    let c = cluster.clone();
-    let Some(bouncer) = tokio::task::spawn_blocking(move || PgBouncer::start(&c, 3, ""))
-        .await
-        .expect("start")
-    else {
+    let Some((cluster, bouncer)) = cluster_with_pgbouncer(3, "").await else {
         return;
     };
     let direct = cluster.url("postgres");
@@ -276,13 +266,9 @@ async fn newer_pgbouncer_with_max_prepared_statements_takes_named_statements() {
             return;
         }
     }
-    let cluster = private_cluster().await;
-    let c = cluster.clone();
-    let Some(bouncer) = tokio::task::spawn_blocking(move || {
-        PgBouncer::start(&c, 2, "max_prepared_statements = 200")
-    })
-    .await
-    .expect("start") else {
+    let Some((_cluster, bouncer)) =
+        cluster_with_pgbouncer(2, "max_prepared_statements = 200").await
+    else {
         return;
     };
     let url = with_params(&bouncer.url("postgres"), "connection_limit=6");

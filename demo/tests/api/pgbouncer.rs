@@ -2,29 +2,18 @@
 //! once, with the seed's URL: `pgbouncer=true` plus session settings, migrations over
 //! `DATABASE_URL_DIRECT`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use dbservice_testkit::pgbouncer::PgBouncer;
 use serde_json::json;
 
 use crate::support::drill::*;
-use crate::support::{PgCluster, spawn_app, with_params};
+use crate::support::{cluster_with_pgbouncer, spawn_app, with_params};
 
 const SEED_PARAMS: &str = "pgbouncer=true&statement_timeout=5s&idle_in_transaction_session_timeout=10s&schema=public&connection_limit=4&pool_timeout=5s";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_demo_instances_through_pgbouncer_keep_the_books() {
-    let cluster = Arc::new(
-        tokio::task::spawn_blocking(PgCluster::start)
-            .await
-            .expect("cluster"),
-    );
-    let c = cluster.clone();
-    let Some(mut bouncer) = tokio::task::spawn_blocking(move || PgBouncer::start(&c, 3, ""))
-        .await
-        .expect("start")
-    else {
+    let Some((cluster, mut bouncer)) = cluster_with_pgbouncer(3, "").await else {
         return;
     };
     let url = with_params(&bouncer.url("postgres"), SEED_PARAMS);
@@ -104,16 +93,7 @@ async fn two_demo_instances_through_pgbouncer_keep_the_books() {
 /// included (transaction-scoped lock, through PgBouncer too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_suite_through_pgbouncer() {
-    let cluster = Arc::new(
-        tokio::task::spawn_blocking(PgCluster::start)
-            .await
-            .expect("cluster"),
-    );
-    let c = cluster.clone();
-    let Some(bouncer) = tokio::task::spawn_blocking(move || PgBouncer::start(&c, 3, ""))
-        .await
-        .expect("start")
-    else {
+    let Some((_cluster, bouncer)) = cluster_with_pgbouncer(3, "").await else {
         return;
     };
     crate::ledger::ledger_suite(&with_params(&bouncer.url("postgres"), SEED_PARAMS)).await;
