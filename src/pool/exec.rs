@@ -118,7 +118,12 @@ pub(crate) async fn run(
 /// which quotes and escapes them). A placeholder without a value is an error, not a panic.
 fn inline(stmt: &Statement) -> Result<String, sqlx::Error> {
     let values: &[sea_orm::Value] = stmt.values.as_ref().map_or(&[], |v| v.0.as_slice());
-    let highest = highest_placeholder(&stmt.sql);
+    let (lowest, highest) = placeholder_range(&stmt.sql);
+    if lowest == Some(0) {
+        return Err(sqlx::Error::Protocol(
+            "the statement uses $0; placeholders start at $1".into(),
+        ));
+    }
     if highest > values.len() {
         return Err(sqlx::Error::Protocol(format!(
             "the statement uses ${highest} but has {} value(s)",
@@ -131,9 +136,10 @@ fn inline(stmt: &Statement) -> Result<String, sqlx::Error> {
     Ok(inject_parameters(&stmt.sql, values, &PostgresQueryBuilder))
 }
 
-/// The highest `$N` in `sql` (anywhere, literals included: a conservative bound).
-fn highest_placeholder(sql: &str) -> usize {
+/// The lowest and highest `$N` in `sql` (anywhere, literals included: a conservative bound).
+fn placeholder_range(sql: &str) -> (Option<usize>, usize) {
     let bytes = sql.as_bytes();
+    let mut lowest: Option<usize> = None;
     let mut highest = 0;
     let mut i = 0;
     while i < bytes.len() {
@@ -145,13 +151,14 @@ fn highest_placeholder(sql: &str) -> usize {
             }
             if let Some(n) = sql.get(start..end).and_then(|d| d.parse::<usize>().ok()) {
                 highest = highest.max(n);
+                lowest = Some(lowest.map_or(n, |l| l.min(n)));
             }
             i = end.max(i + 1);
         } else {
             i += 1;
         }
     }
-    highest
+    (lowest, highest)
 }
 
 async fn run_inline(
@@ -273,5 +280,32 @@ pub(crate) async fn check(conn: &mut RawConn) -> Result<Verdict, sqlx::Error> {
             }
         }
         RawConn::Sqlite(c) => c.ping().await.map(|()| Verdict::Clean),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_bounded_before_values_are_written_in() {
+        assert_eq!(
+            placeholder_range("SELECT $1, $12 FROM t WHERE a = '$3'"),
+            (Some(1), 12)
+        );
+        assert_eq!(placeholder_range("SELECT 1"), (None, 0));
+        let stmt = |sql: &str, n: i32| {
+            Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                sql,
+                (0..n).map(Into::into),
+            )
+        };
+        assert!(inline(&stmt("SELECT $0", 1)).is_err());
+        assert!(inline(&stmt("SELECT $1, $2", 1)).is_err());
+        assert_eq!(
+            inline(&stmt("SELECT $1, $2", 2)).expect("inlined"),
+            "SELECT 0, 1"
+        );
     }
 }
