@@ -8,7 +8,7 @@ use serde::Serialize;
 /// A snapshot of the pool: connections, callers, statements, errors, transactions.
 ///
 /// The numbers are read one after another without a lock, so under load they may not add up
-/// exactly (`busy` is derived as `open - idle`). Where each is measured: see
+/// exactly (`idle` is derived as `open - busy`). Where each is measured: see
 /// `CONNECTION_POOLING.md`, "Monitoring".
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[non_exhaustive]
