@@ -7,6 +7,7 @@
 //!   ...), layered settings, redaction.
 //! - [`DbService`]: owns the pool (its own, under SeaORM: see `src/pool`); lazy creation,
 //!   connect with backoff, readiness, close.
+//! - [`pools`]: the primary pool and named ones (`DATABASE_URL_<NAME>`), by name.
 //! - [`transaction`]: `db.transaction(async |tx| ...)` (configured defaults) and
 //!   `db.transaction_with(opts, async |tx| ...)` with `max_wait`, `timeout`, isolation,
 //!   read-only and retries; savepoints.
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod migrate;
 mod observe;
 mod pool;
+pub mod pools;
 mod service;
 pub mod shutdown;
 mod stats;
@@ -50,6 +52,7 @@ pub use config::{Backend, ConfigError, DbConfig, PoolOptions, RedactedUrl, Setti
 pub use conn::{DbConn, DbStream};
 pub use error::{Error, Result};
 pub use pool::CloseReason;
+pub use pools::{Pools, PoolsError};
 pub use service::{DbService, LastError, Phase, PingError, READY_CACHE, Readiness};
 pub use stats::{ClosedCounts, Distribution, ErrorCounts, PoolStats, TxStats};
 pub use transaction::{Isolation, Transaction, TxError, TxOptions};

@@ -41,6 +41,8 @@ pub enum LogFormat {
 pub struct Settings {
     database_url: Option<String>,
     database_url_direct: Option<String>,
+    /// `DATABASE_URL_<NAME>`: named pools, (lower-case name, URL), sorted.
+    named: Vec<(String, String)>,
     pool: Vec<(String, String)>,
     /// Log line format (`LOG_FORMAT=pretty|json`). Default: pretty.
     pub log_format: LogFormat,
@@ -159,7 +161,18 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(source_err)?;
-        Self::from_raw(raw, app)
+        let (mut settings, values) = Self::from_raw(raw, app)?;
+        let mut named: Vec<(String, String)> = env
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix("DATABASE_URL_")?;
+                (name != "DIRECT" && !name.is_empty() && !v.is_empty())
+                    .then(|| (name.to_ascii_lowercase(), v.clone()))
+            })
+            .collect();
+        named.sort();
+        settings.named = named;
+        Ok((settings, values))
     }
 
     fn from_raw(
@@ -209,6 +222,7 @@ impl Settings {
         let settings = Self {
             database_url: ours.text("database_url").map(str::to_owned),
             database_url_direct: ours.text("database_url_direct").map(str::to_owned),
+            named: Vec::new(),
             pool,
             log_format,
             shutdown: ShutdownSettings {
@@ -229,6 +243,11 @@ impl Settings {
     /// Replaces the database URL (e.g. with a test database).
     pub fn set_database_url(&mut self, url: impl Into<String>) {
         self.database_url = Some(url.into());
+    }
+
+    /// The named pools from `DATABASE_URL_<NAME>`: (lower-case name, URL), sorted by name.
+    pub fn named_pools(&self) -> &[(String, String)] {
+        &self.named
     }
 
     /// Sets `DATABASE_URL_DIRECT` (see [`DbConfig::with_direct_url`]), replacing any configured.

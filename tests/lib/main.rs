@@ -11,4 +11,5 @@ mod deadlines;
 mod handout;
 mod pgbouncer;
 mod pool;
+mod pools;
 mod transactions;

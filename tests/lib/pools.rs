@@ -1,0 +1,94 @@
+//! Named pools: several databases in one process, each a full service with its own limits.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dbservice::{Pools, PoolsError, Settings};
+
+use crate::support::{backends_named, fresh_pg_database, select_one, unique_name, with_params};
+
+/// Two pools on two databases from `DATABASE_URL` and `DATABASE_URL_ANALYTICS`, each with
+/// its own limits, asked for by name; closing all leaves no backend on either database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_named_pools_on_two_databases() {
+    let (main_db, analytics_db) = (fresh_pg_database().await, fresh_pg_database().await);
+    let (main_app, analytics_app) = (unique_name("main"), unique_name("analytics"));
+    let env: HashMap<String, String> = [
+        (
+            "DATABASE_URL".to_owned(),
+            with_params(
+                &main_db,
+                &format!("connection_limit=3&application_name={main_app}"),
+            ),
+        ),
+        (
+            "DATABASE_URL_ANALYTICS".to_owned(),
+            with_params(
+                &analytics_db,
+                &format!("connection_limit=2&application_name={analytics_app}"),
+            ),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = Settings::from_sources(&env, dir.path()).expect("settings");
+    let pools = Pools::from_settings(&settings, None).expect("pools");
+    assert_eq!(pools.names(), ["primary", "analytics"]);
+    pools.connect().await.expect("connects");
+    let analytics = pools.get("analytics").expect("named pool");
+    assert!(
+        crate::support::eventually(Duration::from_secs(10), || async {
+            analytics.phase() == dbservice::Phase::Ready
+        })
+        .await
+    );
+    assert_eq!(pools.primary().config().pool().connection_limit, 3);
+    assert_eq!(analytics.config().pool().connection_limit, 2);
+    // Work on each lands on its own database.
+    let busy = futures::future::join_all((0..6).map(|_| async {
+        select_one(analytics).await.expect("analytics");
+        select_one(pools.primary()).await.expect("primary");
+    }))
+    .await;
+    assert_eq!(busy.len(), 6);
+    assert!(backends_named(&analytics_db, &analytics_app).await <= 2);
+    assert!(backends_named(&main_db, &main_app).await <= 3);
+    assert!(analytics.stats().queries_total >= 6);
+
+    match pools.get("reports") {
+        Err(PoolsError::Unknown { known, .. }) => assert_eq!(known, "primary, analytics"),
+        other => panic!("expected an unknown-pool error: {other:?}"),
+    }
+
+    assert!(pools.close_all(Duration::from_secs(5)).await);
+    assert_eq!(backends_named(&main_db, &main_app).await, 0);
+    assert_eq!(backends_named(&analytics_db, &analytics_app).await, 0);
+}
+
+/// A bad parameter in a named pool's URL is an error that names the pool and the parameter.
+#[tokio::test]
+async fn a_named_pools_error_names_the_pool() {
+    let env: HashMap<String, String> = [
+        (
+            "DATABASE_URL".to_owned(),
+            "postgres://u@127.0.0.1/db".to_owned(),
+        ),
+        (
+            "DATABASE_URL_REPORTS".to_owned(),
+            "postgres://u:secret@127.0.0.1/r?pool_timeout=abc".to_owned(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = Settings::from_sources(&env, dir.path()).expect("settings");
+    let err = Pools::from_settings(&settings, None).expect_err("invalid");
+    let text = err.to_string();
+    assert!(
+        text.contains("pool `reports`")
+            && text.contains("pool_timeout")
+            && !text.contains("secret"),
+        "{text}"
+    );
+}
