@@ -15,11 +15,16 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use std::sync::atomic::AtomicU64;
+
+use crate::PoolStats;
 use crate::classify::ErrorKind;
+use crate::observe::Instruments;
+use crate::pools::Pools;
 use crate::service::DbService;
 
 /// The content type of the OpenMetrics text format.
@@ -31,16 +36,6 @@ struct RequestLabels {
     method: &'static str,
     route: String,
     status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CheckLabel {
-    check: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,20 +104,15 @@ fn standard_method(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: &'static str,
-}
-
-/// The service's figures, read live at each scrape: the pool gauges and counters, the wait
-/// and statement histograms, errors by kind and transactions by outcome.
+/// The services' figures, read live at each scrape: the pool gauges and counters, the wait,
+/// statement, creation and hold histograms, errors by kind, transactions by outcome, closes
+/// by reason. One service unlabelled ([`Metrics::new`]), or every pool of a [`Pools`] with a
+/// `pool` label ([`Metrics::for_pools`]).
 #[derive(Debug)]
-struct ServiceCollector(DbService);
+enum ServiceCollector {
+    One(DbService),
+    Pools(Pools),
+}
 
 /// Encodes one metric under `name`.
 fn put(
@@ -134,167 +124,239 @@ fn put(
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
-impl Collector for ServiceCollector {
-    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
-        let s = self.0.stats();
-        let ins = self.0.instruments();
-        let gauges = [
-            (
-                "dbservice_pool_connections_open",
-                "Connections open (idle and busy)",
-                f64::from(s.open),
-            ),
-            (
-                "dbservice_pool_connections_busy",
-                "Connections checked out",
-                f64::from(s.busy),
-            ),
-            (
-                "dbservice_pool_connections_idle",
-                "Connections idle in the pool",
-                f64::from(s.idle),
-            ),
-            (
-                "dbservice_pool_connections_max",
-                "Maximum connections (connection_limit)",
-                f64::from(s.max),
-            ),
-            (
-                "dbservice_pool_connections_min",
-                "Connections kept open when idle (min_connections)",
-                f64::from(s.min),
-            ),
-            (
-                "dbservice_pool_utilization_ratio",
-                "Busy connections as a fraction of the maximum",
-                s.utilization(),
-            ),
-            (
-                "dbservice_client_queries_active",
-                "Callers holding a connection (statements and open transactions)",
-                s.active as f64,
-            ),
-            (
-                "dbservice_client_queries_wait",
-                "Callers waiting for a connection",
-                s.waiting as f64,
-            ),
-            (
-                "dbservice_pool_database_down",
-                "1 while the database is known down (callers fail fast), else 0",
-                if s.database_down { 1.0 } else { 0.0 },
-            ),
-        ];
-        for (name, help, value) in gauges {
-            put(&mut e, name, help, &ConstGauge::new(value))?;
-        }
-        // Named without the `_total` suffix: the encoder adds it to counters.
-        let counters = [
-            (
-                "dbservice_pool_connections_opened",
-                "Connections opened",
-                s.opened_total,
-            ),
-            (
-                "dbservice_pool_connection_leaks",
-                "Connections held longer than leak_detection_threshold",
-                s.leaks,
-            ),
-            (
-                "dbservice_client_queries",
-                "Statements executed",
-                s.queries_total,
-            ),
-        ];
-        for (name, help, value) in counters {
-            put(&mut e, name, help, &ConstCounter::new(value))?;
-        }
-        let closed = Family::<ReasonLabel, Counter>::default();
-        let c = s.closed;
-        for (reason, n) in crate::CloseReason::ALL.iter().zip([
-            c.idle, c.lifetime, c.max_uses, c.broken, c.unclean, c.shutdown,
-        ]) {
-            closed
-                .get_or_create(&ReasonLabel {
-                    reason: reason.label(),
-                })
-                .inc_by(n);
-        }
-        put(
-            &mut e,
+type Labels = Vec<(String, String)>;
+
+/// The gauges: name, help, value.
+fn gauges(s: &PoolStats) -> [(&'static str, &'static str, f64); 9] {
+    [
+        (
+            "dbservice_pool_connections_open",
+            "Connections open (idle and busy)",
+            f64::from(s.open),
+        ),
+        (
+            "dbservice_pool_connections_busy",
+            "Connections checked out",
+            f64::from(s.busy),
+        ),
+        (
+            "dbservice_pool_connections_idle",
+            "Connections idle in the pool",
+            f64::from(s.idle),
+        ),
+        (
+            "dbservice_pool_connections_max",
+            "Maximum connections (connection_limit)",
+            f64::from(s.max),
+        ),
+        (
+            "dbservice_pool_connections_min",
+            "Connections kept open when idle (min_connections)",
+            f64::from(s.min),
+        ),
+        (
+            "dbservice_pool_utilization_ratio",
+            "Busy connections as a fraction of the maximum",
+            s.utilization(),
+        ),
+        (
+            "dbservice_client_queries_active",
+            "Callers holding a connection (statements and open transactions)",
+            s.active as f64,
+        ),
+        (
+            "dbservice_client_queries_wait",
+            "Callers waiting for a connection",
+            s.waiting as f64,
+        ),
+        (
+            "dbservice_pool_database_down",
+            "1 while the database is known down (callers fail fast), else 0",
+            if s.database_down { 1.0 } else { 0.0 },
+        ),
+    ]
+}
+
+/// The plain counters (named without `_total`: the encoder adds it).
+fn counters(s: &PoolStats) -> [(&'static str, &'static str, u64); 3] {
+    [
+        (
+            "dbservice_pool_connections_opened",
+            "Connections opened",
+            s.opened_total,
+        ),
+        (
+            "dbservice_pool_connection_leaks",
+            "Connections held longer than leak_detection_threshold",
+            s.leaks,
+        ),
+        (
+            "dbservice_client_queries",
+            "Statements executed",
+            s.queries_total,
+        ),
+    ]
+}
+
+/// A labelled counter family: name, help, label key, (label value, count).
+type LabelledFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(&'static str, u64)>,
+);
+
+/// The labelled counters.
+fn labelled(s: &PoolStats) -> Vec<LabelledFamily> {
+    let e = s.errors;
+    let t = s.transactions;
+    let c = s.closed;
+    vec![
+        (
             "dbservice_pool_connections_closed",
             "Connections closed, by reason",
-            &closed,
-        )?;
-        let checks = Family::<CheckLabel, Counter>::default();
-        for (check, n) in [("ping", s.checkout_pings), ("state", s.checkout_checks)] {
-            checks.get_or_create(&CheckLabel { check }).inc_by(n);
-        }
-        put(
-            &mut e,
+            "reason",
+            crate::CloseReason::ALL
+                .iter()
+                .map(|r| r.label())
+                .zip([
+                    c.idle, c.lifetime, c.max_uses, c.broken, c.unclean, c.shutdown,
+                ])
+                .collect(),
+        ),
+        (
             "dbservice_pool_checkout_checks",
             "Round trips made at checkout: pings after idle, state checks of suspect connections",
-            &checks,
-        )?;
-        put(
-            &mut e,
+            "check",
+            vec![("ping", s.checkout_pings), ("state", s.checkout_checks)],
+        ),
+        (
+            "dbservice_client_errors",
+            "Errors by kind",
+            "kind",
+            ErrorKind::ALL
+                .iter()
+                .map(|k| k.label())
+                .zip([
+                    e.pool_timeout,
+                    e.query_timeout,
+                    e.pool_closed,
+                    e.connection,
+                    e.statement_timeout,
+                    e.serialization,
+                    e.constraint,
+                    e.query,
+                ])
+                .collect(),
+        ),
+        (
+            "dbservice_transactions",
+            "Transactions by outcome",
+            "outcome",
+            vec![
+                ("commit", t.commit),
+                ("rollback", t.rollback),
+                ("timeout", t.timeout),
+                ("max_wait", t.max_wait),
+                ("retry", t.retry),
+                ("commit_unknown", t.commit_unknown),
+            ],
+        ),
+    ]
+}
+
+/// The histograms: name, help, the instrument's histogram.
+fn histograms(ins: &Instruments) -> [(&'static str, &'static str, &Histogram); 4] {
+    [
+        (
             "dbservice_pool_connection_create_seconds",
             "Time to open a connection",
             &ins.create_histogram,
-        )?;
-        put(
-            &mut e,
+        ),
+        (
             "dbservice_pool_connection_hold_seconds",
             "Time a connection was held by its caller (a statement or a transaction)",
             &ins.hold_histogram,
-        )?;
-        put(
-            &mut e,
+        ),
+        (
             "dbservice_client_queries_duration_seconds",
             "Statement execution time",
             &ins.query_histogram,
-        )?;
-        put(
-            &mut e,
+        ),
+        (
             "dbservice_client_queries_wait_seconds",
             "Time spent waiting for a connection",
             &ins.wait_histogram,
-        )?;
-        let errors = Family::<KindLabel, Counter>::default();
-        let c = s.errors;
-        for (kind, n) in ErrorKind::ALL.iter().zip([
-            c.pool_timeout,
-            c.query_timeout,
-            c.pool_closed,
-            c.connection,
-            c.statement_timeout,
-            c.serialization,
-            c.constraint,
-            c.query,
-        ]) {
-            errors
-                .get_or_create(&KindLabel { kind: kind.label() })
-                .inc_by(n);
+        ),
+    ]
+}
+
+impl Collector for ServiceCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        // (pool label, statistics, service) for each service.
+        let services: Vec<(Labels, PoolStats, &DbService)> = match self {
+            ServiceCollector::One(db) => vec![(Vec::new(), db.stats(), db)],
+            ServiceCollector::Pools(pools) => pools
+                .iter()
+                .map(|(name, db, _)| (vec![("pool".to_owned(), name.to_owned())], db.stats(), db))
+                .collect(),
+        };
+        let labelled_by_pool = matches!(self, ServiceCollector::Pools(_));
+        let Some(&(_, ref first, first_db)) = services.first() else {
+            return Ok(());
+        };
+        for (i, (name, help, _)) in gauges(first).into_iter().enumerate() {
+            if labelled_by_pool {
+                let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+                for (labels, s, _) in &services {
+                    if let Some((_, _, v)) = gauges(s).get(i) {
+                        family.get_or_create(labels).set(*v);
+                    }
+                }
+                put(&mut e, name, help, &family)?;
+            } else if let Some((_, _, v)) = gauges(first).get(i) {
+                put(&mut e, name, help, &ConstGauge::new(*v))?;
+            }
         }
-        put(&mut e, "dbservice_client_errors", "Errors by kind", &errors)?;
-        let tx = Family::<OutcomeLabel, Counter>::default();
-        let t = s.transactions;
-        for (outcome, n) in [
-            ("commit", t.commit),
-            ("rollback", t.rollback),
-            ("timeout", t.timeout),
-            ("max_wait", t.max_wait),
-            ("retry", t.retry),
-            ("commit_unknown", t.commit_unknown),
-        ] {
-            tx.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
+        for (i, (name, help, _)) in counters(first).into_iter().enumerate() {
+            if labelled_by_pool {
+                let family = Family::<Labels, Counter>::default();
+                for (labels, s, _) in &services {
+                    if let Some((_, _, v)) = counters(s).get(i) {
+                        family.get_or_create(labels).inc_by(*v);
+                    }
+                }
+                put(&mut e, name, help, &family)?;
+            } else if let Some((_, _, v)) = counters(first).get(i) {
+                put(&mut e, name, help, &ConstCounter::new(*v))?;
+            }
         }
-        put(
-            &mut e,
-            "dbservice_transactions",
-            "Transactions by outcome",
-            &tx,
-        )
+        for (i, (name, help, key, _)) in labelled(first).into_iter().enumerate() {
+            let family = Family::<Labels, Counter>::default();
+            for (labels, s, _) in &services {
+                if let Some((_, _, _, values)) = labelled(s).get(i) {
+                    for (value, n) in values {
+                        let mut l = labels.clone();
+                        l.push((key.to_owned(), (*value).to_owned()));
+                        family.get_or_create(&l).inc_by(*n);
+                    }
+                }
+            }
+            put(&mut e, name, help, &family)?;
+        }
+        for (i, (name, help, hist)) in histograms(first_db.instruments()).into_iter().enumerate() {
+            if labelled_by_pool {
+                let mut m = e.encode_descriptor(name, help, None, hist.metric_type())?;
+                for (labels, _, db) in &services {
+                    if let Some((_, _, h)) = histograms(db.instruments()).get(i) {
+                        h.encode(m.encode_family(labels)?)?;
+                    }
+                }
+            } else {
+                put(&mut e, name, help, hist)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -309,8 +371,18 @@ pub struct Metrics {
 impl Metrics {
     /// The metrics of `db` and, if given, `http`.
     pub fn new(db: &DbService, http: Option<&HttpMetrics>) -> Self {
+        Self::build(ServiceCollector::One(db.clone()), http)
+    }
+
+    /// The metrics of every pool in `pools`, each series with a `pool` label (`primary` and
+    /// the named pools), and, if given, `http`.
+    pub fn for_pools(pools: &Pools, http: Option<&HttpMetrics>) -> Self {
+        Self::build(ServiceCollector::Pools(pools.clone()), http)
+    }
+
+    fn build(collector: ServiceCollector, http: Option<&HttpMetrics>) -> Self {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(ServiceCollector(db.clone())));
+        registry.register_collector(Box::new(collector));
         if let Some(http) = http {
             registry.register(
                 "dbservice_http_requests",

@@ -56,6 +56,24 @@ async fn two_named_pools_on_two_databases() {
     assert!(backends_named(&main_db, &main_app).await <= 3);
     assert!(analytics.stats().queries_total >= 6);
 
+    // Every pool's series carry its name; each family is declared once.
+    let text = dbservice::metrics::Metrics::for_pools(&pools, None).render();
+    for series in [
+        "dbservice_pool_connections_max{pool=\"primary\"} 3",
+        "dbservice_pool_connections_max{pool=\"analytics\"} 2",
+        "dbservice_client_errors_total{pool=\"analytics\",kind=\"pool_timeout\"} 0",
+        "dbservice_client_queries_duration_seconds_count{pool=\"analytics\"}",
+        "dbservice_pool_connections_closed_total{pool=\"primary\",reason=\"idle\"}",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    assert_eq!(
+        text.matches("# TYPE dbservice_pool_connections_open ")
+            .count(),
+        1,
+        "{text}"
+    );
+
     match pools.get("reports") {
         Err(PoolsError::Unknown { known, .. }) => assert_eq!(known, "primary, analytics"),
         other => panic!("expected an unknown-pool error: {other:?}"),
