@@ -1,5 +1,6 @@
-//! Health endpoints for actix-web: mount [`scope()`] and put a `web::Data<DbService>` in the
-//! app data.
+//! Health endpoints for actix-web: mount [`scope()`] and put a `web::Data<DbService>` (the
+//! primary) in the app data; with named pools, a `web::Data<Pools>` too: `/health/db` then lists
+//! every pool and `/health/ready` fails for a failing *required* pool, naming it.
 //!
 //! - `GET /health/live`: 200 while the process serves HTTP. Never touches the database, so a
 //!   database outage does not make Kubernetes restart healthy pods.
@@ -23,6 +24,7 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use actix_web::{HttpResponse, Scope, web};
 use serde_json::json;
 
+use crate::pools::Pools;
 use crate::service::{DbService, Phase, PingError, Readiness};
 use crate::stats::PoolStats;
 use crate::time::rfc3339;
@@ -80,7 +82,11 @@ fn pool_check(stats: &PoolStats, status: &str, now: &str) -> serde_json::Value {
     }])
 }
 
-async fn ready(db: web::Data<DbService>, opts: Option<web::Data<HealthOptions>>) -> HttpResponse {
+async fn ready(
+    db: web::Data<DbService>,
+    opts: Option<web::Data<HealthOptions>>,
+    pools: Option<web::Data<Pools>>,
+) -> HttpResponse {
     let show = opts.is_some_and(|o| o.details);
     let now = rfc3339::format(SystemTime::now());
     let phase = db.phase();
@@ -166,12 +172,57 @@ async fn ready(db: web::Data<DbService>, opts: Option<web::Data<HealthOptions>>)
     if let Some(output) = output {
         body["output"] = json!(output);
     }
+    let (mut code, mut status) = (code, status);
+    // Named pools (with a `Pools` in the app data): a required one that fails fails readiness
+    // and is named; an optional one only shows as `warn` in its own check.
+    if let Some(pools) = pools {
+        for (name, other, required) in pools.iter().skip(1) {
+            let failing = other.phase() != Phase::Ready || other.readiness().await.result.is_err();
+            let verdict = match (failing, required) {
+                (false, _) => "pass",
+                (true, true) => "fail",
+                (true, false) => "warn",
+            };
+            body["checks"][format!("database:pool:{name}")] = json!([{
+                "componentType": "datastore",
+                "observedValue": other.stats(),
+                "observedUnit": "connections",
+                "status": verdict,
+                "time": now,
+                "required": required,
+            }]);
+            if failing && required && status != "fail" {
+                status = "fail";
+                code = StatusCode::SERVICE_UNAVAILABLE;
+                body["output"] = json!(format!("required pool `{name}` is failing"));
+            } else if failing && status == "pass" {
+                status = "warn";
+            }
+        }
+        body["status"] = json!(status);
+    }
     respond(code, body)
 }
 
 /// `GET /health/db`: phase, redacted configuration, pool statistics, alert level, last error.
 /// Mount it where only operators reach it (see [`probes`]).
-pub async fn details(db: web::Data<DbService>) -> HttpResponse {
+pub async fn details(db: web::Data<DbService>, pools: Option<web::Data<Pools>>) -> HttpResponse {
+    let mut body = pool_details(&db);
+    // With a `Pools` in the app data, every named pool too, under `pools`.
+    if let Some(pools) = pools {
+        let mut named = serde_json::Map::new();
+        for (name, other, required) in pools.iter().skip(1) {
+            let mut d = pool_details(other);
+            d["required"] = json!(required);
+            named.insert(name.to_owned(), d);
+        }
+        body["pools"] = serde_json::Value::Object(named);
+    }
+    respond(StatusCode::OK, body)
+}
+
+/// One pool's details: phase, statistics, alert level, redacted configuration, last error.
+fn pool_details(db: &DbService) -> serde_json::Value {
     let phase = db.phase();
     let stats = db.stats();
     let cfg = db.config().pool();
@@ -188,22 +239,19 @@ pub async fn details(db: web::Data<DbService>) -> HttpResponse {
         Phase::Ready => "pass",
         _ => "fail",
     };
-    respond(
-        StatusCode::OK,
-        json!({
-            "status": status,
-            "phase": phase,
-            "backend": db.backend(),
-            "pool": stats,
-            "alert": {
-                "level": level,
-                "utilization_percent": percent,
-                "warn_percent": cfg.utilization_warn_percent,
-                "critical_percent": cfg.utilization_critical_percent,
-            },
-            "config": db.config(),
-            "last_error": db.last_error(),
-            "time": rfc3339::format(SystemTime::now()),
-        }),
-    )
+    json!({
+        "status": status,
+        "phase": phase,
+        "backend": db.backend(),
+        "pool": stats,
+        "alert": {
+            "level": level,
+            "utilization_percent": percent,
+            "warn_percent": cfg.utilization_warn_percent,
+            "critical_percent": cfg.utilization_critical_percent,
+        },
+        "config": db.config(),
+        "last_error": db.last_error(),
+        "time": rfc3339::format(SystemTime::now()),
+    })
 }

@@ -110,3 +110,79 @@ async fn a_named_pools_error_names_the_pool() {
         "{text}"
     );
 }
+
+/// With a `Pools` in the app data, `/health/db` lists every pool, and `/health/ready` fails
+/// for a failing *required* pool (naming it), not for an optional one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_lists_every_pool_and_readiness_follows_the_required_ones() {
+    use actix_web::{App, test, web};
+    let (main_db, other_db) = (fresh_pg_database().await, fresh_pg_database().await);
+    let primary = crate::support::connected_service(&main_db).await;
+    let analytics =
+        crate::support::connected_service(&with_params(&other_db, "connection_limit=2")).await;
+    // A pool whose database is gone (a stopped private cluster).
+    let cluster = crate::support::private_cluster().await;
+    let gone_url = with_params(
+        &cluster.url("postgres"),
+        "connect_retry_timeout=0&connect_timeout=1s",
+    );
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.stop_server())
+        .await
+        .expect("stopped");
+    let dead = || {
+        dbservice::DbService::new(dbservice::DbConfig::from_url(&gone_url).expect("valid"))
+            .expect("service")
+    };
+    let mut pools = Pools::new(primary.clone());
+    pools
+        .add("analytics", analytics.clone(), false)
+        .expect("add");
+    pools.add("archive", dead(), false).expect("add");
+    let app = |pools: Pools| {
+        App::new()
+            .app_data(web::Data::new(pools.primary().clone()))
+            .app_data(web::Data::new(pools))
+            .service(dbservice::health::scope())
+    };
+    let svc = test::init_service(app(pools.clone())).await;
+    let details: serde_json::Value = test::call_and_read_body_json(
+        &svc,
+        test::TestRequest::get().uri("/health/db").to_request(),
+    )
+    .await;
+    assert_eq!(
+        details["pool"]["max"],
+        primary.config().pool().connection_limit
+    );
+    assert_eq!(details["pools"]["analytics"]["pool"]["max"], 2);
+    assert_eq!(details["pools"]["archive"]["required"], false);
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::get().uri("/health/ready").to_request(),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        200,
+        "an optional pool down does not fail readiness"
+    );
+
+    let mut strict = pools.clone();
+    strict.add("billing", dead(), true).expect("add");
+    let svc = test::init_service(app(strict)).await;
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::get().uri("/health/ready").to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 503);
+    let body: serde_json::Value = test::read_body_json(res).await;
+    assert!(
+        body["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("billing")),
+        "{body}"
+    );
+    assert!(pools.close_all(Duration::from_secs(5)).await);
+}
