@@ -171,8 +171,15 @@ impl Pools {
     /// failure is returned, naming its pool); the others connect in the background and log
     /// a failure.
     pub async fn connect(&self) -> Result<(), PoolsError> {
+        self.connect_some(self.iter()).await
+    }
+
+    async fn connect_some<'a>(
+        &'a self,
+        which: impl Iterator<Item = (&'a str, &'a DbService, bool)>,
+    ) -> Result<(), PoolsError> {
         let mut waited = Vec::new();
-        for (name, db, required) in self.iter() {
+        for (name, db, required) in which {
             if required {
                 waited.push(async move {
                     db.connect().await.map_err(|source| PoolsError::Service {
@@ -193,6 +200,12 @@ impl Pools {
             result?;
         }
         Ok(())
+    }
+
+    /// Connects the named pools only (the primary is connected by its own startup, e.g.
+    /// [`DbService::start`] with migrations): like [`connect`](Self::connect) otherwise.
+    pub async fn connect_named(&self) -> Result<(), PoolsError> {
+        self.connect_some(self.iter().skip(1)).await
     }
 
     /// Closes every pool concurrently within one `bound` in all; returns whether all closed

@@ -18,7 +18,7 @@ use dbservice::http::ApiError;
 use dbservice::http::RequestTimeout;
 use dbservice::metrics::Metrics;
 use dbservice::shutdown::{self, ShutdownSettings};
-use dbservice::{DbService, Error, Result, health, migrate, telemetry};
+use dbservice::{DbService, Error, Pools, Result, health, migrate, telemetry};
 
 /// Where the demo keeps its data when `DATABASE_URL` is unset (see the migration crate).
 pub use migration::DEMO_DATABASE_URL as DEFAULT_DATABASE_URL;
@@ -29,6 +29,8 @@ pub struct Application {
     management_port: Option<u16>,
     server: Server,
     db: DbService,
+    /// The primary and the named pools (`DATABASE_URL_<NAME>`).
+    pools: Pools,
     shutdown: ShutdownSettings,
 }
 
@@ -39,6 +41,20 @@ impl Application {
     pub fn build(settings: &DemoSettings) -> Result<Self> {
         let config = settings.core.db_config(Some(DEFAULT_DATABASE_URL))?;
         let db = DbService::new(config)?;
+        let mut pools = Pools::new(db.clone());
+        for (name, url) in settings.core.named_pools() {
+            let named = dbservice::DbConfig::from_url(url)
+                .map_err(Error::from)
+                .and_then(DbService::new)
+                .and_then(|named| {
+                    pools
+                        .add(name, named, false)
+                        .map_err(|e| Error::Startup(e.to_string()))
+                })
+                .map_err(|e| Error::Startup(format!("pool `{name}`: {e}")));
+            named?;
+        }
+        let named_pools = (pools.names().len() > 1).then(|| web::Data::new(pools.clone()));
         let http = &settings.http;
         let public = listeners::bind(&settings.host, settings.port, http.backlog)?;
         let port = listeners::port_of(&public)?;
@@ -61,9 +77,13 @@ impl Application {
         let http_metrics = settings
             .metrics
             .then(|| web::Data::new(dbservice::metrics::HttpMetrics::default()));
-        let metrics = http_metrics
-            .as_ref()
-            .map(|http| web::Data::new(Metrics::new(&db, Some(http))));
+        let metrics = http_metrics.as_ref().map(|http| {
+            web::Data::new(if named_pools.is_some() {
+                Metrics::for_pools(&pools, Some(http))
+            } else {
+                Metrics::new(&db, Some(http))
+            })
+        });
         let mut server = HttpServer::new(move || {
             let mut app = App::new()
                 // Outermost first in the log: a request cut off by its deadline is logged and
@@ -89,6 +109,9 @@ impl Application {
                 .configure(|cfg| routes::configure(cfg, diagnostics));
             if let Some(d) = &deadline {
                 app = app.app_data(d.clone());
+            }
+            if let Some(p) = &named_pools {
+                app = app.app_data(p.clone());
             }
             match (&http_metrics, &metrics) {
                 (Some(http), Some(registry)) => app
@@ -122,6 +145,7 @@ impl Application {
             management_port,
             server,
             db,
+            pools,
             shutdown: settings.core.shutdown,
         })
     }
@@ -156,7 +180,12 @@ impl Application {
         let mut server = tokio::spawn(self.server);
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
         let db = self.db.clone();
+        let pools = self.pools.clone();
         let startup = tokio::spawn(async move {
+            // Named pools connect in the background; readiness follows the primary.
+            if pools.names().len() > 1 {
+                let _ = pools.connect_named().await;
+            }
             tracing::info!(url = %db.config().redacted_url(), "connecting to the database");
             let result = db
                 .start(|db| async move { migrate::run::<migration::Migrator>(&db).await })
@@ -189,6 +218,8 @@ impl Application {
             settings.grace = std::time::Duration::ZERO;
         }
         shutdown::drain(&self.db, handle, server, &settings, force).await;
+        // The primary is closed by the drain; the named pools within the same bound.
+        let _ = self.pools.close_all(settings.pool_close_timeout).await;
         outcome
     }
 }

@@ -250,6 +250,14 @@ impl Settings {
         &self.named
     }
 
+    /// Adds (or replaces) a named pool as if `DATABASE_URL_<NAME>` were set.
+    pub fn set_named_pool(&mut self, name: impl Into<String>, url: impl Into<String>) {
+        let name = name.into().to_ascii_lowercase();
+        self.named.retain(|(n, _)| *n != name);
+        self.named.push((name, url.into()));
+        self.named.sort();
+    }
+
     /// Sets `DATABASE_URL_DIRECT` (see [`DbConfig::with_direct_url`]), replacing any configured.
     pub fn set_database_url_direct(&mut self, url: impl Into<String>) {
         self.database_url_direct = Some(url.into());

@@ -144,3 +144,53 @@ async fn transfer_past_max_wait_is_a_503_with_retry_after() {
     assert_eq!(balance["balance_cents"], 100, "nothing moved");
     app.stop().await.expect("clean shutdown");
 }
+
+/// A named pool (`DATABASE_URL_ANALYTICS`) beside the primary: its series carry
+/// `pool="analytics"` in `/metrics`, `/health/db` lists it, and shutdown closes it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_pool_is_served_measured_and_closed() {
+    let analytics_db = fresh_pg_database().await;
+    let name = crate::support::unique_name("analytics");
+    let url = with_params(
+        &analytics_db,
+        &format!("connection_limit=2&application_name={name}"),
+    );
+    let app = spawn_app(&fresh_pg_database().await, |s| {
+        s.core.set_named_pool("analytics", &url)
+    })
+    .await;
+    app.wait_ready(Duration::from_secs(30)).await;
+    assert!(
+        crate::support::eventually(Duration::from_secs(10), || async {
+            let (_, db) = app.get("/health/db").await;
+            db["pools"]["analytics"]["phase"] == "ready"
+        })
+        .await,
+        "the named pool connects in the background"
+    );
+    let (_, db) = app.get("/health/db").await;
+    assert_eq!(db["pools"]["analytics"]["pool"]["max"], 2, "{db}");
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        text.contains("dbservice_pool_connections_max{pool=\"analytics\"} 2")
+            && text.contains("dbservice_pool_connections_open{pool=\"primary\"}"),
+        "{text}"
+    );
+    assert!(backends_named(&analytics_db, &name).await >= 1);
+    app.stop().await.expect("clean shutdown");
+    assert!(
+        crate::support::eventually(Duration::from_secs(5), || async {
+            backends_named(&analytics_db, &name).await == 0
+        })
+        .await,
+        "shutdown closed the named pool"
+    );
+}
