@@ -182,16 +182,7 @@ async fn hostile_methods_and_paths_do_not_grow_the_metrics() {
             .filter(|l| l.starts_with("dbservice_http_"))
             .count()
     };
-    let scrape = async || {
-        app.client
-            .get(format!("{}/metrics", app.address))
-            .send()
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("text")
-    };
+    let scrape = async || app.metrics_text().await;
     for method in ["X0", "X1"] {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let _ = app

@@ -170,15 +170,7 @@ async fn a_named_pool_is_served_measured_and_closed() {
     );
     let (_, db) = app.get("/health/db").await;
     assert_eq!(db["pools"]["analytics"]["pool"]["max"], 2, "{db}");
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let text = app.metrics_text().await;
     assert!(
         text.contains("dbservice_pool_connections_max{pool=\"analytics\"} 2")
             && text.contains("dbservice_pool_connections_open{pool=\"primary\"}"),

@@ -80,6 +80,18 @@ pub async fn spawn_app(url: &str, tweak: impl FnOnce(&mut DemoSettings)) -> Test
 
 impl TestApp {
     /// `GET path` → (status, JSON body or Null).
+    /// `GET /metrics` as text.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body")
+    }
+
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let res = self
             .client
