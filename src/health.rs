@@ -176,8 +176,14 @@ async fn ready(
     // Named pools (with a `Pools` in the app data): a required one that fails fails readiness
     // and is named; an optional one only shows as `warn` in its own check.
     if let Some(pools) = pools {
-        for (name, other, required) in pools.iter().skip(1) {
-            let failing = other.phase() != Phase::Ready || other.readiness().await.result.is_err();
+        // Checked concurrently: each check is bounded by its pool's health_check_timeout, and
+        // readiness must not take the sum of them.
+        let named: Vec<_> = pools.iter().skip(1).collect();
+        let failing = futures_util::future::join_all(named.iter().map(|(_, other, _)| async {
+            other.phase() != Phase::Ready || other.readiness().await.result.is_err()
+        }))
+        .await;
+        for ((name, other, required), failing) in named.into_iter().zip(failing) {
             let verdict = match (failing, required) {
                 (false, _) => "pass",
                 (true, true) => "fail",

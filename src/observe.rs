@@ -83,6 +83,17 @@ impl Window {
     }
 }
 
+/// The counter of `key` in `slots`, which are in the order of `all`.
+fn slot<'a, K: PartialEq>(all: &[K], slots: &'a [AtomicU64], key: K) -> Option<&'a AtomicU64> {
+    all.iter()
+        .position(|k| *k == key)
+        .and_then(|i| slots.get(i))
+}
+
+fn load(slot: Option<&AtomicU64>) -> u64 {
+    slot.map_or(0, |a| a.load(Ordering::Relaxed))
+}
+
 /// The service's own instruments.
 #[derive(Debug)]
 pub(crate) struct Instruments {
@@ -178,24 +189,14 @@ impl Instruments {
 
     /// A connection was closed.
     pub fn on_closed(&self, reason: CloseReason) {
-        if let Some(slot) = CloseReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .and_then(|i| self.closed.get(i))
-        {
+        if let Some(slot) = slot(&CloseReason::ALL, &self.closed, reason) {
             slot.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Connections closed so far, by reason.
     pub fn closed_counts(&self) -> ClosedCounts {
-        let get = |r: CloseReason| {
-            CloseReason::ALL
-                .iter()
-                .position(|x| *x == r)
-                .and_then(|i| self.closed.get(i))
-                .map_or(0, |a| a.load(Ordering::Relaxed))
-        };
+        let get = |r| load(slot(&CloseReason::ALL, &self.closed, r));
         ClosedCounts {
             idle: get(CloseReason::Idle),
             lifetime: get(CloseReason::Lifetime),
@@ -225,11 +226,7 @@ impl Instruments {
         if matches!(kind, ErrorKind::Connection | ErrorKind::QueryTimeout) {
             self.connection_failed();
         }
-        if let Some(slot) = ErrorKind::ALL
-            .iter()
-            .position(|k| *k == kind)
-            .and_then(|i| self.errors.get(i))
-        {
+        if let Some(slot) = slot(&ErrorKind::ALL, &self.errors, kind) {
             slot.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -256,13 +253,7 @@ impl Instruments {
     }
 
     pub fn error_counts(&self) -> ErrorCounts {
-        let get = |k: ErrorKind| {
-            ErrorKind::ALL
-                .iter()
-                .position(|x| *x == k)
-                .and_then(|i| self.errors.get(i))
-                .map_or(0, |a| a.load(Ordering::Relaxed))
-        };
+        let get = |k| load(slot(&ErrorKind::ALL, &self.errors, k));
         ErrorCounts {
             pool_timeout: get(ErrorKind::PoolTimeout),
             query_timeout: get(ErrorKind::QueryTimeout),

@@ -10,7 +10,7 @@ use sea_orm::{DbErr, RuntimeErr, sqlx};
 
 use super::Manager;
 use super::conn::{CloseReason, Conn};
-use super::exec::{self, Op, Output};
+use super::exec::{self, Mode, Op, Output};
 use super::holds::Site;
 use crate::classify::query_deadline_passed;
 
@@ -31,8 +31,9 @@ impl std::fmt::Debug for Pooled {
 /// Whether a statement that completed leaves the session as it found it. SeaORM's own
 /// statements start with one of these words; anything else (`BEGIN`, `SET`, `LOCK`,
 /// `PREPARE`, a block of several statements...) may have changed the session, so the
-/// connection gets the check before it is handed out again.
-fn leaves_session_alone(sql: &str) -> bool {
+/// connection gets the check before it is handed out again. A prepared statement is one
+/// statement by protocol; only text sent as such (`single: false`) is scanned for more.
+fn leaves_session_alone(sql: &str, single: bool) -> bool {
     let word = sql
         .trim_start()
         .split(|c: char| !c.is_ascii_alphabetic())
@@ -41,7 +42,7 @@ fn leaves_session_alone(sql: &str) -> bool {
     ["select", "insert", "update", "delete", "with", "values"]
         .iter()
         .any(|w| word.eq_ignore_ascii_case(w))
-        && !sql.trim_end().trim_end_matches(';').contains(';')
+        && (single || !sql.trim_end().trim_end_matches(';').contains(';'))
 }
 
 /// Whether a driver error leaves the connection unusable.
@@ -87,11 +88,13 @@ impl Pooled {
             None => Ok(work.await),
         };
         let sql = op.sql();
+        let single = !matches!(op, Op::Unprepared(_)) && !matches!(*conn.mode, Mode::Inline { .. });
+        let clean_after = |conn: &Conn| !conn.in_tx && leaves_session_alone(sql, single);
         let result = match outcome {
             // Abandoned mid-flight: stays suspect, checked before its next use.
             Err(d) => Err(query_deadline_passed(d)),
             Ok(Ok(out)) => {
-                conn.suspect = conn.in_tx || !leaves_session_alone(sql);
+                conn.suspect = !clean_after(conn);
                 Ok(out)
             }
             Ok(Err(e)) => {
@@ -99,7 +102,7 @@ impl Pooled {
                     conn.broken = true;
                 } else if matches!(e, sqlx::Error::Database(_)) {
                     // The server answered: the session is as the error left it.
-                    conn.suspect = conn.in_tx || !leaves_session_alone(sql);
+                    conn.suspect = !clean_after(conn);
                 }
                 Err(wrap(op, e))
             }

@@ -93,8 +93,8 @@ impl DbService {
         T: Send + 'a,
         E: std::error::Error + Send + 'static,
     {
-        let site = Some(Location::caller());
-        self.run_transaction(self.tx_options(), body, site)
+        // `#[track_caller]` chains: transaction_with sees our caller's location.
+        self.transaction_with(self.tx_options(), body)
     }
 
     /// Runs `body` in a transaction with `opts`; commits if it returns `Ok`, rolls back

@@ -117,7 +117,6 @@ async fn a_saturated_pool_timeout_names_the_longest_hold() {
         .begin(TxOptions::default())
         .await
         .expect("holds the only connection");
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let err = select_one(&db).await.expect_err("no connection");
     match acquire_error(&err) {
         Some(AcquireError::Saturated {
@@ -150,14 +149,15 @@ async fn connect_timeout_bounds_every_connection_the_pool_opens() {
     let proxy = FaultProxy::start(&base, Duration::ZERO).await;
     let db = service(&with_params(
         &proxy.url,
-        "connection_limit=2&connect_timeout=300ms&pool_timeout=1s&fail_fast_after=0&idle_timeout=0",
+        "connection_limit=2&connect_timeout=300ms&pool_timeout=1s&fail_fast_after=0&idle_timeout=0&query_timeout=1s&ping_timeout=200ms",
     ))
     .await;
     // The open connections die and the database stops answering: the pool must open new
     // ones through the frozen proxy.
     proxy.blackhole(true);
     proxy.reset_all();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Whatever the old connection does (reset, or blackholed until query_timeout), it fails
+    // and is not reused.
     let _ = db.conn().execute_unprepared("SELECT 1").await;
     let started = Instant::now();
     let err = db
