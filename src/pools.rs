@@ -2,7 +2,8 @@
 //! full [`DbService`] (statistics, transactions, deadlines, health) with its own parameters.
 //!
 //! Configure named pools with `DATABASE_URL_<NAME>` (e.g. `DATABASE_URL_ANALYTICS`; the pool
-//! is `analytics`), each with its own pool parameters in its URL query; build them with
+//! is `analytics`), each with its own pool parameters in its URL query, or in the config file
+//! as `[pools.<name>]` (`url`, `required`, pool parameters); build them with
 //! [`Pools::from_settings`], or add services yourself with [`Pools::add`]. Hold the registry
 //! once (in `web::Data`, or beside the process-wide instance) and ask it by name.
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::config::{ConfigError, DbConfig, Settings};
+use crate::config::{ConfigError, Settings};
 use crate::service::DbService;
 
 /// The primary pool's name.
@@ -80,9 +81,9 @@ impl Pools {
     }
 
     /// Builds the primary pool from `settings` (as [`Settings::db_config`] does) and one pool
-    /// per `DATABASE_URL_<NAME>`, each configured by its own URL. Must be called inside a
-    /// tokio runtime (see [`DbService::new`]). Named pools built here are not required for
-    /// readiness; use [`add`](Self::add) for one that is.
+    /// per named pool ([`Settings::named_pools`]: `[pools.<name>]`, `DATABASE_URL_<NAME>`),
+    /// each configured by its own URL and table. Must be called inside a tokio runtime (see
+    /// [`DbService::new`]).
     pub fn from_settings(
         settings: &Settings,
         default_url: Option<&str>,
@@ -93,22 +94,31 @@ impl Pools {
                 pool: PRIMARY.into(),
                 source,
             })?;
-        let service = |pool: &str, config: DbConfig| {
-            DbService::new(config).map_err(|source| PoolsError::Service {
-                pool: pool.to_owned(),
-                source,
-            })
-        };
-        let mut pools = Self::new(service(PRIMARY, config)?);
-        for (name, url) in settings.named_pools() {
-            let config = DbConfig::from_url(url).map_err(|source| PoolsError::Config {
-                pool: name.clone(),
+        let primary = DbService::new(config).map_err(|source| PoolsError::Service {
+            pool: PRIMARY.into(),
+            source,
+        })?;
+        let mut pools = Self::new(primary);
+        pools.add_from_settings(settings)?;
+        Ok(pools)
+    }
+
+    /// Adds the named pools of `settings` ([`Settings::named_pools`]) to this registry; the
+    /// first error names its pool.
+    pub fn add_from_settings(&mut self, settings: &Settings) -> Result<(), PoolsError> {
+        for named in settings.named_pools() {
+            let pool = || named.name.clone();
+            let config = named.db_config().map_err(|source| PoolsError::Config {
+                pool: pool(),
                 source,
             })?;
-            let db = service(name, config)?;
-            pools.add(name, db, false)?;
+            let db = DbService::new(config).map_err(|source| PoolsError::Service {
+                pool: pool(),
+                source,
+            })?;
+            self.add(&named.name, db, named.required)?;
         }
-        Ok(pools)
+        Ok(())
     }
 
     /// Adds a named pool; `required`: readiness fails while it is unreachable, and

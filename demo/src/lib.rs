@@ -42,18 +42,9 @@ impl Application {
         let config = settings.core.db_config(Some(DEFAULT_DATABASE_URL))?;
         let db = DbService::new(config)?;
         let mut pools = Pools::new(db.clone());
-        for (name, url) in settings.core.named_pools() {
-            let named = dbservice::DbConfig::from_url(url)
-                .map_err(Error::from)
-                .and_then(DbService::new)
-                .and_then(|named| {
-                    pools
-                        .add(name, named, false)
-                        .map_err(|e| Error::Startup(e.to_string()))
-                })
-                .map_err(|e| Error::Startup(format!("pool `{name}`: {e}")));
-            named?;
-        }
+        pools
+            .add_from_settings(&settings.core)
+            .map_err(|e| Error::Startup(e.to_string()))?;
         let named_pools = (pools.names().len() > 1).then(|| web::Data::new(pools.clone()));
         let http = &settings.http;
         let public = listeners::bind(&settings.host, settings.port, http.backlog)?;

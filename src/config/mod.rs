@@ -23,7 +23,7 @@ pub use self::duration::MAX_DURATION;
 use self::duration::{parse_duration, parse_optional_duration};
 pub use self::error::ConfigError;
 pub use self::redact::RedactedUrl;
-pub use self::settings::{AppKeys, AppValues, LIBRARY_KEYS, LogFormat, Settings};
+pub use self::settings::{AppKeys, AppValues, LIBRARY_KEYS, LogFormat, NamedPool, Settings};
 pub use self::shutdown::ShutdownSettings;
 pub use self::tls::TlsMode;
 pub use self::url::Backend;

@@ -41,8 +41,8 @@ pub enum LogFormat {
 pub struct Settings {
     database_url: Option<String>,
     database_url_direct: Option<String>,
-    /// `DATABASE_URL_<NAME>`: named pools, (lower-case name, URL), sorted.
-    named: Vec<(String, String)>,
+    /// Named pools (`[pools.<name>]` in the file, `DATABASE_URL_<NAME>`), sorted by name.
+    named: Vec<NamedPool>,
     pool: Vec<(String, String)>,
     /// Log line format (`LOG_FORMAT=pretty|json`). Default: pretty.
     pub log_format: LogFormat,
@@ -74,7 +74,43 @@ pub struct AppKeys<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct AppValues(HashMap<String, String>);
 
+/// One named pool's settings: `[pools.<name>]` in the config file (`url`, `required`, and
+/// any pool parameter), or `DATABASE_URL_<NAME>` in the environment (which replaces the file's
+/// `url` for the same name). Its own URL query wins over `params`, as for the primary.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NamedPool {
+    /// The pool's name, lower case.
+    pub name: String,
+    /// Its database URL.
+    pub url: String,
+    /// Pool parameters from the file's table.
+    pub params: Vec<(String, String)>,
+    /// Whether readiness waits for it and fails while it fails. Default: false.
+    pub required: bool,
+}
+
+impl std::fmt::Debug for NamedPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedPool")
+            .field("name", &self.name)
+            .field("url", &"<set, not shown>")
+            .field("params", &self.params)
+            .field("required", &self.required)
+            .finish()
+    }
+}
+
+impl NamedPool {
+    /// The validated configuration: the URL on top of the table's pool parameters. Errors
+    /// are the parameter's; [`Pools`](crate::Pools) adds the pool's name.
+    pub fn db_config(&self) -> Result<DbConfig, ConfigError> {
+        DbConfig::from_parts(&self.url, &self.params)
+    }
+}
+
 /// A scalar from any source: TOML keeps numbers and booleans typed, the environment does not.
+/// Tables appear only under `pools` (`[pools.<name>]`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum Scalar {
@@ -82,6 +118,7 @@ enum Scalar {
     Int(i64),
     Float(f64),
     Bool(bool),
+    Table(std::collections::BTreeMap<String, Scalar>),
 }
 
 impl std::fmt::Display for Scalar {
@@ -91,6 +128,7 @@ impl std::fmt::Display for Scalar {
             Scalar::Int(i) => write!(f, "{i}"),
             Scalar::Float(x) => write!(f, "{x}"),
             Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Table(_) => f.write_str("<table>"),
         }
     }
 }
@@ -162,16 +200,14 @@ impl Settings {
             .and_then(|c| c.try_deserialize())
             .map_err(source_err)?;
         let (mut settings, values) = Self::from_raw(raw, app)?;
-        let mut named: Vec<(String, String)> = env
-            .iter()
-            .filter_map(|(k, v)| {
-                let name = k.strip_prefix("DATABASE_URL_")?;
-                (name != "DIRECT" && !name.is_empty() && !v.is_empty())
-                    .then(|| (name.to_ascii_lowercase(), v.clone()))
-            })
-            .collect();
-        named.sort();
-        settings.named = named;
+        for (k, v) in env {
+            let Some(name) = k.strip_prefix("DATABASE_URL_") else {
+                continue;
+            };
+            if name != "DIRECT" && !name.is_empty() && !v.is_empty() {
+                settings.set_named_pool(name, v.clone());
+            }
+        }
         Ok((settings, values))
     }
 
@@ -182,11 +218,18 @@ impl Settings {
         let mut ours = AppValues::default();
         let mut theirs = AppValues::default();
         let mut pool: Vec<(String, String)> = Vec::new();
+        let mut named = Vec::new();
         for (key, value) in raw {
             if key == "config" {
                 continue;
             }
-            if LIBRARY_KEYS.contains(&key.as_str()) {
+            if key == "pools" {
+                named = named_pools(value)?;
+            } else if let Scalar::Table(_) = value {
+                return Err(ConfigError::Source(format!(
+                    "`{key}` is a table; only `pools` holds tables (`[pools.<name>]`)"
+                )));
+            } else if LIBRARY_KEYS.contains(&key.as_str()) {
                 ours.0.insert(key, value.to_string());
             } else if POOL_KEYS.contains(&key.as_str()) {
                 pool.push((key, value.to_string()));
@@ -222,7 +265,7 @@ impl Settings {
         let settings = Self {
             database_url: ours.text("database_url").map(str::to_owned),
             database_url_direct: ours.text("database_url_direct").map(str::to_owned),
-            named: Vec::new(),
+            named,
             pool,
             log_format,
             shutdown: ShutdownSettings {
@@ -245,17 +288,28 @@ impl Settings {
         self.database_url = Some(url.into());
     }
 
-    /// The named pools from `DATABASE_URL_<NAME>`: (lower-case name, URL), sorted by name.
-    pub fn named_pools(&self) -> &[(String, String)] {
+    /// The named pools (`[pools.<name>]`, `DATABASE_URL_<NAME>`), sorted by name.
+    pub fn named_pools(&self) -> &[NamedPool] {
         &self.named
     }
 
-    /// Adds (or replaces) a named pool as if `DATABASE_URL_<NAME>` were set.
+    /// Sets a named pool's URL as if `DATABASE_URL_<NAME>` were set: replaces the URL of a
+    /// pool of that name from the file (keeping its parameters), or adds an optional pool.
     pub fn set_named_pool(&mut self, name: impl Into<String>, url: impl Into<String>) {
         let name = name.into().to_ascii_lowercase();
-        self.named.retain(|(n, _)| *n != name);
-        self.named.push((name, url.into()));
-        self.named.sort();
+        let url = url.into();
+        match self.named.iter_mut().find(|p| p.name == name) {
+            Some(pool) => pool.url = url,
+            None => {
+                self.named.push(NamedPool {
+                    name,
+                    url,
+                    params: Vec::new(),
+                    required: false,
+                });
+                self.named.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+        }
     }
 
     /// Sets `DATABASE_URL_DIRECT` (see [`DbConfig::with_direct_url`]), replacing any configured.
@@ -306,6 +360,58 @@ impl std::fmt::Debug for Settings {
             .field("shutdown", &self.shutdown)
             .finish()
     }
+}
+
+/// `[pools.<name>]` tables: `url` (required), `required`, and pool parameters.
+fn named_pools(value: Scalar) -> Result<Vec<NamedPool>, ConfigError> {
+    let Scalar::Table(tables) = value else {
+        return Err(ConfigError::Source(
+            "`pools` must be a table of named pools (`[pools.<name>]` with `url = ...`)".into(),
+        ));
+    };
+    let mut named = Vec::new();
+    for (name, table) in tables {
+        let name = name.to_ascii_lowercase();
+        let in_pool = |reason: String| ConfigError::Source(format!("[pools.{name}]: {reason}"));
+        let Scalar::Table(entries) = table else {
+            return Err(in_pool("expected a table (`url = ...`)".into()));
+        };
+        let mut url = None;
+        let mut required = false;
+        let mut params = Vec::new();
+        for (key, value) in entries {
+            match (key.as_str(), value) {
+                ("url", Scalar::Text(u)) => url = Some(u),
+                ("url", _) => return Err(in_pool("`url` must be a string".into())),
+                ("required", Scalar::Bool(b)) => required = b,
+                ("required", other) => {
+                    required = super::parse_bool("required", &other.to_string())
+                        .map_err(|e| in_pool(e.to_string()))?;
+                }
+                (_, Scalar::Table(_)) => {
+                    return Err(in_pool(format!("`{key}` must be a value, not a table")));
+                }
+                (k, v) if POOL_KEYS.contains(&k) => params.push((k.to_owned(), v.to_string())),
+                _ => {
+                    return Err(in_pool(format!(
+                        "unknown setting `{key}`; known: url, required, {}",
+                        POOL_KEYS.join(", ")
+                    )));
+                }
+            }
+        }
+        let Some(url) = url.filter(|u| !u.is_empty()) else {
+            return Err(in_pool("`url` is missing".into()));
+        };
+        params.sort();
+        named.push(NamedPool {
+            name,
+            url,
+            params,
+            required,
+        });
+    }
+    Ok(named)
 }
 
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {

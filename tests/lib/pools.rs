@@ -111,6 +111,84 @@ async fn a_named_pools_error_names_the_pool() {
     );
 }
 
+/// `[pools.<name>]` in the config file: its URL, its own pool parameters and whether it is
+/// required; `DATABASE_URL_<NAME>` replaces the file's URL and keeps the rest; a bad value
+/// names the pool and the parameter.
+#[tokio::test]
+async fn named_pools_from_the_config_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let write =
+        |text: &str| std::fs::write(dir.path().join("dbservice.toml"), text).expect("write");
+    write(
+        r#"
+database_url = "postgres://u@127.0.0.1/main"
+
+[pools.analytics]
+url = "postgres://u:secret@127.0.0.1/analytics"
+connection_limit = 3
+required = true
+
+[pools.Archive]
+url = "postgres://u@127.0.0.1/archive?connection_limit=4"
+pool_timeout = "2s"
+"#,
+    );
+    let env: HashMap<String, String> = [(
+        "DATABASE_URL_ARCHIVE".to_owned(),
+        "postgres://u@127.0.0.1/archive2".to_owned(),
+    )]
+    .into_iter()
+    .collect();
+    let settings = Settings::from_sources(&env, dir.path()).expect("settings");
+    let pools = Pools::from_settings(&settings, None).expect("pools");
+    assert_eq!(pools.names(), ["primary", "analytics", "archive"]);
+    let required: Vec<(&str, bool)> = pools.iter().map(|(n, _, r)| (n, r)).collect();
+    assert_eq!(
+        required,
+        [("primary", true), ("analytics", true), ("archive", false)]
+    );
+    let analytics = pools.get("analytics").expect("analytics").config().pool();
+    assert_eq!(analytics.connection_limit, 3);
+    // The environment's URL replaced the file's (and with it the file URL's query), the
+    // table's parameters stay.
+    let archive = pools.get("archive").expect("archive").config();
+    assert!(archive.redacted_url().to_string().ends_with("/archive2"));
+    assert_eq!(archive.pool().pool_timeout, Some(Duration::from_secs(2)));
+    assert_ne!(archive.pool().connection_limit, 4);
+
+    write(
+        r#"
+[pools.analytics]
+url = "postgres://u:secret@127.0.0.1/analytics"
+connection_limit = "many"
+"#,
+    );
+    let settings = Settings::from_sources(&HashMap::new(), dir.path()).expect("settings");
+    let err = Pools::from_settings(&settings, Some("postgres://u@127.0.0.1/main"))
+        .expect_err("bad value");
+    let text = err.to_string();
+    assert!(
+        text.contains("pool `analytics`")
+            && text.contains("connection_limit")
+            && text.contains("many"),
+        "{text}"
+    );
+    write("[pools.analytics]\nconnection_limit = 3\n");
+    let err = Settings::from_sources(&HashMap::new(), dir.path()).expect_err("no url");
+    assert!(
+        err.to_string()
+            .contains("[pools.analytics]: `url` is missing"),
+        "{err}"
+    );
+    write("[pools.analytics]\nurl = \"postgres://u@h/d\"\nconection_limit = 3\n");
+    let err = Settings::from_sources(&HashMap::new(), dir.path()).expect_err("typo");
+    assert!(
+        err.to_string()
+            .contains("unknown setting `conection_limit`"),
+        "{err}"
+    );
+}
+
 /// With a `Pools` in the app data, `/health/db` lists every pool, and `/health/ready` fails
 /// for a failing *required* pool (naming it), not for an optional one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
