@@ -11,12 +11,14 @@
 //! [`DbConn::raw`] is a separate SeaORM connection (one connection) for migrations.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, StreamTrait};
 
 use crate::classify::{safe_to_rerun, sqlstate};
-use crate::pool::{Op, Output, Pool, RowStream, to_db_err};
+use crate::pool::{Op, Output, Pool, Pooled, RowStream, to_db_err};
+use crate::replica::{CURRENT_POSITION_SQL, HighWater, is_read, position_in};
 
 /// The service's SeaORM executor; cheap to clone.
 #[derive(Clone)]
@@ -26,6 +28,8 @@ pub struct DbConn {
     backend: DbBackend,
     deadline: Option<Duration>,
     stream_bound: Option<Duration>,
+    /// With read replicas: the instance's write position, advanced after each write.
+    high_water: Option<Arc<HighWater>>,
 }
 
 impl std::fmt::Debug for DbConn {
@@ -46,6 +50,7 @@ impl DbConn {
         backend: DbBackend,
         deadline: Option<Duration>,
         stream_bound: Option<Duration>,
+        high_water: Option<Arc<HighWater>>,
     ) -> Self {
         Self {
             pool,
@@ -53,6 +58,7 @@ impl DbConn {
             backend,
             deadline,
             stream_bound,
+            high_water,
         }
     }
 
@@ -71,21 +77,71 @@ impl DbConn {
     /// do harm: after `idle_session_timeout` (57P05, sent only to idle sessions), and after
     /// `pg_terminate_backend` (57P01) only for a `SELECT`, since a backend killed while
     /// waiting for a synchronous standby reports 57P01 after its local commit.
-    async fn run(&self, op: Op<'_>) -> Result<Output, DbErr> {
+    pub(crate) async fn run(&self, op: Op<'_>) -> Result<Output, DbErr> {
+        self.run_bounded(op, None).await
+    }
+
+    /// [`run`](Self::run) with the wait for a connection bounded by `bound` (and
+    /// `pool_timeout`), and no WARN line when that wait times out: for a caller with somewhere
+    /// else to go (a replica read falls back to the primary).
+    pub(crate) async fn run_within(
+        &self,
+        op: Op<'_>,
+        bound: Option<Duration>,
+    ) -> Result<Output, DbErr> {
+        self.run_bounded(op, Some(bound)).await
+    }
+
+    async fn run_bounded(
+        &self,
+        op: Op<'_>,
+        quiet: Option<Option<Duration>>,
+    ) -> Result<Output, DbErr> {
         let ins = &self.pool.shared().instruments;
-        let mut result = self.run_once(op).await;
+        let mut result = self.run_once(op, quiet).await;
         if let Err(e) = &result
             && safe_to_rerun(sqlstate(e).as_deref(), op.sql())
         {
             ins.on_error(e);
-            result = self.run_once(op).await;
+            result = self.run_once(op, quiet).await;
         }
         result.inspect_err(|e| ins.on_error(e))
     }
 
-    async fn run_once(&self, op: Op<'_>) -> Result<Output, DbErr> {
-        let mut conn = self.pool.acquire(None, None).await.map_err(to_db_err)?;
-        conn.run(op, self.deadline).await
+    async fn run_once(&self, op: Op<'_>, quiet: Option<Option<Duration>>) -> Result<Output, DbErr> {
+        let acquired = match quiet {
+            None => self.pool.acquire(None, None).await,
+            Some(bound) => self.pool.acquire_quiet(bound).await,
+        };
+        let mut conn = acquired.map_err(to_db_err)?;
+        let out = conn.run(op, self.deadline).await?;
+        if let Some(high_water) = &self.high_water
+            && !is_read(op.sql())
+        {
+            self.note_position(&mut conn, high_water).await;
+        }
+        Ok(out)
+    }
+
+    /// After a write outside a transaction: the primary's position, on the same connection
+    /// (one more round trip, only with replicas configured), so reads see the write.
+    async fn note_position(&self, conn: &mut Pooled, high_water: &HighWater) {
+        match conn
+            .run(Op::UnpreparedRows(CURRENT_POSITION_SQL), self.deadline)
+            .await
+        {
+            Ok(Output::All(rows)) => match position_in(&rows) {
+                Some(p) => high_water.advance(p.0),
+                None => tracing::warn!(
+                    "no WAL position after a write; reads from replicas may not show it"
+                ),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "no WAL position after a write; reads from replicas may not show it"
+            ),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`DbService`]: owns the pool (its own, under SeaORM: see `src/pool`); lazy creation,
 //!   connect with backoff, readiness, close.
 //! - [`pools`]: the primary pool and named ones (`DATABASE_URL_<NAME>`), by name.
+//! - [`replica`]: read replicas (`DATABASE_REPLICA_URLS`) with read-your-writes, `db.read()`.
 //! - [`transaction`]: `db.transaction(async |tx| ...)` (configured defaults) and
 //!   `db.transaction_with(opts, async |tx| ...)` with `max_wait`, `timeout`, isolation,
 //!   read-only and retries; savepoints.
@@ -40,6 +41,7 @@ pub mod migrate;
 mod observe;
 mod pool;
 pub mod pools;
+pub mod replica;
 mod service;
 pub mod shutdown;
 mod stats;

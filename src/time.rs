@@ -13,3 +13,18 @@ pub(crate) mod rfc3339 {
         s.serialize_str(&format(*t))
     }
 }
+
+/// [`rfc3339`] for an optional timestamp (`null` when unset).
+pub(crate) mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&super::rfc3339::format(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}

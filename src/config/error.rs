@@ -84,6 +84,14 @@ pub enum ConfigError {
         /// The driver's message, scrubbed of the password.
         message: String,
     },
+    /// One of the `DATABASE_REPLICA_URLS` is invalid (counted from 1, in the order given).
+    #[error("replica {replica} in DATABASE_REPLICA_URLS: {source}")]
+    Replica {
+        /// Which replica, from 1.
+        replica: usize,
+        /// What is wrong with it.
+        source: Box<ConfigError>,
+    },
     /// The layered configuration (config file, environment, `.env`) could not be read.
     #[error("could not load settings: {0}")]
     Source(String),

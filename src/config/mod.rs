@@ -38,6 +38,8 @@ pub struct DbConfig {
     url: SplitUrl,
     /// `DATABASE_URL_DIRECT`: a real session for migrations and their lock (behind PgBouncer).
     direct: Option<SplitUrl>,
+    /// `DATABASE_REPLICA_URLS` and the replica bounds.
+    replicas: Option<Box<crate::replica::ReplicaConfig>>,
     secrets: Vec<String>,
     pool: PoolOptions,
     tls: Option<TlsMode>,
@@ -248,6 +250,7 @@ impl DbConfig {
             tls: tls::resolve(&split),
             url: split,
             direct: None,
+            replicas: None,
             secrets,
             pool,
         })
@@ -293,6 +296,36 @@ impl DbConfig {
         Ok(self)
     }
 
+    /// Adds read replicas of this (PostgreSQL) database: reads through
+    /// [`DbService::read`](crate::DbService::read) go to them (see [`crate::replica`]).
+    ///
+    /// ```
+    /// use dbservice::{DbConfig, replica::ReplicaConfig};
+    /// let cfg = DbConfig::from_url("postgres://app:s@primary/app")?
+    ///     .with_replicas(ReplicaConfig::from_urls("postgres://app:s@replica/app", &[])?)?;
+    /// assert_eq!(cfg.replicas().map(|r| r.len()), Some(1));
+    /// assert!(DbConfig::from_url("sqlite::memory:")?
+    ///     .with_replicas(ReplicaConfig::from_urls("postgres://app:s@replica/app", &[])?)
+    ///     .is_err());
+    /// # Ok::<(), dbservice::ConfigError>(())
+    /// ```
+    pub fn with_replicas(
+        mut self,
+        replicas: crate::replica::ReplicaConfig,
+    ) -> Result<Self, ConfigError> {
+        replicas.validate(self.url.backend)?;
+        for r in &replicas.replicas {
+            self.secrets.extend(r.secrets.iter().cloned());
+        }
+        self.replicas = Some(Box::new(replicas));
+        Ok(self)
+    }
+
+    /// The read replicas, if any.
+    pub fn replicas(&self) -> Option<&crate::replica::ReplicaConfig> {
+        self.replicas.as_deref()
+    }
+
     /// `DATABASE_URL_DIRECT`, password masked, if set.
     pub fn redacted_direct_url(&self) -> Option<RedactedUrl> {
         self.direct.as_ref().map(SplitUrl::redacted)
@@ -336,6 +369,7 @@ impl std::fmt::Debug for DbConfig {
             .field("direct_url", &self.redacted_direct_url())
             .field("backend", &self.url.backend)
             .field("pool", &self.pool)
+            .field("replicas", &self.replicas)
             .finish()
     }
 }
@@ -351,6 +385,8 @@ impl Serialize for DbConfig {
             tls: Option<&'a TlsMode>,
             #[serde(flatten)]
             pool: &'a PoolOptions,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            replicas: Option<&'a crate::replica::ReplicaConfig>,
         }
         Shown {
             url: self.redacted_url(),
@@ -358,6 +394,7 @@ impl Serialize for DbConfig {
             backend: self.url.backend,
             tls: self.tls(),
             pool: &self.pool,
+            replicas: self.replicas(),
         }
         .serialize(serializer)
     }

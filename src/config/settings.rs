@@ -23,6 +23,9 @@ use super::duration::{parse_duration, parse_optional_duration};
 use super::error::ConfigError;
 use super::shutdown::ShutdownSettings;
 use super::url::POOL_KEYS;
+use crate::replica::{
+    DEFAULT_REPLICA_CHECK_INTERVAL, DEFAULT_REPLICA_MAX_LAG, DEFAULT_REPLICA_WAIT, ReplicaConfig,
+};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -41,6 +44,10 @@ pub enum LogFormat {
 pub struct Settings {
     database_url: Option<String>,
     database_url_direct: Option<String>,
+    /// `DATABASE_REPLICA_URLS` as written.
+    replica_urls: Option<String>,
+    /// `replica_wait`, `replica_max_lag`, `replica_check_interval`.
+    replica_bounds: (Duration, Duration, Duration),
     /// Named pools (`[pools.<name>]` in the file, `DATABASE_URL_<NAME>`), sorted by name.
     named: Vec<NamedPool>,
     pool: Vec<(String, String)>,
@@ -55,6 +62,10 @@ pub struct Settings {
 pub const LIBRARY_KEYS: &[&str] = &[
     "database_url",
     "database_url_direct",
+    "database_replica_urls",
+    "replica_wait",
+    "replica_max_lag",
+    "replica_check_interval",
     "log_format",
     "shutdown_grace",
     "drain_timeout",
@@ -188,6 +199,7 @@ impl Settings {
         let bare = [
             ("DATABASE_URL", "database_url"),
             ("DATABASE_URL_DIRECT", "database_url_direct"),
+            ("DATABASE_REPLICA_URLS", "database_replica_urls"),
             ("LOG_FORMAT", "log_format"),
         ];
         for (var, key) in bare.iter().chain(app.bare) {
@@ -265,6 +277,12 @@ impl Settings {
         let settings = Self {
             database_url: ours.text("database_url").map(str::to_owned),
             database_url_direct: ours.text("database_url_direct").map(str::to_owned),
+            replica_urls: ours.text("database_replica_urls").map(str::to_owned),
+            replica_bounds: (
+                ours.duration("replica_wait", DEFAULT_REPLICA_WAIT)?,
+                ours.positive_duration("replica_max_lag", DEFAULT_REPLICA_MAX_LAG)?,
+                ours.positive_duration("replica_check_interval", DEFAULT_REPLICA_CHECK_INTERVAL)?,
+            ),
             named,
             pool,
             log_format,
@@ -333,11 +351,26 @@ impl Settings {
             .as_deref()
             .or(default_url)
             .ok_or(ConfigError::MissingUrl)?;
-        let config = DbConfig::from_parts(url, &self.pool)?;
-        match &self.database_url_direct {
-            Some(direct) => config.with_direct_url(direct),
-            None => Ok(config),
+        let mut config = DbConfig::from_parts(url, &self.pool)?;
+        if let Some(direct) = &self.database_url_direct {
+            config = config.with_direct_url(direct)?;
         }
+        if let Some(urls) = &self.replica_urls {
+            let (wait, max_lag, every) = self.replica_bounds;
+            // The file's and environment's pool parameters apply to the replicas too (each
+            // replica's own URL query wins), so they are sized like the primary by default.
+            let replicas = ReplicaConfig::from_urls(urls, &self.pool)?
+                .wait(wait)
+                .max_lag(max_lag)
+                .check_interval(every);
+            config = config.with_replicas(replicas)?;
+        }
+        Ok(config)
+    }
+
+    /// Sets `DATABASE_REPLICA_URLS` (see [`DbConfig::with_replicas`]).
+    pub fn set_replica_urls(&mut self, urls: impl Into<String>) {
+        self.replica_urls = Some(urls.into());
     }
 }
 
@@ -355,6 +388,11 @@ impl std::fmt::Debug for Settings {
                     .as_ref()
                     .map(|_| "<set, not shown>"),
             )
+            .field(
+                "database_replica_urls",
+                &self.replica_urls.as_ref().map(|_| "<set, not shown>"),
+            )
+            .field("replica_bounds", &self.replica_bounds)
             .field("pool", &self.pool)
             .field("log_format", &self.log_format)
             .field("shutdown", &self.shutdown)

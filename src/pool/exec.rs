@@ -35,6 +35,8 @@ pub(crate) enum Mode {
 pub(crate) enum Op<'a> {
     Execute(&'a Statement),
     Unprepared(&'a str),
+    /// Unprepared SQL (one or more statements, simple protocol) whose rows are wanted.
+    UnpreparedRows(&'a str),
     One(&'a Statement),
     All(&'a Statement),
 }
@@ -56,13 +58,13 @@ impl Op<'_> {
     pub fn sql(&self) -> &str {
         match self {
             Op::Execute(s) | Op::One(s) | Op::All(s) => &s.sql,
-            Op::Unprepared(sql) => sql,
+            Op::Unprepared(sql) | Op::UnpreparedRows(sql) => sql,
         }
     }
 
     /// SeaORM reports failed executions as `DbErr::Exec` and failed queries as `DbErr::Query`.
     pub fn is_query(&self) -> bool {
-        matches!(self, Op::One(_) | Op::All(_))
+        matches!(self, Op::One(_) | Op::All(_) | Op::UnpreparedRows(_))
     }
 }
 
@@ -82,6 +84,10 @@ macro_rules! run_on {
                 .execute(&mut *$conn)
                 .await
                 .map(|r| Output::Exec(r.into())),
+            Op::UnpreparedRows(sql) => sqlx::raw_sql(AssertSqlSafe(sql))
+                .fetch_all(&mut *$conn)
+                .await
+                .map(|rows| Output::All(rows.into_iter().map(Into::into).collect())),
             Op::One(s) => sqlx::query_with(AssertSqlSafe(s.sql.as_str()), values(s))
                 .persistent($persistent)
                 .fetch_optional(&mut *$conn)
@@ -167,7 +173,7 @@ async fn run_inline(
     prefix: &str,
 ) -> Result<Output, sqlx::Error> {
     let body = match op {
-        Op::Unprepared(sql) => sql.to_owned(),
+        Op::Unprepared(sql) | Op::UnpreparedRows(sql) => sql.to_owned(),
         Op::Execute(s) | Op::One(s) | Op::All(s) => inline(s)?,
     };
     let sql = if prefix.is_empty() {
@@ -184,7 +190,7 @@ async fn run_inline(
             .fetch_optional(&mut *c)
             .await
             .map(|r| Output::One(r.map(Into::into))),
-        Op::All(_) => q
+        Op::All(_) | Op::UnpreparedRows(_) => q
             .fetch_all(&mut *c)
             .await
             .map(|rows| Output::All(rows.into_iter().map(Into::into).collect())),

@@ -253,6 +253,21 @@ impl Pool {
         bound: Option<Duration>,
         site: Site,
     ) -> Result<Pooled, AcquireError> {
+        self.acquire_logged(bound, site, true).await
+    }
+
+    /// [`acquire`](Self::acquire) without the WARN line on a timeout: for callers that have
+    /// somewhere else to go (a read that falls back from a replica to the primary).
+    pub async fn acquire_quiet(&self, bound: Option<Duration>) -> Result<Pooled, AcquireError> {
+        self.acquire_logged(bound, None, false).await
+    }
+
+    async fn acquire_logged(
+        &self,
+        bound: Option<Duration>,
+        site: Site,
+        warn: bool,
+    ) -> Result<Pooled, AcquireError> {
         let limit = match (self.shared.limits.pool_timeout, bound) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -280,16 +295,16 @@ impl Pool {
                 return Err(AcquireError::Closed);
             }
             if self.shared.reach.is_down() && self.pool.status().available == 0 {
-                return Err(self.unreachable(started.elapsed(), true));
+                return Err(self.unreachable(started.elapsed(), true, warn));
             }
             let remaining = limit.map(|l| l.saturating_sub(started.elapsed()));
             if remaining.is_some_and(|r| r.is_zero()) {
-                return Err(self.timed_out(started.elapsed()));
+                return Err(self.timed_out(started.elapsed(), warn));
             }
             let got = match remaining {
                 Some(r) => match tokio::time::timeout(r, self.pool.get()).await {
                     Ok(got) => got,
-                    Err(_) => return Err(self.timed_out(started.elapsed())),
+                    Err(_) => return Err(self.timed_out(started.elapsed(), warn)),
                 },
                 None => self.pool.get().await,
             };
@@ -307,7 +322,7 @@ impl Pool {
         }
     }
 
-    fn unreachable(&self, waited: Duration, fail_fast: bool) -> AcquireError {
+    fn unreachable(&self, waited: Duration, fail_fast: bool, warn: bool) -> AcquireError {
         let last = self.shared.reach.last_failure();
         let e = AcquireError::Unreachable {
             waited,
@@ -315,7 +330,7 @@ impl Pool {
             ago: last.as_ref().map_or(Duration::ZERO, |l| l.ago),
             cause: last.map_or_else(|| "unknown".to_owned(), |l| l.cause),
         };
-        if !fail_fast {
+        if warn && !fail_fast {
             tracing::warn!(error = %e, "pool timeout");
         }
         e
@@ -323,9 +338,9 @@ impl Pool {
 
     /// Why a wait of `waited` ended without a connection: the database failed to connect
     /// during it, or every connection was busy.
-    fn timed_out(&self, waited: Duration) -> AcquireError {
+    fn timed_out(&self, waited: Duration, warn: bool) -> AcquireError {
         if self.shared.reach.failed_within(waited).is_some() {
-            return self.unreachable(waited, false);
+            return self.unreachable(waited, false, warn);
         }
         let status = self.pool.status();
         let longest = self.shared.holds.longest();
@@ -344,7 +359,9 @@ impl Pool {
             longest_hold: longest.map(|l| l.held),
             held_at: longest.map(|l| holds::describe_site(l.site)),
         };
-        tracing::warn!(error = %e, "pool timeout");
+        if warn {
+            tracing::warn!(error = %e, "pool timeout");
+        }
         e
     }
 

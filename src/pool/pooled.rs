@@ -88,7 +88,8 @@ impl Pooled {
             None => Ok(work.await),
         };
         let sql = op.sql();
-        let single = !matches!(op, Op::Unprepared(_)) && !matches!(*conn.mode, Mode::Inline { .. });
+        let single = !matches!(op, Op::Unprepared(_) | Op::UnpreparedRows(_))
+            && !matches!(*conn.mode, Mode::Inline { .. });
         let clean_after = |conn: &Conn| !conn.in_tx && leaves_session_alone(sql, single);
         let result = match outcome {
             // Abandoned mid-flight: stays suspect, checked before its next use.

@@ -24,6 +24,7 @@ use crate::conn::DbConn;
 use crate::error::{Error, Result};
 use crate::observe::Instruments;
 use crate::pool::{Pool, Pooled};
+use crate::replica::{HighWater, Need, Reader, Replica, ReplicaStats, Replicas, WalPosition};
 use crate::stats::{PoolStats, TxCounters};
 
 /// A cheap-to-clone handle to one database pool and its state.
@@ -51,6 +52,8 @@ struct Inner {
     tx: TxCounters,
     tasks: Arc<Tasks>,
     readiness: ReadinessSlot,
+    /// `DATABASE_REPLICA_URLS`: the replicas reads go to, and this instance's write position.
+    replicas: Option<Arc<Replicas>>,
 }
 
 /// The most recent database error the service saw (redacted), for `/health/db`.
@@ -105,6 +108,26 @@ impl DbService {
             Backend::MySql => sea_orm::DbBackend::MySql,
             Backend::Sqlite => sea_orm::DbBackend::Sqlite,
         };
+        let replicas = match config.replicas() {
+            Some(rc) => {
+                let mut list = Vec::with_capacity(rc.len());
+                for (i, replica) in rc.replicas.iter().enumerate() {
+                    list.push(Replica::new(
+                        format!("replica_{}", i + 1),
+                        DbService::new(replica.clone())?,
+                    ));
+                }
+                let set = Arc::new(Replicas::new(
+                    list,
+                    rc.clone(),
+                    Arc::new(HighWater::default()),
+                ));
+                tokio::spawn(crate::replica::probe::run(Arc::downgrade(&set)));
+                Some(set)
+            }
+            None => None,
+        };
+        let high_water = replicas.as_ref().map(|r| r.high_water.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 conn: DbConn::new(
@@ -113,6 +136,7 @@ impl DbService {
                     backend,
                     p.query_timeout,
                     p.stream_timeout,
+                    high_water,
                 ),
                 instruments,
                 pool,
@@ -123,6 +147,7 @@ impl DbService {
                 tx: TxCounters::default(),
                 tasks,
                 readiness: ReadinessSlot::default(),
+                replicas,
             }),
         })
     }
@@ -131,6 +156,60 @@ impl DbService {
     /// at most `pool_timeout`) for a connection; see [`DbConn`].
     pub fn conn(&self) -> &DbConn {
         &self.inner.conn
+    }
+
+    /// A SeaORM executor for reads: each statement goes to a read replica that has replayed
+    /// every write this instance committed before it (read-your-writes), waiting at most
+    /// `replica_wait` for one, else to the primary. Without replicas, the primary. See
+    /// [`crate::replica`] for the model and [`Reader`] for what it accepts.
+    pub fn read(&self) -> Reader {
+        Reader::new(self.clone(), Need::Instance)
+    }
+
+    /// Like [`read`](Self::read), but waits for `position` (a token a client brought back from
+    /// a write, possibly served by another instance) instead of this instance's writes.
+    pub fn read_after(&self, position: WalPosition) -> Reader {
+        Reader::new(self.clone(), Need::At(position))
+    }
+
+    /// Like [`read`](Self::read), for reads that need no particular write: any replica in
+    /// rotation (at most `replica_max_lag` behind), no wait.
+    pub fn read_any(&self) -> Reader {
+        Reader::new(self.clone(), Need::Any)
+    }
+
+    /// The furthest WAL position this instance's writes reached on the primary: a token for
+    /// [`read_after`](Self::read_after). `None` without replicas (no position is tracked) or
+    /// before the first write.
+    pub fn write_position(&self) -> Option<WalPosition> {
+        let at = self.inner.replicas.as_ref()?.high_water.get();
+        (at > 0).then_some(WalPosition(at))
+    }
+
+    /// The read replicas' state and where reads went; `None` without replicas.
+    pub fn replica_stats(&self) -> Option<ReplicaStats> {
+        self.inner.replicas.as_ref().map(|r| r.stats())
+    }
+
+    /// Each replica's own service (its pool, statistics, health), named `replica_1`, ...
+    pub fn replica_services(&self) -> Vec<(&str, &DbService)> {
+        self.inner.replicas.as_ref().map_or_else(Vec::new, |r| {
+            r.list.iter().map(|x| (x.name.as_str(), &x.db)).collect()
+        })
+    }
+
+    pub(crate) fn replicas(&self) -> Option<&Replicas> {
+        self.inner.replicas.as_deref()
+    }
+
+    /// The instance's write position, to advance after a commit (with replicas only).
+    pub(crate) fn high_water(&self) -> Option<Arc<HighWater>> {
+        self.inner.replicas.as_ref().map(|r| r.high_water.clone())
+    }
+
+    /// A replica's service is ready once its first check passes (it has no connect of its own).
+    pub(crate) fn mark_ready(&self) {
+        self.inner.lifecycle.mark_ready();
     }
 
     pub(crate) fn pool(&self) -> &Pool {
@@ -354,6 +433,22 @@ impl DbService {
     pub async fn close(&self, bound: Duration) -> bool {
         self.inner.lifecycle.mark_draining();
         let started = Instant::now();
+        // The replicas close beside the primary, within the same bound.
+        let replicas = async {
+            let Some(set) = &self.inner.replicas else {
+                return true;
+            };
+            set.closed.store(true, Ordering::Release);
+            futures_util::future::join_all(set.list.iter().map(|r| r.db.close(bound)))
+                .await
+                .into_iter()
+                .all(|closed| closed)
+        };
+        let (closed, replicas_closed) = tokio::join!(self.close_primary(bound, started), replicas);
+        closed && replicas_closed
+    }
+
+    async fn close_primary(&self, bound: Duration, started: Instant) -> bool {
         // New callers are refused at once; the ones already holding a connection (COMMITs
         // and ROLLBACKs in their tasks included) finish and give it back.
         let closed = self.inner.pool.close(bound).await;

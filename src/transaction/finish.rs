@@ -8,7 +8,8 @@ use sea_orm::DbErr;
 use super::bump;
 use super::error::TxError;
 use crate::classify::is_server_timeout;
-use crate::pool::{Op, Pooled};
+use crate::pool::{Op, Output, Pooled};
+use crate::replica::{COMMIT_WITH_POSITION_SQL, HighWater, position_in};
 use crate::service::Tasks;
 use crate::stats::TxCounters;
 
@@ -29,19 +30,35 @@ pub(super) fn commit_bound(timeout: Duration, ping_timeout: Duration) -> Duratio
 /// waits at most `bound`; a server that does not answer within it is frozen or gone, and the
 /// caller gets a connection error (no SQLSTATE) instead of a hang. For COMMIT that error
 /// means the outcome is unknown (see [`DbService::commit_outcome`](crate::DbService)).
+///
+/// With read replicas (`track`), a COMMIT carries `SELECT pg_current_wal_lsn()` in the same
+/// message, and the position advances the instance's write position before the caller hears
+/// of the commit: any read it starts afterwards waits for a replica to show the write.
 pub(super) async fn finish_detached(
     tasks: &Arc<Tasks>,
     mut conn: Pooled,
     commit: bool,
     bound: Duration,
+    track: Option<Arc<HighWater>>,
 ) -> Result<(), DbErr> {
     let what = if commit { "COMMIT" } else { "ROLLBACK" };
     // The task's own bound: a COMMIT/ROLLBACK the server never answers is abandoned, and the
     // connection, still inside its transaction, is closed.
     let task = tasks.spawn(async move {
-        let result = conn
-            .run(Op::Unprepared(what), Some(bound.saturating_mul(2)))
-            .await;
+        let within = Some(bound.saturating_mul(2));
+        let result = match (&track, commit) {
+            (Some(high_water), true) => conn
+                .run(Op::UnpreparedRows(COMMIT_WITH_POSITION_SQL), within)
+                .await
+                .inspect(|out| {
+                    if let Output::All(rows) = out
+                        && let Some(p) = position_in(rows)
+                    {
+                        high_water.advance(p.0);
+                    }
+                }),
+            _ => conn.run(Op::Unprepared(what), within).await,
+        };
         if result.is_ok() {
             conn.set_in_transaction(false);
         }

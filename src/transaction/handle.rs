@@ -74,12 +74,13 @@ impl Transaction {
         let counters = self.db.tx_counters();
         let ping_timeout = self.db.config().pool().ping_timeout;
         if self.started.elapsed() > self.timeout {
-            let _ = finish_detached(self.db.tasks(), conn, false, ping_timeout).await;
+            let _ = finish_detached(self.db.tasks(), conn, false, ping_timeout, None).await;
             bump(&counters.timeout);
             return Err(TxError::Timeout(self.timeout));
         }
         let bound = commit_bound(self.timeout, ping_timeout);
-        let result = finish_detached(self.db.tasks(), conn, true, bound).await;
+        let result =
+            finish_detached(self.db.tasks(), conn, true, bound, self.db.high_water()).await;
         self.db.commit_outcome(result, self.timeout)
     }
 
@@ -89,7 +90,7 @@ impl Transaction {
         match self.take() {
             Some(conn) => {
                 let bound = self.db.config().pool().ping_timeout;
-                finish_detached(self.db.tasks(), conn, false, bound).await
+                finish_detached(self.db.tasks(), conn, false, bound, None).await
             }
             None => Ok(()),
         }
@@ -116,7 +117,7 @@ impl Drop for Transaction {
             let tasks = self.db.tasks().clone();
             let spawn_on = tasks.clone();
             spawn_on.spawn(async move {
-                if let Err(e) = finish_detached(&tasks, conn, false, bound).await {
+                if let Err(e) = finish_detached(&tasks, conn, false, bound, None).await {
                     tracing::warn!(error = %e, "rollback of an abandoned transaction failed; its connection is closed");
                 }
             });

@@ -194,14 +194,17 @@ impl DbService {
             Ok(Ok(value)) => {
                 // COMMIT in its own task: it completes even if the caller goes away now.
                 let bound = commit_bound(opts.timeout, ping_timeout);
-                let result = finish_detached(self.tasks(), conn, true, bound).await;
+                // A read-only transaction wrote nothing for a replica to wait for.
+                let track = self.high_water().filter(|_| !opts.read_only);
+                let result = finish_detached(self.tasks(), conn, true, bound, track).await;
                 match self.commit_outcome(result, opts.timeout) {
                     Ok(()) => Attempt::Done(value),
                     Err(e) => Attempt::Failed(e.widen()),
                 }
             }
             Ok(Err(e)) => {
-                if let Err(e) = finish_detached(self.tasks(), conn, false, ping_timeout).await {
+                if let Err(e) = finish_detached(self.tasks(), conn, false, ping_timeout, None).await
+                {
                     tracing::warn!(error = %e, "rollback failed; the connection is closed");
                 }
                 bump(&counters.rollback);
@@ -210,7 +213,7 @@ impl DbService {
             Err(_elapsed) => {
                 // The body future (and any statement it had in flight) is gone; roll back
                 // explicitly (a statement abandoned mid-flight is drained first).
-                let _ = finish_detached(self.tasks(), conn, false, ping_timeout).await;
+                let _ = finish_detached(self.tasks(), conn, false, ping_timeout, None).await;
                 bump(&counters.timeout);
                 Attempt::Failed(TxError::Timeout(opts.timeout))
             }

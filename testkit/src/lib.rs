@@ -225,3 +225,13 @@ pub fn with_params(url: &str, params: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{params}")
 }
+
+/// A private cluster and a streaming replica of it (each may be stopped, paused, restarted).
+pub async fn cluster_with_replica() -> (std::sync::Arc<PgCluster>, std::sync::Arc<PgCluster>) {
+    let cluster = private_cluster().await;
+    let c = cluster.clone();
+    let replica = tokio::task::spawn_blocking(move || c.replica())
+        .await
+        .expect("replica starts");
+    (cluster, std::sync::Arc::new(replica))
+}

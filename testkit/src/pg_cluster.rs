@@ -107,6 +107,62 @@ impl PgCluster {
         cluster
     }
 
+    /// A streaming replica of this cluster (`pg_basebackup -R -X stream`) on a port of its
+    /// own, started and accepting read-only connections. Its own temp dir and watchdog.
+    pub fn replica(&self) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dbservice-pg-replica-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        let sockets = dir.path().join("sock");
+        std::fs::create_dir(&sockets).expect("socket dir");
+        if is_root() {
+            let pg = nix::unistd::User::from_name("postgres")
+                .expect("look up user postgres")
+                .expect("a `postgres` OS user");
+            for p in [dir.path(), sockets.as_path()] {
+                nix::unistd::chown(p, Some(pg.uid), Some(pg.gid)).expect("chown to postgres");
+            }
+        }
+        let mut backup = as_pg(&self.bin.join("pg_basebackup"));
+        backup
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(&data)
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"]);
+        run(backup, "pg_basebackup");
+        let replica = Self {
+            port: free_port(),
+            bin: self.bin.clone(),
+            log: dir.path().join("postgres.log"),
+            data,
+            sockets,
+            _dir: dir,
+        };
+        replica.spawn_watchdog();
+        replica.start_server();
+        replica
+    }
+
+    /// On a replica: stops applying WAL (it keeps receiving it), so it falls behind on
+    /// purpose until [`resume_replay`](Self::resume_replay).
+    pub fn pause_replay(&self) {
+        self.psql("SELECT pg_wal_replay_pause()");
+    }
+
+    /// On a replica: applies WAL again (and catches up).
+    pub fn resume_replay(&self) {
+        self.psql("SELECT pg_wal_replay_resume()");
+    }
+
     fn pg_ctl(&self) -> Command {
         let mut c = as_pg(&self.bin.join("pg_ctl"));
         c.arg("-D").arg(&self.data);
@@ -135,6 +191,14 @@ impl PgCluster {
         let mut c = self.pg_ctl();
         c.args(["-w", "-t", "60", "-m", "fast", "stop"]);
         run(c, "pg_ctl stop");
+    }
+
+    /// Kills the server (`immediate` mode: no goodbye to clients, as a crash), waiting until
+    /// it is down; [`start_server`](Self::start_server) brings it back.
+    pub fn kill(&self) {
+        let mut c = self.pg_ctl();
+        c.args(["-w", "-t", "60", "-m", "immediate", "stop"]);
+        run(c, "pg_ctl stop -m immediate");
     }
 
     /// Stops the server in `mode` (`fast`: clean, disconnects clients; `immediate`: a crash,

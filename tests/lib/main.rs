@@ -12,4 +12,5 @@ mod handout;
 mod pgbouncer;
 mod pool;
 mod pools;
+mod replicas;
 mod transactions;

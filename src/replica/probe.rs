@@ -1,0 +1,74 @@
+//! The background check of every replica: in recovery, replay position, lag. It takes a
+//! failing or lagging replica out of rotation and puts a healthy one back.
+
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use sea_orm::{DbBackend, Statement};
+
+use super::position::WalPosition;
+use super::set::{Replica, Replicas};
+use crate::pool::{Op, Output};
+
+/// One round trip: whether the server replays WAL, how far it has replayed and received,
+/// and how long ago the last replayed commit happened on the primary.
+const STATUS_SQL: &str = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, \
+     pg_last_wal_receive_lsn()::text, \
+     EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8";
+
+/// Checks every replica now and then every `replica_check_interval`, until the replicas are
+/// closed or dropped. Holds them only weakly between rounds.
+pub(crate) async fn run(replicas: Weak<Replicas>) {
+    loop {
+        let every = {
+            let Some(set) = replicas.upgrade() else {
+                return;
+            };
+            if set.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let max_lag = set.config.max_lag;
+            join_all(set.list.iter().map(|r| check(r, max_lag))).await;
+            set.config.check_interval
+        };
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One replica's check, bounded by its `health_check_timeout` (the wait for a connection
+/// included).
+async fn check(replica: &Replica, max_lag: Duration) {
+    let bound = replica.db.config().pool().health_check_timeout;
+    let stmt = Statement::from_string(DbBackend::Postgres, STATUS_SQL);
+    let asked = replica.db.conn().run_within(Op::One(&stmt), Some(bound));
+    let row = match tokio::time::timeout(bound, asked).await {
+        Ok(Ok(Output::One(Some(row)))) => row,
+        Ok(Ok(_)) => return replica.check_failed("the status query returned no row".into()),
+        Ok(Err(e)) => return replica.check_failed(format!("unreachable: {e}")),
+        Err(_) => {
+            return replica
+                .check_failed(format!("no answer within {bound:?} (health_check_timeout)"));
+        }
+    };
+    let in_recovery: bool = row.try_get_by_index(0).unwrap_or(false);
+    let position = |i: usize| {
+        row.try_get_by_index::<Option<String>>(i)
+            .ok()
+            .flatten()
+            .and_then(|t| t.parse::<WalPosition>().ok())
+            .map(|p| p.0)
+    };
+    let (Some(replayed), true) = (position(1), in_recovery) else {
+        return replica.check_failed(
+            "not a replica: the server is not in recovery (promoted, or the primary's URL)".into(),
+        );
+    };
+    let since_replay = row
+        .try_get_by_index::<Option<f64>>(3)
+        .ok()
+        .flatten()
+        .map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX));
+    replica.checked(replayed, position(2), since_replay, max_lag);
+}
