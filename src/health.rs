@@ -245,7 +245,7 @@ fn pool_details(db: &DbService) -> serde_json::Value {
         Phase::Ready => "pass",
         _ => "fail",
     };
-    json!({
+    let mut body = json!({
         "status": status,
         "phase": phase,
         "backend": db.backend(),
@@ -259,5 +259,19 @@ fn pool_details(db: &DbService) -> serde_json::Value {
         "config": db.config(),
         "last_error": db.last_error(),
         "time": rfc3339::format(SystemTime::now()),
-    })
+    });
+    // Read replicas: where reads went, and each replica's rotation, lag and own pool. They
+    // never fail readiness: reads fall back to the primary.
+    if let Some(replicas) = db.replica_stats() {
+        let mut shown = json!(replicas);
+        let services = db.replica_services();
+        if let Some(list) = shown["replicas"].as_array_mut() {
+            for (entry, (_, replica)) in list.iter_mut().zip(services) {
+                entry["pool"] = json!(replica.stats());
+                entry["last_error"] = json!(replica.last_error());
+            }
+        }
+        body["replicas"] = shown;
+    }
+    body
 }

@@ -24,7 +24,8 @@ use std::sync::atomic::AtomicU64;
 use crate::PoolStats;
 use crate::classify::ErrorKind;
 use crate::observe::Instruments;
-use crate::pools::Pools;
+use crate::pools::{PRIMARY, Pools};
+use crate::replica::ReplicaStats;
 use crate::service::DbService;
 
 /// The content type of the OpenMetrics text format.
@@ -293,15 +294,35 @@ fn histograms(ins: &Instruments) -> [(&'static str, &'static str, &Histogram); 4
 
 impl Collector for ServiceCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
-        // (pool label, statistics, service) for each service.
-        let services: Vec<(Labels, PoolStats, &DbService)> = match self {
-            ServiceCollector::One(db) => vec![(Vec::new(), db.stats(), db)],
+        // The pools that own replicas' reads: (pool label, service).
+        let owners: Vec<(Labels, &DbService)> = match self {
+            ServiceCollector::One(db) => vec![(Vec::new(), db)],
             ServiceCollector::Pools(pools) => pools
                 .iter()
-                .map(|(name, db, _)| (vec![("pool".to_owned(), name.to_owned())], db.stats(), db))
+                .map(|(name, db, _)| (vec![("pool".to_owned(), name.to_owned())], db))
                 .collect(),
         };
-        let labelled_by_pool = matches!(self, ServiceCollector::Pools(_));
+        // (pool label, statistics, service) for each service, each replica's own pool as a
+        // pool of its own (`replica_1`, or `<pool>_replica_1` under a named pool).
+        let mut services: Vec<(Labels, PoolStats, &DbService)> = Vec::new();
+        for (labels, db) in &owners {
+            let pool = labels.first().map(|(_, v)| v.as_str()).unwrap_or(PRIMARY);
+            let labels = if db.replica_services().is_empty() || !labels.is_empty() {
+                labels.clone()
+            } else {
+                vec![("pool".to_owned(), PRIMARY.to_owned())]
+            };
+            services.push((labels, db.stats(), *db));
+            for (name, replica) in db.replica_services() {
+                let label = if pool == PRIMARY {
+                    name.to_owned()
+                } else {
+                    format!("{pool}_{name}")
+                };
+                services.push((vec![("pool".to_owned(), label)], replica.stats(), replica));
+            }
+        }
+        let labelled_by_pool = matches!(self, ServiceCollector::Pools(_)) || services.len() > 1;
         let Some(&(_, ref first, first_db)) = services.first() else {
             return Ok(());
         };
@@ -356,8 +377,58 @@ impl Collector for ServiceCollector {
                 put(&mut e, name, help, hist)?;
             }
         }
-        Ok(())
+        encode_replicas(&mut e, &owners)
     }
+}
+
+/// The read-replica families of every pool that has replicas: where reads went, and each
+/// replica's rotation and lag.
+fn encode_replicas(e: &mut DescriptorEncoder, owners: &[(Labels, &DbService)]) -> std::fmt::Result {
+    let with: Vec<(&Labels, ReplicaStats)> = owners
+        .iter()
+        .filter_map(|(labels, db)| db.replica_stats().map(|s| (labels, s)))
+        .collect();
+    if with.is_empty() {
+        return Ok(());
+    }
+    let reads = Family::<Labels, Counter>::default();
+    let rotation = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let lag = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for (labels, stats) in &with {
+        for (outcome, n) in stats.reads.labelled() {
+            let mut l = (*labels).clone();
+            l.push(("outcome".to_owned(), outcome.to_owned()));
+            reads.get_or_create(&l).inc_by(n);
+        }
+        for r in &stats.replicas {
+            let mut l = (*labels).clone();
+            l.push(("replica".to_owned(), r.name.clone()));
+            rotation
+                .get_or_create(&l)
+                .set(if r.in_rotation { 1.0 } else { 0.0 });
+            if let Some(seconds) = r.lag_seconds {
+                lag.get_or_create(&l).set(seconds);
+            }
+        }
+    }
+    put(
+        e,
+        "dbservice_replica_reads",
+        "Reads through db.read(): served by a replica (at once or after waiting for it to replay), or by the primary and why",
+        &reads,
+    )?;
+    put(
+        e,
+        "dbservice_replica_in_rotation",
+        "1 while the replica takes reads, 0 while it is out (down, erroring, or lagging past replica_max_lag)",
+        &rotation,
+    )?;
+    put(
+        e,
+        "dbservice_replica_lag_seconds",
+        "How far behind the primary the replica's last check found it",
+        &lag,
+    )
 }
 
 /// The registry served at `GET /metrics`, built once: the service's figures through a

@@ -1,6 +1,6 @@
 //! `POST /api/accounts`, `GET /api/accounts/{id}`, `GET /api/accounts?limit=&after=`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -8,6 +8,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::consistency::{reader, tell_position};
 use super::{MAX_BALANCE_CENTS, ObjectBody, from_object, page_limit};
 use crate::entities::accounts;
 use dbservice::DbService;
@@ -66,18 +67,21 @@ pub(crate) async fn create(
     }
     .insert(db.conn())
     .await?;
-    Ok(HttpResponse::Created()
+    let mut response = HttpResponse::Created();
+    tell_position(&db, &mut response);
+    Ok(response
         .insert_header(("Location", format!("/api/accounts/{}", account.id)))
         .json(account))
 }
 
 pub(crate) async fn get(
     db: web::Data<DbService>,
+    req: HttpRequest,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let account = accounts::Entity::find_by_id(id)
-        .one(db.conn())
+        .one(&reader(&db, &req)?)
         .await?
         .ok_or_else(|| {
             ApiError::not_found("account_not_found", format!("account {id} does not exist"))
@@ -87,14 +91,16 @@ pub(crate) async fn get(
 
 pub(crate) async fn list(
     db: web::Data<DbService>,
+    req: HttpRequest,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let read = reader(&db, &req)?;
     let limit = page_limit(q.limit)?;
     let mut query = accounts::Entity::find().order_by_asc(accounts::Column::Id);
     if let Some(after) = q.after {
         query = query.filter(accounts::Column::Id.gt(after));
     }
-    let items = query.limit(limit).all(db.conn()).await?;
+    let items = query.limit(limit).all(&read).await?;
     let next_after = (items.len() as u64 == limit)
         .then(|| items.last().map(|a| a.id))
         .flatten();

@@ -1,6 +1,7 @@
 //! The ledger's route table.
 
 mod accounts;
+pub mod consistency;
 mod diagnostics;
 mod transfers;
 

@@ -28,6 +28,7 @@ use sea_orm::{
 use serde::Deserialize;
 
 use super::accounts::Page;
+use super::consistency::{reader, tell_position};
 use super::{MAX_BALANCE_CENTS, ObjectBody, from_object, page_limit};
 use crate::entities::{accounts, transfers};
 use dbservice::DbService;
@@ -104,9 +105,12 @@ pub(crate) async fn create(
     let t: NewTransfer = from_object(body)?;
     validate(&t)?;
     let key = idempotency_key(&req)?;
-    Ok(match run_transfer(&db, &t, key.as_deref()).await? {
-        Outcome::Created(t) => HttpResponse::Created().json(t),
-        Outcome::Replayed(t) => HttpResponse::Created()
+    let outcome = run_transfer(&db, &t, key.as_deref()).await?;
+    let mut response = HttpResponse::Created();
+    tell_position(&db, &mut response);
+    Ok(match outcome {
+        Outcome::Created(t) => response.json(t),
+        Outcome::Replayed(t) => response
             .insert_header(("Idempotent-Replayed", "true"))
             .json(t),
     })
@@ -303,13 +307,15 @@ async fn transfer_in(
 
 pub(crate) async fn list(
     db: web::Data<DbService>,
+    req: HttpRequest,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let read = reader(&db, &req)?;
     let limit = page_limit(q.limit)?;
     let mut query = transfers::Entity::find().order_by_asc(transfers::Column::Id);
     if let Some(account) = q.account_id {
         if accounts::Entity::find_by_id(account)
-            .one(db.conn())
+            .one(&read)
             .await?
             .is_none()
         {
@@ -327,7 +333,7 @@ pub(crate) async fn list(
     if let Some(after) = q.after {
         query = query.filter(transfers::Column::Id.gt(after));
     }
-    let items = query.limit(limit).all(db.conn()).await?;
+    let items = query.limit(limit).all(&read).await?;
     let next_after = (items.len() as u64 == limit)
         .then(|| items.last().map(|t| t.id))
         .flatten();

@@ -16,3 +16,4 @@ mod metrics;
 mod mysql;
 mod pgbouncer;
 mod pool;
+mod replicas;
