@@ -91,6 +91,22 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A one-shot HTTP/1.1 GET's body (e.g. `/metrics`), bounded by 5 s.
+pub fn http_body(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut all = String::new();
+    s.read_to_string(&mut all).ok()?;
+    all.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
 /// A one-shot HTTP/1.1 GET over a fresh connection, bounded by 5 s: (status, elapsed).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, Duration)> {
     use std::io::{Read, Write};
@@ -111,9 +127,8 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, Duration)> {
     Some((status, started.elapsed()))
 }
 
-/// The Lua scripts wrk runs: random ids, and a summary line our parser reads.
-pub fn write_scripts(dir: &Path) -> (PathBuf, PathBuf) {
-    let done = r#"
+/// wrk's closing hook: a summary line our parser reads.
+pub const DONE_LUA: &str = r#"
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("BENCH %d %d %d %d %d %d\n", summary.requests, summary.duration,
@@ -121,6 +136,10 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout + e.status))
 end
 "#;
+
+/// The Lua scripts wrk runs: random ids, and a summary line our parser reads.
+pub fn write_scripts(dir: &Path) -> (PathBuf, PathBuf) {
+    let done = DONE_LUA;
     let get = dir.join("get.lua");
     std::fs::write(
         &get,

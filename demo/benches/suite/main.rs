@@ -8,7 +8,7 @@
 //! cargo bench --bench suite -- --full-grid   # every C x N cell of the scaling grid
 //! ```
 //!
-//! Options: `--rounds N`, `--seconds S`, `--only pool,tx,http,grid`. `BENCH_DATABASE_URL`
+//! Options: `--rounds N`, `--seconds S`, `--only pool,tx,http,grid,replica`. `BENCH_DATABASE_URL`
 //! points it at an existing PostgreSQL; otherwise it starts a private cluster (the test
 //! harness's). `BENCH_OUT` is where the report and the plot go (default: the workspace's `target/bench`).
 //! Everything talks to 127.0.0.1 only.
@@ -19,6 +19,7 @@ mod minimal;
 mod options;
 mod plot;
 mod pool;
+mod replica;
 mod report;
 mod stats;
 
@@ -114,7 +115,7 @@ fn log(round: usize, s: &Series) {
 }
 
 async fn run(opts: Opts) {
-    let cluster;
+    let mut owned: Option<Arc<pg_cluster::PgCluster>> = None;
     // Kept until the end: dropping it stops PgBouncer.
     let _bouncer;
     let url = match std::env::var("BENCH_DATABASE_URL") {
@@ -123,11 +124,12 @@ async fn run(opts: Opts) {
             u
         }
         _ => {
-            cluster = Arc::new(
+            let cluster = Arc::new(
                 tokio::task::spawn_blocking(pg_cluster::PgCluster::start)
                     .await
                     .expect("private cluster"),
             );
+            owned = Some(cluster.clone());
             // PgBouncer in transaction mode in front of it, as many server connections as
             // the pool under test has (skipped, with a note, where none is installed).
             let c = cluster.clone();
@@ -330,8 +332,14 @@ async fn run(opts: Opts) {
         Vec::new()
     };
 
+    let replica_section = if opts.runs("replica") {
+        replica::section(&opts, owned.as_ref(), &url, work_dir.path(), TASKS as u32).await
+    } else {
+        String::new()
+    };
+
     let readiness = Sample::from_latencies(ready_latencies, not_ready, 1.0);
-    let report = report(
+    let mut report = report(
         &opts,
         &Report {
             reads: &reads,
@@ -348,6 +356,7 @@ async fn run(opts: Opts) {
             our_default_size,
         },
     );
+    report.push_str(&replica_section);
     println!("\n{report}");
     let report_path = out_dir.join("report.md");
     std::fs::write(&report_path, &report).expect("write the report");

@@ -156,9 +156,12 @@ fn env_example_lists_every_setting_with_valid_values() {
         .chain(dbservice_demo::DEMO_KEYS)
     {
         let var = match *key {
-            "database_url" | "database_url_direct" | "host" | "port" | "log_format" => {
-                key.to_ascii_uppercase()
-            }
+            "database_url"
+            | "database_url_direct"
+            | "database_replica_urls"
+            | "host"
+            | "port"
+            | "log_format" => key.to_ascii_uppercase(),
             other => format!("DBSERVICE_{}", other.to_ascii_uppercase()),
         };
         assert!(vars.contains_key(&var), ".env.example lacks {var}");
