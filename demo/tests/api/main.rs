@@ -8,6 +8,7 @@ mod support;
 
 mod binary;
 mod config;
+mod deploy;
 mod faults;
 mod hardening;
 mod health;
