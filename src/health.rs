@@ -256,6 +256,7 @@ fn pool_details(db: &DbService) -> serde_json::Value {
             "warn_percent": cfg.utilization_warn_percent,
             "critical_percent": cfg.utilization_critical_percent,
         },
+        "alerts": db.alerts(),
         "config": db.config(),
         "last_error": db.last_error(),
         "time": rfc3339::format(SystemTime::now()),

@@ -30,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod alerts;
 pub mod classify;
 pub mod config;
 mod conn;

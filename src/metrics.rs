@@ -227,9 +227,13 @@ fn labelled(s: &PoolStats) -> Vec<LabelledFamily> {
         ),
         (
             "dbservice_pool_checkout_checks",
-            "Round trips made at checkout: pings after idle, state checks of suspect connections",
+            "Round trips made to check connections: at checkout, pings after idle and state checks of suspect connections; keepalive pings of idle connections",
             "check",
-            vec![("ping", s.checkout_pings), ("state", s.checkout_checks)],
+            vec![
+                ("ping", s.checkout_pings),
+                ("state", s.checkout_checks),
+                ("keepalive", s.keepalive_pings),
+            ],
         ),
         (
             "dbservice_client_errors",
@@ -365,6 +369,38 @@ impl Collector for ServiceCollector {
             }
             put(&mut e, name, help, &family)?;
         }
+        // The emitted alerts: times raised, and the current level.
+        let raised = Family::<Labels, Counter>::default();
+        let level = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        for (labels, _, db) in &services {
+            for (alert, lvl, n) in db.alert_counts() {
+                let mut l = labels.clone();
+                l.push(("alert".to_owned(), alert.to_owned()));
+                l.push(("level".to_owned(), lvl.to_owned()));
+                raised.get_or_create(&l).inc_by(n);
+            }
+            for status in db.alerts() {
+                let mut l = labels.clone();
+                l.push(("alert".to_owned(), status.alert.label().to_owned()));
+                level.get_or_create(&l).set(match status.level {
+                    crate::alerts::Level::Ok => 0.0,
+                    crate::alerts::Level::Warn => 1.0,
+                    crate::alerts::Level::Critical => 2.0,
+                });
+            }
+        }
+        put(
+            &mut e,
+            "dbservice_alerts",
+            "Alerts raised (a WARN or ERROR line each): utilization, waiting, errors, by level",
+            &raised,
+        )?;
+        put(
+            &mut e,
+            "dbservice_alert_level",
+            "Each alert's current level: 0 ok, 1 warn, 2 critical",
+            &level,
+        )?;
         for (i, (name, help, hist)) in histograms(first_db.instruments()).into_iter().enumerate() {
             if labelled_by_pool {
                 let mut m = e.encode_descriptor(name, help, None, hist.metric_type())?;

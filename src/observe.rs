@@ -79,6 +79,11 @@ impl Window {
             p95_ms: at(0.95),
             p99_ms: at(0.99),
             max_ms: samples.last().copied().unwrap_or(0.0) * 1000.0,
+            mean_ms: if samples.is_empty() {
+                0.0
+            } else {
+                samples.iter().sum::<f64>() / samples.len() as f64 * 1000.0
+            },
         }
     }
 }
@@ -107,6 +112,10 @@ pub(crate) struct Instruments {
     pub pings: AtomicU64,
     /// State checks at checkout (suspect connections).
     pub state_checks: AtomicU64,
+    /// Keepalive pings of idle connections (`keepalive_idle`).
+    pub keepalive_pings: AtomicU64,
+    /// `log_statements`: one INFO line per statement.
+    log_statements: bool,
     pub create_histogram: Histogram,
     pub hold_histogram: Histogram,
     pub waiting: AtomicI64,
@@ -116,7 +125,7 @@ pub(crate) struct Instruments {
     /// When a connection last failed (the database restarted, a backend was killed, the
     /// network broke), as nanoseconds since `epoch`; 0 = never.
     last_connection_failure: AtomicU64,
-    epoch: Instant,
+    pub(crate) epoch: Instant,
     pub waits: Window,
     pub queries: Window,
     slow_query_threshold: Option<Duration>,
@@ -138,6 +147,8 @@ impl Instruments {
             leaks: AtomicU64::new(0),
             pings: AtomicU64::new(0),
             state_checks: AtomicU64::new(0),
+            keepalive_pings: AtomicU64::new(0),
+            log_statements: false,
             create_histogram: buckets(),
             hold_histogram: buckets(),
             waiting: AtomicI64::new(0),
@@ -153,8 +164,25 @@ impl Instruments {
     }
 
     /// One statement finished (or failed) after `elapsed`.
+    /// Turns the statement log (`log_statements`) on or off.
+    pub fn with_statement_log(mut self, on: bool) -> Self {
+        self.log_statements = on;
+        self
+    }
+
     pub fn on_statement(&self, sql: &str, elapsed: Duration, failed: bool) {
         let secs = elapsed.as_secs_f64();
+        if self.log_statements {
+            // `log_statements`: every statement, as its SQL text with placeholders; the bound
+            // values are never part of it.
+            tracing::info!(
+                target: "dbservice::statements",
+                duration_ms = secs * 1000.0,
+                failed,
+                statement = %sql,
+                "statement"
+            );
+        }
         self.statements.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.statements_failed.fetch_add(1, Ordering::Relaxed);

@@ -138,6 +138,7 @@ impl Pools {
         if name == PRIMARY || self.named.contains_key(name) {
             return Err(bad("a pool of that name exists already"));
         }
+        db.set_name(name);
         self.named.insert(name.to_owned(), Named { db, required });
         Ok(())
     }

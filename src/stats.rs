@@ -40,6 +40,8 @@ pub struct PoolStats {
     /// might be inside a transaction, proven clean (or closed) before reuse. A connection
     /// that came back clean goes out without one.
     pub checkout_checks: u64,
+    /// Keepalive pings of connections quiet for `keepalive_idle` while idle in the pool.
+    pub keepalive_pings: u64,
     /// Connections and transactions reported as held past `leak_detection_threshold`.
     pub leaks: u64,
     /// Whether the database is known down (fail-fast: callers get the cause at once).
@@ -48,6 +50,10 @@ pub struct PoolStats {
     pub queries_total: u64,
     /// Statements that returned an error.
     pub queries_failed: u64,
+    /// `queries_failed / queries_total` since the service started (0 before any statement).
+    pub error_rate: f64,
+    /// Seconds since the service was created.
+    pub uptime_seconds: f64,
     /// Errors by kind.
     pub errors: ErrorCounts,
     /// Time callers waited for a connection, over the recent window.
@@ -87,6 +93,8 @@ pub struct Distribution {
     pub p99_ms: f64,
     /// Largest sample in the window.
     pub max_ms: f64,
+    /// Average over the window (seed 001's "average query time").
+    pub mean_ms: f64,
 }
 
 /// Connections closed since the service started, by reason.

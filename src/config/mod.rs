@@ -100,6 +100,17 @@ pub struct PoolOptions {
     /// (sqlx's default). Default: 10 s.
     #[serde(with = "duration::human")]
     pub ping_after_idle: Duration,
+    /// Keepalive on both sides of every connection (`keepalive_idle` sets when): the
+    /// background task pings connections that have been quiet that long, so a connection a
+    /// NAT, firewall or failover dropped silently is found and replaced while idle, not by the
+    /// next request; and on PostgreSQL the server is asked for TCP keepalives on the session
+    /// (`tcp_keepalives_idle`/`_interval`/`_count` in the startup packet), so it frees the
+    /// backend of a client that vanished. Default: true.
+    pub keepalive: bool,
+    /// How long a connection may be quiet (idle, not pinged) before the keepalive pings it, and
+    /// the server's `tcp_keepalives_idle`. Must be above zero. Default: 60 s.
+    #[serde(with = "duration::human")]
+    pub keepalive_idle: Duration,
     /// Bound on every check of a pooled connection before it is handed out: the ping after
     /// `ping_after_idle`, and the round trip that proves a suspect connection (one whose
     /// statement was abandoned or whose transaction did not end cleanly) is outside a
@@ -125,10 +136,22 @@ pub struct PoolOptions {
     /// (placeholders, never the bound values). `None` (written `0`) turns it off. Default: 1 s.
     #[serde(with = "duration::human_opt")]
     pub slow_query_threshold: Option<Duration>,
+    /// Logs every statement at INFO (target `dbservice::statements`) with its duration and
+    /// whether it failed: the SQL text with placeholders, never the bound values (seed 001's
+    /// `enableQueryLogging`). Default: false.
+    pub log_statements: bool,
     /// `/health/db` reports `warn` when busy/max reaches this percentage. Default: 80.
     pub utilization_warn_percent: u32,
     /// `/health/db` reports `critical` when busy/max reaches this percentage. Default: 90.
     pub utilization_critical_percent: u32,
+    /// The `waiting` alert is raised (a WARN line, `dbservice_alerts_total`) when more than this
+    /// many callers wait for a connection (seed 002's "waiting > 5"); `0` turns it off.
+    /// Default: 5.
+    pub alert_waiting: u32,
+    /// The `errors` alert is raised when more than this many database errors (constraint
+    /// violations excepted) happened in the last hour (seed 002's "errors > 10/hour"); `0`
+    /// turns it off. Default: 10.
+    pub alert_errors_per_hour: u32,
     /// Interval of the periodic pool summary log line; `None` (written `0`) turns it off.
     /// Default: off.
     #[serde(with = "duration::human_opt")]
@@ -187,6 +210,8 @@ impl Default for PoolOptions {
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(1800)),
             ping_after_idle: Duration::from_secs(10),
+            keepalive: true,
+            keepalive_idle: Duration::from_secs(60),
             max_uses: None,
             leak_detection_threshold: None,
             fail_fast_after: 3,
@@ -195,8 +220,11 @@ impl Default for PoolOptions {
             health_check_timeout: Duration::from_secs(1),
             query_timeout: Some(DEFAULT_QUERY_TIMEOUT),
             slow_query_threshold: Some(Duration::from_secs(1)),
+            log_statements: false,
             utilization_warn_percent: 80,
             utilization_critical_percent: 90,
+            alert_waiting: 5,
+            alert_errors_per_hour: 10,
             stats_log_interval: None,
             transaction_max_wait: Duration::from_secs(2),
             transaction_timeout: Duration::from_secs(5),
@@ -474,6 +502,8 @@ fn apply(pool: &mut PoolOptions, key: &str, value: &str) -> Result<(), ConfigErr
         "utilization_critical_percent" => {
             pool.utilization_critical_percent = parse_percent(key, value)?;
         }
+        "alert_waiting" => pool.alert_waiting = parse_count(key, value, 0)?,
+        "alert_errors_per_hour" => pool.alert_errors_per_hour = parse_count(key, value, 0)?,
         "stats_log_interval" => pool.stats_log_interval = parse_optional_duration(key, value)?,
         "transaction_max_wait" => pool.transaction_max_wait = positive(key, value)?,
         "transaction_timeout" => pool.transaction_timeout = positive(key, value)?,
@@ -482,6 +512,9 @@ fn apply(pool: &mut PoolOptions, key: &str, value: &str) -> Result<(), ConfigErr
             pool.idle_in_transaction_session_timeout = parse_optional_duration(key, value)?;
         }
         "pgbouncer" => pool.pgbouncer = parse_bool(key, value)?,
+        "keepalive" => pool.keepalive = parse_bool(key, value)?,
+        "log_statements" => pool.log_statements = parse_bool(key, value)?,
+        "keepalive_idle" => pool.keepalive_idle = positive(key, value)?,
         "statement_cache_size" => {
             let n: usize = value.trim().parse().map_err(|_| {
                 invalid(key, value, "expected a whole number (0 disables the cache)")

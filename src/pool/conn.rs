@@ -99,8 +99,12 @@ pub(crate) struct Conn {
     /// This connection's own (jittered) `max_lifetime`.
     pub lifetime: Option<Duration>,
     pub opened: Instant,
-    /// When it last came back to the pool.
+    /// When it last came back to the pool (the idle clock of `idle_timeout`).
     pub released: Instant,
+    /// When it was last known alive: released after use, or answered a ping. The keepalive
+    /// and the ping at checkout go by this, so a keepalive ping does not keep an idle
+    /// connection from retiring.
+    pub alive_at: Instant,
     /// Set before the connection is dropped; read by `Drop` to count the close.
     reason: AtomicU8,
     pub hold: Arc<HoldSlot>,
@@ -129,6 +133,7 @@ impl Conn {
             lifetime,
             opened: now,
             released: now,
+            alive_at: now,
             reason: AtomicU8::new(CloseReason::Shutdown.index()),
             hold,
             mode,

@@ -48,6 +48,42 @@ pub(super) fn start(pool: &Pool) {
 }
 
 impl Pool {
+    /// Pings each idle connection that has been quiet for `quiet` (`keepalive_idle`), so one a
+    /// NAT or firewall dropped is closed and replaced now rather than met by a request. The
+    /// pool hands out the longest-idle connection first and takes each back at the end, so
+    /// one pass over the idle count visits each once. Callers come first: nothing waits.
+    async fn keepalive(&self, quiet: Duration) {
+        let idle = self.pool.status().available;
+        for _ in 0..idle {
+            if self.shared.closing.load(Ordering::Acquire) {
+                return;
+            }
+            let Ok(mut obj) = self.pool.timeout_get(&super::NOW).await else {
+                return;
+            };
+            if obj.alive_at.elapsed() < quiet {
+                continue;
+            }
+            let Some(raw) = obj.raw.as_mut() else {
+                continue;
+            };
+            let bound = self.shared.limits.ping_timeout;
+            self.shared
+                .instruments
+                .keepalive_pings
+                .fetch_add(1, Ordering::Relaxed);
+            match tokio::time::timeout(bound, super::exec::ping(raw)).await {
+                Ok(Ok(())) => obj.alive_at = std::time::Instant::now(),
+                _ => {
+                    tracing::info!("keepalive: an idle connection did not answer; closing it");
+                    self.shared.instruments.connection_failed();
+                    obj.retire(CloseReason::Broken);
+                    drop(deadpool::managed::Object::take(obj));
+                }
+            }
+        }
+    }
+
     async fn maintain(&self) {
         let limits = &self.shared.limits;
         // Retire idle connections past their time, never below `min_connections`.
@@ -84,6 +120,10 @@ impl Pool {
                 }
             }
             drop(held);
+        }
+
+        if let Some(quiet) = limits.keepalive_idle {
+            self.keepalive(quiet).await;
         }
 
         if let Some(threshold) = limits.leak_detection_threshold {

@@ -160,7 +160,7 @@ impl managed::Manager for Manager {
                 }
             }
         } else {
-            let idle_for = conn.released.elapsed();
+            let idle_for = conn.alive_at.elapsed();
             let suspect_age = self.shared.instruments.predates_last_failure(metrics.age());
             if idle_for >= limits.ping_after_idle || suspect_age {
                 self.shared
@@ -168,6 +168,7 @@ impl managed::Manager for Manager {
                     .pings
                     .fetch_add(1, Ordering::Relaxed);
                 self.round_trip(conn, "ping", exec::ping).await?;
+                conn.alive_at = Instant::now();
             }
         }
         conn.retire(CloseReason::Shutdown);

@@ -61,6 +61,8 @@ pub(crate) struct Limits {
     pub max_lifetime: Option<Duration>,
     pub max_uses: Option<u64>,
     pub ping_after_idle: Duration,
+    /// `keepalive_idle` when `keepalive` is on.
+    pub keepalive_idle: Option<Duration>,
     pub ping_timeout: Duration,
     pub leak_detection_threshold: Option<Duration>,
 }
@@ -76,6 +78,7 @@ impl Limits {
             max_lifetime: p.max_lifetime,
             max_uses: p.max_uses,
             ping_after_idle: p.ping_after_idle,
+            keepalive_idle: p.keepalive.then_some(p.keepalive_idle),
             ping_timeout: p.ping_timeout,
             leak_detection_threshold: p.leak_detection_threshold,
         }

@@ -156,6 +156,7 @@ impl Drop for Pooled {
         ins.on_hold(now.saturating_duration_since(self.since));
         obj.hold.end();
         obj.released = now;
+        obj.alive_at = now;
         let retire = if obj.broken {
             Some(CloseReason::Broken)
         } else if obj.suspect && obj.in_tx {

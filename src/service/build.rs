@@ -152,6 +152,18 @@ fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOpt
     if let Some(schema) = &p.schema {
         session.push(("search_path", schema.clone()));
     }
+    if p.keepalive {
+        // The server probes a quiet client after keepalive_idle, then every interval, and
+        // gives up after 3 unanswered probes: a vanished client's backend is freed within
+        // about keepalive_idle + 3 intervals. (Ignored by the server on Unix sockets.)
+        let idle = p.keepalive_idle.as_secs().max(1);
+        session.push(("tcp_keepalives_idle", idle.to_string()));
+        session.push((
+            "tcp_keepalives_interval",
+            (idle / 6).clamp(1, 10).to_string(),
+        ));
+        session.push(("tcp_keepalives_count", "3".to_owned()));
+    }
     // Behind PgBouncer a session is not ours (and PgBouncer refuses `options`): the settings
     // go with each statement instead (see `pool::exec::Mode::Inline`).
     if !session.is_empty() && !p.pgbouncer {

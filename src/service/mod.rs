@@ -54,6 +54,10 @@ struct Inner {
     readiness: ReadinessSlot,
     /// `DATABASE_REPLICA_URLS`: the replicas reads go to, and this instance's write position.
     replicas: Option<Arc<Replicas>>,
+    /// The emitted alerts' state.
+    alerts: crate::alerts::Alerts,
+    /// The pool's name in logs (`primary`, a named pool's, `replica_1`).
+    name: std::sync::OnceLock<String>,
 }
 
 /// The most recent database error the service saw (redacted), for `/health/db`.
@@ -96,7 +100,8 @@ impl DbService {
     /// from inside actix-web's per-worker app factory.
     pub fn new(config: DbConfig) -> Result<Self> {
         let p = config.pool();
-        let instruments = Arc::new(Instruments::new(p.slow_query_threshold));
+        let instruments =
+            Arc::new(Instruments::new(p.slow_query_threshold).with_statement_log(p.log_statements));
         let tasks = Tasks::current();
         let (pool, raw) = build::build(&config, &instruments, &tasks)?;
         let migrations = build::migration_connector(&config, pool.connector())?;
@@ -112,10 +117,10 @@ impl DbService {
             Some(rc) => {
                 let mut list = Vec::with_capacity(rc.len());
                 for (i, replica) in rc.replicas.iter().enumerate() {
-                    list.push(Replica::new(
-                        format!("replica_{}", i + 1),
-                        DbService::new(replica.clone())?,
-                    ));
+                    let name = format!("replica_{}", i + 1);
+                    let service = DbService::new(replica.clone())?;
+                    service.set_name(&name);
+                    list.push(Replica::new(name, service));
                 }
                 let set = Arc::new(Replicas::new(
                     list,
@@ -148,6 +153,8 @@ impl DbService {
                 tasks,
                 readiness: ReadinessSlot::default(),
                 replicas,
+                alerts: crate::alerts::Alerts::default(),
+                name: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -184,6 +191,29 @@ impl DbService {
     pub fn write_position(&self) -> Option<WalPosition> {
         let at = self.inner.replicas.as_ref()?.high_water.get();
         (at > 0).then_some(WalPosition(at))
+    }
+
+    /// The pool's name in log lines (`primary` unless set: [`Pools`](crate::Pools) names its
+    /// pools, replicas are `replica_1`, ...).
+    pub fn name(&self) -> &str {
+        self.inner
+            .name
+            .get()
+            .map_or(crate::pools::PRIMARY, String::as_str)
+    }
+
+    /// Names the pool for log lines, once (later calls are ignored).
+    pub fn set_name(&self, name: &str) {
+        let _ = self.inner.name.set(name.to_owned());
+    }
+
+    /// The emitted alerts' current state (see [`crate::alerts`]).
+    pub fn alerts(&self) -> Vec<crate::alerts::AlertStatus> {
+        self.inner.alerts.status(self.inner.config.pool())
+    }
+
+    pub(crate) fn alert_counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.inner.alerts.counts()
     }
 
     /// The read replicas' state and where reads went; `None` without replicas.
@@ -250,6 +280,8 @@ impl DbService {
             .min(open);
         let cfg = self.inner.config.pool();
         let closed = ins.closed_counts();
+        let queries_total = ins.statements.load(Ordering::Relaxed);
+        let queries_failed = ins.statements_failed.load(Ordering::Relaxed);
         PoolStats {
             open,
             idle: open - busy,
@@ -263,10 +295,17 @@ impl DbService {
             closed,
             checkout_pings: ins.pings.load(Ordering::Relaxed),
             checkout_checks: ins.state_checks.load(Ordering::Relaxed),
+            keepalive_pings: ins.keepalive_pings.load(Ordering::Relaxed),
             leaks: ins.leaks.load(Ordering::Relaxed),
             database_down: self.inner.pool.down().is_some(),
-            queries_total: ins.statements.load(Ordering::Relaxed),
-            queries_failed: ins.statements_failed.load(Ordering::Relaxed),
+            queries_total,
+            queries_failed,
+            error_rate: if queries_total == 0 {
+                0.0
+            } else {
+                queries_failed as f64 / queries_total as f64
+            },
+            uptime_seconds: ins.epoch.elapsed().as_secs_f64(),
             errors: ins.error_counts(),
             wait: ins.waits.summary(),
             query: ins.queries.summary(),
@@ -323,6 +362,9 @@ impl DbService {
                 direct_url = cfg.redacted_direct_url().map(|u| u.to_string()),
                 connection_limit = p.connection_limit,
                 pgbouncer = p.pgbouncer,
+                // Every effective setting (seed 003's startup report), redacted: the URLs
+                // without passwords, all pool parameters, the replicas.
+                settings = %serde_json::to_string(cfg).unwrap_or_default(),
                 "database reachable; this instance's connection budget: at most {} connection(s) {}",
                 p.connection_limit,
                 if p.pgbouncer {
@@ -342,6 +384,7 @@ impl DbService {
                 if let Some(every) = cfg.pool().stats_log_interval {
                     tokio::spawn(log_summaries(self.clone(), every));
                 }
+                tokio::spawn(watch_alerts(self.clone()));
             }
             Err(e) => {
                 self.record_error(&e.to_string());
@@ -471,6 +514,21 @@ impl DbService {
         let _ = tokio::time::timeout(remaining, self.inner.conn.raw().close_by_ref()).await;
         self.inner.lifecycle.mark_closed();
         closed
+    }
+}
+
+/// The alerts' check, every second while the service is ready.
+async fn watch_alerts(db: DbService) {
+    let mut tick = tokio::time::interval(crate::alerts::CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if db.phase() != Phase::Ready {
+            return;
+        }
+        db.inner
+            .alerts
+            .check(db.name(), &db.stats(), db.inner.config.pool());
     }
 }
 

@@ -228,3 +228,105 @@ async fn max_lifetime_recycles_without_errors_and_spreads_closures() {
     );
     db.close(Duration::from_secs(5)).await;
 }
+
+/// Keepalive reaches the server: the session's TCP keepalive settings come from
+/// `keepalive_idle`; `keepalive=false` leaves the server's defaults.
+#[tokio::test]
+async fn keepalive_settings_reach_the_server() {
+    let url = fresh_pg_database().await;
+    let db = crate::support::connected_service(&with_params(&url, "keepalive_idle=42s")).await;
+    assert_eq!(show(&db, "tcp_keepalives_idle").await, "42");
+    assert_eq!(show(&db, "tcp_keepalives_interval").await, "7");
+    assert_eq!(show(&db, "tcp_keepalives_count").await, "3");
+    db.close(Duration::from_secs(5)).await;
+    let off =
+        crate::support::connected_service(&with_params(&url, "keepalive=false&keepalive_idle=42s"))
+            .await;
+    assert_ne!(show(&off, "tcp_keepalives_idle").await, "42");
+    off.close(Duration::from_secs(5)).await;
+}
+
+/// A connection dropped while idle (here: terminated by the server) is found and closed by the
+/// keepalive, with no request meeting it: no error is ever seen by a caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_finds_connections_dropped_while_idle() {
+    let url = fresh_pg_database().await;
+    let app = unique_name("keepalive");
+    let db = crate::support::connected_service(&with_params(
+        &url,
+        &format!("keepalive_idle=1s&ping_after_idle=1h&application_name={app}"),
+    ))
+    .await;
+    warm(&db, 3).await;
+    assert_eq!(db.stats().open, 3);
+    let killed = crate::support::pg_scalar_i64(
+        &url,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = '{app}'"
+        ),
+    )
+    .await;
+    assert_eq!(killed, 3);
+    // Found while idle: closed as broken, pinged by the keepalive, without any statement.
+    let queries = db.stats().queries_total;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            db.stats().closed.broken >= 3
+        })
+        .await,
+        "{:?}",
+        db.stats()
+    );
+    let s = db.stats();
+    // The keepalive took the first; the failure it met marks the older connections for a
+    // ping on the way out of the pool, which found the others in the same pass.
+    assert!(s.keepalive_pings >= 1, "{s:?}");
+    assert_eq!(
+        s.queries_total, queries,
+        "no statement was needed to find them"
+    );
+    // The next request gets a fresh connection and no error.
+    select_one(&db).await.expect("a fresh connection");
+    assert_eq!(db.stats().errors.connection, 0, "{:?}", db.stats());
+    db.close(Duration::from_secs(5)).await;
+}
+
+/// Seed 001's statistics: error rate, uptime and average statement time, in `PoolStats` (and
+/// so in `/health/db`).
+#[tokio::test]
+async fn stats_report_error_rate_uptime_and_average_query_time() {
+    let url = fresh_pg_database().await;
+    let db = crate::support::connected_service(&url).await;
+    let before = db.stats();
+    assert_eq!(before.error_rate, 0.0);
+    for _ in 0..3 {
+        select_one(&db).await.expect("select");
+    }
+    db.conn()
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_sleep(0.02)",
+        ))
+        .await
+        .expect("sleep");
+    let failed = db
+        .conn()
+        .execute_unprepared("SELECT * FROM no_such_table")
+        .await;
+    assert!(failed.is_err());
+    let s = db.stats();
+    assert_eq!(s.queries_failed, 1);
+    assert_eq!(s.queries_total, 5);
+    assert!((s.error_rate - 0.2).abs() < 1e-9, "{}", s.error_rate);
+    // The average sits between the fastest and the slowest (the 20 ms sleep) statement.
+    assert!(
+        s.query.mean_ms > 0.0 && s.query.mean_ms <= s.query.max_ms,
+        "{:?}",
+        s.query
+    );
+    assert!(s.query.mean_ms >= 20.0 / 5.0, "{:?}", s.query);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(db.stats().uptime_seconds > s.uptime_seconds);
+    db.close(Duration::from_secs(5)).await;
+}

@@ -617,3 +617,115 @@ async fn a_slow_query_line_carries_its_request() {
     assert_eq!(request_lines.len(), 1, "{request_lines:?}");
     assert_eq!(request_lines[0]["span"]["request_id"], id);
 }
+
+/// Seeds 001 and 003 in one run: the startup line states every effective pool setting
+/// (redacted); `log_statements` logs each statement's SQL with placeholders, never a value;
+/// a pool held at 100 % raises one ERROR alert line (not one per check), counted in
+/// `/metrics`, and one INFO line when it clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_settings_statement_log_and_alert_lines() {
+    let base = fresh_pg_database().await;
+    let server = Server::spawn(&[
+        (
+            "DATABASE_URL",
+            with_params(&base, "connection_limit=1&log_statements=true"),
+        ),
+        ("DBSERVICE_DEMO_DIAGNOSTICS", "true".into()),
+    ]);
+    let (address, client) = server.ready_client().await;
+    let lines = || -> Vec<serde_json::Value> {
+        server
+            .output()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    // The startup line.
+    let startup = lines()
+        .into_iter()
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("database reachable"))
+        })
+        .expect("a startup line");
+    let settings = startup["settings"].as_str().expect("settings");
+    for key in dbservice::config::POOL_KEYS {
+        assert!(
+            settings.contains(&format!("\"{key}\"")),
+            "{key} missing: {settings}"
+        );
+    }
+    assert!(settings.contains("\"connection_limit\":1"), "{settings}");
+
+    // The statement log: placeholders, not the owner's name.
+    let res = client
+        .post(format!("{address}/api/accounts"))
+        .json(&serde_json::json!({"owner": "owner-value-7731", "balance_cents": 5}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(res.status().as_u16(), 201);
+    let logged = eventually(Duration::from_secs(5), || async {
+        lines().iter().any(|v| {
+            v["message"] == "statement"
+                && v["statement"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("INSERT INTO") && s.contains("$1"))
+        })
+    })
+    .await;
+    assert!(logged, "no statement line:\n{}", server.output());
+
+    // The single connection held for 2.5 s: utilization 100 % → one critical line.
+    let res = client
+        .get(format!("{address}/api/diagnostics/sleep?seconds=2.5"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(res.status().as_u16(), 200);
+    let cleared = eventually(Duration::from_secs(5), || async {
+        lines()
+            .iter()
+            .any(|v| v["alert"] == "utilization" && v["alert_level"] == "ok")
+    })
+    .await;
+    let all = lines();
+    let critical: Vec<_> = all
+        .iter()
+        .filter(|v| v["alert"] == "utilization" && v["alert_level"] == "critical")
+        .collect();
+    assert!(cleared, "no cleared line:\n{}", server.output());
+    assert_eq!(critical.len(), 1, "one line per crossing: {critical:?}");
+    assert_eq!(critical[0]["level"], "ERROR", "{:?}", critical[0]);
+    let metrics = client
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains("dbservice_alerts_total{alert=\"utilization\",level=\"critical\"} 1"),
+        "{metrics}"
+    );
+    let health: serde_json::Value = client
+        .get(format!("{address}/health/db"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    let utilization = &health["alerts"][0];
+    assert_eq!(utilization["alert"], "utilization", "{health}");
+    assert_eq!(utilization["level"], "ok", "{health}");
+    assert_eq!(utilization["raised"], 1, "{health}");
+    let output = server.output();
+    assert!(
+        !output.contains("owner-value-7731"),
+        "a bound value was logged"
+    );
+    assert!(!output.contains(PASSWORD), "the password was logged");
+}

@@ -41,7 +41,11 @@ fn served(text: &str) -> BTreeSet<String> {
 async fn scrape_with_everything(app: &TestApp) -> String {
     // HTTP families have samples once requests were served.
     let (status, _, body) = app
-        .post("/api/accounts", &json!({"owner": "ops", "balance_cents": 5}), None)
+        .post(
+            "/api/accounts",
+            &json!({"owner": "ops", "balance_cents": 5}),
+            None,
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let _ = app.get("/api/accounts/1").await;
@@ -52,7 +56,10 @@ async fn scrape_with_everything(app: &TestApp) -> String {
 async fn alert_rules_and_dashboard_use_only_metrics_we_serve() {
     let (primary, replica) = cluster_with_replica().await;
     let replica_url = replica.url("postgres");
-    let app = spawn_app(&primary.url("postgres"), |s| s.core.set_replica_urls(&replica_url)).await;
+    let app = spawn_app(&primary.url("postgres"), |s| {
+        s.core.set_replica_urls(&replica_url)
+    })
+    .await;
     app.wait_ready(Duration::from_secs(30)).await;
     // The lag gauge has a sample once the replica has been checked.
     assert!(
@@ -140,11 +147,17 @@ async fn kubernetes_manifest_agrees_with_the_code() {
         Duration::from_secs_f64(termination) >= budget + Duration::from_secs(5),
         "terminationGracePeriodSeconds {termination} vs shutdown budget {budget:?}"
     );
-    assert!(shutdown.grace >= Duration::from_secs(5), "endpoints need time to drop the pod");
+    assert!(
+        shutdown.grace >= Duration::from_secs(5),
+        "endpoints need time to drop the pod"
+    );
     // The readiness probe's timeout outlasts the service's own bound on the check.
     let health = dbservice::PoolOptions::default().health_check_timeout;
     let timeout = number_after(&yaml, "readinessProbe:", "timeoutSeconds:");
-    assert!(Duration::from_secs_f64(timeout) > health, "{timeout} s vs {health:?}");
+    assert!(
+        Duration::from_secs_f64(timeout) > health,
+        "{timeout} s vs {health:?}"
+    );
     // The management port is where Prometheus is told to scrape.
     assert_eq!(
         settings.http.management_port,
@@ -157,7 +170,14 @@ async fn kubernetes_manifest_agrees_with_the_code() {
     let rss: f64 = bench
         .lines()
         .find(|l| l.starts_with("| demo peak RSS under HTTP load |"))
-        .and_then(|l| l.split('|').nth(2)?.trim().trim_end_matches(" MiB").parse().ok())
+        .and_then(|l| {
+            l.split('|')
+                .nth(2)?
+                .trim()
+                .trim_end_matches(" MiB")
+                .parse()
+                .ok()
+        })
         .expect("BENCHMARKS.md states the demo's peak RSS");
     let requested: f64 = yaml
         .lines()
@@ -165,7 +185,10 @@ async fn kubernetes_manifest_agrees_with_the_code() {
         .and_then(|l| l.split("memory:").nth(1))
         .and_then(|m| m.trim().split("Mi").next()?.trim().parse().ok())
         .expect("a memory request in Mi");
-    assert!(requested >= 3.0 * rss, "memory request {requested} Mi vs RSS {rss} MiB");
+    assert!(
+        requested >= 3.0 * rss,
+        "memory request {requested} Mi vs RSS {rss} MiB"
+    );
 
     // The probe paths are the demo's: live without a database, ready with one.
     let sqlite = tempfile::tempdir().expect("dir");

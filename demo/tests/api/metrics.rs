@@ -434,7 +434,7 @@ async fn a_leaked_transaction_is_reported_once_with_where_it_began() {
     let text = lines.text();
     let leaks: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("leak_detection_threshold"))
+        .filter(|l| l.contains("held longer than leak_detection_threshold"))
         .collect();
     assert_eq!(leaks.len(), 1, "{text}");
     // The startup line states this instance's connection budget.
