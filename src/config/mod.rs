@@ -9,6 +9,7 @@
 
 pub(crate) mod duration;
 mod error;
+mod profile;
 mod redact;
 mod settings;
 mod shutdown;
@@ -22,6 +23,7 @@ use serde::Serialize;
 pub use self::duration::MAX_DURATION;
 use self::duration::{parse_duration, parse_optional_duration};
 pub use self::error::ConfigError;
+pub use self::profile::{Profile, Source, Sources};
 pub use self::redact::RedactedUrl;
 pub use self::settings::{AppKeys, AppValues, LIBRARY_KEYS, LogFormat, NamedPool, Settings};
 pub use self::shutdown::ShutdownSettings;
@@ -40,6 +42,8 @@ pub struct DbConfig {
     direct: Option<SplitUrl>,
     /// `DATABASE_REPLICA_URLS` and the replica bounds.
     replicas: Option<Box<crate::replica::ReplicaConfig>>,
+    /// Where each pool parameter (and the URL) came from.
+    sources: Sources,
     secrets: Vec<String>,
     pool: PoolOptions,
     tls: Option<TlsMode>,
@@ -274,7 +278,15 @@ impl DbConfig {
             Backend::Sqlite => None,
         };
         let secrets = redact::secrets_of(&split.driver_url, env_password.as_deref());
+        let mut sources: Sources = POOL_KEYS
+            .iter()
+            .map(|k| ((*k).to_owned(), Source::Default))
+            .collect();
+        for (key, _) in &split.params {
+            sources.insert(key.clone(), Source::Url);
+        }
         Ok(Self {
+            sources,
             tls: tls::resolve(&split),
             url: split,
             direct: None,
@@ -349,6 +361,29 @@ impl DbConfig {
         Ok(self)
     }
 
+    /// Where each pool parameter came from (`default`, `profile:<name>`, `file:<path>`,
+    /// `.env`, `environment`, `url`, `code`), and `database_url` where the URL did.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// Takes the settings' sources for what the URL did not set.
+    pub(crate) fn note_sources(&mut self, settings: &Sources, url_configured: bool) {
+        for (key, source) in self.sources.iter_mut() {
+            if *source == Source::Default
+                && let Some(from) = settings.get(key)
+            {
+                *source = from.clone();
+            }
+        }
+        let url = settings
+            .get("database_url")
+            .filter(|_| url_configured)
+            .cloned()
+            .unwrap_or(Source::Default);
+        self.sources.insert("database_url".into(), url);
+    }
+
     /// The read replicas, if any.
     pub fn replicas(&self) -> Option<&crate::replica::ReplicaConfig> {
         self.replicas.as_deref()
@@ -415,6 +450,7 @@ impl Serialize for DbConfig {
             pool: &'a PoolOptions,
             #[serde(skip_serializing_if = "Option::is_none")]
             replicas: Option<&'a crate::replica::ReplicaConfig>,
+            sources: &'a Sources,
         }
         Shown {
             url: self.redacted_url(),
@@ -423,6 +459,7 @@ impl Serialize for DbConfig {
             tls: self.tls(),
             pool: &self.pool,
             replicas: self.replicas(),
+            sources: &self.sources,
         }
         .serialize(serializer)
     }

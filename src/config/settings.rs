@@ -12,7 +12,7 @@
 //! settings, feature switches) with [`Settings::from_env_with`] and reads them, validated with
 //! the same rules and messages, from the [`AppValues`] it gets back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use serde::Deserialize;
 use super::DbConfig;
 use super::duration::{parse_duration, parse_optional_duration};
 use super::error::ConfigError;
+use super::profile::{Profile, Source, Sources};
 use super::shutdown::ShutdownSettings;
 use super::url::POOL_KEYS;
 use crate::replica::{
@@ -53,6 +54,10 @@ pub struct Settings {
     pool: Vec<(String, String)>,
     /// Log line format (`LOG_FORMAT=pretty|json`). Default: pretty.
     pub log_format: LogFormat,
+    /// The deployment profile (`DBSERVICE_PROFILE`, `APP_ENV`), if one is set.
+    profile: Option<Profile>,
+    /// Where each setting came from.
+    sources: Sources,
     /// The shutdown sequence's bounds.
     pub shutdown: ShutdownSettings,
 }
@@ -60,6 +65,7 @@ pub struct Settings {
 /// The library's own keys besides the pool parameters (file keys; `DBSERVICE_<KEY>` in the
 /// environment, `DATABASE_URL` and `LOG_FORMAT` bare).
 pub const LIBRARY_KEYS: &[&str] = &[
+    "profile",
     "database_url",
     "database_url_direct",
     "database_replica_urls",
@@ -154,15 +160,19 @@ impl Settings {
     /// Like [`from_env`](Self::from_env), and also returns the application's own keys.
     pub fn from_env_with(app: AppKeys<'_>) -> Result<(Self, AppValues), ConfigError> {
         let mut env: HashMap<String, String> = std::env::vars().collect();
+        let mut from_dotenv = HashSet::new();
         if let Some(path) = find_dotenv() {
             let iter = dotenvy::from_path_iter(&path)
                 .map_err(|e| ConfigError::Source(dotenv_error(&path, &e)))?;
             for item in iter {
                 let (k, v) = item.map_err(|e| ConfigError::Source(dotenv_error(&path, &e)))?;
-                env.entry(k).or_insert(v);
+                if let std::collections::hash_map::Entry::Vacant(slot) = env.entry(k) {
+                    from_dotenv.insert(slot.key().clone());
+                    slot.insert(v);
+                }
             }
         }
-        Self::from_sources_with(&env, Path::new("."), app)
+        Self::load(&env, &from_dotenv, Path::new("."), app)
     }
 
     /// Loads the library's settings from `env` (variable name to value) and the config file it
@@ -178,18 +188,33 @@ impl Settings {
         dir: &Path,
         app: AppKeys<'_>,
     ) -> Result<(Self, AppValues), ConfigError> {
+        Self::load(env, &HashSet::new(), dir, app)
+    }
+
+    /// The layers merged; `from_dotenv`: the variables of `env` that came from `.env`.
+    fn load(
+        env: &HashMap<String, String>,
+        from_dotenv: &HashSet<String>,
+        dir: &Path,
+        app: AppKeys<'_>,
+    ) -> Result<(Self, AppValues), ConfigError> {
         let source_err = |e: config::ConfigError| ConfigError::Source(e.to_string());
-        let mut builder = config::Config::builder();
-        match env.get("DBSERVICE_CONFIG").filter(|p| !p.is_empty()) {
-            Some(path) => {
-                builder =
-                    builder.add_source(config::File::from(PathBuf::from(path)).required(true));
-            }
-            None => {
-                builder = builder
-                    .add_source(config::File::from(dir.join("dbservice.toml")).required(false));
-            }
-        }
+        let file = match env.get("DBSERVICE_CONFIG").filter(|p| !p.is_empty()) {
+            Some(path) => config::File::from(PathBuf::from(path)).required(true),
+            None => config::File::from(dir.join("dbservice.toml")).required(false),
+        };
+        let file_label = env
+            .get("DBSERVICE_CONFIG")
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "dbservice.toml".into());
+        // The file alone, to tell its keys from the environment's.
+        let in_file: HashMap<String, Scalar> = config::Config::builder()
+            .add_source(file.clone())
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(source_err)?;
+        let mut builder = config::Config::builder().add_source(file);
         builder = builder.add_source(
             config::Environment::with_prefix("DBSERVICE")
                 .prefix_separator("_")
@@ -207,11 +232,80 @@ impl Settings {
                 builder = builder.set_override(*key, v.clone()).map_err(source_err)?;
             }
         }
-        let raw: HashMap<String, Scalar> = builder
+        let mut raw: HashMap<String, Scalar> = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(source_err)?;
+        // The profile: DBSERVICE_PROFILE, else APP_ENV, else the file's `profile`.
+        let named = |var: &str| env.get(var).filter(|v| !v.trim().is_empty());
+        let profile = match (named("DBSERVICE_PROFILE"), named("APP_ENV")) {
+            (Some(v), _) => Some(Profile::parse("DBSERVICE_PROFILE", v)?),
+            (None, Some(v)) => Some(Profile::parse("APP_ENV", v)?),
+            (None, None) => match raw.get("profile") {
+                Some(v) => Some(Profile::parse("profile", &v.to_string())?),
+                None => None,
+            },
+        };
+        // Where each key came from; the profile fills what nothing else set.
+        let env_var = |key: &str| {
+            [
+                ("database_url", "DATABASE_URL"),
+                ("database_url_direct", "DATABASE_URL_DIRECT"),
+                ("database_replica_urls", "DATABASE_REPLICA_URLS"),
+                ("log_format", "LOG_FORMAT"),
+            ]
+            .iter()
+            .chain(
+                app.bare
+                    .iter()
+                    .map(|(var, key)| (*key, *var))
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
+            .find(|(k, _)| *k == key)
+            .map_or_else(
+                || format!("DBSERVICE_{}", key.to_ascii_uppercase()),
+                |(_, v)| (*v).to_owned(),
+            )
+        };
+        let mut sources = Sources::new();
+        let keys: Vec<&str> = LIBRARY_KEYS
+            .iter()
+            .chain(POOL_KEYS)
+            .chain(app.keys)
+            .copied()
+            .collect();
+        for key in keys {
+            let var = env_var(key);
+            let source = if env.get(&var).is_some_and(|v| !v.is_empty()) {
+                if from_dotenv.contains(&var) {
+                    Source::DotEnv
+                } else {
+                    Source::Environment
+                }
+            } else if in_file.contains_key(key) {
+                Source::File(file_label.clone())
+            } else if let Some(p) = profile
+                && let Some((_, value)) = p.defaults().iter().find(|(k, _)| *k == key)
+            {
+                raw.insert(key.to_owned(), Scalar::Text((*value).to_owned()));
+                Source::Profile(p)
+            } else {
+                Source::Default
+            };
+            sources.insert(key.to_owned(), source);
+        }
+        if profile.is_some() && named("DBSERVICE_PROFILE").is_none() && named("APP_ENV").is_some() {
+            let source = if from_dotenv.contains("APP_ENV") {
+                Source::DotEnv
+            } else {
+                Source::Environment
+            };
+            sources.insert("profile".into(), source);
+        }
         let (mut settings, values) = Self::from_raw(raw, app)?;
+        settings.profile = profile;
+        settings.sources = sources;
         for (k, v) in env {
             let Some(name) = k.strip_prefix("DATABASE_URL_") else {
                 continue;
@@ -286,6 +380,8 @@ impl Settings {
             named,
             pool,
             log_format,
+            profile: None,
+            sources: Sources::new(),
             shutdown: ShutdownSettings {
                 grace: ours.duration("shutdown_grace", defaults.grace)?,
                 drain_timeout: ours.duration("drain_timeout", defaults.drain_timeout)?,
@@ -296,6 +392,18 @@ impl Settings {
         Ok((settings, theirs))
     }
 
+    /// The deployment profile in effect, if any (see [`Profile`]).
+    pub fn profile(&self) -> Option<Profile> {
+        self.profile
+    }
+
+    /// Where each setting (library, pool and application keys) came from: `default`,
+    /// `profile:<name>`, `file:<path>`, `.env` or `environment` (the URL's query is known to
+    /// [`DbConfig::sources`] only).
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
     /// Whether a database URL was configured.
     pub fn has_database_url(&self) -> bool {
         self.database_url.is_some()
@@ -303,6 +411,7 @@ impl Settings {
 
     /// Replaces the database URL (e.g. with a test database).
     pub fn set_database_url(&mut self, url: impl Into<String>) {
+        self.sources.insert("database_url".into(), Source::Code);
         self.database_url = Some(url.into());
     }
 
@@ -339,6 +448,7 @@ impl Settings {
     /// [`Settings::db_config`].
     pub fn set_pool_param(&mut self, key: impl Into<String>, value: impl Into<String>) {
         let key = key.into();
+        self.sources.insert(key.clone(), Source::Code);
         self.pool.retain(|(k, _)| *k != key);
         self.pool.push((key, value.into()));
     }
@@ -352,6 +462,7 @@ impl Settings {
             .or(default_url)
             .ok_or(ConfigError::MissingUrl)?;
         let mut config = DbConfig::from_parts(url, &self.pool)?;
+        config.note_sources(&self.sources, self.database_url.is_some());
         if let Some(direct) = &self.database_url_direct {
             config = config.with_direct_url(direct)?;
         }

@@ -61,3 +61,103 @@ fn tls_mode_is_reported_and_unverified_remote_databases_are_flagged() {
             .is_none()
     );
 }
+
+fn env_of(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A profile's defaults apply where nothing explicit is set, and every value says where it
+/// came from: default, profile, file, environment, URL, code.
+#[test]
+fn profiles_fill_defaults_and_every_value_names_its_source() {
+    use dbservice::config::{LogFormat, Profile, Source};
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("dbservice.toml"), "pool_timeout = \"7s\"\n").expect("file");
+    let env = env_of(&[
+        ("APP_ENV", "production"),
+        (
+            "DATABASE_URL",
+            "postgres://app:secret@db/app?connection_limit=3",
+        ),
+        ("DBSERVICE_SLOW_QUERY_THRESHOLD", "2s"),
+    ]);
+    let settings = dbservice::Settings::from_sources(&env, dir.path()).expect("settings");
+    assert_eq!(settings.profile(), Some(Profile::Production));
+    assert_eq!(settings.log_format, LogFormat::Json);
+    assert_eq!(settings.shutdown.grace, Duration::from_secs(5));
+    let config = settings.db_config(None).expect("config");
+    let p = config.pool();
+    assert_eq!(p.stats_log_interval, Some(Duration::from_secs(60)));
+    assert_eq!(p.connection_limit, 3);
+    assert_eq!(p.pool_timeout, Some(Duration::from_secs(7)));
+    assert_eq!(p.slow_query_threshold, Some(Duration::from_secs(2)));
+    let source = |k: &str| config.sources().get(k).map(ToString::to_string);
+    assert_eq!(
+        source("stats_log_interval").as_deref(),
+        Some("profile:production")
+    );
+    assert_eq!(source("connection_limit").as_deref(), Some("url"));
+    assert_eq!(
+        source("pool_timeout").as_deref(),
+        Some("file:dbservice.toml")
+    );
+    assert_eq!(
+        source("slow_query_threshold").as_deref(),
+        Some("environment")
+    );
+    assert_eq!(source("idle_timeout").as_deref(), Some("default"));
+    assert_eq!(source("database_url").as_deref(), Some("environment"));
+    assert_eq!(
+        settings.sources().get("log_format"),
+        Some(&Source::Profile(Profile::Production))
+    );
+    assert_eq!(
+        settings.sources().get("profile"),
+        Some(&Source::Environment)
+    );
+    // Shown in the configuration's JSON (/health/db, the startup line), redacted.
+    let shown = serde_json::to_string(&config).expect("json");
+    assert!(
+        shown.contains("\"stats_log_interval\":\"profile:production\""),
+        "{shown}"
+    );
+    assert!(!shown.contains("secret"), "{shown}");
+
+    // DBSERVICE_PROFILE wins over APP_ENV; an explicit setting over the profile.
+    let env = env_of(&[
+        ("APP_ENV", "production"),
+        ("DBSERVICE_PROFILE", "development"),
+        ("DBSERVICE_LOG_STATEMENTS", "false"),
+        ("DATABASE_URL", "postgres://app@db/app"),
+    ]);
+    let mut settings = dbservice::Settings::from_sources(&env, dir.path()).expect("settings");
+    assert_eq!(settings.profile(), Some(Profile::Development));
+    settings.set_pool_param("connection_limit", "8");
+    let config = settings.db_config(None).expect("config");
+    assert!(!config.pool().log_statements);
+    assert_eq!(
+        config.pool().slow_query_threshold,
+        Some(Duration::from_millis(200))
+    );
+    assert_eq!(config.pool().connection_limit, 8);
+    assert_eq!(
+        config.sources().get("connection_limit"),
+        Some(&Source::Code)
+    );
+    assert_eq!(
+        config.sources().get("log_statements"),
+        Some(&Source::Environment)
+    );
+
+    // A profile nobody knows is an error naming the variable and the value.
+    let env = env_of(&[("APP_ENV", "staging")]);
+    let err = dbservice::Settings::from_sources(&env, dir.path()).expect_err("unknown profile");
+    let text = err.to_string();
+    assert!(
+        text.contains("APP_ENV") && text.contains("staging") && text.contains("production"),
+        "{text}"
+    );
+}

@@ -729,3 +729,52 @@ async fn startup_settings_statement_log_and_alert_lines() {
     );
     assert!(!output.contains(PASSWORD), "the password was logged");
 }
+
+/// Provenance end to end: with `APP_ENV=development`, a `.env` and the environment, the
+/// startup line and `/health/db` say where each value came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_the_startup_line_say_where_each_setting_came_from() {
+    let base = fresh_pg_database().await;
+    let cwd = tempfile::tempdir().expect("temp dir");
+    std::fs::write(cwd.path().join(".env"), "DBSERVICE_POOL_TIMEOUT=3s\n").expect("write .env");
+    let server = Server::spawn_in(
+        cwd,
+        &[
+            ("DATABASE_URL", with_params(&base, "connection_limit=2")),
+            ("APP_ENV", "development".into()),
+            ("DBSERVICE_IDLE_TIMEOUT", "5m".into()),
+        ],
+    );
+    let (address, client) = server.ready_client().await;
+    let health: serde_json::Value = client
+        .get(format!("{address}/health/db"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    let sources = &health["config"]["sources"];
+    assert_eq!(sources["pool_timeout"], ".env", "{sources}");
+    assert_eq!(sources["idle_timeout"], "environment", "{sources}");
+    assert_eq!(sources["connection_limit"], "url", "{sources}");
+    assert_eq!(
+        sources["log_statements"], "profile:development",
+        "{sources}"
+    );
+    assert_eq!(sources["max_lifetime"], "default", "{sources}");
+    assert_eq!(health["config"]["log_statements"], true, "{health}");
+    let startup = server
+        .output()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("database reachable"))
+        })
+        .expect("a startup line");
+    let settings = startup["settings"].as_str().expect("settings");
+    assert!(settings.contains("\"pool_timeout\":\".env\""), "{settings}");
+    assert!(!server.output().contains(PASSWORD));
+}
