@@ -8,6 +8,7 @@
 //! - [`DbService`]: owns the pool (its own, under SeaORM: see `src/pool`); lazy creation,
 //!   connect with backoff, readiness, close.
 //! - [`pools`]: the primary pool and named ones (`DATABASE_URL_<NAME>`), by name.
+//! - [`batch`]: many rows in one bounded transaction: chunked `INSERT`s or `COPY`.
 //! - [`replica`]: read replicas (`DATABASE_REPLICA_URLS`) with read-your-writes, `db.read()`.
 //! - [`transaction`]: `db.transaction(async |tx| ...)` (configured defaults) and
 //!   `db.transaction_with(opts, async |tx| ...)` with `max_wait`, `timeout`, isolation,
@@ -31,6 +32,7 @@
 //! ```
 
 pub mod alerts;
+pub mod batch;
 pub mod classify;
 pub mod config;
 mod conn;

@@ -1,4 +1,4 @@
-//! Layered settings: defaults < config file < `.env` < process environment.
+//! Layered settings: defaults < profile < config file < `.env` < process environment.
 //!
 //! | source | names |
 //! |---|---|

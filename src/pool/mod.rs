@@ -31,6 +31,7 @@ use deadpool::managed::{Pool as DeadPool, PoolError, QueueMode, Timeouts};
 use sea_orm::sqlx;
 
 pub use self::conn::CloseReason;
+pub(crate) use self::conn::RawConn;
 pub(crate) use self::exec::{Op, Output, session_prefix, unexpected};
 use self::holds::Holds;
 pub(crate) use self::holds::Site;

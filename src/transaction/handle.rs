@@ -96,6 +96,44 @@ impl Transaction {
         }
     }
 
+    /// `COPY ... FROM STDIN` with `data` on the transaction's own connection (PostgreSQL),
+    /// within `query_timeout`; returns the rows the server copied.
+    pub(crate) async fn copy_in(&self, statement: &str, data: &[u8]) -> Result<u64, DbErr> {
+        use sea_orm::{RuntimeErr, sqlx};
+        let mut guard = self.conn.lock().await;
+        let Some(conn) = guard.as_mut().and_then(|c| c.conn()) else {
+            return Err(DbErr::Custom("the transaction has already ended".into()));
+        };
+        let Some(crate::pool::RawConn::Postgres(pg)) = conn.raw.as_mut() else {
+            return Err(DbErr::Custom("COPY needs PostgreSQL".into()));
+        };
+        let started = std::time::Instant::now();
+        let work = async {
+            let mut copy = pg.copy_in_raw(statement).await?;
+            copy.send(data).await?;
+            copy.finish().await
+        };
+        let result: Result<u64, sqlx::Error> = match self.deadline {
+            Some(d) => tokio::time::timeout(d, work).await.unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer to COPY within query_timeout ({d:?})"),
+                )))
+            }),
+            None => work.await,
+        };
+        if let Err(sqlx::Error::Io(_)) = &result {
+            // Abandoned mid-copy: the connection's state is unknown; it is not reused.
+            conn.broken = true;
+        }
+        self.db
+            .instruments()
+            .on_statement(statement, started.elapsed(), result.is_err());
+        result
+            .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(e))))
+            .inspect_err(|e| self.db.instruments().on_error(e))
+    }
+
     async fn run(&self, op: Op<'_>) -> Result<Output, DbErr> {
         let mut guard = self.conn.lock().await;
         let Some(conn) = guard.as_mut() else {

@@ -6,6 +6,7 @@ mod support {
     pub use dbservice_testkit::*;
 }
 
+mod batch;
 mod config;
 mod deadlines;
 mod handout;
