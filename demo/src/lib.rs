@@ -216,9 +216,14 @@ impl Application {
 }
 
 fn json_config() -> web::JsonConfig {
+    json_config_limited(16 * 1024)
+}
+
+/// The JSON body rules with a body limit of `limit` bytes (the batch route takes more).
+pub(crate) fn json_config_limited(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
-        .limit(16 * 1024)
-        .error_handler(|err, _req| {
+        .limit(limit)
+        .error_handler(move |err, _req| {
             use actix_web::error::JsonPayloadError;
             let api = match &err {
                 JsonPayloadError::ContentType => ApiError {
@@ -233,7 +238,7 @@ fn json_config() -> web::JsonConfig {
                     status: actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
                     ..ApiError::bad_request(
                         "payload_too_large",
-                        "the JSON body is larger than 16 KiB",
+                        format!("the JSON body is larger than {} KiB", limit / 1024),
                     )
                 },
                 JsonPayloadError::Deserialize(e) => {

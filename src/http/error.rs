@@ -120,6 +120,19 @@ impl<E: std::fmt::Display> From<crate::transaction::TxError<E>> for ApiError {
     }
 }
 
+impl From<crate::batch::BatchError> for ApiError {
+    fn from(err: crate::batch::BatchError) -> Self {
+        use crate::batch::BatchError;
+        use crate::transaction::TxError;
+        match err {
+            // A row the database refused (a constraint): answered like the statement's error.
+            BatchError::Transaction(TxError::Aborted(e)) => e.into(),
+            BatchError::Transaction(other) => other.into(),
+            BatchError::Unsupported(message) => ApiError::bad_request("batch_unsupported", message),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status

@@ -22,6 +22,16 @@ pub struct NewAccount {
     balance_cents: i64,
 }
 
+/// Body of `POST /api/accounts/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccounts {
+    accounts: Vec<NewAccount>,
+}
+
+/// The most accounts one `POST /api/accounts/batch` may open.
+pub const MAX_BATCH: usize = 10_000;
+
 /// Query of `GET /api/accounts`.
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -44,21 +54,7 @@ pub(crate) async fn create(
         owner,
         balance_cents,
     } = from_object(body)?;
-    let owner = owner.trim().to_owned();
-    // Control characters (a NUL byte above all, which PostgreSQL text cannot hold) have no
-    // place in a name and would otherwise surface as a 500.
-    if owner.is_empty() || owner.chars().count() > 200 || owner.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "invalid_owner",
-            "owner must be 1 to 200 characters, without control characters",
-        ));
-    }
-    if !(0..=MAX_BALANCE_CENTS).contains(&balance_cents) {
-        return Err(ApiError::bad_request(
-            "invalid_balance",
-            format!("balance_cents must be from 0 to {MAX_BALANCE_CENTS}, got {balance_cents}"),
-        ));
-    }
+    let (owner, balance_cents) = validated(owner, balance_cents, None)?;
     let account = accounts::ActiveModel {
         owner: Set(owner),
         balance_cents: Set(balance_cents),
@@ -72,6 +68,70 @@ pub(crate) async fn create(
     Ok(response
         .insert_header(("Location", format!("/api/accounts/{}", account.id)))
         .json(account))
+}
+
+/// The owner trimmed and the balance, or a 400 naming the field (and the row of a batch).
+fn validated(
+    owner: String,
+    balance_cents: i64,
+    row: Option<usize>,
+) -> Result<(String, i64), ApiError> {
+    let at = row.map(|i| format!("accounts[{i}]: ")).unwrap_or_default();
+    let owner = owner.trim().to_owned();
+    // Control characters (a NUL byte above all, which PostgreSQL text cannot hold) have no
+    // place in a name and would otherwise surface as a 500.
+    if owner.is_empty() || owner.chars().count() > 200 || owner.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_owner",
+            format!("{at}owner must be 1 to 200 characters, without control characters"),
+        ));
+    }
+    if !(0..=MAX_BALANCE_CENTS).contains(&balance_cents) {
+        return Err(ApiError::bad_request(
+            "invalid_balance",
+            format!("{at}balance_cents must be from 0 to {MAX_BALANCE_CENTS}, got {balance_cents}"),
+        ));
+    }
+    Ok((owner, balance_cents))
+}
+
+/// `POST /api/accounts/batch`: opens up to [`MAX_BATCH`] accounts in one transaction, all or
+/// nothing (chunked `INSERT`s, or `COPY` on PostgreSQL from 1000 rows).
+pub(crate) async fn create_batch(
+    db: web::Data<DbService>,
+    body: ObjectBody,
+) -> Result<HttpResponse, ApiError> {
+    let NewAccounts { accounts: wanted } = from_object(body)?;
+    if wanted.is_empty() || wanted.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "invalid_batch",
+            format!(
+                "accounts must hold 1 to {MAX_BATCH} accounts, got {}",
+                wanted.len()
+            ),
+        ));
+    }
+    let now = Utc::now();
+    let mut models = Vec::with_capacity(wanted.len());
+    for (i, a) in wanted.into_iter().enumerate() {
+        let (owner, balance_cents) = validated(a.owner, a.balance_cents, Some(i))?;
+        models.push(accounts::ActiveModel {
+            owner: Set(owner),
+            balance_cents: Set(balance_cents),
+            created_at: Set(now),
+            ..Default::default()
+        });
+    }
+    let done = db
+        .insert_batch(models, dbservice::batch::BatchOptions::default())
+        .await?;
+    let mut response = HttpResponse::Created();
+    tell_position(&db, &mut response);
+    Ok(response.json(serde_json::json!({
+        "inserted": done.rows,
+        "statements": done.statements,
+        "method": done.method,
+    })))
 }
 
 pub(crate) async fn get(

@@ -32,6 +32,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, diagnostics: bool) {
     let mut scope = web::scope("/api")
         .route("/accounts", web::post().to(accounts::create))
         .route("/accounts", web::get().to(accounts::list))
+        .service(
+            web::resource("/accounts/batch")
+                // 10,000 accounts of up to 200 characters' owner each.
+                .app_data(crate::json_config_limited(4 * 1024 * 1024))
+                .route(web::post().to(accounts::create_batch)),
+        )
         .route("/accounts/{id}", web::get().to(accounts::get))
         .route("/transfers", web::post().to(transfers::create))
         .route("/transfers", web::get().to(transfers::list));

@@ -349,6 +349,64 @@ async fn concurrent_transfers_keep_the_books(app: &TestApp) {
     assert_eq!(expected, balances);
 }
 
+/// `POST /api/accounts/batch`: many accounts in one transaction (by `COPY` on PostgreSQL from
+/// 1000 rows, chunked `INSERT`s otherwise); a bad row names its index and opens nothing.
+async fn batch_of_accounts(app: &TestApp) {
+    let (_, before) = app.get("/api/accounts?limit=200").await;
+    let count_before = before["items"].as_array().map_or(0, Vec::len);
+    let accounts: Vec<Value> = (0..1500)
+        .map(|i| json!({"owner": format!("batch-{i}"), "balance_cents": i}))
+        .collect();
+    let (status, _, body) = app
+        .post(
+            "/api/accounts/batch",
+            &json!({ "accounts": accounts }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["inserted"], 1500, "{body}");
+    let expected = if app.db.backend() == dbservice::Backend::Postgres {
+        "copy"
+    } else {
+        "insert"
+    };
+    assert_eq!(body["method"], expected, "{body}");
+    // The last one is readable like any account.
+    let (_, page) = app.get("/api/accounts?limit=200&after=0").await;
+    assert!(
+        page["items"]
+            .as_array()
+            .is_some_and(|a| a.len() >= count_before.min(200))
+    );
+
+    let mut bad: Vec<Value> = (0..5)
+        .map(|i| json!({"owner": format!("bad-{i}"), "balance_cents": 1}))
+        .collect();
+    bad[3] = json!({"owner": "bad-3", "balance_cents": -5});
+    let (status, _, body) = app
+        .post("/api/accounts/batch", &json!({ "accounts": bad }), None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_balance", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("accounts[3]")),
+        "{body}"
+    );
+    let (status, _, body) = app
+        .post("/api/accounts/batch", &json!({ "accounts": [] }), None)
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_batch")),
+        "{body}"
+    );
+    let (status, _, body) = app.post("/api/accounts/batch", &json!([1, 2]), None).await;
+    assert_eq!(status, 400, "{body}");
+}
+
 /// The whole suite against one database URL.
 pub async fn ledger_suite(url: &str) {
     let app = spawn_app(url, |_| {}).await;
@@ -358,6 +416,7 @@ pub async fn ledger_suite(url: &str) {
     money_limits_and_body_shapes(&app).await;
     transfers_and_idempotency(&app).await;
     concurrent_transfers_keep_the_books(&app).await;
+    batch_of_accounts(&app).await;
     app.stop().await.expect("clean shutdown");
 }
 
