@@ -4,7 +4,7 @@
 
 pub mod entities;
 mod listeners;
-mod routes;
+pub mod routes;
 mod settings;
 
 pub use self::settings::{DEMO_KEYS, DemoSettings, HttpSettings};
@@ -97,6 +97,7 @@ impl Application {
                 .app_data(path_config())
                 .app_data(query_config())
                 .service(health::scope())
+                .route("/openapi.json", web::get().to(routes::openapi::serve))
                 .configure(|cfg| routes::configure(cfg, diagnostics));
             if let Some(d) = &deadline {
                 app = app.app_data(d.clone());

@@ -4,7 +4,8 @@ use sea_orm::entity::prelude::*;
 use serde::Serialize;
 
 /// An account row.
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, utoipa::ToSchema)]
+#[schema(as = Account)]
 #[sea_orm(table_name = "accounts")]
 pub struct Model {
     /// Primary key.
@@ -15,6 +16,7 @@ pub struct Model {
     /// Balance in cents; never negative (a CHECK constraint guards it too).
     pub balance_cents: i64,
     /// Creation time (UTC).
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: ChronoDateTimeUtc,
 }
 

@@ -4,7 +4,8 @@ use sea_orm::entity::prelude::*;
 use serde::Serialize;
 
 /// A transfer row.
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, utoipa::ToSchema)]
+#[schema(as = Transfer)]
 #[sea_orm(table_name = "transfers")]
 pub struct Model {
     /// Primary key.
@@ -19,6 +20,7 @@ pub struct Model {
     /// The client's `Idempotency-Key`, unique when present.
     pub idempotency_key: Option<String>,
     /// Creation time (UTC).
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: ChronoDateTimeUtc,
 }
 

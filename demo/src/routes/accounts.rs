@@ -15,7 +15,7 @@ use dbservice::DbService;
 use dbservice::http::ApiError;
 
 /// Body of `POST /api/accounts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
     owner: String,
@@ -23,7 +23,7 @@ pub struct NewAccount {
 }
 
 /// Body of `POST /api/accounts/batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccounts {
     accounts: Vec<NewAccount>,

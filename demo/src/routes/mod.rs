@@ -3,9 +3,11 @@
 mod accounts;
 pub mod consistency;
 mod diagnostics;
+pub mod openapi;
 mod transfers;
 
-use actix_web::web;
+use actix_web::http::Method;
+use actix_web::{Route, web};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -27,24 +29,99 @@ pub(crate) fn from_object<T: DeserializeOwned>(body: ObjectBody) -> Result<T, Ap
         .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
 }
 
+/// One route of `/api`: method, path under `/api`, handler, and a JSON body limit when it
+/// differs from the app's 16 KiB.
+type Entry = (Method, &'static str, Route, Option<usize>);
+
+/// Every route of `/api`, in matching order (`/accounts/batch` before `/accounts/{id}`). The
+/// one table both [`configure`] mounts and [`served`] lists, so the OpenAPI description can be
+/// checked against what is really served.
+fn table(diagnostics: bool) -> Vec<Entry> {
+    let mut t: Vec<Entry> = vec![
+        (
+            Method::POST,
+            "/accounts",
+            web::post().to(accounts::create),
+            None,
+        ),
+        (
+            Method::GET,
+            "/accounts",
+            web::get().to(accounts::list),
+            None,
+        ),
+        // 10,000 accounts with owners of up to 200 characters.
+        (
+            Method::POST,
+            "/accounts/batch",
+            web::post().to(accounts::create_batch),
+            Some(4 * 1024 * 1024),
+        ),
+        (
+            Method::GET,
+            "/accounts/{id}",
+            web::get().to(accounts::get),
+            None,
+        ),
+        (
+            Method::POST,
+            "/transfers",
+            web::post().to(transfers::create),
+            None,
+        ),
+        (
+            Method::GET,
+            "/transfers",
+            web::get().to(transfers::list),
+            None,
+        ),
+    ];
+    if diagnostics {
+        t.push((
+            Method::GET,
+            "/diagnostics/sleep",
+            web::get().to(diagnostics::sleep),
+            None,
+        ));
+    }
+    t
+}
+
 /// Mounts `/api/...`. `diagnostics` adds `GET /api/diagnostics/sleep`.
 pub fn configure(cfg: &mut web::ServiceConfig, diagnostics: bool) {
-    let mut scope = web::scope("/api")
-        .route("/accounts", web::post().to(accounts::create))
-        .route("/accounts", web::get().to(accounts::list))
-        .service(
-            web::resource("/accounts/batch")
-                // 10,000 accounts of up to 200 characters' owner each.
-                .app_data(crate::json_config_limited(4 * 1024 * 1024))
-                .route(web::post().to(accounts::create_batch)),
-        )
-        .route("/accounts/{id}", web::get().to(accounts::get))
-        .route("/transfers", web::post().to(transfers::create))
-        .route("/transfers", web::get().to(transfers::list));
-    if diagnostics {
-        scope = scope.route("/diagnostics/sleep", web::get().to(diagnostics::sleep));
+    // One resource per path, with all its methods (a second resource for the same path would
+    // never be reached).
+    let mut resources: Vec<(&str, actix_web::Resource)> = Vec::new();
+    for (_, path, route, limit) in table(diagnostics) {
+        let at = match resources.iter().position(|(p, _)| *p == path) {
+            Some(i) => i,
+            None => {
+                let mut resource = web::resource(path);
+                if let Some(limit) = limit {
+                    resource = resource.app_data(crate::json_config_limited(limit));
+                }
+                resources.push((path, resource));
+                resources.len() - 1
+            }
+        };
+        if let Some((p, resource)) = resources.get_mut(at) {
+            let taken = std::mem::replace(resource, web::resource(*p));
+            *resource = taken.route(route);
+        }
+    }
+    let mut scope = web::scope("/api");
+    for (_, resource) in resources {
+        scope = scope.service(resource);
     }
     cfg.service(scope);
+}
+
+/// Every `/api` route the demo serves: (method, full path), e.g. `("GET", "/api/accounts/{id}")`.
+pub fn served(diagnostics: bool) -> Vec<(String, String)> {
+    table(diagnostics)
+        .into_iter()
+        .map(|(m, path, _, _)| (m.to_string(), format!("/api{path}")))
+        .collect()
 }
 
 /// Page size bounds shared by the list endpoints.

@@ -36,7 +36,7 @@ use dbservice::http::ApiError;
 use dbservice::transaction::{Isolation, TxError};
 
 /// Body of `POST /api/transfers`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTransfer {
     from_account_id: i64,

@@ -15,6 +15,7 @@ mod health;
 mod ledger;
 mod metrics;
 mod mysql;
+mod openapi;
 mod pgbouncer;
 mod pool;
 mod replicas;
