@@ -8,11 +8,12 @@
 //! cargo bench --bench suite -- --full-grid   # every C x N cell of the scaling grid
 //! ```
 //!
-//! Options: `--rounds N`, `--seconds S`, `--only pool,tx,http,grid,replica`. `BENCH_DATABASE_URL`
+//! Options: `--rounds N`, `--seconds S`, `--only pool,tx,http,grid,replica,batch`. `BENCH_DATABASE_URL`
 //! points it at an existing PostgreSQL; otherwise it starts a private cluster (the test
 //! harness's). `BENCH_OUT` is where the report and the plot go (default: the workspace's `target/bench`).
 //! Everything talks to 127.0.0.1 only.
 
+mod batch;
 mod grid;
 mod http;
 mod minimal;
@@ -338,6 +339,12 @@ async fn run(opts: Opts) {
         String::new()
     };
 
+    let batch_section = if opts.runs("batch") {
+        batch::section(&opts, &url).await
+    } else {
+        String::new()
+    };
+
     let readiness = Sample::from_latencies(ready_latencies, not_ready, 1.0);
     let mut report = report(
         &opts,
@@ -357,6 +364,7 @@ async fn run(opts: Opts) {
         },
     );
     report.push_str(&replica_section);
+    report.push_str(&batch_section);
     println!("\n{report}");
     let report_path = out_dir.join("report.md");
     std::fs::write(&report_path, &report).expect("write the report");
