@@ -64,24 +64,31 @@ fn run(mut cmd: Command, what: &str) {
     );
 }
 
+/// A temp dir for a cluster, its (not yet created) data dir and its socket dir, owned by the
+/// `postgres` OS user when we are root.
+fn cluster_dir(prefix: &str) -> (TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir");
+    let data = dir.path().join("data");
+    let sockets = dir.path().join("sock");
+    std::fs::create_dir(&sockets).expect("socket dir");
+    if is_root() {
+        let pg = nix::unistd::User::from_name("postgres")
+            .expect("look up user postgres")
+            .expect("a `postgres` OS user");
+        for p in [dir.path(), sockets.as_path()] {
+            nix::unistd::chown(p, Some(pg.uid), Some(pg.gid)).expect("chown to postgres");
+        }
+    }
+    (dir, data, sockets)
+}
+
 impl PgCluster {
     /// initdb + start.
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("dbservice-pg-")
-            .tempdir()
-            .expect("temp dir");
-        let data = dir.path().join("data");
-        let sockets = dir.path().join("sock");
-        std::fs::create_dir(&sockets).expect("socket dir");
-        if is_root() {
-            let pg = nix::unistd::User::from_name("postgres")
-                .expect("look up user postgres")
-                .expect("a `postgres` OS user");
-            for p in [dir.path(), sockets.as_path()] {
-                nix::unistd::chown(p, Some(pg.uid), Some(pg.gid)).expect("chown to postgres");
-            }
-        }
+        let (dir, data, sockets) = cluster_dir("dbservice-pg-");
         let bin = bin_dir();
         let mut initdb = as_pg(&bin.join("initdb"));
         initdb.arg("-D").arg(&data).args([
@@ -110,21 +117,7 @@ impl PgCluster {
     /// A streaming replica of this cluster (`pg_basebackup -R -X stream`) on a port of its
     /// own, started and accepting read-only connections. Its own temp dir and watchdog.
     pub fn replica(&self) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("dbservice-pg-replica-")
-            .tempdir()
-            .expect("temp dir");
-        let data = dir.path().join("data");
-        let sockets = dir.path().join("sock");
-        std::fs::create_dir(&sockets).expect("socket dir");
-        if is_root() {
-            let pg = nix::unistd::User::from_name("postgres")
-                .expect("look up user postgres")
-                .expect("a `postgres` OS user");
-            for p in [dir.path(), sockets.as_path()] {
-                nix::unistd::chown(p, Some(pg.uid), Some(pg.gid)).expect("chown to postgres");
-            }
-        }
+        let (dir, data, sockets) = cluster_dir("dbservice-pg-replica-");
         let mut backup = as_pg(&self.bin.join("pg_basebackup"));
         backup
             .args([

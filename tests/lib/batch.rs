@@ -87,7 +87,10 @@ async fn chunked_inserts_are_all_or_nothing(db: &DbService) {
     let done = db
         .insert_batch(
             rows(per + 1, 0),
-            BatchOptions::default().method(BatchMethod::Insert).tx(tx),
+            BatchOptions::default()
+                .method(BatchMethod::Insert)
+                .max_chunk_rows(usize::MAX)
+                .tx(tx),
         )
         .await
         .expect("batch");
@@ -97,6 +100,17 @@ async fn chunked_inserts_are_all_or_nothing(db: &DbService) {
         "{done:?}"
     );
     assert_eq!(count(db).await, (per + 1) as i64);
+    // By default, 1000 rows per statement (the bind limit still applies).
+    let done = db
+        .insert_batch(
+            rows(2500, 500_000),
+            BatchOptions::default().method(BatchMethod::Insert),
+        )
+        .await
+        .expect("default chunks");
+    assert_eq!((done.rows, done.statements), (2500, 3), "{done:?}");
+    let base = (per + 1 + 2500) as i64;
+    assert_eq!(count(db).await, base);
 
     // Seed 000's 100 rows per INSERT; the 250th row breaks the CHECK: nothing is kept.
     let mut bad = rows(300, per + 1);
@@ -116,11 +130,7 @@ async fn chunked_inserts_are_all_or_nothing(db: &DbService) {
         .await
         .expect_err("a failing row");
     assert!(matches!(err, BatchError::Transaction(_)), "{err}");
-    assert_eq!(
-        count(db).await,
-        (per + 1) as i64,
-        "the first chunks were rolled back"
-    );
+    assert_eq!(count(db).await, base, "the first chunks were rolled back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,12 +65,20 @@ fn psql_copy(url: &str, n: usize) -> Option<f64> {
 pub(crate) async fn section(opts: &Opts, url: &str) -> String {
     let db = DbService::new(DbConfig::from_url(url).expect("valid URL")).expect("service");
     db.connect().await.expect("connects");
-    let (batch_rows, single_rows) = if opts.quick { (20_000, 1_000) } else { (100_000, 5_000) };
+    let (batch_rows, single_rows) = if opts.quick {
+        (20_000, 1_000)
+    } else {
+        (100_000, 5_000)
+    };
     let tx = TxOptions::default().timeout(Duration::from_secs(300));
-    let methods: [(&str, usize); 5] = [
+    let methods: [(&str, usize); 6] = [
         ("one INSERT per row (db.conn())", single_rows),
         ("insert_batch, chunked INSERT at the bind limit", batch_rows),
-        ("insert_batch, chunked INSERT of 100 rows (seed 000)", batch_rows),
+        (
+            "insert_batch, chunked INSERT of 100 rows (seed 000)",
+            batch_rows,
+        ),
+        ("insert_batch, chunked INSERT of 1000 rows", batch_rows),
         ("insert_batch, COPY", batch_rows),
         ("psql COPY FROM STDIN (the limit)", batch_rows),
     ];
@@ -90,21 +98,24 @@ pub(crate) async fn section(opts: &Opts, url: &str) -> String {
                 1 => db
                     .insert_batch(
                         models(*n, "insert"),
-                        BatchOptions::default().method(BatchMethod::Insert).tx(tx),
-                    )
-                    .await
-                    .is_ok(),
-                2 => db
-                    .insert_batch(
-                        models(*n, "insert100"),
                         BatchOptions::default()
                             .method(BatchMethod::Insert)
-                            .max_chunk_rows(100)
+                            .max_chunk_rows(usize::MAX)
                             .tx(tx),
                     )
                     .await
                     .is_ok(),
-                3 => db
+                2 | 3 => db
+                    .insert_batch(
+                        models(*n, "chunk"),
+                        BatchOptions::default()
+                            .method(BatchMethod::Insert)
+                            .max_chunk_rows(if i == 2 { 100 } else { 1000 })
+                            .tx(tx),
+                    )
+                    .await
+                    .is_ok(),
+                4 => db
                     .insert_batch(
                         models(*n, "copy"),
                         BatchOptions::default().method(BatchMethod::Copy).tx(tx),
@@ -116,7 +127,10 @@ pub(crate) async fn section(opts: &Opts, url: &str) -> String {
                     match tokio::task::spawn_blocking(move || psql_copy(&u, n)).await {
                         Ok(Some(secs)) => {
                             rates[i].push(n as f64 / secs);
-                            eprintln!("round {round}: batch {name:<52} {:>9.0} rows/s", n as f64 / secs);
+                            eprintln!(
+                                "round {round}: batch {name:<52} {:>9.0} rows/s",
+                                n as f64 / secs
+                            );
                         }
                         _ => eprintln!("round {round}: batch {name}: psql not available"),
                     }
@@ -126,7 +140,10 @@ pub(crate) async fn section(opts: &Opts, url: &str) -> String {
             let secs = started.elapsed().as_secs_f64();
             if ok {
                 rates[i].push(*n as f64 / secs);
-                eprintln!("round {round}: batch {name:<52} {:>9.0} rows/s", *n as f64 / secs);
+                eprintln!(
+                    "round {round}: batch {name:<52} {:>9.0} rows/s",
+                    *n as f64 / secs
+                );
             } else {
                 eprintln!("round {round}: batch {name}: failed");
             }
@@ -146,7 +163,11 @@ pub(crate) async fn section(opts: &Opts, url: &str) -> String {
         let _ = writeln!(
             out,
             "| {name} | {n} | {rate:.0} | {} |",
-            if limit > 0.0 { format!("{:.2}", rate / limit) } else { "n/a".into() }
+            if limit > 0.0 {
+                format!("{:.2}", rate / limit)
+            } else {
+                "n/a".into()
+            }
         );
     }
     out.push('\n');

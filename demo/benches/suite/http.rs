@@ -93,24 +93,16 @@ fn free_port() -> u16 {
 
 /// A one-shot HTTP/1.1 GET's body (e.g. `/metrics`), bounded by 5 s.
 pub fn http_body(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    use std::io::Read;
+    let mut s = send_get(port, path)?;
     let mut all = String::new();
     s.read_to_string(&mut all).ok()?;
     all.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
 }
 
-/// A one-shot HTTP/1.1 GET over a fresh connection, bounded by 5 s: (status, elapsed).
-pub fn http_get(port: u16, path: &str) -> Option<(u16, Duration)> {
-    use std::io::{Read, Write};
-    let started = Instant::now();
+/// Connects (5 s bound) and sends `GET path` with `Connection: close`.
+fn send_get(port: u16, path: &str) -> Option<std::net::TcpStream> {
+    use std::io::Write;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -119,6 +111,14 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, Duration)> {
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
+    Some(s)
+}
+
+/// A one-shot HTTP/1.1 GET over a fresh connection, bounded by 5 s: (status, elapsed).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, Duration)> {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut s = send_get(port, path)?;
     let mut head = [0u8; 12];
     s.read_exact(&mut head).ok()?;
     let status = std::str::from_utf8(&head[9..12]).ok()?.parse().ok()?;

@@ -70,6 +70,27 @@ impl Server {
         self.lines.lock().expect("lines lock").join("\n")
     }
 
+    /// The JSON log lines so far.
+    fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.output()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The `settings` field of the startup line (`database reachable ...`).
+    fn startup_settings(&self) -> String {
+        self.json_lines()
+            .into_iter()
+            .find(|v| {
+                v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("database reachable"))
+            })
+            .and_then(|v| v["settings"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no startup line with settings:\n{}", self.output()))
+    }
+
     /// The `http://host:port` from the "listening" log line.
     async fn address(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -588,13 +609,7 @@ async fn a_slow_query_line_carries_its_request() {
         .await
         .expect("answered");
     assert_eq!(res.status().as_u16(), 200);
-    let lines = || -> Vec<serde_json::Value> {
-        server
-            .output()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let lines = || server.json_lines();
     let found = eventually(Duration::from_secs(5), || async {
         lines().iter().any(|v| v["message"] == "slow query")
     })
@@ -633,23 +648,9 @@ async fn startup_settings_statement_log_and_alert_lines() {
         ("DBSERVICE_DEMO_DIAGNOSTICS", "true".into()),
     ]);
     let (address, client) = server.ready_client().await;
-    let lines = || -> Vec<serde_json::Value> {
-        server
-            .output()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let lines = || server.json_lines();
     // The startup line.
-    let startup = lines()
-        .into_iter()
-        .find(|v| {
-            v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("database reachable"))
-        })
-        .expect("a startup line");
-    let settings = startup["settings"].as_str().expect("settings");
+    let settings = server.startup_settings();
     for key in dbservice::config::POOL_KEYS {
         assert!(
             settings.contains(&format!("\"{key}\"")),
@@ -764,17 +765,7 @@ async fn health_and_the_startup_line_say_where_each_setting_came_from() {
     );
     assert_eq!(sources["max_lifetime"], "default", "{sources}");
     assert_eq!(health["config"]["log_statements"], true, "{health}");
-    let startup = server
-        .output()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| {
-            v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("database reachable"))
-        })
-        .expect("a startup line");
-    let settings = startup["settings"].as_str().expect("settings");
+    let settings = server.startup_settings();
     assert!(settings.contains("\"pool_timeout\":\".env\""), "{settings}");
     assert!(!server.output().contains(PASSWORD));
 }
