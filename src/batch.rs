@@ -48,8 +48,8 @@ pub struct BatchOptions {
     /// `Insert`.
     pub method: Option<BatchMethod>,
     /// Rows per `INSERT` at most (besides the bind limit). Default: 1000, measured fastest
-    /// (BENCHMARKS.md: 3.6× the rows/s of statements filled to the bind limit, whose parse and
-    /// plan cost grows faster than the round trips they save; 1.9× seed 000's 100).
+    /// (BENCHMARKS.md: 1.4× the rows/s of statements filled to the bind limit, whose building
+    /// and parsing cost grows faster than the round trips they save; 1.5× seed 000's 100).
     /// `usize::MAX` fills each statement to the bind limit.
     pub max_chunk_rows: Option<usize>,
     /// Where `method: None` switches to `Copy` on PostgreSQL. Default: 1000 rows.
@@ -123,10 +123,11 @@ fn bind_limit(backend: Backend) -> usize {
     }
 }
 
-/// The columns set in any of `models`, in the entity's order.
+/// The columns with a value (`Set` or `Unchanged`, as SeaORM's `insert_many` writes them) in
+/// any of `models`, in the entity's order.
 fn set_columns<A: ActiveModelTrait>(models: &[A]) -> Vec<<A::Entity as EntityTrait>::Column> {
     <A::Entity as EntityTrait>::Column::iter()
-        .filter(|c| models.iter().any(|m| m.get(*c).is_set()))
+        .filter(|c| models.iter().any(|m| !m.get(*c).is_not_set()))
         .collect()
 }
 
@@ -150,7 +151,8 @@ impl DbService {
         A: ActiveModelTrait + Clone + Send + Sync + 'static,
     {
         let backend = self.backend();
-        let method = match opts.method {
+        let forced = opts.method.is_some();
+        let mut method = match opts.method {
             Some(m) => m,
             None if backend == Backend::Postgres && models.len() >= opts.copy_from_rows => {
                 BatchMethod::Copy
@@ -171,6 +173,20 @@ impl DbService {
             ));
         }
         let tx = opts.tx.unwrap_or_else(|| self.tx_options());
+        // COPY chosen automatically for rows it cannot write (a type it does not know, rows
+        // with different columns): the same batch by INSERT, as a smaller one would go.
+        let copy = if method == BatchMethod::Copy && backend == Backend::Postgres {
+            match copy_text(&models, &columns) {
+                Ok(text) => Some(text),
+                Err(_) if !forced => {
+                    method = BatchMethod::Insert;
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
         match method {
             BatchMethod::Insert => {
                 let per = chunk_rows(backend, columns.len(), opts.max_chunk_rows);
@@ -201,7 +217,10 @@ impl DbService {
                         backend.name()
                     )));
                 }
-                let (statement, data) = copy_text(&models, &columns)?;
+                let (statement, data) = match copy {
+                    Some(text) => text,
+                    None => copy_text(&models, &columns)?,
+                };
                 let (statement, data) = (&statement, &data);
                 let rows = self
                     .transaction_with(tx, async |t| t.copy_in(statement, data).await)

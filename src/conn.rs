@@ -18,7 +18,7 @@ use sea_orm::{DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, Stre
 
 use crate::classify::{safe_to_rerun, sqlstate};
 use crate::pool::{Op, Output, Pool, Pooled, RowStream, to_db_err};
-use crate::replica::{CURRENT_POSITION_SQL, HighWater, is_read, position_in};
+use crate::replica::{CURRENT_POSITION_SQL, HighWater, position_in, surely_reads};
 
 /// The service's SeaORM executor; cheap to clone.
 #[derive(Clone)]
@@ -116,7 +116,7 @@ impl DbConn {
         let mut conn = acquired.map_err(to_db_err)?;
         let out = conn.run(op, self.deadline).await?;
         if let Some(high_water) = &self.high_water
-            && !is_read(op.sql())
+            && !surely_reads(op.sql())
         {
             self.note_position(&mut conn, high_water).await;
         }
@@ -126,10 +126,16 @@ impl DbConn {
     /// After a write outside a transaction: the primary's position, on the same connection
     /// (one more round trip, only with replicas configured), so reads see the write.
     async fn note_position(&self, conn: &mut Pooled, high_water: &HighWater) {
-        match conn
+        // The write may have left the session changed (SET, BEGIN, ...): this clean SELECT
+        // must not clear that, or the connection would skip its check at the next checkout.
+        let suspect = conn.conn().is_some_and(|c| c.suspect);
+        let noted = conn
             .run(Op::UnpreparedRows(CURRENT_POSITION_SQL), self.deadline)
-            .await
-        {
+            .await;
+        if suspect && let Some(c) = conn.conn() {
+            c.suspect = true;
+        }
+        match noted {
             Ok(Output::All(rows)) => match position_in(&rows) {
                 Some(p) => high_water.advance(p.0),
                 None => tracing::warn!(

@@ -238,9 +238,13 @@ impl Settings {
             .map_err(source_err)?;
         // The profile: DBSERVICE_PROFILE, else APP_ENV, else the file's `profile`.
         let named = |var: &str| env.get(var).filter(|v| !v.trim().is_empty());
-        let profile = match (named("DBSERVICE_PROFILE"), named("APP_ENV")) {
+        // DBSERVICE_PROFILE is ours, so strict; APP_ENV is shared with the rest of the
+        // deployment (`staging`, `qa`, ...), so a value that names none of our profiles means
+        // no profile rather than an error.
+        let app_env = named("APP_ENV").and_then(|v| Profile::parse("APP_ENV", v).ok());
+        let profile = match (named("DBSERVICE_PROFILE"), app_env) {
             (Some(v), _) => Some(Profile::parse("DBSERVICE_PROFILE", v)?),
-            (None, Some(v)) => Some(Profile::parse("APP_ENV", v)?),
+            (None, Some(p)) => Some(p),
             (None, None) => match raw.get("profile") {
                 Some(v) => Some(Profile::parse("profile", &v.to_string())?),
                 None => None,
@@ -276,8 +280,13 @@ impl Settings {
             .copied()
             .collect();
         for key in keys {
-            let var = env_var(key);
-            let source = if env.get(&var).is_some_and(|v| !v.is_empty()) {
+            // A bare name (DATABASE_URL) and its prefixed form (DBSERVICE_DATABASE_URL) both
+            // count as the environment.
+            let prefixed = format!("DBSERVICE_{}", key.to_ascii_uppercase());
+            let set_as = [env_var(key), prefixed]
+                .into_iter()
+                .find(|var| env.get(var).is_some_and(|v| !v.is_empty()));
+            let source = if let Some(var) = set_as {
                 if from_dotenv.contains(&var) {
                     Source::DotEnv
                 } else {

@@ -105,6 +105,8 @@ pub(crate) struct Conn {
     /// and the ping at checkout go by this, so a keepalive ping does not keep an idle
     /// connection from retiring.
     pub alive_at: Instant,
+    /// Marked by the keepalive pass: ping it at its next recycle, counted as a keepalive.
+    pub keepalive_due: std::sync::atomic::AtomicBool,
     /// Set before the connection is dropped; read by `Drop` to count the close.
     reason: AtomicU8,
     pub hold: Arc<HoldSlot>,
@@ -134,6 +136,7 @@ impl Conn {
             opened: now,
             released: now,
             alive_at: now,
+            keepalive_due: std::sync::atomic::AtomicBool::new(false),
             reason: AtomicU8::new(CloseReason::Shutdown.index()),
             hold,
             mode,

@@ -49,37 +49,26 @@ pub(super) fn start(pool: &Pool) {
 
 impl Pool {
     /// Pings each idle connection that has been quiet for `quiet` (`keepalive_idle`), so one a
-    /// NAT or firewall dropped is closed and replaced now rather than met by a request. The
-    /// pool hands out the longest-idle connection first and takes each back at the end, so
-    /// one pass over the idle count visits each once. Callers come first: nothing waits.
+    /// NAT or firewall dropped is closed and replaced now rather than met by a request. The due
+    /// ones are marked, then taken out and put back: the check on the way out pings a marked
+    /// one (counted as a keepalive) and closes it if it does not answer. Nothing is taken when
+    /// nothing is due, and nothing waits or opens a connection for it.
     async fn keepalive(&self, quiet: Duration) {
-        let idle = self.pool.status().available;
-        for _ in 0..idle {
-            if self.shared.closing.load(Ordering::Acquire) {
+        let mut due = 0usize;
+        drop(self.pool.retain(|conn, _| {
+            if !conn.suspect && conn.alive_at.elapsed() >= quiet {
+                conn.keepalive_due.store(true, Ordering::Release);
+                due += 1;
+            }
+            true
+        }));
+        for _ in 0..due {
+            if self.shared.closing.load(Ordering::Acquire) || self.pool.status().available == 0 {
                 return;
             }
-            let Ok(mut obj) = self.pool.timeout_get(&super::NOW).await else {
+            // Back into the pool at once (at the end of the queue).
+            if self.pool.timeout_get(&super::NOW).await.is_err() {
                 return;
-            };
-            if obj.alive_at.elapsed() < quiet {
-                continue;
-            }
-            let Some(raw) = obj.raw.as_mut() else {
-                continue;
-            };
-            let bound = self.shared.limits.ping_timeout;
-            self.shared
-                .instruments
-                .keepalive_pings
-                .fetch_add(1, Ordering::Relaxed);
-            match tokio::time::timeout(bound, super::exec::ping(raw)).await {
-                Ok(Ok(())) => obj.alive_at = std::time::Instant::now(),
-                _ => {
-                    tracing::info!("keepalive: an idle connection did not answer; closing it");
-                    self.shared.instruments.connection_failed();
-                    obj.retire(CloseReason::Broken);
-                    drop(deadpool::managed::Object::take(obj));
-                }
             }
         }
     }

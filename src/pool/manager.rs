@@ -162,11 +162,14 @@ impl managed::Manager for Manager {
         } else {
             let idle_for = conn.alive_at.elapsed();
             let suspect_age = self.shared.instruments.predates_last_failure(metrics.age());
-            if idle_for >= limits.ping_after_idle || suspect_age {
-                self.shared
-                    .instruments
-                    .pings
-                    .fetch_add(1, Ordering::Relaxed);
+            let keepalive = conn.keepalive_due.swap(false, Ordering::AcqRel);
+            if keepalive || idle_for >= limits.ping_after_idle || suspect_age {
+                let counter = if keepalive {
+                    &self.shared.instruments.keepalive_pings
+                } else {
+                    &self.shared.instruments.pings
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 self.round_trip(conn, "ping", exec::ping).await?;
                 conn.alive_at = Instant::now();
             }

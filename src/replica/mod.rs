@@ -42,6 +42,6 @@ pub(crate) use self::position::{
     COMMIT_WITH_POSITION_SQL, CURRENT_POSITION_SQL, HighWater, position_in,
 };
 pub use self::reader::Reader;
-pub(crate) use self::reader::{Need, is_read};
+pub(crate) use self::reader::{Need, surely_reads};
 pub use self::set::{ReadCounts, ReplicaStats, ReplicaStatus};
 pub(crate) use self::set::{Replica, Replicas};

@@ -10,6 +10,7 @@ use sea_orm::{DbBackend, Statement};
 
 use super::position::WalPosition;
 use super::set::{Replica, Replicas};
+use crate::classify::ErrorKind;
 use crate::pool::{Op, Output};
 
 /// One round trip: whether the server replays WAL, how far it has replayed and received,
@@ -29,8 +30,8 @@ pub(crate) async fn run(replicas: Weak<Replicas>) {
             if set.closed.load(Ordering::Acquire) {
                 return;
             }
-            let max_lag = set.config.max_lag;
-            join_all(set.list.iter().map(|r| check(r, max_lag))).await;
+            let (max_lag, primary_at) = (set.config.max_lag, set.high_water.get());
+            join_all(set.list.iter().map(|r| check(r, max_lag, primary_at))).await;
             set.config.check_interval
         };
         tokio::time::sleep(every).await;
@@ -39,13 +40,15 @@ pub(crate) async fn run(replicas: Weak<Replicas>) {
 
 /// One replica's check, bounded by its `health_check_timeout` (the wait for a connection
 /// included).
-async fn check(replica: &Replica, max_lag: Duration) {
+async fn check(replica: &Replica, max_lag: Duration, primary_at: u64) {
     let bound = replica.db.config().pool().health_check_timeout;
     let stmt = Statement::from_string(DbBackend::Postgres, STATUS_SQL);
     let asked = replica.db.conn().run_within(Op::One(&stmt), Some(bound));
     let row = match tokio::time::timeout(bound, asked).await {
         Ok(Ok(Output::One(Some(row)))) => row,
         Ok(Ok(_)) => return replica.check_failed("the status query returned no row".into()),
+        // Every connection busy: no verdict this round (reads skip it while it is saturated).
+        Ok(Err(e)) if ErrorKind::of(&e) == ErrorKind::PoolTimeout => return,
         Ok(Err(e)) => return replica.check_failed(format!("unreachable: {e}")),
         Err(_) => {
             return replica
@@ -70,5 +73,5 @@ async fn check(replica: &Replica, max_lag: Duration) {
         .ok()
         .flatten()
         .map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX));
-    replica.checked(replayed, position(2), since_replay, max_lag);
+    replica.checked(replayed, position(2), since_replay, primary_at, max_lag);
 }

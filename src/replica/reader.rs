@@ -45,12 +45,18 @@ impl std::fmt::Debug for Reader {
     }
 }
 
-/// Whether `sql` is a read by its first word.
+/// Whether `sql` is a read by its first word (what a [`Reader`] accepts).
 pub(crate) fn is_read(sql: &str) -> bool {
     let word = first_word(sql);
     ["select", "with", "values", "show", "table", "explain"]
         .iter()
         .any(|w| word.eq_ignore_ascii_case(w))
+}
+
+/// Whether `sql` cannot write, by its first word: a `WITH` may hold an `INSERT`, so after one
+/// the write position is noted too. (A `SELECT` of a function that writes is not seen.)
+pub(crate) fn surely_reads(sql: &str) -> bool {
+    is_read(sql) && !first_word(sql).eq_ignore_ascii_case("with")
 }
 
 fn first_word(sql: &str) -> &str {
@@ -97,15 +103,18 @@ impl Reader {
                         ErrorKind::PoolTimeout => Fallback::Unavailable,
                         // Canceled by a conflict with recovery: the primary has no such conflict.
                         ErrorKind::Serialization => Fallback::ReplicaError,
+                        // A read the replica cannot run (`SELECT ... FOR UPDATE`, a function
+                        // that writes): SQLSTATE 25006; the primary can.
+                        _ if crate::classify::sqlstate(&e).as_deref() == Some("25006") => {
+                            Fallback::ReplicaError
+                        }
                         ErrorKind::Connection | ErrorKind::PoolClosed => {
                             chosen.replica.take_out(format!("read failed: {e}"));
                             Fallback::ReplicaError
                         }
-                        ErrorKind::QueryTimeout => {
-                            // The caller's deadline is spent: no second try on the primary.
-                            chosen.replica.take_out(format!("read failed: {e}"));
-                            return Err(e);
-                        }
+                        // The caller's deadline is spent: no second try on the primary. A slow
+                        // query is not the replica's fault; a frozen replica fails its check.
+                        ErrorKind::QueryTimeout => return Err(e),
                         _ => return Err(e),
                     },
                 }

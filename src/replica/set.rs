@@ -11,12 +11,16 @@ use tokio::sync::watch;
 
 use super::config::ReplicaConfig;
 use super::position::{HighWater, WalPosition};
+use crate::classify::ErrorKind;
 use crate::pool::{Op, Output};
 use crate::service::DbService;
 
 /// How often a read waiting for a replica to replay looks again when another read is already
 /// asking the replica (one question in flight per replica).
 const RECHECK: Duration = Duration::from_millis(2);
+
+/// Less than this left of `replica_wait`: no question is worth asking.
+const MIN_QUESTION: Duration = Duration::from_millis(1);
 
 /// A replica's replay position only.
 const REPLAY_SQL: &str = "SELECT pg_last_wal_replay_lsn()::text";
@@ -216,6 +220,7 @@ impl Replica {
         replayed: u64,
         received: Option<u64>,
         since_replay: Option<Duration>,
+        primary_at: u64,
         max_lag: Duration,
     ) {
         self.saw_replayed(replayed);
@@ -224,7 +229,9 @@ impl Replica {
             let Ok(mut s) = self.state.lock() else {
                 return;
             };
-            let behind = received.is_some_and(|r| r > replayed);
+            // Behind what it received, or behind this instance's own writes: the second also
+            // catches a replica whose stream broke (it replays all it received, and stays).
+            let behind = received.is_some_and(|r| r > replayed) || primary_at > replayed;
             // Two estimates, each too high in one case: the time since the last replayed
             // commit overstates lag after the primary was idle; the time since checks first saw
             // it behind overstates it for a replica always slightly behind. Both are upper
@@ -298,11 +305,22 @@ impl Replica {
                 return false;
             }
             let left = deadline - now;
+            if left < MIN_QUESTION {
+                // Not even a round trip left: the read goes to the primary.
+                return false;
+            }
             if let Ok(_asking) = self.asking.try_lock() {
                 match self.ask_replayed(left).await {
                     Ok(at) => self.saw_replayed(at),
                     Err(e) => {
-                        self.take_out(format!("replay position check failed: {e}"));
+                        // Only a replica that is gone leaves rotation here; one that is busy
+                        // or slow to answer within this read's budget is not at fault.
+                        if matches!(
+                            ErrorKind::of(&e),
+                            ErrorKind::Connection | ErrorKind::PoolClosed
+                        ) {
+                            self.take_out(format!("replay position check failed: {e}"));
+                        }
                         return false;
                     }
                 }

@@ -240,6 +240,7 @@ impl DbService {
     /// A replica's service is ready once its first check passes (it has no connect of its own).
     pub(crate) fn mark_ready(&self) {
         self.inner.lifecycle.mark_ready();
+        tokio::spawn(watch_alerts(Arc::downgrade(&self.inner)));
     }
 
     pub(crate) fn pool(&self) -> &Pool {
@@ -384,7 +385,7 @@ impl DbService {
                 if let Some(every) = cfg.pool().stats_log_interval {
                     tokio::spawn(log_summaries(self.clone(), every));
                 }
-                tokio::spawn(watch_alerts(self.clone()));
+                tokio::spawn(watch_alerts(Arc::downgrade(&self.inner)));
             }
             Err(e) => {
                 self.record_error(&e.to_string());
@@ -517,12 +518,17 @@ impl DbService {
     }
 }
 
-/// The alerts' check, every second while the service is ready.
-async fn watch_alerts(db: DbService) {
+/// The alerts' check, every second while the service is ready. Holds the service only
+/// weakly, so a service dropped without `close()` is freed.
+async fn watch_alerts(service: std::sync::Weak<Inner>) {
     let mut tick = tokio::time::interval(crate::alerts::CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let Some(inner) = service.upgrade() else {
+            return;
+        };
+        let db = DbService { inner };
         if db.phase() != Phase::Ready {
             return;
         }

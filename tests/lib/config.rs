@@ -152,12 +152,29 @@ fn profiles_fill_defaults_and_every_value_names_its_source() {
         Some(&Source::Environment)
     );
 
-    // A profile nobody knows is an error naming the variable and the value.
-    let env = env_of(&[("APP_ENV", "staging")]);
+    // DBSERVICE_PROFILE is ours: a profile nobody knows is an error naming it and the value.
+    let env = env_of(&[("DBSERVICE_PROFILE", "staging")]);
     let err = dbservice::Settings::from_sources(&env, dir.path()).expect_err("unknown profile");
     let text = err.to_string();
     assert!(
-        text.contains("APP_ENV") && text.contains("staging") && text.contains("production"),
+        text.contains("DBSERVICE_PROFILE")
+            && text.contains("staging")
+            && text.contains("production"),
         "{text}"
+    );
+    // APP_ENV is the deployment's: a value of its own (staging) means no profile.
+    let env = env_of(&[("APP_ENV", "staging")]);
+    let settings = dbservice::Settings::from_sources(&env, dir.path()).expect("no profile");
+    assert_eq!(settings.profile(), None);
+    // The prefixed form of a bare name is the environment too, and beats the profile.
+    let env = env_of(&[
+        ("APP_ENV", "production"),
+        ("DBSERVICE_LOG_FORMAT", "pretty"),
+    ]);
+    let settings = dbservice::Settings::from_sources(&env, dir.path()).expect("settings");
+    assert_eq!(settings.log_format, LogFormat::Pretty);
+    assert_eq!(
+        settings.sources().get("log_format"),
+        Some(&Source::Environment)
     );
 }
