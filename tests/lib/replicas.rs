@@ -374,3 +374,24 @@ fn replica_settings_and_their_errors() {
     assert!(err.to_string().contains("replica_max_lag"), "{err}");
     assert!("16/B374D848".parse::<WalPosition>().is_ok());
 }
+
+/// With replicas, a write outside a transaction is followed by the position query on the same
+/// connection; that clean query must not hide what the write left behind: a raw `BEGIN` left
+/// open still gets its connection closed at the next checkout, not handed out mid-transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_position_query_does_not_launder_a_dirty_connection() {
+    let (primary, replica) = cluster_with_replica().await;
+    let db = replicated(&primary, &replica, |r| r).await;
+    let before = db.stats().closed.unclean;
+    db.conn().execute_unprepared("BEGIN").await.expect("begin");
+    for _ in 0..3 {
+        // SAVEPOINT only works inside a transaction block: here it must fail.
+        let inside = db.conn().execute_unprepared("SAVEPOINT probe").await;
+        assert!(
+            inside.is_err(),
+            "a caller got a connection inside someone else's transaction"
+        );
+    }
+    assert_eq!(db.stats().closed.unclean, before + 1, "{:?}", db.stats());
+    db.close(Duration::from_secs(5)).await;
+}
