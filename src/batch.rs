@@ -152,7 +152,7 @@ impl DbService {
     {
         let backend = self.backend();
         let forced = opts.method.is_some();
-        let mut method = match opts.method {
+        let method = match opts.method {
             Some(m) => m,
             None if backend == Backend::Postgres && models.len() >= opts.copy_from_rows => {
                 BatchMethod::Copy
@@ -173,65 +173,51 @@ impl DbService {
             ));
         }
         let tx = opts.tx.unwrap_or_else(|| self.tx_options());
-        // COPY chosen automatically for rows it cannot write (a type it does not know, rows
-        // with different columns): the same batch by INSERT, as a smaller one would go.
-        let copy = if method == BatchMethod::Copy && backend == Backend::Postgres {
+        if method == BatchMethod::Copy {
+            if backend != Backend::Postgres {
+                return Err(BatchError::Unsupported(format!(
+                    "COPY needs PostgreSQL; this is {}: use BatchMethod::Insert",
+                    backend.name()
+                )));
+            }
             match copy_text(&models, &columns) {
-                Ok(text) => Some(text),
-                Err(_) if !forced => {
-                    method = BatchMethod::Insert;
-                    None
+                Ok((statement, data)) => {
+                    let (statement, data) = (&statement, &data);
+                    let rows = self
+                        .transaction_with(tx, async |t| t.copy_in(statement, data).await)
+                        .await?;
+                    return Ok(BatchOutcome {
+                        rows,
+                        statements: 1,
+                        method,
+                    });
                 }
-                Err(e) => return Err(e),
-            }
-        } else {
-            None
-        };
-        match method {
-            BatchMethod::Insert => {
-                let per = chunk_rows(backend, columns.len(), opts.max_chunk_rows);
-                let models = &models;
-                let outcome = self
-                    .transaction_with(tx, async |t| {
-                        let mut rows = 0;
-                        let mut statements = 0;
-                        for chunk in models.chunks(per) {
-                            rows += A::Entity::insert_many(chunk.iter().cloned())
-                                .exec_without_returning(t)
-                                .await?;
-                            statements += 1;
-                        }
-                        Ok::<_, DbErr>((rows, statements))
-                    })
-                    .await?;
-                Ok(BatchOutcome {
-                    rows: outcome.0,
-                    statements: outcome.1,
-                    method,
-                })
-            }
-            BatchMethod::Copy => {
-                if backend != Backend::Postgres {
-                    return Err(BatchError::Unsupported(format!(
-                        "COPY needs PostgreSQL; this is {}: use BatchMethod::Insert",
-                        backend.name()
-                    )));
-                }
-                let (statement, data) = match copy {
-                    Some(text) => text,
-                    None => copy_text(&models, &columns)?,
-                };
-                let (statement, data) = (&statement, &data);
-                let rows = self
-                    .transaction_with(tx, async |t| t.copy_in(statement, data).await)
-                    .await?;
-                Ok(BatchOutcome {
-                    rows,
-                    statements: 1,
-                    method,
-                })
+                Err(e) if forced => return Err(e),
+                // Chosen automatically for rows COPY cannot write (a type it does not know,
+                // rows with different columns): the same batch by INSERT, as a smaller one.
+                Err(_) => {}
             }
         }
+        let per = chunk_rows(backend, columns.len(), opts.max_chunk_rows);
+        let models = &models;
+        let (rows, statements) = self
+            .transaction_with(tx, async |t| {
+                let mut rows = 0;
+                let mut statements = 0;
+                for chunk in models.chunks(per) {
+                    rows += A::Entity::insert_many(chunk.iter().cloned())
+                        .exec_without_returning(t)
+                        .await?;
+                    statements += 1;
+                }
+                Ok::<_, DbErr>((rows, statements))
+            })
+            .await?;
+        Ok(BatchOutcome {
+            rows,
+            statements,
+            method: BatchMethod::Insert,
+        })
     }
 }
 
@@ -366,9 +352,13 @@ mod tests {
         escape(&mut out, "a\tb\nc\\d\re");
         assert_eq!(out, b"a\\tb\\nc\\\\d\\re");
         let mut out = Vec::new();
-        write_copy_value(&mut out, &Value::String(None)).expect("null");
-        write_copy_value(&mut out, &Value::Bool(Some(true))).expect("bool");
-        write_copy_value(&mut out, &Value::Bytes(Some(vec![0, 255]))).expect("bytes");
+        for v in [
+            Value::String(None),
+            Value::Bool(Some(true)),
+            Value::Bytes(Some(vec![0, 255])),
+        ] {
+            assert_eq!(write_copy_value(&mut out, &v), Ok(()), "{v:?}");
+        }
         assert_eq!(out, b"\\Nt\\\\x00ff");
     }
 }

@@ -78,6 +78,14 @@ pub const LIBRARY_KEYS: &[&str] = &[
     "pool_close_timeout",
 ];
 
+/// The library's keys read from the environment under a bare name: (variable, key).
+const BARE: [(&str, &str); 4] = [
+    ("DATABASE_URL", "database_url"),
+    ("DATABASE_URL_DIRECT", "database_url_direct"),
+    ("DATABASE_REPLICA_URLS", "database_replica_urls"),
+    ("LOG_FORMAT", "log_format"),
+];
+
 /// Keys an application adds to the layered settings.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AppKeys<'a> {
@@ -221,13 +229,7 @@ impl Settings {
                 .ignore_empty(true)
                 .source(Some(env.clone().into_iter().collect())),
         );
-        let bare = [
-            ("DATABASE_URL", "database_url"),
-            ("DATABASE_URL_DIRECT", "database_url_direct"),
-            ("DATABASE_REPLICA_URLS", "database_replica_urls"),
-            ("LOG_FORMAT", "log_format"),
-        ];
-        for (var, key) in bare.iter().chain(app.bare) {
+        for (var, key) in BARE.iter().chain(app.bare) {
             if let Some(v) = env.get(*var).filter(|v| !v.is_empty()) {
                 builder = builder.set_override(*key, v.clone()).map_err(source_err)?;
             }
@@ -251,27 +253,6 @@ impl Settings {
             },
         };
         // Where each key came from; the profile fills what nothing else set.
-        let env_var = |key: &str| {
-            [
-                ("database_url", "DATABASE_URL"),
-                ("database_url_direct", "DATABASE_URL_DIRECT"),
-                ("database_replica_urls", "DATABASE_REPLICA_URLS"),
-                ("log_format", "LOG_FORMAT"),
-            ]
-            .iter()
-            .chain(
-                app.bare
-                    .iter()
-                    .map(|(var, key)| (*key, *var))
-                    .collect::<Vec<_>>()
-                    .iter(),
-            )
-            .find(|(k, _)| *k == key)
-            .map_or_else(
-                || format!("DBSERVICE_{}", key.to_ascii_uppercase()),
-                |(_, v)| (*v).to_owned(),
-            )
-        };
         let mut sources = Sources::new();
         let keys: Vec<&str> = LIBRARY_KEYS
             .iter()
@@ -283,8 +264,14 @@ impl Settings {
             // A bare name (DATABASE_URL) and its prefixed form (DBSERVICE_DATABASE_URL) both
             // count as the environment.
             let prefixed = format!("DBSERVICE_{}", key.to_ascii_uppercase());
-            let set_as = [env_var(key), prefixed]
+            let bare = BARE
+                .iter()
+                .chain(app.bare)
+                .find(|(_, k)| *k == key)
+                .map(|(var, _)| (*var).to_owned());
+            let set_as = bare
                 .into_iter()
+                .chain([prefixed])
                 .find(|var| env.get(var).is_some_and(|v| !v.is_empty()));
             let source = if let Some(var) = set_as {
                 if from_dotenv.contains(&var) {

@@ -235,3 +235,11 @@ pub async fn cluster_with_replica() -> (std::sync::Arc<PgCluster>, std::sync::Ar
         .expect("replica starts");
     (cluster, std::sync::Arc::new(replica))
 }
+
+/// An environment map (variable → value) from pairs, for `Settings::from_sources`.
+pub fn env_of(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}

@@ -120,14 +120,7 @@ impl PgCluster {
         let (dir, data, sockets) = cluster_dir("dbservice-pg-replica-");
         let mut backup = as_pg(&self.bin.join("pg_basebackup"));
         backup
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
+            .args(self.superuser_args())
             .arg("-D")
             .arg(&data)
             .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"]);
@@ -249,21 +242,24 @@ impl PgCluster {
         }
     }
 
-    /// Runs one SQL command as the superuser.
-    fn psql(&self, sql: &str) {
-        let mut psql = as_pg(&self.bin.join("psql"));
-        psql.args([
+    /// `-h 127.0.0.1 -p <port> -U postgres`: the superuser over TCP, for the client programs.
+    fn superuser_args(&self) -> [String; 6] {
+        [
             "-h",
             "127.0.0.1",
             "-p",
             &self.port.to_string(),
             "-U",
             "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ]);
+        ]
+        .map(str::to_owned)
+    }
+
+    /// Runs one SQL command as the superuser.
+    fn psql(&self, sql: &str) {
+        let mut psql = as_pg(&self.bin.join("psql"));
+        psql.args(self.superuser_args())
+            .args(["-d", "postgres", "-c", sql]);
         run(psql, sql);
     }
 

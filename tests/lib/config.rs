@@ -62,12 +62,7 @@ fn tls_mode_is_reported_and_unverified_remote_databases_are_flagged() {
     );
 }
 
-fn env_of(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
+use crate::support::env_of;
 
 /// A profile's defaults apply where nothing explicit is set, and every value says where it
 /// came from: default, profile, file, environment, URL, code.

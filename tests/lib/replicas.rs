@@ -1,7 +1,6 @@
 //! Read replicas: a streaming replica of a private cluster (`pg_basebackup -R`), paused and
 //! killed on purpose. `pg_is_in_recovery()` tells which server answered a read.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -249,7 +248,13 @@ async fn a_killed_replica_costs_no_read_and_rejoins() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The replica dies once the readers have been served by it for a while.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            db.replica_stats().is_some_and(|s| s.reads.replica > 50)
+        })
+        .await
+    );
     let kill = replica.clone();
     tokio::task::spawn_blocking(move || kill.kill())
         .await
@@ -320,11 +325,8 @@ async fn a_reader_refuses_writes_on_every_backend() {
 fn replica_settings_and_their_errors() {
     let dir = tempfile::tempdir().expect("dir");
     let settings = |pairs: &[(&str, &str)]| {
-        let env: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Settings::from_sources(&env, dir.path()).and_then(|s| s.db_config(None))
+        Settings::from_sources(&crate::support::env_of(pairs), dir.path())
+            .and_then(|s| s.db_config(None))
     };
     let config = settings(&[
         ("DATABASE_URL", "postgres://app:secret@primary/app"),

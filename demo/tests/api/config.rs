@@ -5,12 +5,7 @@ use std::time::Duration;
 
 use dbservice_demo::DemoSettings;
 
-fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
+use crate::support::env_of as env;
 
 #[test]
 fn environment_overrides_file_and_url_overrides_environment() {
