@@ -126,15 +126,9 @@ impl DbConn {
     /// After a write outside a transaction: the primary's position, on the same connection
     /// (one more round trip, only with replicas configured), so reads see the write.
     async fn note_position(&self, conn: &mut Pooled, high_water: &HighWater) {
-        // The write may have left the session changed (SET, BEGIN, ...): this clean SELECT
-        // must not clear that, or the connection would skip its check at the next checkout.
-        let suspect = conn.conn().is_some_and(|c| c.suspect);
         let noted = conn
             .run(Op::UnpreparedRows(CURRENT_POSITION_SQL), self.deadline)
             .await;
-        if suspect && let Some(c) = conn.conn() {
-            c.suspect = true;
-        }
         match noted {
             Ok(Output::All(rows)) => match position_in(&rows) {
                 Some(p) => high_water.advance(p.0),

@@ -80,6 +80,11 @@ impl Pooled {
         let Some(raw) = conn.raw.as_mut() else {
             return Err(DbErr::Custom("the connection was already closed".into()));
         };
+        // Sticky within a checkout: a statement that left the session changed (SET, BEGIN, ...)
+        // keeps the connection suspect even if a clean statement follows on it (the write
+        // position query after a write, for one); only a check, or the end of our own
+        // transaction, clears it.
+        let dirty_before = conn.suspect;
         conn.suspect = true;
         let started = Instant::now();
         let work = exec::run(raw, op, &conn.mode, conn.in_tx);
@@ -90,7 +95,8 @@ impl Pooled {
         let sql = op.sql();
         let single = !matches!(op, Op::Unprepared(_) | Op::UnpreparedRows(_))
             && !matches!(*conn.mode, Mode::Inline { .. });
-        let clean_after = |conn: &Conn| !conn.in_tx && leaves_session_alone(sql, single);
+        let clean_after =
+            |conn: &Conn| !dirty_before && !conn.in_tx && leaves_session_alone(sql, single);
         let result = match outcome {
             // Abandoned mid-flight: stays suspect, checked before its next use.
             Err(d) => Err(query_deadline_passed(d)),
