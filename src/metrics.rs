@@ -232,6 +232,7 @@ fn labelled(s: &PoolStats) -> Vec<LabelledFamily> {
             vec![
                 ("ping", s.checkout_pings),
                 ("state", s.checkout_checks),
+                ("reset", s.session_resets),
                 ("keepalive", s.keepalive_pings),
             ],
         ),

@@ -112,6 +112,10 @@ pub(crate) struct Instruments {
     pub pings: AtomicU64,
     /// State checks at checkout (suspect connections).
     pub state_checks: AtomicU64,
+    /// Session resets of connections whose session a caller may have changed.
+    pub session_resets: AtomicU64,
+    /// Statements abandoned on the client and cancelled on the server.
+    pub cancels: AtomicU64,
     /// Keepalive pings of idle connections (`keepalive_idle`).
     pub keepalive_pings: AtomicU64,
     /// `log_statements`: one INFO line per statement.
@@ -147,6 +151,8 @@ impl Instruments {
             leaks: AtomicU64::new(0),
             pings: AtomicU64::new(0),
             state_checks: AtomicU64::new(0),
+            session_resets: AtomicU64::new(0),
+            cancels: AtomicU64::new(0),
             keepalive_pings: AtomicU64::new(0),
             log_statements: false,
             create_histogram: buckets(),

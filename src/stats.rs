@@ -40,6 +40,13 @@ pub struct PoolStats {
     /// might be inside a transaction, proven clean (or closed) before reuse. A connection
     /// that came back clean goes out without one.
     pub checkout_checks: u64,
+    /// Session resets: connections whose session a caller may have changed (a `SET`, a role,
+    /// an advisory lock, `LISTEN`, a temporary table, a `PREPARE`...) reset before anyone
+    /// else gets them. SeaORM's own statements never need one.
+    pub session_resets: u64,
+    /// Statements abandoned on the client (past `query_timeout`, or their caller dropped)
+    /// for which a cancel was sent to the server.
+    pub statements_cancelled: u64,
     /// Keepalive pings of connections quiet for `keepalive_idle` while idle in the pool.
     pub keepalive_pings: u64,
     /// Connections and transactions reported as held past `leak_detection_threshold`.

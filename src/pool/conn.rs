@@ -90,6 +90,18 @@ pub(crate) struct Conn {
     pub suspect: bool,
     /// Inside a transaction we began.
     pub in_tx: bool,
+    /// A caller may have changed the session (a `SET`, a role, a lock, a listener, a
+    /// temporary table, a named statement): reset before anyone else gets it.
+    pub tainted: bool,
+    /// A caller may have dropped named statements (`DEALLOCATE`, `DISCARD`): sqlx's own
+    /// statement cache is cleared with the reset.
+    pub stale_statements: bool,
+    /// A statement was sent and its answer not read to the end (its caller gave up or was
+    /// dropped): it may still run on the server until cancelled.
+    pub in_flight: bool,
+    /// The server's id of this session (PostgreSQL's backend pid, MySQL's connection id), the
+    /// target of a cancel; `None` behind PgBouncer, where it names no stable session.
+    pub backend_id: Option<u64>,
     /// Failed in a way that makes it useless (closed when released).
     pub broken: bool,
     /// Checkouts served so far.
@@ -129,6 +141,10 @@ impl Conn {
             raw: Some(raw),
             suspect: false,
             in_tx: false,
+            tainted: false,
+            stale_statements: false,
+            in_flight: false,
+            backend_id: None,
             broken: false,
             uses: 0,
             max_uses,

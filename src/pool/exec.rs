@@ -242,53 +242,6 @@ pub(crate) async fn close(conn: RawConn, bound: Duration) {
     let _ = tokio::time::timeout(bound, closing).await;
 }
 
-/// The verdict of the check a suspect connection gets before it is handed out again.
-#[derive(Debug)]
-pub(crate) enum Verdict {
-    Clean,
-    /// It answered, but is inside a transaction.
-    InTransaction,
-}
-
-/// One round trip that drains whatever an abandoned statement left (sqlx waits for the
-/// server's `ReadyForQuery` first) and proves the connection is outside a transaction:
-/// PostgreSQL's `now()` is the transaction's start and `statement_timestamp()` this
-/// statement's; sent with the simple protocol they differ only inside a transaction someone
-/// left open. MariaDB reports `@@in_transaction`; a MySQL server without it gets a `ROLLBACK`,
-/// which ends whatever was left open. SQLite is pinged (its state lives in-process).
-pub(crate) async fn check(conn: &mut RawConn) -> Result<Verdict, sqlx::Error> {
-    use sqlx::Row;
-    let verdict = |clean: bool| {
-        if clean {
-            Verdict::Clean
-        } else {
-            Verdict::InTransaction
-        }
-    };
-    match conn {
-        RawConn::Postgres(c) => {
-            let row = sqlx::raw_sql("SELECT now() = statement_timestamp()")
-                .fetch_one(&mut *c)
-                .await?;
-            Ok(verdict(row.try_get::<bool, _>(0)?))
-        }
-        RawConn::MySql(c) => {
-            match sqlx::raw_sql("SELECT CAST(@@in_transaction AS SIGNED)")
-                .fetch_one(&mut *c)
-                .await
-            {
-                Ok(row) => Ok(verdict(row.try_get::<i64, _>(0)? == 0)),
-                Err(sqlx::Error::Database(_)) => {
-                    sqlx::raw_sql("ROLLBACK").execute(&mut *c).await?;
-                    Ok(Verdict::Clean)
-                }
-                Err(e) => Err(e),
-            }
-        }
-        RawConn::Sqlite(c) => c.ping().await.map(|()| Verdict::Clean),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

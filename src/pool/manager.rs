@@ -13,7 +13,8 @@ use sea_orm::sqlx::{
 
 use super::Shared;
 use super::conn::{CloseReason, Conn, RawConn};
-use super::exec::{self, Verdict};
+use super::exec;
+use super::tidy;
 
 /// How to open a connection of each backend.
 #[derive(Debug, Clone)]
@@ -115,10 +116,12 @@ impl managed::Manager for Manager {
     type Error = ManagerError;
 
     async fn create(&self) -> Result<Conn, ManagerError> {
-        let raw = self.connect().await?;
+        let mut raw = self.connect().await?;
         let limits = &self.shared.limits;
+        let inline = matches!(*self.shared.mode, exec::Mode::Inline { .. });
+        let backend_id = tidy::backend_id(&mut raw, inline, limits.ping_timeout).await;
         let jitter = self.shared.instruments.jitter();
-        Ok(Conn::new(
+        let mut conn = Conn::new(
             raw,
             limits
                 .max_uses
@@ -127,7 +130,9 @@ impl managed::Manager for Manager {
             self.shared.holds.register(),
             self.shared.mode.clone(),
             self.shared.instruments.clone(),
-        ))
+        );
+        conn.backend_id = backend_id;
+        Ok(conn)
     }
 
     /// Runs at checkout, for an idle connection: retire it if worn out, check it if suspect,
@@ -143,21 +148,18 @@ impl managed::Manager for Manager {
             conn.retire(CloseReason::Broken);
             return Err(RecycleError::message("taken"));
         }
-        if conn.suspect {
-            self.shared
-                .instruments
-                .state_checks
-                .fetch_add(1, Ordering::Relaxed);
-            match self.round_trip(conn, "check", exec::check).await? {
-                Verdict::Clean => {
-                    conn.suspect = false;
-                    conn.in_tx = false;
-                }
-                Verdict::InTransaction => {
-                    tracing::warn!("a connection came back inside a transaction; closing it");
-                    conn.retire(CloseReason::Unclean);
-                    return Err(RecycleError::message("inside a transaction"));
-                }
+        if tidy::needs_care(conn) {
+            // What the check-in task could not do (no runtime, or the pool was closing).
+            // Retired as broken should this be dropped half-way (the caller gave up).
+            conn.retire(CloseReason::Broken);
+            if let Err(unfit) = tidy::make_fit(&self.shared, conn).await {
+                conn.retire(unfit.reason());
+                return Err(RecycleError::message(unfit.to_string()));
+            }
+            if conn.broken {
+                return Err(RecycleError::message(
+                    "its abandoned statement could not be cancelled",
+                ));
             }
         } else {
             let idle_for = conn.alive_at.elapsed();

@@ -15,6 +15,7 @@
 //!   the pool was saturated or the database unreachable; fail-fast while it is known down.
 
 mod conn;
+mod effects;
 mod exec;
 mod holds;
 mod maintain;
@@ -22,6 +23,7 @@ mod manager;
 mod pooled;
 mod reach;
 pub(crate) mod stream;
+mod tidy;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,6 +97,8 @@ pub(crate) struct Shared {
     pub holds: Holds,
     pub reach: Reachability,
     pub closing: AtomicBool,
+    /// An in-memory SQLite database, which closing every connection would lose.
+    pub in_memory: bool,
     /// How statements are sent (PostgreSQL): prepared, unnamed, or inline for PgBouncer.
     pub mode: Arc<exec::Mode>,
     config: DbConfig,
@@ -206,6 +210,8 @@ impl Pool {
             holds: Holds::default(),
             reach: Reachability::new(p.fail_fast_after),
             closing: AtomicBool::new(false),
+            in_memory: matches!(&connector, Connector::Sqlite(o)
+                if o.get_filename().to_string_lossy().contains("memory")),
             mode: Arc::new(statement_mode(config)),
             config: config.clone(),
             probing: AtomicBool::new(false),
@@ -283,11 +289,21 @@ impl Pool {
             instruments: ins,
             since: started,
         };
-        // Fast path, without arming a timer: a connection free now. No waiter can be passed
-        // over: the pool's semaphore hands a returned permit straight to the first waiter.
+        // Fast path: a connection free now. No waiter can be passed over: the pool's
+        // semaphore hands a returned permit straight to the first waiter. Taking it may still
+        // cost a round trip (a ping after idle) or a connect, so the caller's bound applies
+        // here too; a check dropped half-way closes its connection.
         if !self.shared.closing.load(Ordering::Acquire) && !self.shared.reach.is_down() {
-            match self.pool.timeout_get(&NOW).await {
-                Ok(obj) => return Ok(Pooled::new(obj, site, Instant::now())),
+            let now = self.pool.timeout_get(&NOW);
+            let got = match limit {
+                Some(l) => match tokio::time::timeout(l, now).await {
+                    Ok(got) => got,
+                    Err(_) => return Err(self.timed_out(started.elapsed(), warn)),
+                },
+                None => now.await,
+            };
+            match got {
+                Ok(obj) => return Ok(Pooled::new(obj, site, Instant::now(), &self.shared)),
                 Err(PoolError::Closed) => return Err(AcquireError::Closed),
                 // None free (or opening one failed): wait in the queue below.
                 Err(_) => {}
@@ -313,7 +329,7 @@ impl Pool {
                 None => self.pool.get().await,
             };
             match got {
-                Ok(obj) => return Ok(Pooled::new(obj, site, Instant::now())),
+                Ok(obj) => return Ok(Pooled::new(obj, site, Instant::now(), &self.shared)),
                 Err(PoolError::Closed) => return Err(AcquireError::Closed),
                 // A connect failed (recorded by the manager): try again until the bound, as
                 // a database restarting for a second should cost a wait, not an error.
@@ -376,7 +392,7 @@ impl Pool {
         }
         let bound = self.shared.limits.connect_timeout;
         match tokio::time::timeout(bound, self.pool.timeout_get(&NOW)).await {
-            Ok(Ok(obj)) => Some(Pooled::new(obj, None, Instant::now())),
+            Ok(Ok(obj)) => Some(Pooled::new(obj, None, Instant::now(), &self.shared)),
             _ => None,
         }
     }

@@ -8,16 +8,18 @@ use std::time::{Duration, Instant};
 use deadpool::managed::Object;
 use sea_orm::{DbErr, RuntimeErr, sqlx};
 
-use super::Manager;
 use super::conn::{CloseReason, Conn};
+use super::effects::{drops_statements, leaves_transaction_state_alone, taints};
 use super::exec::{self, Mode, Op, Output};
 use super::holds::Site;
+use super::{Manager, Shared, tidy};
 use crate::classify::query_deadline_passed;
 
 /// A connection taken from the pool; goes back when dropped.
 pub(crate) struct Pooled {
     obj: Option<Object<Manager>>,
     since: Instant,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Pooled {
@@ -26,23 +28,6 @@ impl std::fmt::Debug for Pooled {
             .field("held", &self.since.elapsed())
             .finish_non_exhaustive()
     }
-}
-
-/// Whether a statement that completed leaves the session as it found it. SeaORM's own
-/// statements start with one of these words; anything else (`BEGIN`, `SET`, `LOCK`,
-/// `PREPARE`, a block of several statements...) may have changed the session, so the
-/// connection gets the check before it is handed out again. A prepared statement is one
-/// statement by protocol; only text sent as such (`single: false`) is scanned for more.
-fn leaves_session_alone(sql: &str, single: bool) -> bool {
-    let word = sql
-        .trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("");
-    ["select", "insert", "update", "delete", "with", "values"]
-        .iter()
-        .any(|w| word.eq_ignore_ascii_case(w))
-        && (single || !sql.trim_end().trim_end_matches(';').contains(';'))
 }
 
 /// Whether a driver error leaves the connection unusable.
@@ -58,13 +43,19 @@ fn breaks_connection(e: &sqlx::Error) -> bool {
 }
 
 impl Pooled {
-    pub(super) fn new(mut obj: Object<Manager>, site: Site, now: Instant) -> Self {
+    pub(super) fn new(
+        mut obj: Object<Manager>,
+        site: Site,
+        now: Instant,
+        shared: &Arc<Shared>,
+    ) -> Self {
         obj.uses += 1;
         obj.hold.begin(site, now);
         obj.instruments().active.fetch_add(1, Ordering::Relaxed);
         Self {
             obj: Some(obj),
             since: now,
+            shared: shared.clone(),
         }
     }
 
@@ -77,6 +68,16 @@ impl Pooled {
         let Some(conn) = self.obj.as_deref_mut() else {
             return Err(DbErr::Custom("the connection was already released".into()));
         };
+        if conn.in_flight {
+            // An earlier statement on this checkout was dropped mid-flight: stop it on the
+            // server before this one queues behind it.
+            tidy::cancel(&self.shared, conn).await;
+        }
+        if conn.broken {
+            return Err(DbErr::Custom(
+                "the connection was closed after an abandoned statement".into(),
+            ));
+        }
         let Some(raw) = conn.raw.as_mut() else {
             return Err(DbErr::Custom("the connection was already closed".into()));
         };
@@ -86,20 +87,35 @@ impl Pooled {
         // transaction, clears it.
         let dirty_before = conn.suspect;
         conn.suspect = true;
+        let sql = op.sql();
+        let single = !matches!(op, Op::Unprepared(_) | Op::UnpreparedRows(_))
+            && !matches!(*conn.mode, Mode::Inline { .. });
+        // Marked before it runs, so that a statement abandoned mid-flight counts too.
+        if taints(sql, single) {
+            conn.tainted = true;
+            conn.stale_statements |= drops_statements(sql);
+        }
+        conn.in_flight = true;
         let started = Instant::now();
         let work = exec::run(raw, op, &conn.mode, conn.in_tx);
         let outcome = match deadline {
             Some(d) => tokio::time::timeout(d, work).await.map_err(|_| d),
             None => Ok(work.await),
         };
-        let sql = op.sql();
-        let single = !matches!(op, Op::Unprepared(_) | Op::UnpreparedRows(_))
-            && !matches!(*conn.mode, Mode::Inline { .. });
-        let clean_after =
-            |conn: &Conn| !dirty_before && !conn.in_tx && leaves_session_alone(sql, single);
+        if outcome.is_ok() {
+            conn.in_flight = false;
+        }
+        let clean_after = |conn: &Conn| {
+            !dirty_before && !conn.in_tx && leaves_transaction_state_alone(sql, single)
+        };
         let result = match outcome {
-            // Abandoned mid-flight: stays suspect, checked before its next use.
-            Err(d) => Err(query_deadline_passed(d)),
+            // Abandoned mid-flight: cancelled on the server now (its locks, and an autocommit
+            // write that must not commit after its caller was told it failed); stays suspect,
+            // so the answer is drained and checked before the connection's next use.
+            Err(d) => {
+                tidy::cancel(&self.shared, conn).await;
+                Err(query_deadline_passed(d))
+            }
             Ok(Ok(out)) => {
                 conn.suspect = !clean_after(conn);
                 Ok(out)
@@ -165,9 +181,12 @@ impl Drop for Pooled {
         obj.alive_at = now;
         let retire = if obj.broken {
             Some(CloseReason::Broken)
-        } else if obj.suspect && obj.in_tx {
+        } else if obj.suspect && obj.in_tx && !obj.in_flight {
             // Left inside a transaction (its end never completed): no one gets it again.
             Some(CloseReason::Unclean)
+        } else if obj.in_flight {
+            // Cancelled first (below), so that its statement stops on the server.
+            None
         } else {
             obj.worn_out()
         };
@@ -175,6 +194,12 @@ impl Drop for Pooled {
             obj.retire(reason);
             // Leaves the pool through the manager's `detach`.
             drop(Object::take(obj));
+        } else if tidy::needs_care(&obj) {
+            // Made fit in the background; back to the pool when it is (the checkout does it
+            // if no task can be started).
+            if let Err(obj) = tidy::at_check_in(obj, &self.shared) {
+                drop(obj);
+            }
         }
     }
 }

@@ -296,6 +296,8 @@ impl DbService {
             closed,
             checkout_pings: ins.pings.load(Ordering::Relaxed),
             checkout_checks: ins.state_checks.load(Ordering::Relaxed),
+            session_resets: ins.session_resets.load(Ordering::Relaxed),
+            statements_cancelled: ins.cancels.load(Ordering::Relaxed),
             keepalive_pings: ins.keepalive_pings.load(Ordering::Relaxed),
             leaks: ins.leaks.load(Ordering::Relaxed),
             database_down: self.inner.pool.down().is_some(),

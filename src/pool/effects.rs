@@ -1,0 +1,150 @@
+//! What a statement may leave behind on its connection, judged from its text alone (no round
+//! trip): whether it may end outside a transaction with the protocol drained (`suspect`), and
+//! whether it may have changed the session the next caller would inherit (`tainted`).
+//!
+//! The rules err on the side of a reset: a statement is known to leave the session alone only
+//! when every statement in it is a plain read or write (`SELECT`, `INSERT`, `UPDATE`,
+//! `DELETE`, `WITH`, `VALUES`, `TABLE`, `SHOW`, `EXPLAIN`) that calls none of the built-in
+//! functions that change a session, or transaction control that ends with its transaction
+//! (`BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `RELEASE`, `SET LOCAL`, `SET TRANSACTION`).
+//! SeaORM's generated statements are all of the first kind. What text cannot show (a function
+//! of the application's own that calls `set_config(.., false)`) is not seen: see
+//! CONNECTION_POOLING.md, "What a connection carries".
+
+/// Whether a statement that completed outside a transaction leaves the connection outside
+/// one, with nothing pending. SeaORM's own statements start with one of these words;
+/// anything else (`BEGIN`, `SET`, `LOCK`, `PREPARE`, a block of several statements...) gets
+/// the check before the connection is handed out again. A prepared statement is one statement
+/// by protocol; only text sent as such (`single: false`) is scanned for more.
+pub(super) fn leaves_transaction_state_alone(sql: &str, single: bool) -> bool {
+    let word = first_word(sql);
+    ["select", "insert", "update", "delete", "with", "values"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+        && (single || !sql.trim_end().trim_end_matches(';').contains(';'))
+}
+
+/// Whether running `sql` may change what the next caller of this session would see.
+/// `single`: sent as one statement by protocol (a `;` inside it is part of a literal).
+pub(super) fn taints(sql: &str, single: bool) -> bool {
+    if single {
+        return !part_is_clean(sql);
+    }
+    // A `;` inside a literal splits a statement into pieces that may each look unknown,
+    // which only ever errs towards a reset; every real statement starts a piece.
+    sql.split(';')
+        .filter(|p| !p.trim().is_empty())
+        .any(|p| !part_is_clean(p))
+}
+
+/// Whether `sql` may have dropped named statements, sqlx's included.
+pub(super) fn drops_statements(sql: &str) -> bool {
+    mentions(sql, "deallocate") || mentions(sql, "discard")
+}
+
+fn first_word(sql: &str) -> &str {
+    sql.trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+}
+
+fn second_word(sql: &str) -> &str {
+    let rest = sql.trim_start();
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    first_word(rest)
+}
+
+fn part_is_clean(part: &str) -> bool {
+    let word = first_word(part).to_ascii_lowercase();
+    match word.as_str() {
+        "select" | "insert" | "update" | "delete" | "with" | "values" | "table" | "show"
+        | "explain" => !SESSION_CHANGING.iter().any(|needle| mentions(part, needle)),
+        "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release" => {
+            true
+        }
+        "set" => {
+            let second = second_word(part);
+            second.eq_ignore_ascii_case("local") || second.eq_ignore_ascii_case("transaction")
+        }
+        _ => false,
+    }
+}
+
+/// Text that marks a read or write as changing its session: PostgreSQL's `set_config` (with
+/// `is_local` false it is a `SET`), session-level advisory locks (`pg_advisory_lock*`,
+/// `pg_try_advisory_lock*`; the `_xact_` ones end with their transaction), `dblink_connect`,
+/// `SELECT ... INTO TEMP`; MySQL's `GET_LOCK`, user variables (`@v := ..`, `INTO @v`);
+/// SQLite's `load_extension`.
+const SESSION_CHANGING: &[&str] = &[
+    "set_config",
+    "advisory_lock",
+    "dblink_connect",
+    "into temp",
+    "into local temp",
+    "get_lock",
+    ":=",
+    "into @",
+    "load_extension",
+];
+
+/// Whether `haystack` contains `needle` (lower case), ignoring ASCII case, without allocating.
+fn mentions(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    n.len() <= h.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seaorm_statements_and_transaction_control_leave_the_session_alone() {
+        for sql in [
+            r#"SELECT "id", "name" FROM "account" WHERE "id" = $1 LIMIT $2"#,
+            r#"INSERT INTO "account" ("name") VALUES ($1) RETURNING "id""#,
+            r#"UPDATE "account" SET "balance" = $1 WHERE "account"."id" = $2"#,
+            r#"DELETE FROM "account" WHERE "account"."id" = $1"#,
+            "WITH t AS (SELECT 1) SELECT * FROM t",
+            "SELECT pg_advisory_xact_lock(1)",
+        ] {
+            assert!(!taints(sql, true), "{sql}");
+        }
+        for sql in [
+            "BEGIN; SET LOCAL statement_timeout = 500",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; BEGIN",
+            "COMMIT",
+            "SELECT; COMMIT; SELECT pg_current_wal_lsn()::text",
+            "ROLLBACK TO SAVEPOINT dbservice_sp_1",
+        ] {
+            assert!(!taints(sql, false), "{sql}");
+        }
+    }
+
+    #[test]
+    fn what_may_change_a_session_is_caught() {
+        for sql in [
+            "SET ROLE lowpriv",
+            "set search_path to x",
+            "SELECT set_config('role', 'lowpriv', false)",
+            "SELECT pg_advisory_lock(42)",
+            "select PG_TRY_ADVISORY_LOCK_SHARED(1)",
+            "LISTEN c",
+            "CREATE TEMP TABLE t (id int)",
+            "PREPARE p AS SELECT 1",
+            "SELECT 1 INTO TEMP t",
+            "SELECT 1; SET ROLE x",
+            "SELECT ';'; RESET ROLE",
+            "/* hi */ SET ROLE x",
+            "DO $$ BEGIN PERFORM set_config('a.b', '1', false); END $$",
+            "SELECT GET_LOCK('l', 0)",
+            "SELECT @x := 1",
+            "",
+        ] {
+            assert!(taints(sql, false), "{sql}");
+        }
+        assert!(drops_statements("DEALLOCATE ALL"));
+        assert!(drops_statements("discard all"));
+        assert!(!drops_statements("SELECT 1"));
+    }
+}

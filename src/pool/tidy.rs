@@ -1,0 +1,314 @@
+//! Making a used connection fit for the next caller: cancel what its caller abandoned on the
+//! server, prove it is outside a transaction, and reset a session a caller may have changed.
+//!
+//! This runs at check-in, in a task of the service's that holds the connection (it still
+//! counts as in use), so a lock or a listener does not stay with an idle connection and the
+//! next caller does not pay the round trip; and again at checkout for anything the task could
+//! not finish. A connection that cannot be proven clean is closed, never handed out.
+//!
+//! The reset, per backend:
+//! - **PostgreSQL**: one simple-protocol message that proves the session is outside a
+//!   transaction and undoes everything `DISCARD ALL` does except dropping sqlx's own prepared
+//!   statements (which would cost a re-prepare of every statement on the next use): `SET
+//!   SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL` (back to the settings the connection
+//!   started with, ours included: they travel in the startup packet), `CLOSE ALL`, `UNLISTEN
+//!   *`, `pg_advisory_unlock_all()`, `DISCARD TEMP`, `DISCARD SEQUENCES`; then, only if the
+//!   caller `PREPARE`d some, a second message `DEALLOCATE`s those (and only those: sqlx's are
+//!   not `from_sql`). A caller's `DEALLOCATE`/`DISCARD` also clears sqlx's statement cache.
+//!   Behind PgBouncer (`pgbouncer=true`) the session belongs to PgBouncer, and nothing is sent.
+//! - **MySQL/MariaDB**: sqlx cannot send `COM_RESET_CONNECTION`, so a connection whose session
+//!   may have changed is closed and replaced (counted as `unclean`).
+//! - **SQLite**: a `ROLLBACK` ends whatever transaction a caller left open (its state lives in
+//!   this process); a changed session (a `PRAGMA`, a `TEMP` table, an `ATTACH`) closes the
+//!   connection, except on an in-memory database, which closing would lose.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use deadpool::managed::Object;
+use sea_orm::sqlx::{self, AssertSqlSafe, Connection, Row};
+
+use super::conn::{CloseReason, Conn, RawConn};
+use super::exec::Mode;
+use super::{Manager, Shared};
+
+/// Why a connection is not fit to be handed out.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unfit {
+    /// It failed or did not answer in time.
+    #[error("{0}")]
+    Broken(String),
+    /// It is inside a transaction someone left open, or its session cannot be reset here.
+    #[error("{0}")]
+    Unclean(&'static str),
+}
+
+impl Unfit {
+    pub fn reason(&self) -> CloseReason {
+        match self {
+            Unfit::Broken(_) => CloseReason::Broken,
+            Unfit::Unclean(_) => CloseReason::Unclean,
+        }
+    }
+}
+
+/// The PostgreSQL reset (see the module's docs). The first statement's first column proves
+/// the session is outside a transaction (`now()` is the transaction's start, and equals the
+/// statement's own time only in the implicit transaction of this message); the third lists
+/// the caller's named statements.
+const PG_RESET: &str = "SELECT now() = statement_timestamp(), \
+    (SELECT pg_advisory_unlock_all()) IS NULL, \
+    (SELECT string_agg(quote_ident(name), ',') FROM pg_prepared_statements WHERE from_sql); \
+    SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; CLOSE ALL; UNLISTEN *; \
+    DISCARD TEMP; DISCARD SEQUENCES";
+
+/// Whether `conn` needs any of this before the next caller.
+pub(super) fn needs_care(conn: &Conn) -> bool {
+    conn.in_flight || conn.suspect || conn.tainted
+}
+
+/// At check-in: a connection that needs care is cared for in a task holding it, and goes
+/// back to the pool when fit (closed otherwise). `false`: no runtime to run it on, so the
+/// checkout does it instead.
+pub(super) fn at_check_in(
+    obj: Object<Manager>,
+    shared: &Arc<Shared>,
+) -> Result<(), Object<Manager>> {
+    if shared.closing.load(Ordering::Acquire) {
+        return Err(obj);
+    }
+    let task_shared = shared.clone();
+    let mut obj = obj;
+    shared.tasks.spawn(async move {
+        if let Err(unfit) = make_fit(&task_shared, &mut *obj).await {
+            tracing::debug!(reason = %unfit, "closing a connection that could not be made fit");
+            obj.retire(unfit.reason());
+            drop(Object::take(obj));
+        }
+    });
+    Ok(())
+}
+
+/// Cancels, checks and resets `conn` as it needs, each step bounded (`connect_timeout` for the
+/// cancel, `ping_timeout` for each round trip).
+pub(super) async fn make_fit(shared: &Shared, conn: &mut Conn) -> Result<(), Unfit> {
+    if conn.in_flight {
+        cancel(shared, conn).await;
+    }
+    if !(conn.suspect || conn.tainted) {
+        return Ok(());
+    }
+    shared
+        .instruments
+        .state_checks
+        .fetch_add(1, Ordering::Relaxed);
+    let bound = shared.limits.ping_timeout;
+    let inline = matches!(*conn.mode, Mode::Inline { .. });
+    let tainted = conn.tainted;
+    let stale = conn.stale_statements;
+    let in_memory = shared.in_memory;
+    let Some(raw) = conn.raw.as_mut() else {
+        return Err(Unfit::Broken("taken".into()));
+    };
+    let work = async {
+        match raw {
+            RawConn::Postgres(c) if tainted && !inline => reset_postgres(c, stale).await,
+            RawConn::Postgres(c) => postgres_outside_transaction(c).await,
+            RawConn::MySql(_) if tainted => Err(Unfit::Unclean("its session may have changed")),
+            RawConn::MySql(c) => mysql_outside_transaction(c).await,
+            RawConn::Sqlite(c) => {
+                // "no transaction is active" is the answer of a clean connection.
+                match sqlx::raw_sql("ROLLBACK").execute(&mut *c).await {
+                    Ok(_) | Err(sqlx::Error::Database(_)) => {}
+                    Err(e) => return Err(Unfit::Broken(format!("rollback failed: {e}"))),
+                }
+                if tainted && !in_memory {
+                    Err(Unfit::Unclean("its session may have changed"))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(bound, work).await {
+        Ok(Ok(())) => {
+            if tainted {
+                shared
+                    .instruments
+                    .session_resets
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            conn.suspect = false;
+            conn.tainted = false;
+            conn.stale_statements = false;
+            conn.in_tx = false;
+            Ok(())
+        }
+        Ok(Err(unfit)) => {
+            if matches!(unfit, Unfit::Unclean(_)) {
+                tracing::warn!(reason = %unfit, "closing a connection instead of reusing it");
+            } else {
+                shared.instruments.connection_failed();
+            }
+            Err(unfit)
+        }
+        Err(_) => Err(Unfit::Broken(format!(
+            "no answer to the check within ping_timeout ({bound:?})"
+        ))),
+    }
+}
+
+fn broken(what: &str, e: &sqlx::Error) -> Unfit {
+    Unfit::Broken(format!("{what} failed: {e}"))
+}
+
+/// An error answer inside a transaction block someone left (25P02: aborted) is unclean;
+/// anything else means the connection failed.
+fn pg_failure(e: sqlx::Error) -> Unfit {
+    match &e {
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("25")) => {
+            Unfit::Unclean("it was left inside a transaction")
+        }
+        _ => broken("check", &e),
+    }
+}
+
+async fn postgres_outside_transaction(c: &mut sqlx::PgConnection) -> Result<(), Unfit> {
+    let row = sqlx::raw_sql("SELECT now() = statement_timestamp()")
+        .fetch_one(&mut *c)
+        .await
+        .map_err(pg_failure)?;
+    match row.try_get::<bool, _>(0) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Unfit::Unclean("it was left inside a transaction")),
+        Err(e) => Err(broken("check", &e)),
+    }
+}
+
+async fn reset_postgres(c: &mut sqlx::PgConnection, stale: bool) -> Result<(), Unfit> {
+    let rows = sqlx::raw_sql(PG_RESET)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(pg_failure)?;
+    let Some(first) = rows.first() else {
+        return Err(Unfit::Broken("the reset returned no row".into()));
+    };
+    if !first
+        .try_get::<bool, _>(0)
+        .map_err(|e| broken("reset", &e))?
+    {
+        return Err(Unfit::Unclean("it was left inside a transaction"));
+    }
+    let prepared: Option<String> = first.try_get(2).map_err(|e| broken("reset", &e))?;
+    if let Some(names) = prepared {
+        let sql = names
+            .split(',')
+            .map(|n| format!("DEALLOCATE {n};"))
+            .collect::<String>();
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *c)
+            .await
+            .map_err(|e| broken("DEALLOCATE", &e))?;
+    }
+    if stale {
+        c.clear_cached_statements()
+            .await
+            .map_err(|e| broken("clearing the statement cache", &e))?;
+    }
+    Ok(())
+}
+
+/// MariaDB reports `@@in_transaction`; a MySQL server without it gets a `ROLLBACK`, which ends
+/// whatever was left open.
+async fn mysql_outside_transaction(c: &mut sqlx::MySqlConnection) -> Result<(), Unfit> {
+    match sqlx::raw_sql("SELECT CAST(@@in_transaction AS SIGNED)")
+        .fetch_one(&mut *c)
+        .await
+    {
+        Ok(row) => match row.try_get::<i64, _>(0) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(Unfit::Unclean("it was left inside a transaction")),
+            Err(e) => Err(broken("check", &e)),
+        },
+        Err(sqlx::Error::Database(_)) => sqlx::raw_sql("ROLLBACK")
+            .execute(&mut *c)
+            .await
+            .map(|_| ())
+            .map_err(|e| broken("rollback", &e)),
+        Err(e) => Err(broken("check", &e)),
+    }
+}
+
+/// Asks the server to cancel what `conn` may still be running, over a connection of its own
+/// (PostgreSQL's `pg_cancel_backend`, MySQL's `KILL QUERY`), within `connect_timeout`. Where
+/// no session id is known (behind PgBouncer, SQLite) the connection is marked broken instead,
+/// so that it is closed: PgBouncer then closes its server connection, and the server's
+/// `statement_timeout` (or `client_connection_check_interval`) ends the statement.
+pub(super) async fn cancel(shared: &Shared, conn: &mut Conn) {
+    conn.in_flight = false;
+    let Some(id) = conn.backend_id else {
+        if !matches!(conn.raw, Some(RawConn::Sqlite(_))) {
+            conn.broken = true;
+        }
+        return;
+    };
+    let bound = shared.limits.connect_timeout;
+    let sent = tokio::time::timeout(bound, async {
+        let mut side = shared.connector.open().await?;
+        let result = match &mut side {
+            RawConn::Postgres(c) => {
+                sqlx::raw_sql(AssertSqlSafe(format!("SELECT pg_cancel_backend({id})")))
+                    .execute(&mut *c)
+                    .await
+                    .map(|_| ())
+            }
+            RawConn::MySql(c) => sqlx::raw_sql(AssertSqlSafe(format!("KILL QUERY {id}")))
+                .execute(&mut *c)
+                .await
+                .map(|_| ()),
+            RawConn::Sqlite(_) => Ok(()),
+        };
+        super::exec::close(side, shared.limits.ping_timeout).await;
+        result
+    })
+    .await;
+    match sent {
+        Ok(Ok(())) => {
+            shared.instruments.cancels.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %shared.describe(&e), "could not cancel an abandoned statement; closing its connection");
+            conn.broken = true;
+        }
+        Err(_) => {
+            tracing::warn!(bound = ?bound, "no cancel within connect_timeout; closing the connection");
+            conn.broken = true;
+        }
+    }
+}
+
+/// The session id to cancel `raw`'s statements by; `None` behind PgBouncer (`inline`).
+pub(super) async fn backend_id(raw: &mut RawConn, inline: bool, bound: Duration) -> Option<u64> {
+    let ask = async {
+        match raw {
+            RawConn::Postgres(_) if inline => None,
+            RawConn::Postgres(c) => sqlx::raw_sql("SELECT pg_backend_pid()::int8")
+                .fetch_one(&mut *c)
+                .await
+                .ok()
+                .and_then(|r| r.try_get::<i64, _>(0).ok()),
+            RawConn::MySql(c) => sqlx::raw_sql("SELECT CAST(CONNECTION_ID() AS SIGNED)")
+                .fetch_one(&mut *c)
+                .await
+                .ok()
+                .and_then(|r| r.try_get::<i64, _>(0).ok()),
+            RawConn::Sqlite(_) => None,
+        }
+    };
+    tokio::time::timeout(bound, ask)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|id| u64::try_from(id).ok())
+}
