@@ -139,7 +139,6 @@ mod tests {
             "DO $$ BEGIN PERFORM set_config('a.b', '1', false); END $$",
             "SELECT GET_LOCK('l', 0)",
             "SELECT @x := 1",
-            "",
         ] {
             assert!(taints(sql, false), "{sql}");
         }

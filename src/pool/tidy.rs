@@ -95,6 +95,12 @@ pub(super) fn at_check_in(
 pub(super) async fn make_fit(shared: &Shared, conn: &mut Conn) -> Result<(), Unfit> {
     if conn.in_flight {
         cancel(shared, conn).await;
+        if conn.broken {
+            return Err(Unfit::Broken(
+                "its abandoned statement could not be cancelled".into(),
+            ));
+        }
+        drain(shared, conn).await?;
     }
     if !(conn.suspect || conn.tainted) {
         return Ok(());
@@ -157,6 +163,31 @@ pub(super) async fn make_fit(shared: &Shared, conn: &mut Conn) -> Result<(), Unf
             "no answer to the check within ping_timeout ({bound:?})"
         ))),
     }
+}
+
+/// Reads what the abandoned statement still sends: its rows, then its answer, usually the
+/// error of its cancellation (57014), which belongs to it and not to the connection.
+async fn drain(shared: &Shared, conn: &mut Conn) -> Result<(), Unfit> {
+    let bound = shared.limits.ping_timeout;
+    let Some(raw) = conn.raw.as_mut() else {
+        return Err(Unfit::Broken("taken".into()));
+    };
+    let drained = tokio::time::timeout(bound, async {
+        for _ in 0..3 {
+            match super::exec::ping(raw).await {
+                Ok(()) => return Ok(()),
+                Err(sqlx::Error::Database(_)) => {}
+                Err(e) => return Err(broken("drain", &e)),
+            }
+        }
+        Err(Unfit::Broken("errors kept coming after a cancel".into()))
+    })
+    .await;
+    drained.unwrap_or_else(|_| {
+        Err(Unfit::Broken(format!(
+            "the abandoned statement did not end within ping_timeout ({bound:?})"
+        )))
+    })
 }
 
 fn broken(what: &str, e: &sqlx::Error) -> Unfit {

@@ -20,7 +20,7 @@ fn sql(s: &str) -> Statement {
 
 /// A connection whose statements completed goes back and out again with no I/O: 200
 /// statements on a warm pool make no ping and no check. One whose statement was abandoned
-/// mid-flight is checked once before reuse, and is usable.
+/// mid-flight has it cancelled and is checked once before reuse, and is usable.
 #[tokio::test]
 async fn clean_connections_cost_no_round_trip_and_abandoned_ones_one() {
     let base = fresh_pg_database().await;
@@ -46,11 +46,18 @@ async fn clean_connections_cost_no_round_trip_and_abandoned_ones_one() {
             .await
             .expect("the abandoned connection is usable again");
     }
-    let s = db.stats();
-    assert_eq!(
-        s.checkout_checks, 1,
-        "checked once, before its reuse: {s:?}"
+    // Its statement is cancelled and the connection checked once, in the background, before
+    // anyone else gets it.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            db.stats().checkout_checks == 1 && db.stats().idle == 2
+        })
+        .await,
+        "checked once, before its reuse: {:?}",
+        db.stats()
     );
+    let s = db.stats();
+    assert_eq!(s.statements_cancelled, 1, "{s:?}");
     assert_eq!(s.closed_total, 0, "and kept: {s:?}");
     assert!(db.close(Duration::from_secs(5)).await);
     assert_eq!(db.stats().closed.shutdown, db.stats().opened_total);
