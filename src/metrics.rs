@@ -179,7 +179,7 @@ fn gauges(s: &PoolStats) -> [(&'static str, &'static str, f64); 9] {
 }
 
 /// The plain counters (named without `_total`: the encoder adds it).
-fn counters(s: &PoolStats) -> [(&'static str, &'static str, u64); 3] {
+fn counters(s: &PoolStats) -> [(&'static str, &'static str, u64); 4] {
     [
         (
             "dbservice_pool_connections_opened",
@@ -190,6 +190,11 @@ fn counters(s: &PoolStats) -> [(&'static str, &'static str, u64); 3] {
             "dbservice_pool_connection_leaks",
             "Connections held longer than leak_detection_threshold",
             s.leaks,
+        ),
+        (
+            "dbservice_client_statements_cancelled",
+            "Statements abandoned on the client (query_timeout, or the caller dropped) and cancelled on the server",
+            s.statements_cancelled,
         ),
         (
             "dbservice_client_queries",
@@ -227,7 +232,7 @@ fn labelled(s: &PoolStats) -> Vec<LabelledFamily> {
         ),
         (
             "dbservice_pool_checkout_checks",
-            "Round trips made to check connections: at checkout, pings after idle and state checks of suspect connections; keepalive pings of idle connections",
+            "Round trips made to check connections: pings after idle at checkout, state checks of suspect connections and session resets before reuse, keepalive pings of idle connections",
             "check",
             vec![
                 ("ping", s.checkout_pings),

@@ -99,6 +99,9 @@ pub(crate) struct Conn {
     /// A statement was sent and its answer not read to the end (its caller gave up or was
     /// dropped): it may still run on the server until cancelled.
     pub in_flight: bool,
+    /// A cancel was sent for its last statement: the answer still to be read is that
+    /// statement's error (57014), not the connection's.
+    pub cancelled: bool,
     /// The server's id of this session (PostgreSQL's backend pid, MySQL's connection id), the
     /// target of a cancel; `None` behind PgBouncer, where it names no stable session.
     pub backend_id: Option<u64>,
@@ -144,6 +147,7 @@ impl Conn {
             tainted: false,
             stale_statements: false,
             in_flight: false,
+            cancelled: false,
             backend_id: None,
             broken: false,
             uses: 0,

@@ -71,7 +71,8 @@ impl Pooled {
         if conn.in_flight {
             // An earlier statement on this checkout was dropped mid-flight: stop it on the
             // server before this one queues behind it.
-            tidy::cancel(&self.shared, conn).await;
+            let wait = self.shared.limits.ping_timeout;
+            tidy::cancel(&self.shared, conn, wait).await;
         }
         if conn.broken {
             return Err(DbErr::Custom(
@@ -113,7 +114,9 @@ impl Pooled {
             // write that must not commit after its caller was told it failed); stays suspect,
             // so the answer is drained and checked before the connection's next use.
             Err(d) => {
-                tidy::cancel(&self.shared, conn).await;
+                // The caller waits for the cancel at most ping_timeout more.
+                let wait = self.shared.limits.ping_timeout;
+                tidy::cancel(&self.shared, conn, wait).await;
                 Err(query_deadline_passed(d))
             }
             Ok(Ok(out)) => {

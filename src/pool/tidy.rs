@@ -92,15 +92,18 @@ pub(super) fn at_check_in(
 
 /// Cancels, checks and resets `conn` as it needs, each step bounded (`connect_timeout` for the
 /// cancel, `ping_timeout` for each round trip).
-pub(super) async fn make_fit(shared: &Shared, conn: &mut Conn) -> Result<(), Unfit> {
+pub(super) async fn make_fit(shared: &Arc<Shared>, conn: &mut Conn) -> Result<(), Unfit> {
     if conn.in_flight {
-        cancel(shared, conn).await;
+        cancel(shared, conn, shared.limits.connect_timeout).await;
         if conn.broken {
             return Err(Unfit::Broken(
                 "its abandoned statement could not be cancelled".into(),
             ));
         }
+    }
+    if conn.cancelled {
         drain(shared, conn).await?;
+        conn.cancelled = false;
     }
     if !(conn.suspect || conn.tainted) {
         return Ok(());
@@ -272,11 +275,15 @@ async fn mysql_outside_transaction(c: &mut sqlx::MySqlConnection) -> Result<(), 
 }
 
 /// Asks the server to cancel what `conn` may still be running, over a connection of its own
-/// (PostgreSQL's `pg_cancel_backend`, MySQL's `KILL QUERY`), within `connect_timeout`. Where
-/// no session id is known (behind PgBouncer, SQLite) the connection is marked broken instead,
-/// so that it is closed: PgBouncer then closes its server connection, and the server's
-/// `statement_timeout` (or `client_connection_check_interval`) ends the statement.
-pub(super) async fn cancel(shared: &Shared, conn: &mut Conn) {
+/// (PostgreSQL's `pg_cancel_backend`, MySQL's `KILL QUERY`) opened within `connect_timeout`.
+/// The caller waits at most `wait` for it: if the cancel is not through by then (a server
+/// that does not accept connections right now), it carries on in the background and the
+/// connection is marked broken, so that it is closed rather than reused while its statement
+/// may still be cancelled under the next caller. Where no session id is known (behind
+/// PgBouncer) the connection is marked broken instead: PgBouncer then closes its server
+/// connection, and the server's `statement_timeout` (or `client_connection_check_interval`)
+/// ends the statement. SQLite's statements run in this process and end with them.
+pub(super) async fn cancel(shared: &Arc<Shared>, conn: &mut Conn, wait: Duration) {
     conn.in_flight = false;
     let Some(id) = conn.backend_id else {
         if !matches!(conn.raw, Some(RawConn::Sqlite(_))) {
@@ -284,6 +291,25 @@ pub(super) async fn cancel(shared: &Shared, conn: &mut Conn) {
         }
         return;
     };
+    let task_shared = shared.clone();
+    let task = shared
+        .tasks
+        .spawn(async move { send_cancel(&task_shared, id).await });
+    match tokio::time::timeout(wait, task).await {
+        Ok(Ok(true)) => conn.cancelled = true,
+        Ok(_) => conn.broken = true,
+        Err(_) => {
+            tracing::debug!(
+                ?wait,
+                "the cancel is still under way; closing the connection"
+            );
+            conn.broken = true;
+        }
+    }
+}
+
+/// Sends the cancel for session `id` within `connect_timeout`; whether it was sent.
+async fn send_cancel(shared: &Shared, id: u64) -> bool {
     let bound = shared.limits.connect_timeout;
     let sent = tokio::time::timeout(bound, async {
         let mut side = shared.connector.open().await?;
@@ -307,14 +333,15 @@ pub(super) async fn cancel(shared: &Shared, conn: &mut Conn) {
     match sent {
         Ok(Ok(())) => {
             shared.instruments.cancels.fetch_add(1, Ordering::Relaxed);
+            true
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %shared.describe(&e), "could not cancel an abandoned statement; closing its connection");
-            conn.broken = true;
+            false
         }
         Err(_) => {
             tracing::warn!(bound = ?bound, "no cancel within connect_timeout; closing the connection");
-            conn.broken = true;
+            false
         }
     }
 }

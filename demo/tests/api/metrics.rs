@@ -187,6 +187,8 @@ async fn metrics_parse_and_name_everything_in_the_design() {
         "dbservice_client_queries_active",
         "dbservice_client_queries_wait",
         "dbservice_client_queries_total",
+        "dbservice_client_statements_cancelled_total",
+        "dbservice_pool_checkout_checks_total{check=\"reset\"}",
         "dbservice_client_queries_duration_seconds_count",
         "dbservice_client_queries_wait_seconds_count",
     ] {
