@@ -14,4 +14,5 @@ mod pgbouncer;
 mod pool;
 mod pools;
 mod replicas;
+mod server_full;
 mod transactions;
