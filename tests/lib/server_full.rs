@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use dbservice::TxOptions;
+use dbservice::{AcquireError, TxOptions, classify::acquire_error};
 use sea_orm::ConnectionTrait;
 
 use crate::support::{
-    connected_service as service, eventually, fill_connection_slots, private_cluster,
-    select_one, warm, with_params,
+    connected_service as service, eventually, fill_connection_slots, private_cluster, select_one,
+    warm, with_params,
 };
 
 /// `max_connections` filled by other sessions: callers who need a new connection get a
@@ -43,7 +43,9 @@ async fn a_full_server_is_not_a_dead_one() {
     );
     for _ in 0..4 {
         let t = Instant::now();
-        let err = select_one(&db).await.expect_err("no slot for a new connection");
+        let err = select_one(&db)
+            .await
+            .expect_err("no slot for a new connection");
         let took = t.elapsed();
         let text = err.to_string();
         assert!(
@@ -51,13 +53,31 @@ async fn a_full_server_is_not_a_dead_one() {
                 && !text.contains("unreachable"),
             "{text}"
         );
-        assert!(took < Duration::from_millis(1500), "within pool_timeout: {took:?}");
+        assert!(
+            took < Duration::from_millis(1500),
+            "within pool_timeout: {took:?}"
+        );
+        assert!(
+            matches!(acquire_error(&err), Some(AcquireError::ServerFull { cause, .. }) if cause.contains("53300")),
+            "{err:?}"
+        );
     }
     // Every pooled connection busy: readiness asks the server on a connection of its own,
     // is refused for want of a slot, and that is an answer.
     let ready = db.readiness().await;
-    assert!(ready.result.is_ok(), "ready while the server is full: {ready:?}");
-    assert!(!db.stats().database_down, "{:?}", db.stats());
+    assert!(
+        ready.result.is_ok(),
+        "ready while the server is full: {ready:?}"
+    );
+    assert!(
+        ready
+            .server_full
+            .as_deref()
+            .is_some_and(|c| c.contains("too many clients")),
+        "and says the server is full: {ready:?}"
+    );
+    let s = db.stats();
+    assert!(!s.database_down && s.server_full, "full, not down: {s:?}");
     drop(held);
 
     // The open connections serve, two callers at once.
@@ -81,6 +101,12 @@ async fn a_full_server_is_not_a_dead_one() {
         all.iter().all(Result::is_ok) && db.stats().open == 4
     })
     .await;
-    assert!(grew, "the pool grows again once slots are free: {:?}", db.stats());
+    assert!(
+        grew,
+        "the pool grows again once slots are free: {:?}",
+        db.stats()
+    );
+    assert!(!db.stats().server_full, "{:?}", db.stats());
+    assert!(db.readiness().await.server_full.is_none());
     db.close(Duration::from_secs(5)).await;
 }
