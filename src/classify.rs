@@ -68,7 +68,9 @@ impl ErrorKind {
             _ => {}
         }
         match acquire_error(err) {
-            Some(AcquireError::Saturated { .. }) => return ErrorKind::PoolTimeout,
+            Some(AcquireError::Saturated { .. } | AcquireError::ServerFull { .. }) => {
+                return ErrorKind::PoolTimeout;
+            }
             Some(AcquireError::Unreachable { .. }) => return ErrorKind::Connection,
             Some(AcquireError::Closed) => return ErrorKind::PoolClosed,
             None => {}
@@ -163,6 +165,7 @@ pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
                 | ErrorKind::Interrupted
         ),
         sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(_) if is_server_full(err) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             matches!(
                 code.as_ref(),
@@ -175,6 +178,41 @@ pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
         }),
         _ => false,
     }
+}
+
+/// Whether a failed connect means the server is up but has no connection slot left for us,
+/// rather than unreachable: PostgreSQL 53300 ("sorry, too many clients already", "remaining
+/// connection slots are reserved ...", "too many connections for role ..."); PgBouncer's
+/// `max_client_conn` refusal, which 1.18 sends as 08P01 (a protocol violation), so it is known
+/// by its text; MySQL/MariaDB 1040 "Too many connections" and the `max_user_connections`
+/// refusals (1203, 1226).
+pub(crate) fn is_server_full(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    let number = db
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .map(sqlx::mysql::MySqlDatabaseError::number);
+    refused_for_want_of_slots(db.code().as_deref(), number, db.message())
+}
+
+/// [`is_server_full`] on the parts of a server's error: its SQLSTATE, its MySQL error number
+/// and its text (proxies in front of the server say it in words under varying codes).
+fn refused_for_want_of_slots(code: Option<&str>, mysql_number: Option<u16>, message: &str) -> bool {
+    if code == Some("53300") || matches!(mysql_number, Some(1040 | 1203)) {
+        return true;
+    }
+    let text = message.to_ascii_lowercase();
+    [
+        "too many connections",
+        "too many clients",
+        "no more connections allowed",
+        "max_client_conn",
+        "max_user_connections",
+        "remaining connection slots are reserved",
+    ]
+    .iter()
+    .any(|phrase| text.contains(phrase))
 }
 
 /// Marks the I/O error of a statement whose client deadline (`query_timeout`) passed, so it is
@@ -231,16 +269,35 @@ pub enum AcquireError {
         /// Why it failed (redacted).
         cause: String,
     },
+    /// The database server refused a new connection for want of a slot (`max_connections`,
+    /// PgBouncer's `max_client_conn`, MySQL's `max_connections`) and no open connection came
+    /// free within the wait. The server is up: the pool's open connections keep serving.
+    #[error(
+        "no connection within {}: the database server refused a new connection: too many \
+         connections (last refused {} ago: {cause})",
+        fmt_ms(*waited),
+        fmt_ms(*ago)
+    )]
+    ServerFull {
+        /// How long the caller waited.
+        waited: Duration,
+        /// How long ago the server last refused.
+        ago: Duration,
+        /// The server's refusal (redacted).
+        cause: String,
+    },
     /// The pool is closed (shutdown).
     #[error("the pool is closed")]
     Closed,
 }
 
 impl AcquireError {
-    /// A short machine-readable code: `pool_saturated`, `database_unreachable`, `pool_closed`.
+    /// A short machine-readable code: `pool_saturated`, `database_unreachable`, `server_full`,
+    /// `pool_closed`.
     pub fn code(&self) -> &'static str {
         match self {
             AcquireError::Saturated { .. } => "pool_saturated",
+            AcquireError::ServerFull { .. } => "server_full",
             AcquireError::Unreachable { .. } => "database_unreachable",
             AcquireError::Closed => "pool_closed",
         }
@@ -332,5 +389,58 @@ mod tests {
         ));
         assert!(!safe_to_rerun(Some("23505"), "SELECT 1"));
         assert!(!safe_to_rerun(None, "SELECT 1"));
+    }
+
+    #[test]
+    fn a_server_out_of_slots_is_told_from_an_unreachable_one() {
+        // PostgreSQL: max_connections, the superuser reserve, per-role and per-database limits.
+        assert!(refused_for_want_of_slots(
+            Some("53300"),
+            None,
+            "sorry, too many clients already"
+        ));
+        assert!(refused_for_want_of_slots(
+            Some("53300"),
+            None,
+            "remaining connection slots are reserved for roles with the SUPERUSER attribute"
+        ));
+        // PgBouncer 1.18: max_client_conn as a protocol violation.
+        assert!(refused_for_want_of_slots(
+            Some("08P01"),
+            None,
+            "no more connections allowed (max_client_conn)"
+        ));
+        // MySQL/MariaDB.
+        assert!(refused_for_want_of_slots(
+            Some("08004"),
+            Some(1040),
+            "Too many connections"
+        ));
+        assert!(refused_for_want_of_slots(
+            Some("42000"),
+            Some(1226),
+            "User 'app' has exceeded the 'max_user_connections' resource (current value: 2)"
+        ));
+        // Not full: starting up, bad password, unknown database, PgBouncer's other refusals.
+        assert!(!refused_for_want_of_slots(
+            Some("57P03"),
+            None,
+            "the database system is starting up"
+        ));
+        assert!(!refused_for_want_of_slots(
+            Some("28P01"),
+            None,
+            "password authentication failed for user \"app\""
+        ));
+        assert!(!refused_for_want_of_slots(
+            Some("08P01"),
+            None,
+            "server login has been failing, try again later (server_login_retry)"
+        ));
+        assert!(!refused_for_want_of_slots(
+            Some("28000"),
+            Some(1045),
+            "Access denied for user 'app'"
+        ));
     }
 }

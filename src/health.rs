@@ -114,9 +114,25 @@ async fn ready(
 
     // One check shared by concurrent probes; on a saturated pool it asks the database on a
     // connection of its own. Answers → busy, not broken (`warn`).
-    let Readiness { result, saturated } = db.readiness().await;
+    let Readiness {
+        result,
+        saturated,
+        server_full,
+    } = db.readiness().await;
     let stats = db.stats();
     let (status, code, output, response_ms) = match result {
+        // Full, not down: the open connections serve, so this instance stays in rotation.
+        Ok(rtt) if server_full.is_some() => (
+            "warn",
+            StatusCode::OK,
+            Some(match server_full.filter(|_| show) {
+                Some(cause) => cause,
+                None => "database server full: it refuses new connections (too many \
+                         connections); serving on the open ones"
+                    .to_owned(),
+            }),
+            Some(rtt.as_secs_f64() * 1000.0),
+        ),
         Ok(rtt) if saturated || stats.is_saturated() => (
             "warn",
             StatusCode::OK,
@@ -240,8 +256,9 @@ fn pool_details(db: &DbService) -> serde_json::Value {
     } else {
         "ok"
     };
+    let server_full = db.pool().server_full();
     let status = match phase {
-        Phase::Ready if level != "ok" => "warn",
+        Phase::Ready if level != "ok" || server_full.is_some() => "warn",
         Phase::Ready => "pass",
         _ => "fail",
     };
@@ -259,6 +276,7 @@ fn pool_details(db: &DbService) -> serde_json::Value {
         "alerts": db.alerts(),
         "config": db.config(),
         "last_error": db.last_error(),
+        "server_full": server_full,
         "time": rfc3339::format(SystemTime::now()),
     });
     // Read replicas: where reads went, and each replica's rotation, lag and own pool. They

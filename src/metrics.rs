@@ -128,7 +128,7 @@ fn put(
 type Labels = Vec<(String, String)>;
 
 /// The gauges: name, help, value.
-fn gauges(s: &PoolStats) -> [(&'static str, &'static str, f64); 9] {
+fn gauges(s: &PoolStats) -> [(&'static str, &'static str, f64); 10] {
     [
         (
             "dbservice_pool_connections_open",
@@ -174,6 +174,12 @@ fn gauges(s: &PoolStats) -> [(&'static str, &'static str, f64); 9] {
             "dbservice_pool_database_down",
             "1 while the database is known down (callers fail fast), else 0",
             if s.database_down { 1.0 } else { 0.0 },
+        ),
+        (
+            "dbservice_pool_server_full",
+            "1 while the database server refuses new connections for want of a slot (full, \
+             not down), else 0",
+            if s.server_full { 1.0 } else { 0.0 },
         ),
     ]
 }

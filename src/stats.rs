@@ -53,6 +53,9 @@ pub struct PoolStats {
     pub leaks: u64,
     /// Whether the database is known down (fail-fast: callers get the cause at once).
     pub database_down: bool,
+    /// Whether the server refused the last new connection for want of a slot (full, not
+    /// down: the open connections serve, readiness holds); cleared by the next connect.
+    pub server_full: bool,
     /// Statements executed (inside transactions too).
     pub queries_total: u64,
     /// Statements that returned an error.

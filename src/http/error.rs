@@ -163,6 +163,13 @@ impl From<DbErr> for ApiError {
                     "the database cannot be reached; retry later",
                 );
             }
+            Some(crate::AcquireError::ServerFull { .. }) => {
+                return ApiError::unavailable(
+                    "server_full",
+                    "the database server refused a new connection: too many connections; \
+                     retry later",
+                );
+            }
             _ => {}
         }
         match ErrorKind::of(&err) {

@@ -73,12 +73,13 @@ impl Manager {
             }
             Ok(Err(e)) => {
                 let cause = self.shared.describe(&e);
-                self.shared.connect_failed(&cause);
+                self.shared.connect_failed(&cause, super::Failure::of(&e));
                 Err(ManagerError::Connect(e))
             }
             Err(_) => {
                 let e = ManagerError::ConnectTimeout(limits.connect_timeout);
-                self.shared.connect_failed(&e.to_string());
+                self.shared
+                    .connect_failed(&e.to_string(), super::Failure::Unreachable);
                 Err(e)
             }
         }

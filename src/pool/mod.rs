@@ -39,6 +39,7 @@ use self::holds::Holds;
 pub(crate) use self::holds::Site;
 pub(crate) use self::manager::{Connector, Manager};
 pub(crate) use self::pooled::Pooled;
+pub(crate) use self::reach::Failure;
 use self::reach::Reachability;
 pub(crate) use self::stream::RowStream;
 use crate::classify::{AcquireError, acquire_failed};
@@ -113,9 +114,9 @@ impl Shared {
 
     /// A connection attempt failed: note it, and start the background probe when this makes
     /// the database count as down.
-    pub fn connect_failed(self: &Arc<Self>, cause: &str) {
+    pub fn connect_failed(self: &Arc<Self>, cause: &str, kind: Failure) {
         self.instruments.connection_failed();
-        if self.reach.failed(cause) {
+        if self.reach.failed(cause, kind) {
             self.start_probe();
         }
     }
@@ -143,12 +144,13 @@ impl Shared {
                         shared.reach.connected();
                     }
                     Ok(Err(e)) => {
-                        let _ = shared.reach.failed(&shared.describe(&e));
+                        let _ = shared.reach.failed(&shared.describe(&e), Failure::of(&e));
                     }
                     Err(_) => {
-                        let _ = shared
-                            .reach
-                            .failed(&format!("no connection within connect_timeout ({bound:?})"));
+                        let _ = shared.reach.failed(
+                            &format!("no connection within connect_timeout ({bound:?})"),
+                            Failure::Unreachable,
+                        );
                     }
                 }
             }
@@ -343,13 +345,7 @@ impl Pool {
     }
 
     fn unreachable(&self, waited: Duration, fail_fast: bool, warn: bool) -> AcquireError {
-        let last = self.shared.reach.last_failure();
-        let e = AcquireError::Unreachable {
-            waited,
-            fail_fast,
-            ago: last.as_ref().map_or(Duration::ZERO, |l| l.ago),
-            cause: last.map_or_else(|| "unknown".to_owned(), |l| l.cause),
-        };
+        let e = self.shared.reach.no_connection(waited, fail_fast);
         if warn && !fail_fast {
             tracing::warn!(error = %e, "pool timeout");
         }
@@ -400,7 +396,20 @@ impl Pool {
     /// Opens one connection outside the pool and closes it again, returning the real cause
     /// of a failure at once (the startup loop and the saturated readiness check need it).
     pub async fn connect_direct(&self) -> Result<(), sqlx::Error> {
-        let raw = self.shared.connector.open().await?;
+        let raw = match self.shared.connector.open().await {
+            Ok(raw) => raw,
+            Err(e) => {
+                // A refusal for want of a slot is news about the server (it is full, not
+                // down); other failures here are the caller's to report, not counted.
+                if Failure::of(&e) == Failure::Full {
+                    let _ = self
+                        .shared
+                        .reach
+                        .failed(&self.shared.describe(&e), Failure::Full);
+                }
+                return Err(e);
+            }
+        };
         self.shared.reach.connected();
         exec::close(raw, self.shared.limits.ping_timeout).await;
         Ok(())
@@ -414,6 +423,18 @@ impl Pool {
         self.shared.reach.last_failure().map(|l| {
             format!(
                 "database unreachable: last connect failed {} ms ago: {}",
+                l.ago.as_millis(),
+                l.cause
+            )
+        })
+    }
+
+    /// Whether the server refused this pool's last connect attempt for want of a slot (it is
+    /// full, not down), and that refusal; cleared by the next connection opened.
+    pub fn server_full(&self) -> Option<String> {
+        self.shared.reach.full().map(|l| {
+            format!(
+                "database server full: it refused a new connection {} ms ago: {}",
                 l.ago.as_millis(),
                 l.cause
             )

@@ -1,9 +1,36 @@
-//! Whether the database is known to be down: consecutive connect failures, the last cause,
-//! and the fail-fast state that spares waiters a `pool_timeout` each while it lasts.
+//! Whether the database is known to be down, or only full: consecutive connect failures, the
+//! last cause, the fail-fast state that spares waiters a `pool_timeout` each while it lasts,
+//! and the saturated-server state, in which the server answers but has no slot left for a new
+//! connection (it is up: the open connections keep serving and readiness holds).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use sea_orm::sqlx;
+
+use crate::classify::{AcquireError, is_server_full};
+
+/// How a connect attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No answer, refused, reset, or an error: counts towards `fail_fast_after`.
+    Unreachable,
+    /// The server answered that it has no connection slot left (53300, PgBouncer's
+    /// `max_client_conn`, MySQL 1040): it is up, so this proves it reachable.
+    Full,
+}
+
+impl Failure {
+    /// The kind of failure `err` is.
+    pub fn of(err: &sqlx::Error) -> Self {
+        if is_server_full(err) {
+            Failure::Full
+        } else {
+            Failure::Unreachable
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Reachability {
@@ -11,7 +38,9 @@ pub(crate) struct Reachability {
     threshold: u32,
     failures: AtomicU32,
     down: AtomicBool,
-    last: Mutex<Option<(Instant, String)>>,
+    /// The last connect attempt was refused for want of a slot (cleared by a connect).
+    full: AtomicBool,
+    last: Mutex<Option<(Instant, String, Failure)>>,
 }
 
 /// The last connect failure.
@@ -19,6 +48,7 @@ pub(crate) struct Reachability {
 pub(crate) struct LastFailure {
     pub ago: Duration,
     pub cause: String,
+    pub kind: Failure,
 }
 
 impl Reachability {
@@ -27,24 +57,44 @@ impl Reachability {
             threshold,
             failures: AtomicU32::new(0),
             down: AtomicBool::new(false),
+            full: AtomicBool::new(false),
             last: Mutex::new(None),
         }
     }
 
-    /// A connection was opened: the database is up.
+    /// A connection was opened: the database is up and has room.
     pub fn connected(&self) {
         self.failures.store(0, Ordering::Relaxed);
         if self.down.swap(false, Ordering::AcqRel) {
             tracing::info!("database reachable again; callers wait for connections as usual");
         }
+        if self.full.swap(false, Ordering::AcqRel) {
+            tracing::info!("database server accepts new connections again");
+        }
     }
 
     /// A connection attempt failed with `cause`; returns true when this failure marks the
-    /// database down (the caller then starts the background probe).
-    pub fn failed(&self, cause: &str) -> bool {
+    /// database down (the caller then starts the background probe). A server that refused for
+    /// want of a slot answered, so that ends a run of failures instead of adding to it.
+    pub fn failed(&self, cause: &str, kind: Failure) -> bool {
         if let Ok(mut last) = self.last.lock() {
-            *last = Some((Instant::now(), cause.to_owned()));
+            *last = Some((Instant::now(), cause.to_owned(), kind));
         }
+        if kind == Failure::Full {
+            self.failures.store(0, Ordering::Relaxed);
+            if self.down.swap(false, Ordering::AcqRel) {
+                tracing::info!("database reachable again (but full)");
+            }
+            if !self.full.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    cause = %cause,
+                    "database server full: it refused a new connection; serving on the open \
+                     connections, readiness holds"
+                );
+            }
+            return false;
+        }
+        self.full.store(false, Ordering::Release);
         let n = self
             .failures
             .fetch_add(1, Ordering::AcqRel)
@@ -67,11 +117,20 @@ impl Reachability {
         self.down.load(Ordering::Acquire)
     }
 
+    /// The last connect attempt was refused for want of a slot, with that refusal.
+    pub fn full(&self) -> Option<LastFailure> {
+        if !self.full.load(Ordering::Acquire) {
+            return None;
+        }
+        self.last_failure().filter(|l| l.kind == Failure::Full)
+    }
+
     pub fn last_failure(&self) -> Option<LastFailure> {
         self.last.lock().ok().and_then(|l| {
-            l.as_ref().map(|(at, cause)| LastFailure {
+            l.as_ref().map(|(at, cause, kind)| LastFailure {
                 ago: at.elapsed(),
                 cause: cause.clone(),
+                kind: *kind,
             })
         })
     }
@@ -79,5 +138,23 @@ impl Reachability {
     /// The last failure if it happened within `window` (it explains a wait that long).
     pub fn failed_within(&self, window: Duration) -> Option<LastFailure> {
         self.last_failure().filter(|f| f.ago <= window)
+    }
+
+    /// Why a caller who waited `waited` got no connection, by the last connect failure: the
+    /// server full, or unreachable (`fail_fast`: failed at once while known down).
+    pub fn no_connection(&self, waited: Duration, fail_fast: bool) -> AcquireError {
+        match self.last_failure() {
+            Some(l) if l.kind == Failure::Full => AcquireError::ServerFull {
+                waited,
+                ago: l.ago,
+                cause: l.cause,
+            },
+            last => AcquireError::Unreachable {
+                waited,
+                fail_fast,
+                ago: last.as_ref().map_or(Duration::ZERO, |l| l.ago),
+                cause: last.map_or_else(|| "unknown".to_owned(), |l| l.cause),
+            },
+        }
     }
 }

@@ -80,6 +80,10 @@ pub enum PingError {
     /// The database could not be reached or answered with an error.
     #[error("{0}")]
     Failed(String),
+    /// The database server answered but refused a new connection for want of a slot, and no
+    /// pooled connection was free: it is up, and full.
+    #[error("the database server refused a new connection: too many connections ({0})")]
+    ServerFull(String),
 }
 
 impl std::fmt::Debug for DbService {
@@ -301,6 +305,7 @@ impl DbService {
             keepalive_pings: ins.keepalive_pings.load(Ordering::Relaxed),
             leaks: ins.leaks.load(Ordering::Relaxed),
             database_down: self.inner.pool.down().is_some(),
+            server_full: self.inner.pool.server_full().is_some(),
             queries_total,
             queries_failed,
             error_rate: if queries_total == 0 {
@@ -409,6 +414,9 @@ impl DbService {
             Err(crate::AcquireError::Unreachable { cause, .. }) => {
                 return Err(PingError::Failed(cause));
             }
+            Err(crate::AcquireError::ServerFull { cause, .. }) => {
+                return Err(PingError::ServerFull(cause));
+            }
             Err(_) => return Err(PingError::TimedOut(bound)),
         };
         let remaining = bound.saturating_sub(started.elapsed());
@@ -440,7 +448,11 @@ impl DbService {
                 let msg = connect::describe(&self.inner.config, &e);
                 self.record_error(&msg);
                 self.inner.instruments.connection_failed();
-                Err(PingError::Failed(msg))
+                if crate::classify::is_server_full(&e) {
+                    Err(PingError::ServerFull(msg))
+                } else {
+                    Err(PingError::Failed(msg))
+                }
             }
             Err(_) => {
                 self.record_error(&format!("no answer from the database within {bound:?}"));

@@ -22,6 +22,10 @@ pub struct Readiness {
     pub result: Result<Duration, PingError>,
     /// Every pooled connection was busy, so the check used a connection of its own.
     pub saturated: bool,
+    /// The database server refuses new connections for want of a slot (why, redacted): it is
+    /// up and full, so this is a warning, not a failure. The open connections serve; the
+    /// check's own connection, when refused so, counts as the server's answer.
+    pub server_full: Option<String>,
 }
 
 /// The last check and the right to run the next one.
@@ -44,6 +48,7 @@ impl DbService {
             return Readiness {
                 result: Err(PingError::Failed(cause)),
                 saturated: false,
+                server_full: None,
             };
         }
         let Ok(mut last) =
@@ -52,12 +57,17 @@ impl DbService {
             return Readiness {
                 result: Err(PingError::TimedOut(bound)),
                 saturated: false,
+                server_full: None,
             };
         };
         if let Some((at, answer)) = last.as_ref()
             && at.elapsed() < READY_CACHE
         {
-            return answer.clone();
+            // The server's state is the pool's, known without I/O: always the current one.
+            return Readiness {
+                server_full: self.pool().server_full(),
+                ..answer.clone()
+            };
         }
         // The whole check within `health_check_timeout`: a checkout may check or ping an idle
         // connection, or open one, before the ping itself.
@@ -70,18 +80,28 @@ impl DbService {
                 Readiness {
                     result,
                     saturated: false,
+                    server_full: self.pool().server_full(),
                 }
             }
             Ok(None) => {
                 let remaining = bound.saturating_sub(started.elapsed());
+                let result = match self.check_direct_within(remaining).await {
+                    // Refused for want of a slot: the server answered, so it is up. Failing
+                    // readiness would take every instance out of rotation while the open
+                    // connections serve.
+                    Err(PingError::ServerFull(_)) => Ok(started.elapsed()),
+                    other => other,
+                };
                 Readiness {
-                    result: self.check_direct_within(remaining).await,
+                    result,
                     saturated: true,
+                    server_full: self.pool().server_full(),
                 }
             }
             Err(_) => Readiness {
                 result: Err(PingError::TimedOut(bound)),
                 saturated: false,
+                server_full: None,
             },
         };
         *last = Some((Instant::now(), answer.clone()));

@@ -138,6 +138,20 @@ pub async fn pg_scalar_i64(url: &str, sql: &str) -> i64 {
     v
 }
 
+/// Opens connections to `url` until the server refuses one for want of a slot (SQLSTATE
+/// 53300), at most 1000; returns them open, so the server stays full until they are dropped.
+pub async fn fill_connection_slots(url: &str) -> Vec<sqlx::PgConnection> {
+    let mut open = Vec::new();
+    for _ in 0..1000 {
+        match sqlx::PgConnection::connect(url).await {
+            Ok(c) => open.push(c),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("53300") => return open,
+            Err(e) => panic!("filling the server's connection slots: {e}"),
+        }
+    }
+    panic!("the server took 1000 connections without refusing one")
+}
+
 /// Backends of ours (by `application_name`) on the server.
 pub async fn backends_named(url: &str, application_name: &str) -> i64 {
     pg_scalar_i64(

@@ -159,9 +159,15 @@ impl PgCluster {
     /// here (the OS does not crash in these tests); `synchronous_commit` stays on, so a commit
     /// acknowledged before a crash restart (`-m immediate`) survives it, as in production.
     pub fn start_server(&self) {
+        self.start_server_with("");
+    }
+
+    /// [`start_server`](Self::start_server) with `extra` server options after ours (a later
+    /// `-c` wins), e.g. `-c max_connections=12` for a server that fills up.
+    pub fn start_server_with(&self, extra: &str) {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c full_page_writes=off -c max_connections=300",
+             -c full_page_writes=off -c max_connections=300 {extra}",
             self.port,
             self.sockets.display()
         );

@@ -15,4 +15,5 @@ mod pool;
 mod pools;
 mod replicas;
 mod session;
+mod server_full;
 mod transactions;
