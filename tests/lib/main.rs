@@ -7,6 +7,7 @@ mod support {
 }
 
 mod batch;
+mod commit_outcome;
 mod config;
 mod deadlines;
 mod handout;
