@@ -19,6 +19,7 @@ mod exec;
 mod holds;
 mod maintain;
 mod manager;
+mod plans;
 mod pooled;
 mod reach;
 pub(crate) mod stream;
@@ -97,6 +98,8 @@ pub(crate) struct Shared {
     pub closing: AtomicBool,
     /// How statements are sent (PostgreSQL): prepared, unnamed, or inline for PgBouncer.
     pub mode: Arc<exec::Mode>,
+    /// Stale-statement events (see [`plans`]): outdates every connection's statement cache.
+    pub plans: Arc<plans::PlanEpoch>,
     config: DbConfig,
     probing: AtomicBool,
     connector: Connector,
@@ -207,6 +210,7 @@ impl Pool {
             reach: Reachability::new(p.fail_fast_after),
             closing: AtomicBool::new(false),
             mode: Arc::new(statement_mode(config)),
+            plans: Arc::default(),
             config: config.clone(),
             probing: AtomicBool::new(false),
             connector: connector.clone(),

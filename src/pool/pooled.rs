@@ -12,6 +12,7 @@ use super::Manager;
 use super::conn::{CloseReason, Conn};
 use super::exec::{self, Mode, Op, Output};
 use super::holds::Site;
+use super::plans;
 use crate::classify::query_deadline_passed;
 
 /// A connection taken from the pool; goes back when dropped.
@@ -87,7 +88,7 @@ impl Pooled {
         let dirty_before = conn.suspect;
         conn.suspect = true;
         let started = Instant::now();
-        let work = exec::run(raw, op, &conn.mode, conn.in_tx);
+        let work = plans::run(raw, op, &conn.mode, conn.in_tx, &mut conn.plans);
         let outcome = match deadline {
             Some(d) => tokio::time::timeout(d, work).await.map_err(|_| d),
             None => Ok(work.await),

@@ -15,4 +15,5 @@ mod pgbouncer;
 mod pool;
 mod pools;
 mod replicas;
+mod stale_plans;
 mod transactions;
