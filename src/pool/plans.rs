@@ -108,10 +108,8 @@ pub(crate) async fn run(
     };
     tracing::warn!(error = %e, "a cached prepared statement went stale (a migration or DEALLOCATE); evicting the pool's statement caches");
     plans.bump();
-    if let Err(evict_error) = evict(raw).await {
-        // The connection, not the statement, is the news now (an I/O error breaks it).
-        return Err(evict_error);
-    }
+    // On failure the connection, not the statement, is the news (an I/O error breaks it).
+    evict(raw).await?;
     plans.evicted();
     if rerun_allowed(op, in_tx) {
         exec::run(raw, op, mode, in_tx).await
