@@ -277,6 +277,7 @@ fn labelled(s: &PoolStats) -> Vec<LabelledFamily> {
                 ("max_wait", t.max_wait),
                 ("retry", t.retry),
                 ("commit_unknown", t.commit_unknown),
+                ("failed_before_commit", t.failed_before_commit),
             ],
         ),
     ]

@@ -170,6 +170,9 @@ pub struct TxStats {
     pub retry: u64,
     /// Transactions whose `COMMIT` got no answer in time: committed or not, nobody knows.
     pub commit_unknown: u64,
+    /// Transactions whose body returned `Ok` after a statement inside had failed: rolled
+    /// back at `COMMIT` and reported as [`TxError::FailedBeforeCommit`](crate::TxError).
+    pub failed_before_commit: u64,
 }
 
 #[derive(Debug, Default)]
@@ -180,6 +183,7 @@ pub(crate) struct TxCounters {
     pub(crate) max_wait: AtomicU64,
     pub(crate) retry: AtomicU64,
     pub(crate) commit_unknown: AtomicU64,
+    pub(crate) failed_before_commit: AtomicU64,
 }
 
 impl TxCounters {
@@ -191,6 +195,7 @@ impl TxCounters {
             max_wait: self.max_wait.load(Ordering::Relaxed),
             retry: self.retry.load(Ordering::Relaxed),
             commit_unknown: self.commit_unknown.load(Ordering::Relaxed),
+            failed_before_commit: self.failed_before_commit.load(Ordering::Relaxed),
         }
     }
 }

@@ -115,6 +115,16 @@ impl<E: std::fmt::Display> From<crate::transaction::TxError<E>> for ApiError {
                 "the database did not confirm the commit in time: it may or may not have \
                  happened; retry only with the same Idempotency-Key",
             ),
+            // A bug in the transaction's body (it swallowed a statement's error); nothing was
+            // committed, and repeating the request would meet the same failure.
+            TxError::FailedBeforeCommit(e) => {
+                tracing::error!(error = %e, "transaction failed before COMMIT; rolled back");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "transaction_failed",
+                    "a statement inside the transaction failed; nothing was committed",
+                )
+            }
             other => ApiError::internal(&other),
         }
     }
@@ -204,5 +214,21 @@ impl From<DbErr> for ApiError {
             ),
             ErrorKind::Constraint | ErrorKind::Query => ApiError::internal(&err),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transaction::TxError;
+
+    #[test]
+    fn a_transaction_failed_before_commit_is_a_500_of_its_own() {
+        let err = ApiError::from(TxError::<std::convert::Infallible>::FailedBeforeCommit(
+            DbErr::Custom("current transaction is aborted".into()),
+        ));
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(err.code, "transaction_failed");
+        assert!(err.retry_after.is_none());
     }
 }

@@ -8,6 +8,7 @@ use sea_orm::sqlx::{MySqlConnection, PgConnection, SqliteConnection};
 
 use super::exec::Mode;
 use super::holds::HoldSlot;
+use super::plans::Plans;
 use crate::observe::Instruments;
 
 /// A driver connection of one of the three backends.
@@ -127,6 +128,8 @@ pub(crate) struct Conn {
     pub hold: Arc<HoldSlot>,
     /// How statements are sent (PostgreSQL).
     pub mode: Arc<Mode>,
+    /// Whether its statement cache predates a stale-statement event (see [`super::plans`]).
+    pub plans: Plans,
     instruments: Arc<Instruments>,
 }
 
@@ -137,6 +140,7 @@ impl Conn {
         lifetime: Option<Duration>,
         hold: Arc<HoldSlot>,
         mode: Arc<Mode>,
+        plans: Plans,
         instruments: Arc<Instruments>,
     ) -> Self {
         let now = Instant::now();
@@ -160,6 +164,7 @@ impl Conn {
             reason: AtomicU8::new(CloseReason::Shutdown.index()),
             hold,
             mode,
+            plans,
             instruments,
         }
     }

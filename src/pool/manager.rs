@@ -14,6 +14,7 @@ use sea_orm::sqlx::{
 use super::Shared;
 use super::conn::{CloseReason, Conn, RawConn};
 use super::exec;
+use super::plans::{self, Plans};
 use super::tidy;
 
 /// How to open a connection of each backend.
@@ -130,6 +131,7 @@ impl managed::Manager for Manager {
             limits.max_lifetime.map(|l| l.mul_f64(1.0 - 0.2 * jitter)),
             self.shared.holds.register(),
             self.shared.mode.clone(),
+            Plans::new(self.shared.plans.clone()),
             self.shared.instruments.clone(),
         );
         conn.backend_id = backend_id;
@@ -176,6 +178,12 @@ impl managed::Manager for Manager {
                 self.round_trip(conn, "ping", exec::ping).await?;
                 conn.alive_at = Instant::now();
             }
+        }
+        // Another connection met a stale cached statement: this one has the same cached.
+        if conn.plans.outdated() {
+            self.round_trip(conn, "statement cache eviction", plans::evict)
+                .await?;
+            conn.plans.evicted();
         }
         conn.retire(CloseReason::Shutdown);
         Ok(())

@@ -20,6 +20,7 @@ mod exec;
 mod holds;
 mod maintain;
 mod manager;
+mod plans;
 mod pooled;
 mod reach;
 pub(crate) mod stream;
@@ -102,6 +103,8 @@ pub(crate) struct Shared {
     pub in_memory: bool,
     /// How statements are sent (PostgreSQL): prepared, unnamed, or inline for PgBouncer.
     pub mode: Arc<exec::Mode>,
+    /// Stale-statement events (see [`plans`]): outdates every connection's statement cache.
+    pub plans: Arc<plans::PlanEpoch>,
     config: DbConfig,
     probing: AtomicBool,
     connector: Connector,
@@ -215,6 +218,7 @@ impl Pool {
             in_memory: matches!(&connector, Connector::Sqlite(o)
                 if o.get_filename().to_string_lossy().contains("memory")),
             mode: Arc::new(statement_mode(config)),
+            plans: Arc::default(),
             config: config.clone(),
             probing: AtomicBool::new(false),
             connector: connector.clone(),

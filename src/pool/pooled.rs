@@ -12,6 +12,7 @@ use super::conn::{CloseReason, Conn};
 use super::effects::{drops_statements, leaves_transaction_state_alone, taints};
 use super::exec::{self, Mode, Op, Output};
 use super::holds::Site;
+use super::plans;
 use super::{Manager, Shared, tidy};
 use crate::classify::query_deadline_passed;
 
@@ -98,7 +99,7 @@ impl Pooled {
         }
         conn.in_flight = true;
         let started = Instant::now();
-        let work = exec::run(raw, op, &conn.mode, conn.in_tx);
+        let work = plans::run(raw, op, &conn.mode, conn.in_tx, &mut conn.plans);
         let outcome = match deadline {
             Some(d) => tokio::time::timeout(d, work).await.map_err(|_| d),
             None => Ok(work.await),

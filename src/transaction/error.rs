@@ -28,6 +28,15 @@ pub enum TxError<E> {
     /// only what is idempotent (HTTP 504 `commit_outcome_unknown`, no `Retry-After`).
     #[error("the outcome of COMMIT is unknown: {0}")]
     CommitOutcomeUnknown(String),
+    /// The body returned `Ok`, but a statement inside the transaction had failed (its error
+    /// was swallowed), so PostgreSQL would only have rolled it back at `COMMIT`: nothing was
+    /// committed and the transaction was rolled back. Fix the body to return the statement's
+    /// error, or undo the failure with a [`savepoint`](super::savepoint). Not retried: the
+    /// original error is gone (HTTP 500).
+    #[error(
+        "not committed: a statement in the transaction failed earlier and its error was not returned ({0})"
+    )]
+    FailedBeforeCommit(DbErr),
 }
 
 impl TxError<std::convert::Infallible> {
@@ -38,6 +47,7 @@ impl TxError<std::convert::Infallible> {
             TxError::Timeout(d) => TxError::Timeout(d),
             TxError::Database(e) => TxError::Database(e),
             TxError::CommitOutcomeUnknown(why) => TxError::CommitOutcomeUnknown(why),
+            TxError::FailedBeforeCommit(e) => TxError::FailedBeforeCommit(e),
             TxError::Aborted(never) => match never {},
         }
     }

@@ -1,15 +1,31 @@
 //! COMMIT and ROLLBACK in tasks their caller cannot cancel, with their bounds.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sea_orm::DbErr;
 
 use super::bump;
 use super::error::TxError;
-use crate::classify::is_server_timeout;
-use crate::pool::{Op, Output, Pooled};
+use crate::classify::{is_server_timeout, sqlstate};
+use crate::pool::{Op, Output, Pooled, RawConn};
 use crate::replica::{COMMIT_WITH_POSITION_SQL, HighWater, position_in};
+
+/// SQLSTATE `in_failed_sql_transaction`: what any statement but the end of the transaction
+/// gets once a statement inside it has failed.
+pub(super) const IN_FAILED_TRANSACTION: &str = "25P02";
+
+/// PostgreSQL answers `COMMIT` inside a failed transaction with the tag `ROLLBACK` and no
+/// error, and sqlx shows neither the tag nor the transaction status. So the COMMIT travels
+/// behind a statement that does nothing in a healthy transaction and fails with
+/// [`IN_FAILED_TRANSACTION`] in a failed one, in the same simple-protocol message: the error
+/// skips the rest of the message, so the COMMIT never runs and the failure costs no extra
+/// round trip. A `ROLLBACK TO SAVEPOINT` heals a transaction, and then the probe passes.
+const GUARDED_COMMIT: &str = "SELECT WHERE false; COMMIT";
+
+/// [`GUARDED_COMMIT`] with the write position read after it (with replicas).
+static GUARDED_COMMIT_WITH_POSITION: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT WHERE false; {COMMIT_WITH_POSITION_SQL}"));
 use crate::service::Tasks;
 use crate::stats::TxCounters;
 
@@ -46,9 +62,16 @@ pub(super) async fn finish_detached(
     // connection, still inside its transaction, is closed.
     let task = tasks.spawn(async move {
         let within = Some(bound.saturating_mul(2));
+        let postgres = matches!(
+            conn.conn().and_then(|c| c.raw.as_ref()),
+            Some(RawConn::Postgres(_))
+        );
         let result = match (&track, commit) {
             (Some(high_water), true) => conn
-                .run(Op::UnpreparedRows(COMMIT_WITH_POSITION_SQL), within)
+                .run(
+                    Op::UnpreparedRows(GUARDED_COMMIT_WITH_POSITION.as_str()),
+                    within,
+                )
                 .await
                 .inspect(|out| {
                     if let Output::All(rows) = out
@@ -57,9 +80,18 @@ pub(super) async fn finish_detached(
                         high_water.advance(p.0);
                     }
                 }),
+            (None, true) if postgres => conn.run(Op::Unprepared(GUARDED_COMMIT), within).await,
             _ => conn.run(Op::Unprepared(what), within).await,
         };
-        if result.is_ok() {
+        let ended = match &result {
+            Ok(_) => true,
+            // The transaction had failed and the COMMIT was never sent: end it here.
+            Err(e) if sqlstate(e).as_deref() == Some(IN_FAILED_TRANSACTION) => {
+                conn.run(Op::Unprepared("ROLLBACK"), within).await.is_ok()
+            }
+            Err(_) => false,
+        };
+        if ended {
             conn.set_in_transaction(false);
         }
         drop(conn);

@@ -45,7 +45,7 @@ use std::panic::Location;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr};
 
 pub use self::error::TxError;
-use self::finish::{commit_bound, finish_detached, map_server_timeout};
+use self::finish::{IN_FAILED_TRANSACTION, commit_bound, finish_detached, map_server_timeout};
 pub use self::handle::Transaction;
 pub use self::options::{Isolation, TxOptions};
 pub use self::savepoint::savepoint;
@@ -221,8 +221,10 @@ impl DbService {
     }
 
     /// Counts and classifies the result of a COMMIT. An error the server answered (it carries
-    /// a SQLSTATE) means the transaction did not commit; any other error (no answer in time,
-    /// the connection broke, the task died) leaves the outcome unknown.
+    /// a SQLSTATE) means the transaction did not commit: [`IN_FAILED_TRANSACTION`] says a
+    /// statement inside it had failed before (its error swallowed by the body), anything else
+    /// is the COMMIT's own failure. Any other error (no answer in time, the connection broke,
+    /// the task died) leaves the outcome unknown.
     pub(super) fn commit_outcome(
         &self,
         result: Result<(), DbErr>,
@@ -233,6 +235,12 @@ impl DbService {
             Ok(()) => {
                 bump(&counters.commit);
                 Ok(())
+            }
+            Err(e) if sqlstate(&e).as_deref() == Some(IN_FAILED_TRANSACTION) => {
+                self.instruments().on_error(&e);
+                bump(&counters.failed_before_commit);
+                tracing::error!(error = %e, "a statement failed inside the transaction and its error was not returned; rolled back instead of committed");
+                Err(TxError::FailedBeforeCommit(e))
             }
             Err(e) if sqlstate(&e).is_some() => {
                 self.instruments().on_error(&e);

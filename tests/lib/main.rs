@@ -7,6 +7,7 @@ mod support {
 }
 
 mod batch;
+mod commit_outcome;
 mod config;
 mod deadlines;
 mod handout;
@@ -14,6 +15,7 @@ mod pgbouncer;
 mod pool;
 mod pools;
 mod replicas;
-mod session;
 mod server_full;
+mod session;
+mod stale_plans;
 mod transactions;

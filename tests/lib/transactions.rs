@@ -14,13 +14,13 @@ use crate::support::{
     unique_name, with_params,
 };
 
-async fn exec(db: &impl ConnectionTrait, sql: &str) {
+pub(crate) async fn exec(db: &impl ConnectionTrait, sql: &str) {
     db.execute_unprepared(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
-async fn scalar(db: &impl ConnectionTrait, sql: &str) -> i64 {
+pub(crate) async fn scalar(db: &impl ConnectionTrait, sql: &str) -> i64 {
     db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
         .expect("query runs")
@@ -43,7 +43,7 @@ async fn idle_in_transaction(url: &str, app: &str) -> i64 {
 
 /// The next borrower must not be inside a (stale) transaction: `SAVEPOINT` is refused
 /// (25P01) outside a transaction block and accepted inside one.
-async fn assert_clean(db: &DbService) {
+pub(crate) async fn assert_clean(db: &DbService) {
     let err = db
         .conn()
         .execute_unprepared("SAVEPOINT dbservice_probe")
