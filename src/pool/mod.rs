@@ -17,6 +17,7 @@
 mod conn;
 mod exec;
 mod holds;
+mod inline;
 mod maintain;
 mod manager;
 mod pooled;

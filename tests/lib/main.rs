@@ -10,6 +10,7 @@ mod batch;
 mod config;
 mod deadlines;
 mod handout;
+mod inline;
 mod pgbouncer;
 mod pool;
 mod pools;
