@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dbservice::DbService;
 use futures::StreamExt;
-use sea_orm::prelude::{Decimal, Json, Uuid};
+use sea_orm::prelude::{Decimal, Uuid};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, StreamTrait, Value};
 
 use crate::support::{
@@ -117,8 +117,7 @@ fn cases() -> Vec<(&'static str, Value)> {
         ("bytea backslashes", br"\x41\\'".to_vec().into()),
         (
             "json",
-            Json::from(serde_json::json!({"a": "it's \\ \"q\" ü", "n": 1.5, "l": [1, null]}))
-                .into(),
+            serde_json::json!({"a": "it's \\ \"q\" ü", "n": 1.5, "l": [1, null]}).into(),
         ),
         (
             "uuid",
