@@ -11,6 +11,7 @@ pub(crate) mod duration;
 mod error;
 mod profile;
 mod redact;
+mod schema;
 mod settings;
 mod shutdown;
 mod tls;
@@ -558,17 +559,7 @@ fn apply(pool: &mut PoolOptions, key: &str, value: &str) -> Result<(), ConfigErr
             })?;
             pool.statement_cache_size = Some(n);
         }
-        "schema" => {
-            let v = value.trim();
-            if v.is_empty() || v.contains(['\'', ';', '\\', '\0']) {
-                return Err(invalid(
-                    key,
-                    value,
-                    "expected schema names separated by commas",
-                ));
-            }
-            pool.schema = Some(v.to_owned());
-        }
+        "schema" => pool.schema = Some(schema::parse_schema(key, value)?),
         "application_name" => {
             if value.len() > 63 || !value.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
                 return Err(invalid(

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sea_orm::sea_query::{PostgresQueryBuilder, Values, inject_parameters};
+use sea_orm::sea_query::Values;
 use sea_orm::sqlx::{self, AssertSqlSafe, Connection};
 use sea_orm::{ExecResult, QueryResult, Statement};
 use sea_query_sqlx::SqlxValues;
@@ -22,8 +22,8 @@ pub(crate) enum Mode {
     /// accumulates on the server (sqlx 0.9 names and never closes statements it does not cache,
     /// sqlx#4328).
     Unnamed,
-    /// `pgbouncer=true`: one simple-protocol message per statement, values inlined by
-    /// sea-query's PostgreSQL writer, no prepared statement at all, so PgBouncer's transaction
+    /// `pgbouncer=true`: one simple-protocol message per statement, values inlined as typed
+    /// literals (`inline.rs`), no prepared statement at all, so PgBouncer's transaction
     /// mode cannot split a statement across server connections or meet another client's
     /// statement names; `prefix` (`SET LOCAL ...;`) carries the session settings into the
     /// same implicit transaction.
@@ -113,87 +113,12 @@ pub(crate) async fn run(
         RawConn::Postgres(c) => match mode {
             Mode::Prepared => run_on!(c, op, true),
             Mode::Unnamed => run_on!(c, op, false),
-            Mode::Inline { prefix } => run_inline(c, op, if in_tx { "" } else { prefix }).await,
+            Mode::Inline { prefix } => {
+                super::inline::run(c, op, if in_tx { "" } else { prefix }).await
+            }
         },
         RawConn::MySql(c) => run_on!(c, op, true),
         RawConn::Sqlite(c) => run_on!(c, op, true),
-    }
-}
-
-/// `stmt` with its values written into the SQL as literals (sea-query's PostgreSQL writer,
-/// which quotes and escapes them). A placeholder without a value is an error, not a panic.
-fn inline(stmt: &Statement) -> Result<String, sqlx::Error> {
-    let values: &[sea_orm::Value] = stmt.values.as_ref().map_or(&[], |v| v.0.as_slice());
-    let (lowest, highest) = placeholder_range(&stmt.sql);
-    if lowest == Some(0) {
-        return Err(sqlx::Error::Protocol(
-            "the statement uses $0; placeholders start at $1".into(),
-        ));
-    }
-    if highest > values.len() {
-        return Err(sqlx::Error::Protocol(format!(
-            "the statement uses ${highest} but has {} value(s)",
-            values.len()
-        )));
-    }
-    if values.is_empty() {
-        return Ok(stmt.sql.clone());
-    }
-    Ok(inject_parameters(&stmt.sql, values, &PostgresQueryBuilder))
-}
-
-/// The lowest and highest `$N` in `sql` (anywhere, literals included: a conservative bound).
-fn placeholder_range(sql: &str) -> (Option<usize>, usize) {
-    let bytes = sql.as_bytes();
-    let mut lowest: Option<usize> = None;
-    let mut highest = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes.get(i) == Some(&b'$') {
-            let start = i + 1;
-            let mut end = start;
-            while bytes.get(end).is_some_and(u8::is_ascii_digit) {
-                end += 1;
-            }
-            if let Some(n) = sql.get(start..end).and_then(|d| d.parse::<usize>().ok()) {
-                highest = highest.max(n);
-                lowest = Some(lowest.map_or(n, |l| l.min(n)));
-            }
-            i = end.max(i + 1);
-        } else {
-            i += 1;
-        }
-    }
-    (lowest, highest)
-}
-
-async fn run_inline(
-    c: &mut sea_orm::sqlx::PgConnection,
-    op: Op<'_>,
-    prefix: &str,
-) -> Result<Output, sqlx::Error> {
-    let body = match op {
-        Op::Unprepared(sql) | Op::UnpreparedRows(sql) => sql.to_owned(),
-        Op::Execute(s) | Op::One(s) | Op::All(s) => inline(s)?,
-    };
-    let sql = if prefix.is_empty() {
-        body
-    } else {
-        format!("{prefix}{body}")
-    };
-    let q = sqlx::raw_sql(AssertSqlSafe(sql));
-    match op {
-        Op::Execute(_) | Op::Unprepared(_) => {
-            q.execute(&mut *c).await.map(|r| Output::Exec(r.into()))
-        }
-        Op::One(_) => q
-            .fetch_optional(&mut *c)
-            .await
-            .map(|r| Output::One(r.map(Into::into))),
-        Op::All(_) | Op::UnpreparedRows(_) => q
-            .fetch_all(&mut *c)
-            .await
-            .map(|rows| Output::All(rows.into_iter().map(Into::into).collect())),
     }
 }
 
@@ -240,31 +165,4 @@ pub(crate) async fn close(conn: RawConn, bound: Duration) {
         }
     };
     let _ = tokio::time::timeout(bound, closing).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_are_bounded_before_values_are_written_in() {
-        assert_eq!(
-            placeholder_range("SELECT $1, $12 FROM t WHERE a = '$3'"),
-            (Some(1), 12)
-        );
-        assert_eq!(placeholder_range("SELECT 1"), (None, 0));
-        let stmt = |sql: &str, n: i32| {
-            Statement::from_sql_and_values(
-                sea_orm::DbBackend::Postgres,
-                sql,
-                (0..n).map(Into::into),
-            )
-        };
-        assert!(inline(&stmt("SELECT $0", 1)).is_err());
-        assert!(inline(&stmt("SELECT $1, $2", 1)).is_err());
-        assert_eq!(
-            inline(&stmt("SELECT $1, $2", 2)).ok().as_deref(),
-            Some("SELECT 0, 1")
-        );
-    }
 }

@@ -18,6 +18,7 @@ mod conn;
 mod effects;
 mod exec;
 mod holds;
+mod inline;
 mod maintain;
 mod manager;
 mod plans;

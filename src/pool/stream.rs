@@ -8,12 +8,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
-use sea_orm::sqlx::{self, AssertSqlSafe};
+use futures_core::stream::BoxStream;
+use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
 use sea_orm::{DbErr, QueryResult, RuntimeErr, Statement};
 use tokio::sync::mpsc;
 
 use super::conn::RawConn;
-use super::exec::values;
+use super::exec::{Mode, values};
+use super::inline;
 use super::pooled::Pooled;
 
 /// Rows of a streamed query, as they arrive.
@@ -35,27 +37,70 @@ fn query_err(e: sqlx::Error) -> DbErr {
     DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(e)))
 }
 
-macro_rules! pump {
-    ($conn:expr, $stmt:expr, $tx:expr) => {{
-        let mut rows =
-            sqlx::query_with(AssertSqlSafe($stmt.sql.as_str()), values(&$stmt)).fetch(&mut *$conn);
-        loop {
-            let next = std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await;
-            let Some(row) = next else { break true };
-            let failed = row.is_err();
-            if $tx
-                .send(row.map(QueryResult::from).map_err(query_err))
-                .await
-                .is_err()
-            {
-                // The reader went away mid-stream.
-                break false;
-            }
-            if failed {
-                break true;
-            }
+/// Sends the rows of `rows` to the reader until they end, an error (sent too) ends them, or
+/// the reader goes away; true when nothing is left pending on the connection.
+async fn pump<R>(
+    mut rows: BoxStream<'_, Result<R, sqlx::Error>>,
+    tx: &mpsc::Sender<Result<QueryResult, DbErr>>,
+) -> bool
+where
+    QueryResult: From<R>,
+{
+    loop {
+        let next = std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await;
+        let Some(row) = next else { break true };
+        let failed = row.is_err();
+        if tx
+            .send(row.map(QueryResult::from).map_err(query_err))
+            .await
+            .is_err()
+        {
+            // The reader went away mid-stream.
+            break false;
         }
-    }};
+        if failed {
+            break true;
+        }
+    }
+}
+
+/// Streams `stmt` on a PostgreSQL connection the way every other statement is sent there
+/// (`mode`): behind PgBouncer as one simple-protocol message with its values inlined and the
+/// session's `SET LOCAL`s in front, with no statement cache on the unnamed statement.
+async fn pump_postgres(
+    c: &mut PgConnection,
+    stmt: &Statement,
+    mode: &Mode,
+    in_tx: bool,
+    tx: &mpsc::Sender<Result<QueryResult, DbErr>>,
+) -> bool {
+    match mode {
+        Mode::Prepared | Mode::Unnamed => {
+            let q = sqlx::query_with(AssertSqlSafe(stmt.sql.as_str()), values(stmt))
+                .persistent(*mode == Mode::Prepared);
+            pump(q.fetch(c), tx).await
+        }
+        Mode::Inline { prefix } => match inline::inline(stmt) {
+            Ok(body) => {
+                let sql = inline::prefixed(if in_tx { "" } else { prefix }, body);
+                pump(sqlx::raw_sql(AssertSqlSafe(sql)).fetch(c), tx).await
+            }
+            Err(e) => {
+                // Nothing was sent: the connection is as it was.
+                let _ = tx.send(Err(query_err(e.into()))).await;
+                true
+            }
+        },
+    }
+}
+
+fn query<DB: sqlx::Database>(
+    stmt: &Statement,
+) -> sqlx::query::Query<'_, DB, sea_query_sqlx::SqlxValues>
+where
+    sea_query_sqlx::SqlxValues: for<'q> sqlx::IntoArguments<DB>,
+{
+    sqlx::query_with(AssertSqlSafe(stmt.sql.as_str()), values(stmt))
 }
 
 /// Starts streaming `stmt` on `conn` in a task of its own; `bound` limits how long the
@@ -68,14 +113,15 @@ pub(crate) fn start(mut conn: Pooled, stmt: Statement, bound: Option<Duration>) 
             return;
         };
         c.suspect = true;
+        let (mode, in_tx) = (c.mode.clone(), c.in_tx);
         let Some(raw) = c.raw.as_mut() else {
             return;
         };
         let work = async {
             match raw {
-                RawConn::Postgres(c) => pump!(c, stmt, tx),
-                RawConn::MySql(c) => pump!(c, stmt, tx),
-                RawConn::Sqlite(c) => pump!(c, stmt, tx),
+                RawConn::Postgres(c) => pump_postgres(c, &stmt, &mode, in_tx, &tx).await,
+                RawConn::MySql(c) => pump(query(&stmt).fetch(c), &tx).await,
+                RawConn::Sqlite(c) => pump(query(&stmt).fetch(c), &tx).await,
             }
         };
         let (completed, cut_off) = match bound {

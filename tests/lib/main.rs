@@ -11,6 +11,7 @@ mod commit_outcome;
 mod config;
 mod deadlines;
 mod handout;
+mod inline;
 mod pgbouncer;
 mod pool;
 mod pools;

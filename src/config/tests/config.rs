@@ -125,3 +125,51 @@ fn password_never_shows() {
     let err = cfg("postgres://app:hunter2@h/db?pool_timeout=x").expect_err("rejected");
     assert!(!err.to_string().contains("hunter2"));
 }
+
+/// `schema` is a list of identifiers (plain or double-quoted), not "anything without a
+/// quote or a semicolon": a comment or an operator would otherwise reach `SET LOCAL
+/// search_path TO ...` behind PgBouncer.
+#[test]
+fn schema_is_a_list_of_identifiers() {
+    for ok in [
+        "app",
+        "app,public",
+        " app , public ",
+        "\"$user\", public",
+        "\"My Schema\",\"a,b\",\"q\"\"uote\"",
+        "ünï_1$",
+    ] {
+        let c = cfg(&format!("postgres://h/db?schema={}", enc(ok))).expect(ok);
+        assert_eq!(c.pool().schema.as_deref(), Some(ok.trim()), "{ok}");
+    }
+    for bad in [
+        "",
+        "a--",
+        "a -- x",
+        "a/*",
+        "a,",
+        ",a",
+        "a b",
+        "1a",
+        "$a",
+        "a)",
+        "\"open",
+        "\"\"",
+        "a;b",
+        "a'b",
+        "a\\b",
+        "pg_catalog, public; SELECT 1",
+    ] {
+        let err = cfg(&format!("postgres://h/db?schema={}", enc(bad)))
+            .expect_err(bad)
+            .to_string();
+        assert!(err.contains("`schema`"), "{bad}: {err}");
+        assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+    }
+    let long = "a".repeat(64);
+    assert!(cfg(&format!("postgres://h/db?schema={long}")).is_err());
+}
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
