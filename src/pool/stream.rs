@@ -113,6 +113,10 @@ pub(crate) fn start(mut conn: Pooled, stmt: Statement, bound: Option<Duration>) 
             return;
         };
         c.suspect = true;
+        let inline_mode = matches!(*c.mode, Mode::Inline { .. });
+        if super::effects::taints(&stmt.sql, !inline_mode) {
+            c.tainted = true;
+        }
         let (mode, in_tx) = (c.mode.clone(), c.in_tx);
         let Some(raw) = c.raw.as_mut() else {
             return;
@@ -132,8 +136,10 @@ pub(crate) fn start(mut conn: Pooled, stmt: Statement, bound: Option<Duration>) 
             None => (work.await, None),
         };
         if let Some(c) = conn.conn() {
-            // Read to the end: nothing is left pending on the connection.
+            // Read to the end: nothing is left pending on the connection. Otherwise its
+            // statement may still run on the server: cancelled before the connection's reuse.
             c.suspect = !completed || c.in_tx;
+            c.in_flight = !completed;
         }
         // The connection goes back before the reader hears why the stream ended.
         drop(conn);
