@@ -55,20 +55,56 @@ fn second_word(sql: &str) -> &str {
     first_word(rest)
 }
 
+fn is_one_of(word: &str, words: &[&str]) -> bool {
+    words.iter().any(|w| word.eq_ignore_ascii_case(w))
+}
+
 fn part_is_clean(part: &str) -> bool {
-    let word = first_word(part).to_ascii_lowercase();
-    match word.as_str() {
-        "select" | "insert" | "update" | "delete" | "with" | "values" | "table" | "show"
-        | "explain" => !SESSION_CHANGING.iter().any(|needle| mentions(part, needle)),
-        "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release" => {
-            true
-        }
-        "set" => {
-            let second = second_word(part);
-            second.eq_ignore_ascii_case("local") || second.eq_ignore_ascii_case("transaction")
-        }
-        _ => false,
+    let word = first_word(part);
+    if is_one_of(
+        word,
+        &[
+            "select", "insert", "update", "delete", "with", "values", "table", "show", "explain",
+        ],
+    ) {
+        !mentions_session_change(part)
+    } else if is_one_of(
+        word,
+        &[
+            "begin",
+            "start",
+            "commit",
+            "end",
+            "rollback",
+            "abort",
+            "savepoint",
+            "release",
+        ],
+    ) {
+        true
+    } else if word.eq_ignore_ascii_case("set") {
+        is_one_of(second_word(part), &["local", "transaction"])
+    } else {
+        false
     }
+}
+
+/// [`SESSION_CHANGING`] found in one pass over the text, whatever its case (this runs for
+/// every statement).
+static SESSION_CHANGING_TEXT: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+    std::sync::LazyLock::new(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(SESSION_CHANGING)
+            .ok()
+    });
+
+/// Whether `part` mentions one of [`SESSION_CHANGING`]; were the automaton not built (it is
+/// built from a fixed list), every text counts, erring towards a reset rather than a leak.
+fn mentions_session_change(part: &str) -> bool {
+    SESSION_CHANGING_TEXT
+        .as_ref()
+        .is_none_or(|ac| ac.is_match(part))
 }
 
 /// Text that marks a read or write as changing its session: PostgreSQL's `set_config` (with
@@ -88,7 +124,7 @@ const SESSION_CHANGING: &[&str] = &[
     "load_extension",
 ];
 
-/// Whether `haystack` contains `needle` (lower case), ignoring ASCII case, without allocating.
+/// Whether `haystack` contains `needle`, ignoring ASCII case, without allocating.
 fn mentions(haystack: &str, needle: &str) -> bool {
     let (h, n) = (haystack.as_bytes(), needle.as_bytes());
     n.len() <= h.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
