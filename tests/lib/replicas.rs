@@ -441,7 +441,11 @@ async fn a_replaced_replica_is_asked_again_not_trusted() {
     let b_url = replica_b.url("postgres");
     assert!(
         eventually(Duration::from_secs(10), || async {
-            pg_scalar_i64(&b_url, "SELECT count(*) FROM pg_class WHERE relname = 'notes'").await
+            pg_scalar_i64(
+                &b_url,
+                "SELECT count(*) FROM pg_class WHERE relname = 'notes'",
+            )
+            .await
                 == 1
         })
         .await
@@ -518,13 +522,23 @@ async fn a_token_ahead_of_the_primary_is_refused() {
         .query_one_raw(stmt("SELECT count(*) FROM notes"))
         .await
         .expect_err("a token ahead of the primary is refused");
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let text = err.to_string();
     assert!(
         text.contains("FFFFFFFF/FFFFFFFF") && text.contains("ahead of the primary"),
         "{text}"
     );
-    assert_eq!(db.replica_stats().expect("stats").reads, before, "no read was served");
+    let refused = db.read_after(ahead).verified().await.expect_err("refused");
+    assert_eq!(refused.position(), ahead);
+    assert_eq!(
+        db.replica_stats().expect("stats").reads,
+        before,
+        "no read was served"
+    );
 
     // Another instance's write: ahead of this instance's, reached by the primary.
     pg_scalar_i64(
@@ -544,7 +558,7 @@ async fn a_token_ahead_of_the_primary_is_refused() {
         .expect("positive"),
     );
     assert!(elsewhere > db.write_position().expect("written"));
-    let reader = db.read_after(elsewhere);
+    let reader = db.read_after(elsewhere).verified().await.expect("accepted");
     assert_eq!(count(&reader).await, 1);
     db.close(Duration::from_secs(5)).await;
 }
@@ -636,7 +650,10 @@ async fn a_reader_without_replicas_refuses_hidden_writes() {
         "SELECT body AS \"delete\" FROM notes;",
         "EXPLAIN SELECT * FROM notes",
     ] {
-        db.read().execute_unprepared(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        db.read()
+            .execute_unprepared(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
     assert_eq!(count(&db.read()).await, 1);
     assert_eq!(count(db.conn()).await, 1);
