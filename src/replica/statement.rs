@@ -235,7 +235,7 @@ fn comment_end(bytes: &[u8], from: usize, nests: bool) -> usize {
                 i += 2;
             }
             (b'*', Some(b'/')) => {
-                depth -= 1;
+                depth = depth.saturating_sub(1);
                 i += 2;
                 if depth == 0 {
                     return i;
