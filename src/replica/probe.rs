@@ -43,6 +43,7 @@ pub(crate) async fn run(replicas: Weak<Replicas>) {
 async fn check(replica: &Replica, max_lag: Duration, primary_at: u64) {
     let bound = replica.db.config().pool().health_check_timeout;
     let stmt = Statement::from_string(DbBackend::Postgres, STATUS_SQL);
+    let epoch = replica.db.instruments().opened.load(Ordering::Acquire);
     let asked = replica.db.conn().run_within(Op::One(&stmt), Some(bound));
     let row = match tokio::time::timeout(bound, asked).await {
         Ok(Ok(Output::One(Some(row)))) => row,
@@ -73,5 +74,12 @@ async fn check(replica: &Replica, max_lag: Duration, primary_at: u64) {
         .ok()
         .flatten()
         .map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX));
-    replica.checked(replayed, position(2), since_replay, primary_at, max_lag);
+    replica.checked(
+        replayed,
+        epoch,
+        position(2),
+        since_replay,
+        primary_at,
+        max_lag,
+    );
 }

@@ -2,10 +2,11 @@
 
 use std::time::Instant;
 
-use sea_orm::{DbBackend, DbErr};
+use sea_orm::{DbBackend, DbErr, Statement};
 
-use super::position::WalPosition;
-use super::set::Fallback;
+use super::position::{CURRENT_POSITION_SQL, WalPosition};
+use super::set::{Fallback, Replicas};
+use super::statement::check_read;
 use crate::classify::ErrorKind;
 use crate::pool::{Op, Output};
 use crate::service::DbService;
@@ -27,9 +28,12 @@ pub(crate) enum Need {
 /// primary, without an error to the caller. Without replicas everything goes to the primary.
 ///
 /// Only reads: a statement that does not start with `SELECT`, `WITH`, `VALUES`, `SHOW`,
-/// `TABLE` or `EXPLAIN` is refused (on every backend, with or without replicas), so code that
-/// writes through a reader fails in development, not on the first replica in production. A
-/// `WITH` that writes is refused by the replica itself (PostgreSQL's read-only error).
+/// `TABLE` or `EXPLAIN`, or that writes all the same as far as its text shows (a `WITH`
+/// holding an `INSERT`/`UPDATE`/`DELETE`/`MERGE`, a second statement, `EXPLAIN ANALYZE` of a
+/// write, `SELECT ... INTO`, `FOR UPDATE`), is refused on every backend, with or without
+/// replicas, so code that writes through a reader fails in development, not on the first
+/// replica in production. A function that writes is refused by the replica itself (SQLSTATE
+/// 25006), returned as the error; it is never re-run on the primary.
 #[derive(Clone)]
 pub struct Reader {
     db: DbService,
@@ -45,25 +49,66 @@ impl std::fmt::Debug for Reader {
     }
 }
 
-/// Whether `sql` is a read by its first word (what a [`Reader`] accepts).
+/// Whether `sql` is a read (what a [`Reader`] accepts): see [`check_read`].
+#[cfg(test)]
 pub(crate) fn is_read(sql: &str) -> bool {
-    let word = first_word(sql);
-    ["select", "with", "values", "show", "table", "explain"]
-        .iter()
-        .any(|w| word.eq_ignore_ascii_case(w))
+    check_read(sql, DbBackend::Postgres).is_ok()
 }
 
-/// Whether `sql` cannot write, by its first word: a `WITH` may hold an `INSERT`, so after one
-/// the write position is noted too. (A `SELECT` of a function that writes is not seen.)
+/// Whether `sql` cannot write, as far as its text shows: a read that is not a `WITH` (kept
+/// out for safety, though a writing `WITH` is seen). A `SELECT` of a function that writes is
+/// not seen.
 pub(crate) fn surely_reads(sql: &str) -> bool {
-    is_read(sql) && !first_word(sql).eq_ignore_ascii_case("with")
+    let first = sql.trim_start().get(..4).unwrap_or("");
+    !first.eq_ignore_ascii_case("with") && check_read(sql, DbBackend::Postgres).is_ok()
 }
 
-fn first_word(sql: &str) -> &str {
-    sql.trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("")
+/// A `read_after` token the primary has not reached, or could not be checked against it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PositionError {
+    /// The token is ahead of the primary's current position: no write of this database made it
+    /// (forged, corrupted, or from another database). Waiting for it would be in vain.
+    #[error(
+        "read position `{position}` is ahead of the primary's WAL position `{primary}`: \
+         no write of this database has reached it"
+    )]
+    Ahead {
+        /// The token.
+        position: WalPosition,
+        /// The primary's position when asked.
+        primary: WalPosition,
+    },
+    /// The primary's position could not be read.
+    #[error("read position `{position}` could not be checked against the primary: {source}")]
+    Unchecked {
+        /// The token.
+        position: WalPosition,
+        /// Why the primary did not answer.
+        #[source]
+        source: DbErr,
+    },
+}
+
+impl PositionError {
+    /// The token that was refused or not checked.
+    pub fn position(&self) -> WalPosition {
+        match self {
+            PositionError::Ahead { position, .. } | PositionError::Unchecked { position, .. } => {
+                *position
+            }
+        }
+    }
+}
+
+impl From<PositionError> for DbErr {
+    fn from(e: PositionError) -> Self {
+        match e {
+            // The primary's own error keeps its kind (unreachable, timeout) for the caller.
+            PositionError::Unchecked { source, .. } => source,
+            ahead @ PositionError::Ahead { .. } => DbErr::Custom(ahead.to_string()),
+        }
+    }
 }
 
 impl Reader {
@@ -72,12 +117,53 @@ impl Reader {
         Self { db, need, backend }
     }
 
+    /// This reader, once its `read_after` token is known to be reached by the primary (see
+    /// [`PositionError`]); any other reader as it is. For a service that takes tokens from
+    /// clients and wants to answer a bad one before reading (the demo's 400): a statement run
+    /// through an unchecked reader is checked the same way and fails with the same text.
+    pub async fn verified(self) -> Result<Self, PositionError> {
+        if let (Need::At(p), Some(set)) = (self.need, self.db.replicas()) {
+            self.reached(set, p).await?;
+        }
+        Ok(self)
+    }
+
+    /// Whether the primary has reached `p`: at once when this instance has written or seen
+    /// that far, else by asking the primary (its answer kept for the next tokens).
+    async fn reached(&self, set: &Replicas, p: WalPosition) -> Result<(), PositionError> {
+        if p.0 <= set.high_water.get() || p.0 <= set.primary_seen.get() {
+            return Ok(());
+        }
+        let stmt = Statement::from_string(DbBackend::Postgres, CURRENT_POSITION_SQL);
+        let unchecked = |source| PositionError::Unchecked {
+            position: p,
+            source,
+        };
+        let row = match self.db.conn().run(Op::One(&stmt)).await {
+            Ok(Output::One(row)) => row,
+            Ok(_) => return Err(unchecked(crate::pool::unexpected())),
+            Err(e) => return Err(unchecked(e)),
+        };
+        let primary = row
+            .and_then(|r| r.try_get_by_index::<String>(0).ok())
+            .and_then(|t| t.parse::<WalPosition>().ok())
+            .ok_or_else(|| unchecked(DbErr::Custom("the primary gave no WAL position".into())))?;
+        set.primary_seen.advance(primary.0);
+        if p <= primary {
+            Ok(())
+        } else {
+            Err(PositionError::Ahead {
+                position: p,
+                primary,
+            })
+        }
+    }
+
     async fn run(&self, op: Op<'_>) -> Result<Output, DbErr> {
-        if !is_read(op.sql()) {
+        if let Err(why) = check_read(op.sql(), self.backend) {
             return Err(DbErr::Custom(format!(
-                "db.read() runs reads only (SELECT, WITH, VALUES, SHOW, TABLE, EXPLAIN); \
-                 run `{}` through db.conn() or a transaction",
-                first_word(op.sql()).to_ascii_uppercase()
+                "db.read() runs reads only (one SELECT, WITH, VALUES, SHOW, TABLE or EXPLAIN \
+                 that writes nothing), and {why}; run it through db.conn() or a transaction"
             )));
         }
         let Some(set) = self.db.replicas() else {
@@ -85,7 +171,10 @@ impl Reader {
         };
         let need = match self.need {
             Need::Instance => set.high_water.get(),
-            Need::At(p) => p.0,
+            Need::At(p) => {
+                self.reached(set, p).await?;
+                p.0
+            }
             Need::Any => 0,
         };
         let wait = set.config.wait;
@@ -94,6 +183,12 @@ impl Reader {
             Ok(chosen) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match chosen.replica.db.conn().run_within(op, Some(left)).await {
+                    // A connection opened since the position was learned may reach another
+                    // server (the host behind the URL replaced): the answer counts only if
+                    // that server has replayed far enough too.
+                    Ok(_) if need > 0 && !chosen.replica.still_there(need, deadline).await => {
+                        Fallback::Lagging
+                    }
                     Ok(out) => {
                         set.served(&chosen);
                         return Ok(out);
@@ -103,11 +198,6 @@ impl Reader {
                         ErrorKind::PoolTimeout => Fallback::Unavailable,
                         // Canceled by a conflict with recovery: the primary has no such conflict.
                         ErrorKind::Serialization => Fallback::ReplicaError,
-                        // A read the replica cannot run (`SELECT ... FOR UPDATE`, a function
-                        // that writes): SQLSTATE 25006; the primary can.
-                        _ if crate::classify::sqlstate(&e).as_deref() == Some("25006") => {
-                            Fallback::ReplicaError
-                        }
                         ErrorKind::Connection | ErrorKind::PoolClosed => {
                             chosen.replica.take_out(format!("read failed: {e}"));
                             Fallback::ReplicaError
@@ -115,6 +205,8 @@ impl Reader {
                         // The caller's deadline is spent: no second try on the primary. A slow
                         // query is not the replica's fault; a frozen replica fails its check.
                         ErrorKind::QueryTimeout => return Err(e),
+                        // Among the rest, 25006 (read-only transaction): a function that
+                        // writes. The reader promised reads only; the primary would run it.
                         _ => return Err(e),
                     },
                 }

@@ -29,8 +29,13 @@ const REPLAY_SQL: &str = "SELECT pg_last_wal_replay_lsn()::text";
 pub(crate) struct Replica {
     pub name: String,
     pub db: DbService,
-    /// The furthest replay position seen; waiters watch it.
+    /// The replay position the server last reported (its latest answer wins, lower or not: a
+    /// server rebuilt or replaced behind the URL reports less); waiters watch it.
     replay: watch::Sender<u64>,
+    /// The pool's count of connections opened when that answer was asked for. Once the pool
+    /// opens another, the answer vouches for no connection made since (it may reach another
+    /// server) until the server is asked again.
+    replay_epoch: AtomicU64,
     /// One replay question in flight per replica.
     asking: tokio::sync::Mutex<()>,
     in_rotation: AtomicBool,
@@ -135,6 +140,9 @@ pub(crate) struct Replicas {
     pub list: Vec<Replica>,
     pub config: ReplicaConfig,
     pub high_water: std::sync::Arc<HighWater>,
+    /// The furthest position the primary was seen at when asked to check a client's token
+    /// (ahead of this instance's own writes): tokens up to it need no question.
+    pub primary_seen: HighWater,
     next: AtomicUsize,
     counters: Counters,
     pub closed: AtomicBool,
@@ -165,6 +173,7 @@ impl Replica {
             name,
             db,
             replay: watch::Sender::new(0),
+            replay_epoch: AtomicU64::new(0),
             asking: tokio::sync::Mutex::new(()),
             in_rotation: AtomicBool::new(false),
             state: Mutex::new(State {
@@ -180,16 +189,65 @@ impl Replica {
         self.in_rotation.load(Ordering::Acquire)
     }
 
+    /// The last reported replay position (as shown in the statistics).
     pub fn replayed(&self) -> u64 {
         *self.replay.borrow()
     }
 
-    pub fn saw_replayed(&self, at: u64) {
+    /// Connections the replica's pool has opened so far.
+    fn opened(&self) -> u64 {
+        self.db.instruments().opened.load(Ordering::Acquire)
+    }
+
+    /// What a read may rely on without asking: the reported position while no connection was
+    /// opened since it was asked for, else nothing.
+    pub fn trusted(&self) -> u64 {
+        if self.opened() == self.replay_epoch.load(Ordering::Acquire) {
+            self.replayed()
+        } else {
+            0
+        }
+    }
+
+    /// Records the server's answer to a question asked when the pool had opened `epoch`
+    /// connections.
+    pub fn saw_replayed(&self, at: u64, epoch: u64) {
+        self.replay_epoch.store(epoch, Ordering::Release);
         self.replay.send_if_modified(|p| {
-            let moved = at > *p;
-            *p = (*p).max(at);
-            moved
+            let changed = at != *p;
+            if at < *p {
+                tracing::warn!(
+                    replica = %self.name,
+                    reported = %WalPosition(at),
+                    before = %WalPosition(*p),
+                    "replica reports a lower replay position than before (rebuilt, restored or \
+                     replaced); reads wait for it to replay what they need"
+                );
+            }
+            *p = at;
+            changed
         });
+    }
+
+    /// After a read on a connection that may be new: whether the server still has `need`
+    /// (asked again only when the pool opened a connection since the position was learned).
+    pub async fn still_there(&self, need: u64, deadline: Instant) -> bool {
+        if self.opened() == self.replay_epoch.load(Ordering::Acquire) {
+            return true;
+        }
+        // A fresh answer is worth a round trip even when the wait is spent: without it the
+        // read goes to the primary.
+        let bound = deadline
+            .saturating_duration_since(Instant::now())
+            .max(self.db.config().pool().health_check_timeout);
+        let epoch = self.opened();
+        match self.ask_replayed(bound).await {
+            Ok(at) => {
+                self.saw_replayed(at, epoch);
+                at >= need
+            }
+            Err(_) => false,
+        }
     }
 
     /// Takes the replica out of rotation (logged once per change).
@@ -218,12 +276,13 @@ impl Replica {
     pub fn checked(
         &self,
         replayed: u64,
+        epoch: u64,
         received: Option<u64>,
         since_replay: Option<Duration>,
         primary_at: u64,
         max_lag: Duration,
     ) {
-        self.saw_replayed(replayed);
+        self.saw_replayed(replayed, epoch);
         let now = Instant::now();
         let lag = {
             let Ok(mut s) = self.state.lock() else {
@@ -297,7 +356,8 @@ impl Replica {
     async fn wait_for(&self, need: u64, deadline: Instant) -> bool {
         let mut seen = self.replay.subscribe();
         loop {
-            if *seen.borrow_and_update() >= need {
+            seen.borrow_and_update();
+            if self.trusted() >= need {
                 return true;
             }
             let now = Instant::now();
@@ -310,8 +370,9 @@ impl Replica {
                 return false;
             }
             if let Ok(_asking) = self.asking.try_lock() {
+                let epoch = self.opened();
                 match self.ask_replayed(left).await {
-                    Ok(at) => self.saw_replayed(at),
+                    Ok(at) => self.saw_replayed(at, epoch),
                     Err(e) => {
                         // Only a replica that is gone leaves rotation here; one that is busy
                         // or slow to answer within this read's budget is not at fault.
@@ -324,7 +385,7 @@ impl Replica {
                         return false;
                     }
                 }
-                if self.replayed() >= need {
+                if self.trusted() >= need {
                     return true;
                 }
                 // Still behind: give replay a moment before the next question, holding the
@@ -348,6 +409,7 @@ impl Replicas {
             list,
             config,
             high_water,
+            primary_seen: HighWater::default(),
             next: AtomicUsize::new(0),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
@@ -366,13 +428,13 @@ impl Replicas {
         let mut best: Option<&Replica> = None;
         let mut furthest: Option<&Replica> = None;
         for r in rotation {
-            if r.replayed() >= need {
+            if r.trusted() >= need {
                 if best.is_none_or(|b| {
                     r.inflight.load(Ordering::Relaxed) < b.inflight.load(Ordering::Relaxed)
                 }) {
                     best = Some(r);
                 }
-            } else if furthest.is_none_or(|f| r.replayed() > f.replayed()) {
+            } else if furthest.is_none_or(|f| r.trusted() > f.trusted()) {
                 furthest = Some(r);
             }
         }

@@ -1,8 +1,10 @@
 //! A small fault-injecting TCP proxy between the service and the database (tokio): latency,
 //! blackhole (data silently discarded, sockets left open, as with a dead route) and reset
-//! (every connection closed with RST), on command, without touching the server.
+//! (every connection closed with RST), on command, without touching the server. It can also be
+//! pointed at another server (`switch_to`), as when the host behind a URL is replaced.
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ use tokio::sync::watch;
 struct State {
     delay_us: AtomicU64,
     blackhole: AtomicBool,
+    /// `host:port` new connections go to.
+    upstream: Mutex<String>,
 }
 
 /// A running proxy; stops when dropped.
@@ -32,24 +36,22 @@ impl FaultProxy {
     /// Proxies to the host and port of `url`, delaying each chunk of data by `delay`.
     pub async fn start(url: &str, delay: Duration) -> Self {
         let mut parsed = url::Url::parse(url).expect("database URL");
-        let upstream = format!(
-            "{}:{}",
-            parsed.host_str().expect("host"),
-            parsed.port().expect("explicit port")
-        );
+        let upstream = host_port(&parsed);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("proxy address").port();
         parsed.set_port(Some(port)).expect("set port");
         let state = Arc::new(State {
             delay_us: AtomicU64::new(u64::try_from(delay.as_micros()).unwrap_or(u64::MAX)),
             blackhole: AtomicBool::new(false),
+            upstream: Mutex::new(upstream),
         });
         let (resets, _) = watch::channel(0u64);
         let task = {
             let (state, resets) = (state.clone(), resets.clone());
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    let (upstream, state) = (upstream.clone(), state.clone());
+                    let state = state.clone();
+                    let upstream = state.upstream.lock().expect("upstream").clone();
                     let mut reset = resets.subscribe();
                     tokio::spawn(async move {
                         let Ok(server) = TcpStream::connect(&upstream).await else {
@@ -80,10 +82,25 @@ impl FaultProxy {
         self.state.blackhole.store(on, Ordering::SeqCst);
     }
 
+    /// Sends new connections to the host and port of `url` from now on (current ones stay
+    /// where they are until [`reset_all`](Self::reset_all)).
+    pub fn switch_to(&self, url: &str) {
+        let parsed = url::Url::parse(url).expect("database URL");
+        *self.state.upstream.lock().expect("upstream") = host_port(&parsed);
+    }
+
     /// Closes every current connection with a TCP reset.
     pub fn reset_all(&self) {
         self.resets.send_modify(|n| *n += 1);
     }
+}
+
+fn host_port(url: &url::Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().expect("host"),
+        url.port().expect("explicit port")
+    )
 }
 
 async fn pipe(

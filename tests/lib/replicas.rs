@@ -8,7 +8,11 @@ use dbservice::replica::{ReplicaConfig, WalPosition};
 use dbservice::{DbConfig, DbService, Settings};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-use crate::support::{PgCluster, cluster_with_replica, eventually, pg_scalar_i64, with_params};
+use crate::support::proxy::FaultProxy;
+use crate::support::{
+    PgCluster, cluster_with_replica, connected_service, eventually, fresh_pg_database,
+    pg_scalar_i64, with_params,
+};
 
 fn stmt(sql: &str) -> Statement {
     Statement::from_string(DbBackend::Postgres, sql)
@@ -20,11 +24,17 @@ async fn replicated(
     replica: &PgCluster,
     tune: impl FnOnce(ReplicaConfig) -> ReplicaConfig,
 ) -> DbService {
+    replicated_at(primary, &replica.url("postgres"), tune).await
+}
+
+/// [`replicated`] with the replica at `replica_url` (e.g. behind a proxy).
+async fn replicated_at(
+    primary: &PgCluster,
+    replica_url: &str,
+    tune: impl FnOnce(ReplicaConfig) -> ReplicaConfig,
+) -> DbService {
     let replicas = ReplicaConfig::from_urls(
-        &with_params(
-            &replica.url("postgres"),
-            "connection_limit=4&connect_timeout=1s",
-        ),
+        &with_params(replica_url, "connection_limit=4&connect_timeout=1s"),
         &[],
     )
     .expect("replica URL");
@@ -308,6 +318,12 @@ async fn a_reader_refuses_writes_on_every_backend() {
         text.contains("reads only") && text.contains("`CREATE`"),
         "{text}"
     );
+    let err = db
+        .read()
+        .execute_unprepared("SELECT 1; CREATE TABLE t (a int)")
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("reads only"), "{err}");
     let row = db
         .read()
         .query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT 41 + 1"))
@@ -395,5 +411,251 @@ async fn the_position_query_does_not_launder_a_dirty_connection() {
         );
     }
     assert_eq!(db.stats().closed.unclean, before + 1, "{:?}", db.stats());
+    db.close(Duration::from_secs(5)).await;
+}
+
+/// The server behind a replica's URL is replaced by another replica of the same primary whose
+/// replay is paused behind this instance's write (a rebuilt or restored replica): the position
+/// the old server had replayed must not vouch for the new one. Every read that must see the
+/// write still sees it; once the new server catches up, the replica serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_replica_is_asked_again_not_trusted() {
+    let (primary, replica_a) = cluster_with_replica().await;
+    let p = primary.clone();
+    let replica_b = Arc::new(
+        tokio::task::spawn_blocking(move || p.replica())
+            .await
+            .expect("second replica starts"),
+    );
+    let proxy = FaultProxy::start(&replica_a.url("postgres"), Duration::ZERO).await;
+    let db = replicated_at(&primary, &proxy.url, |r| {
+        r.wait(Duration::from_millis(300))
+            .max_lag(Duration::from_secs(60))
+    })
+    .await;
+    db.conn()
+        .execute_unprepared("CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)")
+        .await
+        .expect("create");
+    // B has the table, then stops replaying before the write below.
+    let b_url = replica_b.url("postgres");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            pg_scalar_i64(
+                &b_url,
+                "SELECT count(*) FROM pg_class WHERE relname = 'notes'",
+            )
+            .await
+                == 1
+        })
+        .await
+    );
+    let pause = replica_b.clone();
+    tokio::task::spawn_blocking(move || pause.pause_replay())
+        .await
+        .expect("pause");
+    db.conn()
+        .execute_unprepared("INSERT INTO notes (body) VALUES ('paid')")
+        .await
+        .expect("insert");
+    let written = db.write_position().expect("position after the write");
+    // A (behind the proxy) replays the write and serves it: its position is known.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            from_replica(&db.read()).await && count(&db.read()).await == 1
+        })
+        .await
+    );
+    assert!(db.replica_stats().expect("stats").replicas[0].replayed >= written);
+
+    // The host behind the URL is replaced: B answers from now on.
+    proxy.switch_to(&b_url);
+    proxy.reset_all();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            in_rotation(&db) && from_replica(&db.read_any()).await
+        })
+        .await,
+        "B never served: {:?}",
+        db.replica_stats()
+    );
+    assert_eq!(count(&db.read_any()).await, 0, "B is the stale server");
+    for _ in 0..10 {
+        assert_eq!(count(&db.read()).await, 1, "a stale read served as fresh");
+        assert_eq!(count(&db.read_after(written)).await, 1);
+    }
+    let shown = db.replica_stats().expect("stats").replicas[0].replayed;
+    assert!(shown < written, "B's position {shown} shown as {written}'s");
+
+    let resume = replica_b.clone();
+    tokio::task::spawn_blocking(move || resume.resume_replay())
+        .await
+        .expect("resume");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            from_replica(&db.read()).await && count(&db.read()).await == 1
+        })
+        .await,
+        "{:?}",
+        db.replica_stats()
+    );
+    db.close(Duration::from_secs(5)).await;
+}
+
+/// A `read_after` token ahead of everything the primary has written (a forged or corrupted
+/// `Db-Position`) is refused at once, naming it; it neither waits `replica_wait` nor takes the
+/// read to the primary. A token from another instance's write (ahead of this instance's own)
+/// is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_ahead_of_the_primary_is_refused() {
+    let (primary, replica) = cluster_with_replica().await;
+    let db = replicated(&primary, &replica, |r| r.wait(Duration::from_secs(2))).await;
+    db.conn()
+        .execute_unprepared("CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)")
+        .await
+        .expect("create");
+    let before = db.replica_stats().expect("stats").reads;
+    let ahead: WalPosition = "FFFFFFFF/FFFFFFFF".parse().expect("position");
+    let started = Instant::now();
+    let err = db
+        .read_after(ahead)
+        .query_one_raw(stmt("SELECT count(*) FROM notes"))
+        .await
+        .expect_err("a token ahead of the primary is refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("FFFFFFFF/FFFFFFFF") && text.contains("ahead of the primary"),
+        "{text}"
+    );
+    let refused = db.read_after(ahead).verified().await.expect_err("refused");
+    assert_eq!(refused.position(), ahead);
+    assert_eq!(
+        db.replica_stats().expect("stats").reads,
+        before,
+        "no read was served"
+    );
+
+    // Another instance's write: ahead of this instance's, reached by the primary.
+    pg_scalar_i64(
+        &primary.url("postgres"),
+        "WITH i AS (INSERT INTO notes (body) VALUES ('elsewhere') RETURNING id) \
+         SELECT count(*) FROM i",
+    )
+    .await;
+    let elsewhere = WalPosition(
+        u64::try_from(
+            pg_scalar_i64(
+                &primary.url("postgres"),
+                "SELECT (pg_current_wal_lsn() - '0/0')::bigint",
+            )
+            .await,
+        )
+        .expect("positive"),
+    );
+    assert!(elsewhere > db.write_position().expect("written"));
+    let reader = db.read_after(elsewhere).verified().await.expect("accepted");
+    assert_eq!(count(&reader).await, 1);
+    db.close(Duration::from_secs(5)).await;
+}
+
+/// Reads by their first word that write all the same: a data-modifying `WITH`, a second
+/// statement after a `SELECT`, a `SELECT` of a function that writes. The reader refuses them
+/// with an error, and the primary is left as it was (no re-run there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_refuses_writes_hidden_in_reads() {
+    let (primary, replica) = cluster_with_replica().await;
+    let db = replicated(&primary, &replica, |r| r.wait(Duration::from_secs(1))).await;
+    db.conn()
+        .execute_unprepared(
+            "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL); \
+             INSERT INTO notes (body) VALUES ('kept')",
+        )
+        .await
+        .expect("create");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            from_replica(&db.read()).await && count(&db.read()).await == 1
+        })
+        .await
+    );
+    let primary_url = primary.url("postgres");
+    let sequence = "SELECT last_value FROM notes_id_seq";
+    let at_first = pg_scalar_i64(&primary_url, sequence).await;
+    let reader = db.read();
+    let cte = reader
+        .query_all_raw(stmt(
+            "WITH d AS (DELETE FROM notes RETURNING id) SELECT count(*) FROM d",
+        ))
+        .await;
+    let two = reader
+        .execute_unprepared("SELECT 1; DELETE FROM notes")
+        .await
+        .map(|_| ());
+    let writing_function = reader
+        .query_one_raw(stmt("SELECT nextval('notes_id_seq')"))
+        .await;
+    assert!(cte.is_err(), "the writing WITH ran: {cte:?}");
+    assert!(two.is_err(), "the second statement ran: {two:?}");
+    assert!(
+        writing_function.is_err(),
+        "the writing function ran: {writing_function:?}"
+    );
+    let text = format!("{cte:?} {two:?}");
+    assert!(text.contains("reads only"), "{text}");
+    assert_eq!(
+        pg_scalar_i64(&primary_url, "SELECT count(*) FROM notes").await,
+        1,
+        "a write went through db.read()"
+    );
+    assert_eq!(pg_scalar_i64(&primary_url, sequence).await, at_first);
+    db.close(Duration::from_secs(5)).await;
+}
+
+/// Without replicas a reader runs on the primary: what it can see of a write on the client (a
+/// data-modifying `WITH`, several statements, `EXPLAIN ANALYZE` of a write, `SELECT ... INTO`)
+/// is refused there too.
+#[tokio::test]
+async fn a_reader_without_replicas_refuses_hidden_writes() {
+    let db = connected_service(&fresh_pg_database().await).await;
+    db.conn()
+        .execute_unprepared(
+            "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL); \
+             INSERT INTO notes (body) VALUES ('kept')",
+        )
+        .await
+        .expect("create");
+    for sql in [
+        "WITH d AS (DELETE FROM notes RETURNING id) SELECT count(*) FROM d",
+        "with d as materialized (update notes set body = 'x' returning id) select 1",
+        "SELECT 1; DELETE FROM notes",
+        "EXPLAIN ANALYZE DELETE FROM notes",
+        "SELECT * INTO copied FROM notes",
+    ] {
+        let err = db
+            .read()
+            .execute_unprepared(sql)
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains("reads only"), "{sql}: {err}");
+    }
+    // Reads that look alike still run: the words inside quotes, comments and names.
+    for sql in [
+        "SELECT 'a; DELETE FROM notes' AS body",
+        "WITH d AS (SELECT id FROM notes) SELECT count(*) FROM d -- ; delete",
+        "SELECT body AS \"delete\" FROM notes;",
+        "EXPLAIN SELECT * FROM notes",
+    ] {
+        db.read()
+            .execute_unprepared(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    assert_eq!(count(&db.read()).await, 1);
+    assert_eq!(count(db.conn()).await, 1);
     db.close(Duration::from_secs(5)).await;
 }

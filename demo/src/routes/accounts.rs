@@ -141,7 +141,7 @@ pub(crate) async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let account = accounts::Entity::find_by_id(id)
-        .one(&reader(&db, &req)?)
+        .one(&reader(&db, &req).await?)
         .await?
         .ok_or_else(|| {
             ApiError::not_found("account_not_found", format!("account {id} does not exist"))
@@ -154,7 +154,7 @@ pub(crate) async fn list(
     req: HttpRequest,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let read = reader(&db, &req)?;
+    let read = reader(&db, &req).await?;
     let limit = page_limit(q.limit)?;
     let mut query = accounts::Entity::find().order_by_asc(accounts::Column::Id);
     if let Some(after) = q.after {

@@ -11,14 +11,16 @@ use actix_web::{HttpRequest, HttpResponseBuilder};
 
 use dbservice::DbService;
 use dbservice::http::ApiError;
-use dbservice::replica::{Reader, WalPosition};
+use dbservice::replica::{PositionError, Reader, WalPosition};
 
 /// The header name, on responses to writes and on requests that read.
 pub const DB_POSITION: &str = "Db-Position";
 
 /// The executor for a GET: a replica reader bound to the client's `Db-Position` if it sent
-/// one, else to this instance's writes. A malformed header is a 400 naming it.
-pub(crate) fn reader(db: &DbService, req: &HttpRequest) -> Result<Reader, ApiError> {
+/// one, else to this instance's writes. A malformed header, or a position the primary has not
+/// reached (a forged token would send every read to the primary after `replica_wait`), is a
+/// 400 naming it.
+pub(crate) async fn reader(db: &DbService, req: &HttpRequest) -> Result<Reader, ApiError> {
     let Some(value) = req.headers().get(DB_POSITION) else {
         return Ok(db.read());
     };
@@ -32,7 +34,11 @@ pub(crate) fn reader(db: &DbService, req: &HttpRequest) -> Result<Reader, ApiErr
         .to_str()
         .map_err(|_| invalid("not visible ASCII".into()))?;
     let position: WalPosition = text.parse().map_err(|e| invalid(format!("{e}")))?;
-    Ok(db.read_after(position))
+    match db.read_after(position).verified().await {
+        Ok(reader) => Ok(reader),
+        Err(ahead @ PositionError::Ahead { .. }) => Err(invalid(ahead.to_string())),
+        Err(other) => Err(ApiError::from(sea_orm::DbErr::from(other))),
+    }
 }
 
 /// Adds `Db-Position` to a write's response (with replicas only).

@@ -310,7 +310,7 @@ pub(crate) async fn list(
     req: HttpRequest,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let read = reader(&db, &req)?;
+    let read = reader(&db, &req).await?;
     let limit = page_limit(q.limit)?;
     let mut query = transfers::Entity::find().order_by_asc(transfers::Column::Id);
     if let Some(account) = q.account_id {

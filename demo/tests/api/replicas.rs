@@ -124,6 +124,25 @@ async fn gets_read_from_the_replica_and_clients_keep_their_writes() {
         "{body}"
     );
     assert!(body.to_string().contains("Db-Position"), "{body}");
+    // So is a token ahead of everything the primary wrote: refused at once, not waited for.
+    let started = std::time::Instant::now();
+    let (status, body) = get_at(&app, &payee, "FFFFFFFF/FFFFFFFF").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["code"],
+        json!("invalid_db_position"),
+        "{body}"
+    );
+    let text = body.to_string();
+    assert!(
+        text.contains("Db-Position") && text.contains("ahead of the primary"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 
     let text = app.metrics_text().await;
     let served = text
