@@ -103,9 +103,10 @@ pub(crate) struct Conn {
     /// A cancel was sent for its last statement: the answer still to be read is that
     /// statement's error (57014), not the connection's.
     pub cancelled: bool,
-    /// The server's id of this session (PostgreSQL's backend pid, MySQL's connection id), the
-    /// target of a cancel; `None` behind PgBouncer, where it names no stable session.
-    pub backend_id: Option<u64>,
+    /// The server session this is (PostgreSQL's backend pid, MySQL's connection id, and what
+    /// tells their server apart), the target of a cancel; `None` behind PgBouncer, where a
+    /// backend names no stable session.
+    pub session: Option<super::tidy::SessionId>,
     /// Failed in a way that makes it useless (closed when released).
     pub broken: bool,
     /// Checkouts served so far.
@@ -152,7 +153,7 @@ impl Conn {
             stale_statements: false,
             in_flight: false,
             cancelled: false,
-            backend_id: None,
+            session: None,
             broken: false,
             uses: 0,
             max_uses,

@@ -121,7 +121,7 @@ impl managed::Manager for Manager {
         let mut raw = self.connect().await?;
         let limits = &self.shared.limits;
         let inline = matches!(*self.shared.mode, exec::Mode::Inline { .. });
-        let backend_id = tidy::backend_id(&mut raw, inline, limits.ping_timeout).await;
+        let session = tidy::session_id(&mut raw, inline, limits.ping_timeout).await;
         let jitter = self.shared.instruments.jitter();
         let mut conn = Conn::new(
             raw,
@@ -134,7 +134,7 @@ impl managed::Manager for Manager {
             Plans::new(self.shared.plans.clone()),
             self.shared.instruments.clone(),
         );
-        conn.backend_id = backend_id;
+        conn.session = session;
         Ok(conn)
     }
 

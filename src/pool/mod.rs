@@ -102,6 +102,8 @@ pub(crate) struct Shared {
     pub closing: AtomicBool,
     /// An in-memory SQLite database, which closing every connection would lose.
     pub in_memory: bool,
+    /// Cancels under way (each holds a server connection of its own): at most two.
+    pub cancel_slots: Arc<tokio::sync::Semaphore>,
     /// How statements are sent (PostgreSQL): prepared, unnamed, or inline for PgBouncer.
     pub mode: Arc<exec::Mode>,
     /// Stale-statement events (see [`plans`]): outdates every connection's statement cache.
@@ -163,6 +165,20 @@ impl Shared {
     }
 }
 
+/// Whether this is an in-memory SQLite database (`sqlite::memory:`, `mode=memory`), which
+/// closing every connection would lose; a file whose path merely contains "memory" is not.
+fn sqlite_in_memory(config: &DbConfig, connector: &Connector) -> bool {
+    let Connector::Sqlite(o) = connector else {
+        return false;
+    };
+    // sqlx names `sqlite::memory:` databases `file:sqlx-in-memory-N`.
+    o.get_filename()
+        .to_string_lossy()
+        .starts_with("file:sqlx-in-memory-")
+        || config.driver_url().contains(":memory:")
+        || config.driver_url().contains("mode=memory")
+}
+
 /// How this configuration's statements reach the server.
 fn statement_mode(config: &DbConfig) -> exec::Mode {
     let p = config.pool();
@@ -216,8 +232,8 @@ impl Pool {
             holds: Holds::default(),
             reach: Reachability::new(p.fail_fast_after),
             closing: AtomicBool::new(false),
-            in_memory: matches!(&connector, Connector::Sqlite(o)
-                if o.get_filename().to_string_lossy().contains("memory")),
+            in_memory: sqlite_in_memory(config, &connector),
+            cancel_slots: Arc::new(tokio::sync::Semaphore::new(2)),
             mode: Arc::new(statement_mode(config)),
             plans: Arc::default(),
             config: config.clone(),

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use deadpool::managed::Object;
 use sea_orm::{DbErr, RuntimeErr, sqlx};
 
+use super::conn::RawConn;
 use super::conn::{CloseReason, Conn};
-use super::effects::{drops_statements, leaves_transaction_state_alone, taints};
+use super::effects::{Context, drops_statements, leaves_transaction_state_alone, taints};
 use super::exec::{self, Mode, Op, Output};
 use super::holds::Site;
 use super::plans;
@@ -75,11 +76,22 @@ impl Pooled {
             let wait = self.shared.limits.ping_timeout;
             tidy::cancel(&self.shared, conn, wait).await;
         }
+        if conn.cancelled && !conn.broken {
+            // The cancelled statement's answer (57014) belongs to it, not to this statement.
+            if tidy::drain(&self.shared, conn).await.is_err() {
+                conn.broken = true;
+            }
+            conn.cancelled = false;
+        }
         if conn.broken {
             return Err(DbErr::Custom(
                 "the connection was closed after an abandoned statement".into(),
             ));
         }
+        let at = Context {
+            postgres: matches!(conn.raw, Some(RawConn::Postgres(_))),
+            in_tx: conn.in_tx,
+        };
         let Some(raw) = conn.raw.as_mut() else {
             return Err(DbErr::Custom("the connection was already closed".into()));
         };
@@ -93,7 +105,7 @@ impl Pooled {
         let single = !matches!(op, Op::Unprepared(_) | Op::UnpreparedRows(_))
             && !matches!(*conn.mode, Mode::Inline { .. });
         // Marked before it runs, so that a statement abandoned mid-flight counts too.
-        if taints(sql, single) {
+        if taints(sql, single, at) {
             conn.tainted = true;
             conn.stale_statements |= drops_statements(sql);
         }

@@ -114,7 +114,11 @@ pub(crate) fn start(mut conn: Pooled, stmt: Statement, bound: Option<Duration>) 
         };
         c.suspect = true;
         let inline_mode = matches!(*c.mode, Mode::Inline { .. });
-        if super::effects::taints(&stmt.sql, !inline_mode) {
+        let at = super::effects::Context {
+            postgres: matches!(c.raw, Some(RawConn::Postgres(_))),
+            in_tx: c.in_tx,
+        };
+        if super::effects::taints(&stmt.sql, !inline_mode, at) {
             c.tainted = true;
         }
         let (mode, in_tx) = (c.mode.clone(), c.in_tx);

@@ -57,9 +57,12 @@ impl Unfit {
 /// the session is outside a transaction (`now()` is the transaction's start, and equals the
 /// statement's own time only in the implicit transaction of this message); the third lists
 /// the caller's named statements.
-const PG_RESET: &str = "SELECT now() = statement_timestamp(), \
-    (SELECT pg_advisory_unlock_all()) IS NULL, \
-    (SELECT string_agg(quote_ident(name), ',') FROM pg_prepared_statements WHERE from_sql); \
+/// Qualified with `pg_catalog.`, so that nothing the caller created in its `search_path`
+/// stands in for them.
+const PG_RESET: &str = "SELECT pg_catalog.now() = pg_catalog.statement_timestamp(), \
+    (SELECT pg_catalog.pg_advisory_unlock_all()) IS NULL, \
+    (SELECT pg_catalog.string_agg('DEALLOCATE ' || pg_catalog.quote_ident(name), '; ') \
+     FROM pg_catalog.pg_prepared_statements WHERE from_sql); \
     SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; CLOSE ALL; UNLISTEN *; \
     DISCARD TEMP; DISCARD SEQUENCES";
 
@@ -127,10 +130,11 @@ pub(super) async fn make_fit(shared: &Arc<Shared>, conn: &mut Conn) -> Result<()
             RawConn::MySql(_) if tainted => Err(Unfit::Unclean("its session may have changed")),
             RawConn::MySql(c) => mysql_outside_transaction(c).await,
             RawConn::Sqlite(c) => {
-                // "no transaction is active" is the answer of a clean connection.
+                // "cannot rollback - no transaction is active" is a clean connection's answer.
                 match sqlx::raw_sql("ROLLBACK").execute(&mut *c).await {
-                    Ok(_) | Err(sqlx::Error::Database(_)) => {}
-                    Err(e) => return Err(Unfit::Broken(format!("rollback failed: {e}"))),
+                    Ok(_) => {}
+                    Err(sqlx::Error::Database(e)) if e.message().contains("no transaction") => {}
+                    Err(e) => return Err(broken("rollback", &e)),
                 }
                 if tainted && !in_memory {
                     Err(Unfit::Unclean("its session may have changed"))
@@ -170,7 +174,7 @@ pub(super) async fn make_fit(shared: &Arc<Shared>, conn: &mut Conn) -> Result<()
 
 /// Reads what the abandoned statement still sends: its rows, then its answer, usually the
 /// error of its cancellation (57014), which belongs to it and not to the connection.
-async fn drain(shared: &Shared, conn: &mut Conn) -> Result<(), Unfit> {
+pub(super) async fn drain(shared: &Shared, conn: &mut Conn) -> Result<(), Unfit> {
     let bound = shared.limits.ping_timeout;
     let Some(raw) = conn.raw.as_mut() else {
         return Err(Unfit::Broken("taken".into()));
@@ -209,7 +213,7 @@ fn pg_failure(e: sqlx::Error) -> Unfit {
 }
 
 async fn postgres_outside_transaction(c: &mut sqlx::PgConnection) -> Result<(), Unfit> {
-    let row = sqlx::raw_sql("SELECT now() = statement_timestamp()")
+    let row = sqlx::raw_sql("SELECT pg_catalog.now() = pg_catalog.statement_timestamp()")
         .fetch_one(&mut *c)
         .await
         .map_err(pg_failure)?;
@@ -234,12 +238,9 @@ async fn reset_postgres(c: &mut sqlx::PgConnection, stale: bool) -> Result<(), U
     {
         return Err(Unfit::Unclean("it was left inside a transaction"));
     }
-    let prepared: Option<String> = first.try_get(2).map_err(|e| broken("reset", &e))?;
-    if let Some(names) = prepared {
-        let sql = names
-            .split(',')
-            .map(|n| format!("DEALLOCATE {n};"))
-            .collect::<String>();
+    // The server wrote the statements, quoting the names itself.
+    let deallocate: Option<String> = first.try_get(2).map_err(|e| broken("reset", &e))?;
+    if let Some(sql) = deallocate {
         sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&mut *c)
             .await
@@ -274,66 +275,107 @@ async fn mysql_outside_transaction(c: &mut sqlx::MySqlConnection) -> Result<(), 
     }
 }
 
+/// Which server session a connection is, for a cancel sent over another connection: the
+/// session's id there, and what tells that server apart from another one the same address may
+/// lead to (a load balancer, a DNS failover): PostgreSQL's `backend_start`, MySQL's
+/// `@@hostname:@@port`. A cancel whose side connection does not find both is not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionId {
+    id: u64,
+    proof: String,
+}
+
 /// Asks the server to cancel what `conn` may still be running, over a connection of its own
-/// (PostgreSQL's `pg_cancel_backend`, MySQL's `KILL QUERY`) opened within `connect_timeout`.
-/// The caller waits at most `wait` for it: if the cancel is not through by then (a server
-/// that does not accept connections right now), it carries on in the background and the
-/// connection is marked broken, so that it is closed rather than reused while its statement
-/// may still be cancelled under the next caller. Where no session id is known (behind
-/// PgBouncer) the connection is marked broken instead: PgBouncer then closes its server
-/// connection, and the server's `statement_timeout` (or `client_connection_check_interval`)
-/// ends the statement. SQLite's statements run in this process and end with them.
+/// (PostgreSQL's `pg_cancel_backend`, MySQL's `KILL QUERY`) opened within `connect_timeout`,
+/// at most two at a time per pool (each is one more server connection).
+///
+/// The caller waits at most `wait`. Until the cancel is known to have gone through, the
+/// connection counts as broken: if the wait ends first, or its caller is dropped meanwhile,
+/// the connection is closed rather than reused, so that a late cancel can never stop the next
+/// caller's statement. Where no session is known (behind PgBouncer) the connection is closed
+/// likewise: PgBouncer then closes its server connection, and the server's
+/// `statement_timeout` (or `client_connection_check_interval`) ends the statement. SQLite's
+/// statements run in this process and end with them.
 pub(super) async fn cancel(shared: &Arc<Shared>, conn: &mut Conn, wait: Duration) {
+    if matches!(conn.raw, Some(RawConn::Sqlite(_))) {
+        conn.in_flight = false;
+        return;
+    }
+    conn.broken = true;
     conn.in_flight = false;
-    let Some(id) = conn.backend_id else {
-        if !matches!(conn.raw, Some(RawConn::Sqlite(_))) {
-            conn.broken = true;
-        }
+    let Some(session) = conn.session.clone() else {
+        return;
+    };
+    let Ok(slot) = shared.cancel_slots.clone().try_acquire_owned() else {
+        tracing::debug!("two cancels under way already; closing the connection instead");
         return;
     };
     let task_shared = shared.clone();
-    let task = shared
-        .tasks
-        .spawn(async move { send_cancel(&task_shared, id).await });
+    let task = shared.tasks.spawn(async move {
+        let _slot = slot;
+        send_cancel(&task_shared, &session).await
+    });
     match tokio::time::timeout(wait, task).await {
-        Ok(Ok(true)) => conn.cancelled = true,
-        Ok(_) => conn.broken = true,
+        Ok(Ok(true)) => {
+            conn.broken = false;
+            conn.cancelled = true;
+        }
+        Ok(_) => {}
         Err(_) => {
             tracing::debug!(
                 ?wait,
                 "the cancel is still under way; closing the connection"
             );
-            conn.broken = true;
         }
     }
 }
 
-/// Sends the cancel for session `id` within `connect_timeout`; whether it was sent.
-async fn send_cancel(shared: &Shared, id: u64) -> bool {
+/// Sends the cancel for `session` within `connect_timeout`; whether it reached that session.
+async fn send_cancel(shared: &Shared, session: &SessionId) -> bool {
     let bound = shared.limits.connect_timeout;
+    let id = session.id;
     let sent = tokio::time::timeout(bound, async {
         let mut side = shared.connector.open().await?;
         let result = match &mut side {
-            RawConn::Postgres(c) => {
-                sqlx::raw_sql(AssertSqlSafe(format!("SELECT pg_cancel_backend({id})")))
-                    .execute(&mut *c)
-                    .await
-                    .map(|_| ())
+            RawConn::Postgres(c) => sqlx::query(
+                "SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity \
+                 WHERE pid = $1 AND backend_start = $2::timestamptz",
+            )
+            .bind(i32::try_from(id).unwrap_or(-1))
+            .bind(session.proof.as_str())
+            .fetch_optional(&mut *c)
+            .await
+            .map(|row| row.is_some()),
+            RawConn::MySql(c) => {
+                let here: Option<String> =
+                    sqlx::query_scalar("SELECT CONCAT(@@hostname, ':', @@port)")
+                        .fetch_one(&mut *c)
+                        .await?;
+                if here.as_deref() == Some(session.proof.as_str()) {
+                    sqlx::raw_sql(AssertSqlSafe(format!("KILL QUERY {id}")))
+                        .execute(&mut *c)
+                        .await
+                        .map(|_| true)
+                } else {
+                    Ok(false)
+                }
             }
-            RawConn::MySql(c) => sqlx::raw_sql(AssertSqlSafe(format!("KILL QUERY {id}")))
-                .execute(&mut *c)
-                .await
-                .map(|_| ()),
-            RawConn::Sqlite(_) => Ok(()),
+            RawConn::Sqlite(_) => Ok(false),
         };
         super::exec::close(side, shared.limits.ping_timeout).await;
         result
     })
     .await;
     match sent {
-        Ok(Ok(())) => {
+        Ok(Ok(true)) => {
             shared.instruments.cancels.fetch_add(1, Ordering::Relaxed);
             true
+        }
+        Ok(Ok(false)) => {
+            tracing::warn!(
+                "the cancel's connection reached another server than the statement's; closing its connection instead"
+            );
+            false
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %shared.describe(&e), "could not cancel an abandoned statement; closing its connection");
@@ -346,27 +388,48 @@ async fn send_cancel(shared: &Shared, id: u64) -> bool {
     }
 }
 
-/// The session id to cancel `raw`'s statements by; `None` behind PgBouncer (`inline`).
-pub(super) async fn backend_id(raw: &mut RawConn, inline: bool, bound: Duration) -> Option<u64> {
+/// The session `raw` is, for cancels; `None` behind PgBouncer (`inline`), where a backend
+/// names no stable session, and on SQLite.
+pub(super) async fn session_id(
+    raw: &mut RawConn,
+    inline: bool,
+    bound: Duration,
+) -> Option<SessionId> {
     let ask = async {
-        match raw {
-            RawConn::Postgres(_) if inline => None,
-            RawConn::Postgres(c) => sqlx::raw_sql("SELECT pg_backend_pid()::int8")
-                .fetch_one(&mut *c)
-                .await
-                .ok()
-                .and_then(|r| r.try_get::<i64, _>(0).ok()),
-            RawConn::MySql(c) => sqlx::raw_sql("SELECT CAST(CONNECTION_ID() AS SIGNED)")
-                .fetch_one(&mut *c)
-                .await
-                .ok()
-                .and_then(|r| r.try_get::<i64, _>(0).ok()),
+        let row = match raw {
+            RawConn::Postgres(_) if inline => return None,
+            RawConn::Postgres(c) => sqlx::raw_sql(
+                "SELECT pid::int8, backend_start::text FROM pg_catalog.pg_stat_activity \
+                 WHERE pid = pg_catalog.pg_backend_pid()",
+            )
+            .fetch_one(&mut *c)
+            .await
+            .ok()
+            .and_then(|r| {
+                Some((
+                    r.try_get::<i64, _>(0).ok()?,
+                    r.try_get::<String, _>(1).ok()?,
+                ))
+            }),
+            RawConn::MySql(c) => sqlx::raw_sql(
+                "SELECT CAST(CONNECTION_ID() AS SIGNED), CONCAT(@@hostname, ':', @@port)",
+            )
+            .fetch_one(&mut *c)
+            .await
+            .ok()
+            .and_then(|r| {
+                Some((
+                    r.try_get::<i64, _>(0).ok()?,
+                    r.try_get::<String, _>(1).ok()?,
+                ))
+            }),
             RawConn::Sqlite(_) => None,
-        }
+        };
+        let (id, proof) = row?;
+        Some(SessionId {
+            id: u64::try_from(id).ok()?,
+            proof,
+        })
     };
-    tokio::time::timeout(bound, ask)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|id| u64::try_from(id).ok())
+    tokio::time::timeout(bound, ask).await.ok().flatten()
 }

@@ -88,8 +88,10 @@ impl DbService {
                 let result = match self.check_direct_within(remaining).await {
                     // Refused for want of a slot: the server answered, so it is up. Failing
                     // readiness would take every instance out of rotation while the open
-                    // connections serve.
-                    Err(PingError::ServerFull(_)) => Ok(started.elapsed()),
+                    // connections serve; with none open, this instance can serve nothing.
+                    Err(PingError::ServerFull(_)) if self.pool().size() > 0 => {
+                        Ok(started.elapsed())
+                    }
                     other => other,
                 };
                 Readiness {

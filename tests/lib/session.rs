@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use dbservice::{DbService, TxOptions};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
+use crate::support::proxy::FaultProxy;
 use crate::support::{
     connected_service as service, eventually, fresh_mysql_database, pg_scalar_i64, private_cluster,
     sqlite_url, with_params,
@@ -262,6 +263,28 @@ async fn mysql_session_state_never_reaches_the_next_caller() {
             .try_get_by_index::<Option<i64>>(0)
             .expect("int")
     };
+    let mode = db
+        .conn()
+        .query_one_raw(my("SELECT @@SESSION.sql_mode"))
+        .await
+        .expect("sql_mode")
+        .expect("row")
+        .try_get_by_index::<String>(0)
+        .expect("text");
+    // In MySQL, `SET LOCAL` is `SET SESSION`.
+    db.conn()
+        .execute_unprepared("SET LOCAL sql_mode = 'ANSI_QUOTES'")
+        .await
+        .expect("SET LOCAL sql_mode");
+    let now = db
+        .conn()
+        .query_one_raw(my("SELECT @@SESSION.sql_mode"))
+        .await
+        .expect("sql_mode")
+        .expect("row")
+        .try_get_by_index::<String>(0)
+        .expect("text");
+    assert_eq!(now, mode, "SET LOCAL reached the next caller");
     db.conn()
         .execute_unprepared("SET @leak = 7")
         .await
@@ -380,6 +403,44 @@ async fn a_checkout_that_needs_a_round_trip_honours_its_bound() {
     assert!(
         took < Duration::from_millis(800),
         "max_wait 100 ms took {took:?}"
+    );
+    db.close(Duration::from_secs(5)).await;
+}
+
+/// A cancel goes over a connection of its own, which an address that moved (a load balancer,
+/// a failover) may take to another server, where the same pid is someone else's session: the
+/// cancel is sent only to the session it was meant for, else the connection is closed.
+#[tokio::test]
+async fn a_cancel_that_reaches_another_server_is_not_sent() {
+    let first = private_cluster().await;
+    let second = private_cluster().await;
+    let proxy = FaultProxy::start(&first.url("postgres"), Duration::ZERO).await;
+    let db = service(&with_params(
+        &proxy.url,
+        "connection_limit=1&query_timeout=300ms",
+    ))
+    .await;
+    assert_eq!(int(&db, "SELECT 1::bigint").await, 1);
+    // New connections (the cancel's) now reach the second server.
+    proxy.switch_to(&second.url("postgres"));
+    db.conn()
+        .execute_raw(pg("SELECT pg_sleep(2)"))
+        .await
+        .expect_err("past query_timeout");
+    let s = db.stats();
+    assert_eq!(s.statements_cancelled, 0, "{s:?}");
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            db.stats().closed.broken == 1
+        })
+        .await,
+        "the connection whose statement could not be cancelled is closed: {:?}",
+        db.stats()
+    );
+    assert_eq!(
+        int(&db, "SELECT 1::bigint").await,
+        1,
+        "a new connection serves"
     );
     db.close(Duration::from_secs(5)).await;
 }
