@@ -47,6 +47,7 @@ pub mod pools;
 pub mod replica;
 mod service;
 pub mod shutdown;
+mod sql_text;
 mod stats;
 pub mod telemetry;
 mod time;

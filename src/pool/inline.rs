@@ -13,7 +13,9 @@ use std::fmt::Write as _;
 use chrono::{Datelike, Timelike};
 use sea_orm::sea_query::{ArrayType, OptionEnum};
 use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
-use sea_orm::{Statement, Value};
+use sea_orm::{DbBackend, Statement, Value};
+
+use crate::sql_text::{self, Token};
 
 use super::exec::{Op, Output};
 
@@ -109,137 +111,34 @@ pub(crate) fn prefixed(prefix: &str, body: String) -> String {
 pub(crate) fn inline(stmt: &Statement) -> Result<String, InlineError> {
     let values: &[Value] = stmt.values.as_ref().map_or(&[], |v| v.0.as_slice());
     let sql = stmt.sql.as_str();
-    let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len() + 24 * values.len());
     let mut copied = 0;
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let next = bytes.get(i + 1).copied();
-        i = match b {
-            b'\'' => {
-                // E'...' (and e'...') takes backslash escapes whatever
-                // standard_conforming_strings says; a plain '...' does not by default.
-                let escapes = i
-                    .checked_sub(1)
-                    .and_then(|p| bytes.get(p))
-                    .is_some_and(|c| matches!(c, b'e' | b'E'))
-                    && !i
-                        .checked_sub(2)
-                        .and_then(|p| bytes.get(p))
-                        .is_some_and(|&c| is_ident(c));
-                end_of_quoted(bytes, i, b'\'', escapes)
-            }
-            b'"' => end_of_quoted(bytes, i, b'"', false),
-            b'-' if next == Some(b'-') => bytes[i..]
-                .iter()
-                .position(|&c| c == b'\n')
-                .map_or(bytes.len(), |p| i + p + 1),
-            b'/' if next == Some(b'*') => end_of_comment(bytes, i),
-            b'$' if next.is_some_and(|c| c.is_ascii_digit()) => {
-                let end = i
-                    + 1
-                    + bytes[i + 1..]
-                        .iter()
-                        .take_while(|c| c.is_ascii_digit())
-                        .count();
-                let digits = sql.get(i + 1..end).unwrap_or_default();
-                let n: usize = digits.parse().unwrap_or(usize::MAX);
-                if n == 0 {
-                    return Err(InlineError::ZeroPlaceholder);
-                }
-                let value = values.get(n - 1).ok_or_else(|| InlineError::MissingValue {
-                    highest: digits.to_owned(),
-                    count: values.len(),
-                })?;
-                out.push_str(sql.get(copied..i).unwrap_or_default());
-                if out.as_bytes().last().is_some_and(|&c| is_ident(c)) {
-                    out.push(' ');
-                }
-                write_value(&mut out, value, n)?;
-                copied = end;
-                end
-            }
-            b'$' => end_of_dollar_quoted(bytes, i),
-            // A word: an identifier may hold `$` (`a$1` is a name, not a placeholder).
-            c if is_ident(c) => {
-                i + bytes[i..]
-                    .iter()
-                    .take_while(|&&c| is_ident(c) || c == b'$')
-                    .count()
-            }
-            _ => i + 1,
+    for (at, token) in sql_text::tokens(sql, DbBackend::Postgres) {
+        let Token::Param(digits) = token else {
+            continue;
         };
+        let n: usize = digits.parse().unwrap_or(usize::MAX);
+        if n == 0 {
+            return Err(InlineError::ZeroPlaceholder);
+        }
+        let value = values.get(n - 1).ok_or_else(|| InlineError::MissingValue {
+            highest: digits.to_owned(),
+            count: values.len(),
+        })?;
+        out.push_str(sql.get(copied..at).unwrap_or_default());
+        if out.as_bytes().last().is_some_and(|&c| is_ident(c)) {
+            out.push(' ');
+        }
+        write_value(&mut out, value, n)?;
+        copied = at + 1 + digits.len();
     }
     out.push_str(sql.get(copied..).unwrap_or_default());
     Ok(out)
 }
 
+/// A byte that would join a literal written right after it into one word.
 fn is_ident(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
-}
-
-/// The index after the closing `quote` of the literal opened at `start` (a doubled quote
-/// is one quote character; `escapes`: a backslash escapes the next byte).
-fn end_of_quoted(bytes: &[u8], start: usize, quote: u8, escapes: bool) -> usize {
-    let mut i = start + 1;
-    while let Some(&c) = bytes.get(i) {
-        if escapes && c == b'\\' {
-            i += 2;
-        } else if c == quote {
-            if bytes.get(i + 1) == Some(&quote) {
-                i += 2;
-            } else {
-                return i + 1;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    bytes.len()
-}
-
-/// The index after the `*/` closing the (possibly nested) comment opened at `start`.
-fn end_of_comment(bytes: &[u8], start: usize) -> usize {
-    let mut depth = 0usize;
-    let mut i = start;
-    while let Some(&c) = bytes.get(i) {
-        let next = bytes.get(i + 1).copied();
-        if c == b'/' && next == Some(b'*') {
-            depth += 1;
-            i += 2;
-        } else if c == b'*' && next == Some(b'/') {
-            depth -= 1;
-            i += 2;
-            if depth == 0 {
-                return i;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    bytes.len()
-}
-
-/// After `$tag$ ... $tag$` opened at `start`, or just after the `$` when it opens none.
-fn end_of_dollar_quoted(bytes: &[u8], start: usize) -> usize {
-    let preceded_by_word = start
-        .checked_sub(1)
-        .and_then(|p| bytes.get(p))
-        .is_some_and(|&c| is_ident(c));
-    let tag_len = bytes[start + 1..]
-        .iter()
-        .take_while(|&&c| is_ident(c))
-        .count();
-    let tag_ok = bytes.get(start + 1).is_none_or(|c| !c.is_ascii_digit());
-    let close = start + 1 + tag_len;
-    if preceded_by_word || !tag_ok || bytes.get(close) != Some(&b'$') {
-        return start + 1;
-    }
-    let delimiter = &bytes[start..=close];
-    bytes[close + 1..]
-        .windows(delimiter.len())
-        .position(|w| w == delimiter)
-        .map_or(bytes.len(), |p| close + 1 + p + delimiter.len())
 }
 
 /// Writes `value` (placeholder number `param`) as a literal of the type the prepared path

@@ -7,22 +7,13 @@
 
 use sea_orm::DbBackend;
 
+use crate::sql_text::{Token, tokens};
+
 /// The words a read starts with.
 const READ_WORDS: [&str; 6] = ["SELECT", "WITH", "VALUES", "SHOW", "TABLE", "EXPLAIN"];
 
 /// Statements a data-modifying `WITH` can hold (`WITH d AS (DELETE ...) SELECT ...`).
 const WRITE_WORDS: [&str; 4] = ["INSERT", "UPDATE", "DELETE", "MERGE"];
-
-/// One piece of a statement outside quotes and comments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Token<'a> {
-    /// A bare word or number (keywords, names not quoted).
-    Word(&'a str),
-    /// A quoted string or name: never a keyword.
-    Quoted,
-    /// Any other character (`(`, `)`, `;`, operators).
-    Punct(char),
-}
 
 /// Why a statement is not a read, for the error that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +47,7 @@ impl std::fmt::Display for NotRead {
 
 /// `Ok` when `sql` is one statement that reads only, as far as its text shows.
 pub(crate) fn check_read(sql: &str, backend: DbBackend) -> Result<(), NotRead> {
-    let tokens = tokens(sql, backend);
+    let tokens: Vec<Token<'_>> = tokens(sql, backend).map(|(_, t)| t).collect();
     let mut statements = tokens
         .split(|t| *t == Token::Punct(';'))
         .filter(|s| !s.is_empty());
@@ -149,150 +140,6 @@ fn explained(tokens: &[Token<'_>]) -> usize {
         i += 1;
     }
     i
-}
-
-/// The statement's tokens, quotes and comments skipped. An unterminated quote or comment ends
-/// the text (the server rejects it).
-fn tokens(sql: &str, backend: DbBackend) -> Vec<Token<'_>> {
-    let mysql = backend == DbBackend::MySql;
-    let bytes = sql.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while let Some(&c) = bytes.get(i) {
-        let next = bytes.get(i + 1).copied();
-        match c {
-            _ if c.is_ascii_whitespace() => i += 1,
-            b'-' if next == Some(b'-') => i = line_end(bytes, i),
-            b'#' if mysql => i = line_end(bytes, i),
-            b'/' if next == Some(b'*') => i = comment_end(bytes, i, !mysql),
-            b'\'' => {
-                // MySQL escapes with backslashes in every string; PostgreSQL in E'' only.
-                let escapes = mysql || e_prefixed(bytes, i);
-                i = quote_end(bytes, i, b'\'', escapes);
-                out.push(Token::Quoted);
-            }
-            b'"' => {
-                i = quote_end(bytes, i, b'"', mysql);
-                out.push(Token::Quoted);
-            }
-            b'`' if backend != DbBackend::Postgres => {
-                i = quote_end(bytes, i, b'`', false);
-                out.push(Token::Quoted);
-            }
-            b'[' if backend == DbBackend::Sqlite => {
-                i = bytes[i..]
-                    .iter()
-                    .position(|&b| b == b']')
-                    .map_or(bytes.len(), |p| i + p + 1);
-                out.push(Token::Quoted);
-            }
-            b'$' if backend == DbBackend::Postgres => match dollar_tag(bytes, i) {
-                Some(tag) => {
-                    i = find(bytes, i + tag, &bytes[i..i + tag]).map_or(bytes.len(), |e| e + tag);
-                    out.push(Token::Quoted);
-                }
-                None => {
-                    out.push(Token::Punct('$'));
-                    i += 1;
-                }
-            },
-            _ if is_word(c) => {
-                let end = bytes[i..]
-                    .iter()
-                    .position(|&b| !is_word(b))
-                    .map_or(bytes.len(), |p| i + p);
-                out.push(Token::Word(sql.get(i..end).unwrap_or("")));
-                i = end;
-            }
-            _ => {
-                out.push(Token::Punct(char::from(c)));
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
-}
-
-fn line_end(bytes: &[u8], from: usize) -> usize {
-    bytes[from..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(bytes.len(), |p| from + p + 1)
-}
-
-/// The end of a `/* */` comment starting at `from`; PostgreSQL nests them.
-fn comment_end(bytes: &[u8], from: usize, nests: bool) -> usize {
-    let mut depth = 0usize;
-    let mut i = from;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1)) {
-            (b'/', Some(b'*')) if nests || depth == 0 => {
-                depth += 1;
-                i += 2;
-            }
-            (b'*', Some(b'/')) => {
-                depth = depth.saturating_sub(1);
-                i += 2;
-                if depth == 0 {
-                    return i;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    bytes.len()
-}
-
-/// The end of a quoted string or name opened at `from`; a doubled quote stays inside.
-fn quote_end(bytes: &[u8], from: usize, quote: u8, escapes: bool) -> usize {
-    let mut i = from + 1;
-    while let Some(&b) = bytes.get(i) {
-        if escapes && b == b'\\' {
-            i += 2;
-        } else if b == quote {
-            if bytes.get(i + 1) == Some(&quote) {
-                i += 2;
-            } else {
-                return i + 1;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    bytes.len()
-}
-
-/// Whether the quote at `at` opens an `E'...'` string.
-fn e_prefixed(bytes: &[u8], at: usize) -> bool {
-    at >= 1 && matches!(bytes[at - 1], b'e' | b'E') && (at < 2 || !is_word(bytes[at - 2]))
-}
-
-/// The length of a dollar-quote tag (`$$`, `$body$`) at `from`, if one starts there.
-fn dollar_tag(bytes: &[u8], from: usize) -> Option<usize> {
-    // `$1` is a parameter, and a tag cannot follow a word character (`a$b` is a name).
-    if from > 0 && is_word(bytes[from - 1]) {
-        return None;
-    }
-    let rest = bytes.get(from + 1..)?;
-    let len = rest.iter().position(|&b| b == b'$')?;
-    let tag = &rest[..len];
-    let valid = tag
-        .first()
-        .is_none_or(|b| b.is_ascii_alphabetic() || *b == b'_' || *b >= 0x80)
-        && tag.iter().all(|&b| is_word(b));
-    valid.then_some(len + 2)
-}
-
-fn find(bytes: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    bytes
-        .get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| from + p)
 }
 
 #[cfg(test)]

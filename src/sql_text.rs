@@ -1,0 +1,541 @@
+//! Where SQL text's quotes, names and comments begin and end, per backend dialect.
+//!
+//! [`tokens`] walks a statement's text and yields what lies outside string literals, quoted
+//! names and comments, without allocating: bare words, single punctuation characters, each
+//! quoted string or name as one opaque [`Token::Quoted`], and PostgreSQL's `$N` parameters.
+//! Each token comes with the byte offset where it starts, so that callers can cut the text
+//! there. An unterminated quote or comment runs to the end of the text (the server rejects
+//! it), and any byte sequence is accepted: the scanner never panics.
+//!
+//! The dialect rules:
+//! - PostgreSQL: `E'...'` strings take backslash escapes (plain `'...'` do not); `/* */`
+//!   comments nest; `$tag$ ... $tag$` dollar quotes; `$N` is a parameter, but a word may hold
+//!   `$` after its first character (`a$1` is a name).
+//! - MySQL: backslash escapes in both `'...'` and `"..."` strings; `` `...` `` names; `#` and
+//!   `-- ` (a space or control character after the dashes) comments; comments do not nest.
+//! - SQLite: `[...]` and `` `...` `` names; comments do not nest.
+//!
+//! In every dialect a doubled quote character stays inside its quote, and `--` starts a
+//! comment that runs to the end of the line.
+
+use sea_orm::DbBackend;
+
+/// One piece of a statement outside quotes and comments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Token<'a> {
+    /// A bare word or number (keywords, names not quoted).
+    Word(&'a str),
+    /// A quoted string or name (dollar quotes included): never a keyword.
+    Quoted,
+    /// Any other character (`(`, `)`, `;`, operators, a `$` that opens nothing).
+    Punct(char),
+    /// PostgreSQL: a `$N` parameter outside words, quotes and comments; its digits.
+    Param(&'a str),
+}
+
+/// The dialects whose rules differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+/// The tokens of a statement's text, each with the byte offset where it starts: see
+/// [`tokens`].
+#[derive(Debug, Clone)]
+pub(crate) struct Tokens<'a> {
+    sql: &'a str,
+    dialect: Dialect,
+    /// Where the next token is looked for.
+    pos: usize,
+    /// Where the last word ended, when that word was `E` (or `e`): a quote right there opens
+    /// an escape string (PostgreSQL).
+    e_end: Option<usize>,
+}
+
+/// `sql`'s tokens outside quotes and comments by `backend`'s rules, with their byte offsets.
+pub(crate) fn tokens(sql: &str, backend: DbBackend) -> Tokens<'_> {
+    let dialect = match backend {
+        DbBackend::Postgres => Dialect::Postgres,
+        DbBackend::MySql => Dialect::MySql,
+        _ => Dialect::Sqlite,
+    };
+    Tokens {
+        sql,
+        dialect,
+        pos: 0,
+        e_end: None,
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = (usize, Token<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let bytes = self.sql.as_bytes();
+        let pg = self.dialect == Dialect::Postgres;
+        let mysql = self.dialect == Dialect::MySql;
+        loop {
+            let start = self.pos;
+            let c = *bytes.get(start)?;
+            let next = bytes.get(start + 1).copied();
+            let (end, token) = match c {
+                _ if c.is_ascii_whitespace() => (start + 1, None),
+                b'-' if next == Some(b'-')
+                    && (!mysql
+                        || bytes
+                            .get(start + 2)
+                            .is_none_or(|b| b.is_ascii_whitespace() || b.is_ascii_control())) =>
+                {
+                    (line_end(bytes, start), None)
+                }
+                b'#' if mysql => (line_end(bytes, start), None),
+                b'/' if next == Some(b'*') => (comment_end(bytes, start, pg), None),
+                b'\'' => {
+                    let escapes = mysql || (pg && self.e_end == Some(start));
+                    (quote_end(bytes, start, b'\'', escapes), Some(Token::Quoted))
+                }
+                b'"' => (quote_end(bytes, start, b'"', mysql), Some(Token::Quoted)),
+                b'`' if !pg => (quote_end(bytes, start, b'`', false), Some(Token::Quoted)),
+                b'[' if self.dialect == Dialect::Sqlite => (
+                    find(bytes, start + 1, b"]").map_or(bytes.len(), |p| p + 1),
+                    Some(Token::Quoted),
+                ),
+                b'$' if pg && next.is_some_and(|b| b.is_ascii_digit()) => {
+                    let end = run_end(bytes, start + 1, |b| b.is_ascii_digit());
+                    let digits = self.sql.get(start + 1..end).unwrap_or_default();
+                    (end, Some(Token::Param(digits)))
+                }
+                b'$' if pg => match dollar_tag(bytes, start) {
+                    Some(tag) => {
+                        let delimiter = bytes.get(start..start + tag).unwrap_or_default();
+                        let end = find(bytes, start + tag, delimiter)
+                            .map_or(bytes.len(), |p| p + delimiter.len());
+                        (end, Some(Token::Quoted))
+                    }
+                    None => (start + 1, Some(Token::Punct('$'))),
+                },
+                _ if is_word(c) => {
+                    let end = run_end(bytes, start, |b| is_word(b) || (pg && b == b'$'));
+                    let word = self.sql.get(start..end).unwrap_or_default();
+                    self.e_end = matches!(word, "E" | "e").then_some(end);
+                    (end, Some(Token::Word(word)))
+                }
+                _ => (start + 1, Some(Token::Punct(char::from(c)))),
+            };
+            // Every arm moves forward; `max` keeps it so whatever the arms compute.
+            self.pos = end.max(start + 1);
+            if let Some(token) = token {
+                return Some((start, token));
+            }
+        }
+    }
+}
+
+impl std::iter::FusedIterator for Tokens<'_> {}
+
+/// A byte of a bare word: ASCII letters, digits, `_`, and any byte of a non-ASCII character.
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+/// The end of the run of bytes from `from` that satisfy `keep`.
+fn run_end(bytes: &[u8], from: usize, keep: impl Fn(u8) -> bool) -> usize {
+    bytes
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|&b| !keep(b)))
+        .map_or(bytes.len(), |p| from + p)
+}
+
+/// Just after the line (its `\n` included) holding `from`.
+fn line_end(bytes: &[u8], from: usize) -> usize {
+    find(bytes, from, b"\n").map_or(bytes.len(), |p| p + 1)
+}
+
+/// The end of a `/* */` comment opened at `from`; with `nests`, inner `/*` open levels.
+fn comment_end(bytes: &[u8], from: usize, nests: bool) -> usize {
+    if !nests {
+        return find(bytes, from + 2, b"*/").map_or(bytes.len(), |p| p + 2);
+    }
+    let mut depth = 0usize;
+    let mut i = from;
+    while let Some(&c) = bytes.get(i) {
+        match (c, bytes.get(i + 1)) {
+            (b'/', Some(b'*')) => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', Some(b'/')) => {
+                depth = depth.saturating_sub(1);
+                i += 2;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// The end of a quoted string or name opened at `from`: a doubled quote stays inside; with
+/// `escapes`, a backslash takes the next byte with it.
+fn quote_end(bytes: &[u8], from: usize, quote: u8, escapes: bool) -> usize {
+    let mut i = from + 1;
+    while let Some(&b) = bytes.get(i) {
+        if escapes && b == b'\\' {
+            i += 2;
+        } else if b == quote {
+            if bytes.get(i + 1) == Some(&quote) {
+                i += 2;
+            } else {
+                return i + 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    bytes.len()
+}
+
+/// The length of a dollar-quote delimiter (`$$`, `$body$`) at `from`, if one opens there.
+fn dollar_tag(bytes: &[u8], from: usize) -> Option<usize> {
+    // A tag cannot follow a word character (`1$a$` is no dollar quote).
+    if from
+        .checked_sub(1)
+        .and_then(|p| bytes.get(p))
+        .is_some_and(|&b| is_word(b))
+    {
+        return None;
+    }
+    let rest = bytes.get(from + 1..)?;
+    let len = rest.iter().position(|&b| b == b'$')?;
+    let tag = rest.get(..len)?;
+    let valid = tag.first().is_none_or(|b| !b.is_ascii_digit()) && tag.iter().all(|&b| is_word(b));
+    valid.then_some(len + 2)
+}
+
+/// Where `needle` (not empty) first occurs at or after `from`.
+fn find(bytes: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    bytes
+        .get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| from + p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use Token::{Param, Punct, Quoted, Word};
+
+    fn toks(sql: &str, backend: DbBackend) -> Vec<Token<'_>> {
+        tokens(sql, backend).map(|(_, t)| t).collect()
+    }
+
+    const ALL: [DbBackend; 3] = [DbBackend::Postgres, DbBackend::MySql, DbBackend::Sqlite];
+
+    #[test]
+    fn words_punctuation_and_offsets() {
+        for backend in ALL {
+            assert_eq!(
+                tokens("SELECT a_1,  é(x);", backend).collect::<Vec<_>>(),
+                vec![
+                    (0, Word("SELECT")),
+                    (7, Word("a_1")),
+                    (10, Punct(',')),
+                    (13, Word("é")),
+                    (15, Punct('(')),
+                    (16, Word("x")),
+                    (17, Punct(')')),
+                    (18, Punct(';')),
+                ]
+            );
+            assert_eq!(toks("", backend), vec![]);
+            assert_eq!(toks(" \t\n", backend), vec![]);
+        }
+    }
+
+    #[test]
+    fn quotes_in_every_dialect() {
+        for backend in ALL {
+            // A doubled quote stays inside; `--` comments run to the end of the line.
+            assert_eq!(
+                toks("'a''b' x \"c\"\"d\" y -- z ; w\nv", backend),
+                vec![Quoted, Word("x"), Quoted, Word("y"), Word("v")],
+                "{backend:?}"
+            );
+            // A comment ends at its `*/`, and a line comment at the end of the text.
+            assert_eq!(toks("a /* b */ c --", backend), vec![Word("a"), Word("c")]);
+        }
+    }
+
+    #[test]
+    fn postgres_rules() {
+        let pg = DbBackend::Postgres;
+        // Only E'' strings take backslash escapes.
+        assert_eq!(
+            toks("E'\\'' x e'\\\\' y", pg),
+            vec![Word("E"), Quoted, Word("x"), Word("e"), Quoted, Word("y")]
+        );
+        assert_eq!(
+            toks("'\\' x '", pg),
+            vec![Quoted, Word("x"), Quoted],
+            "a plain string ends at the quote after its backslash"
+        );
+        // `xE'` and `a$E'` are not E strings: the word is not `E`.
+        assert_eq!(toks("xE'\\' y", pg), vec![Word("xE"), Quoted, Word("y")]);
+        assert_eq!(toks("a$E'\\' y", pg), vec![Word("a$E"), Quoted, Word("y")]);
+        // No backslash escapes in quoted names; no backtick or bracket names.
+        assert_eq!(toks("\"\\\" x", pg), vec![Quoted, Word("x")]);
+        assert_eq!(
+            toks("`a` [b]", pg),
+            vec![
+                Punct('`'),
+                Word("a"),
+                Punct('`'),
+                Punct('['),
+                Word("b"),
+                Punct(']')
+            ]
+        );
+        // Nested comments; `#` is an operator.
+        assert_eq!(
+            toks("a /* /* */ b */ c # d", pg),
+            vec![Word("a"), Word("c"), Punct('#'), Word("d")]
+        );
+        // Dollar quotes, with or without a tag; the tag must match.
+        assert_eq!(
+            toks("$$ ; $x$ $$ x $a$ ; $b$ ; $a$ y", pg),
+            vec![Quoted, Word("x"), Quoted, Word("y")]
+        );
+        assert_eq!(toks("$é_1$ ' $é_1$ z", pg), vec![Quoted, Word("z")]);
+        // Parameters, and `$` inside words.
+        assert_eq!(
+            tokens("$1, a$1, $23::t, $0", pg).collect::<Vec<_>>(),
+            vec![
+                (0, Param("1")),
+                (2, Punct(',')),
+                (4, Word("a$1")),
+                (7, Punct(',')),
+                (9, Param("23")),
+                (12, Punct(':')),
+                (13, Punct(':')),
+                (14, Word("t")),
+                (15, Punct(',')),
+                (17, Param("0")),
+            ]
+        );
+        // A `$` that opens nothing: a digit after it, or a word before it.
+        assert_eq!(
+            toks("$1$a$ ;", pg),
+            vec![Param("1"), Punct('$'), Word("a$"), Punct(';')]
+        );
+        assert_eq!(toks("$ $", pg), vec![Punct('$'), Punct('$')]);
+    }
+
+    #[test]
+    fn mysql_rules() {
+        let my = DbBackend::MySql;
+        // Backslash escapes in both kinds of string; backtick names with doubled backticks.
+        assert_eq!(
+            toks("'\\'' a \"\\\"\" b `x``y` c", my),
+            vec![Quoted, Word("a"), Quoted, Word("b"), Quoted, Word("c")]
+        );
+        // `#` comments; `-- ` needs a space or control character after it; no nesting.
+        assert_eq!(
+            toks("a # b\nc -- d\ne --\tf\ng --h", my),
+            vec![
+                Word("a"),
+                Word("c"),
+                Word("e"),
+                Word("g"),
+                Punct('-'),
+                Punct('-'),
+                Word("h")
+            ]
+        );
+        assert_eq!(
+            toks("a /* /* */ b */", my),
+            vec![Word("a"), Word("b"), Punct('*'), Punct('/')]
+        );
+        // No dollar quotes, parameters or brackets.
+        assert_eq!(
+            toks("$$ a $1 [b]", my),
+            vec![
+                Punct('$'),
+                Punct('$'),
+                Word("a"),
+                Punct('$'),
+                Word("1"),
+                Punct('['),
+                Word("b"),
+                Punct(']')
+            ]
+        );
+    }
+
+    #[test]
+    fn sqlite_rules() {
+        let lite = DbBackend::Sqlite;
+        assert_eq!(
+            toks("[a ' b] `c`` ' d` e '\\' f \"\\\" g", lite),
+            vec![
+                Quoted,
+                Quoted,
+                Word("e"),
+                Quoted,
+                Word("f"),
+                Quoted,
+                Word("g")
+            ]
+        );
+        assert_eq!(toks("E'\\' x", lite), vec![Word("E"), Quoted, Word("x")]);
+        assert_eq!(
+            toks("a /* /* */ b */ # c", lite),
+            vec![
+                Word("a"),
+                Word("b"),
+                Punct('*'),
+                Punct('/'),
+                Punct('#'),
+                Word("c")
+            ]
+        );
+        assert_eq!(
+            toks("$a $1", lite),
+            vec![Punct('$'), Word("a"), Punct('$'), Word("1")]
+        );
+    }
+
+    #[test]
+    fn unterminated_quotes_and_comments_end_the_text() {
+        for backend in ALL {
+            for (sql, quoted) in [
+                ("a 'b ; c", true),
+                ("a \"b ; c", true),
+                ("a '", true),
+                ("a /* b ; c", false),
+                ("a /* b */ /* ; c", false),
+                ("a -- b ; c", false),
+            ] {
+                let want = if quoted {
+                    vec![Word("a"), Quoted]
+                } else {
+                    vec![Word("a")]
+                };
+                assert_eq!(toks(sql, backend), want, "{backend:?}: {sql}");
+            }
+            assert_eq!(toks("a E'b\\", backend), vec![Word("a"), Word("E"), Quoted]);
+        }
+        let pg = DbBackend::Postgres;
+        assert_eq!(toks("a /* /* */ ; c", pg), vec![Word("a")]);
+        assert_eq!(toks("a $x$ ; $y$ c", pg), vec![Word("a"), Quoted]);
+        assert_eq!(toks("a E'\\' ; c", pg), vec![Word("a"), Word("E"), Quoted]);
+        assert_eq!(toks("a [b ; c", DbBackend::Sqlite), vec![Word("a"), Quoted]);
+        assert_eq!(toks("a `b ; c", DbBackend::MySql), vec![Word("a"), Quoted]);
+        assert_eq!(
+            toks("a 'b\\' ; c", DbBackend::MySql),
+            vec![Word("a"), Quoted]
+        );
+    }
+
+    /// Every token's offset is a character boundary inside the text, offsets only grow, and
+    /// a word or parameter is the text at its offset.
+    fn check_well_formed(sql: &str, backend: DbBackend) {
+        let mut last = None;
+        for (at, token) in tokens(sql, backend) {
+            assert!(sql.is_char_boundary(at) && at < sql.len(), "{sql:?} @{at}");
+            assert!(last.is_none_or(|l| l < at), "{sql:?} @{at}");
+            last = Some(at);
+            match token {
+                Word(w) => assert_eq!(sql.get(at..at + w.len()), Some(w), "{sql:?}"),
+                Param(d) => assert_eq!(sql.get(at + 1..at + 1 + d.len()), Some(d), "{sql:?}"),
+                Punct(c) => assert_eq!(sql.get(at..).and_then(|s| s.chars().next()), Some(c)),
+                Quoted => {}
+            }
+        }
+    }
+
+    #[test]
+    fn never_panics_on_any_text() {
+        let edges = [
+            "",
+            "$",
+            "E",
+            "'",
+            "e'",
+            "E'",
+            "E'\\",
+            "'\\",
+            "\"",
+            "`",
+            "[",
+            "]",
+            "#",
+            "-",
+            "--",
+            "/",
+            "/*",
+            "/*/",
+            "*/",
+            "$$",
+            "$1",
+            "$a",
+            "$a$",
+            "$é",
+            "é",
+            "\\",
+            "a$",
+            "1$",
+            "$0",
+            "$99999999999999999999999",
+            "/* /*",
+            "\u{0}",
+            "🦀",
+            "ß'",
+            "€$€$",
+            "\n",
+        ];
+        // Every edge alone and after a prefix, then pairs, then pseudo-random strings over an
+        // alphabet of the characters the scanner cares about.
+        let mut texts: Vec<String> = Vec::new();
+        for a in edges {
+            texts.push(a.to_owned());
+            for b in edges {
+                texts.push(format!("{a}{b}"));
+                texts.push(format!("SELECT {a} x{b}"));
+            }
+        }
+        let alphabet = [
+            "'", "\"", "`", "[", "]", "$", "E", "e", "\\", "-", "/", "*", "#", "\n", " ", "a", "1",
+            "_", ";", "é", "🦀", "€", "x$",
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..5000 {
+            let mut s = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = seed % 24;
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let k = usize::try_from(seed % alphabet.len() as u64).unwrap_or_default();
+                s.push_str(alphabet.get(k).copied().unwrap_or_default());
+            }
+            texts.push(s);
+        }
+        for text in &texts {
+            for backend in ALL {
+                check_well_formed(text, backend);
+            }
+        }
+    }
+}
