@@ -91,6 +91,14 @@ impl<'a> Iterator for Tokens<'a> {
                     (line_end(bytes, start), None)
                 }
                 b'#' if mysql => (line_end(bytes, start), None),
+                // MySQL runs what is inside `/*! ... */` (MariaDB: `/*M! ... */`): only the
+                // opener (and its version number) is a comment.
+                b'/' if mysql && next == Some(b'*') && executable_comment(bytes, start) => (
+                    run_end(bytes, executable_comment_body(bytes, start), |b| {
+                        b.is_ascii_digit()
+                    }),
+                    None,
+                ),
                 b'/' if next == Some(b'*') => (comment_end(bytes, start, pg), None),
                 b'\'' => {
                     let escapes = mysql || (pg && self.e_end == Some(start));
@@ -151,6 +159,25 @@ fn run_end(bytes: &[u8], from: usize, keep: impl Fn(u8) -> bool) -> usize {
 /// Just after the line (its `\n` included) holding `from`.
 fn line_end(bytes: &[u8], from: usize) -> usize {
     find(bytes, from, b"\n").map_or(bytes.len(), |p| p + 1)
+}
+
+/// Whether the `/*` at `from` opens MySQL's executable comment (`/*!`, MariaDB's `/*M!`).
+fn executable_comment(bytes: &[u8], from: usize) -> bool {
+    match bytes.get(from + 2) {
+        Some(b'!') => true,
+        Some(b'M') => bytes.get(from + 3) == Some(&b'!'),
+        _ => false,
+    }
+}
+
+/// Where the statement text inside an executable comment opened at `from` begins (before its
+/// optional version number).
+fn executable_comment_body(bytes: &[u8], from: usize) -> usize {
+    if bytes.get(from + 2) == Some(&b'M') {
+        from + 4
+    } else {
+        from + 3
+    }
 }
 
 /// The end of a `/* */` comment opened at `from`; with `nests`, inner `/*` open levels.

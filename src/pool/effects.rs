@@ -134,8 +134,8 @@ fn mentions_session_change(part: &str) -> bool {
         match kind {
             Needle::Call => {
                 // The name may go on (`pg_advisory_lock_shared`), then `(`.
-                let rest = after.iter().skip_while(|&&b| is_ident(b));
-                starts_word && rest.skip_while(|b| b.is_ascii_whitespace()).next() == Some(&b'(')
+                let mut rest = after.iter().skip_while(|&&b| is_ident(b));
+                starts_word && rest.find(|b| !b.is_ascii_whitespace()) == Some(&b'(')
             }
             Needle::Words => starts_word && after.first().is_none_or(|&b| !is_ident(b)),
             Needle::Anywhere => true,

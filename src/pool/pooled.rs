@@ -213,9 +213,7 @@ impl Drop for Pooled {
         } else if tidy::needs_care(&obj) {
             // Made fit in the background; back to the pool when it is (the checkout does it
             // if no task can be started).
-            if let Err(obj) = tidy::at_check_in(obj, &self.shared) {
-                drop(obj);
-            }
+            tidy::at_check_in(obj, &self.shared);
         }
     }
 }

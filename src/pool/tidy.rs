@@ -72,25 +72,21 @@ pub(super) fn needs_care(conn: &Conn) -> bool {
 }
 
 /// At check-in: a connection that needs care is cared for in a task holding it, and goes
-/// back to the pool when fit (closed otherwise). `false`: no runtime to run it on, so the
-/// checkout does it instead.
-pub(super) fn at_check_in(
-    obj: Object<Manager>,
-    shared: &Arc<Shared>,
-) -> Result<(), Object<Manager>> {
+/// back to the pool when fit (closed otherwise). While the pool is closing, or where the task
+/// cannot run (its runtime is gone), it goes back as it is, still marked, and the checkout
+/// (or the close) deals with it.
+pub(super) fn at_check_in(mut obj: Object<Manager>, shared: &Arc<Shared>) {
     if shared.closing.load(Ordering::Acquire) {
-        return Err(obj);
+        return;
     }
     let task_shared = shared.clone();
-    let mut obj = obj;
     shared.tasks.spawn(async move {
-        if let Err(unfit) = make_fit(&task_shared, &mut *obj).await {
+        if let Err(unfit) = make_fit(&task_shared, &mut obj).await {
             tracing::debug!(reason = %unfit, "closing a connection that could not be made fit");
             obj.retire(unfit.reason());
             drop(Object::take(obj));
         }
     });
-    Ok(())
 }
 
 /// Cancels, checks and resets `conn` as it needs, each step bounded (`connect_timeout` for the

@@ -147,6 +147,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mysql_runs_what_its_executable_comments_hold() {
+        let my = DbBackend::MySql;
+        assert_eq!(
+            check_read("SELECT 1 /*!50000 ; DELETE FROM t */", my),
+            Err(NotRead::Several)
+        );
+        assert_eq!(
+            check_read("SELECT 1 /*M! ; DELETE FROM t */", my),
+            Err(NotRead::Several)
+        );
+        assert_eq!(check_read("SELECT 1 /* ; DELETE FROM t */", my), Ok(()));
+    }
+
+    #[test]
     fn writes_hidden_in_reads_are_seen() {
         let pg = DbBackend::Postgres;
         for (sql, why) in [
