@@ -456,3 +456,37 @@ fn every_alert_waits_groups_by_target_and_links_a_runbook_in_the_guide() {
         .1;
     assert!(leaks.contains("leak_detection_threshold"), "{leaks}");
 }
+
+#[test]
+fn dashboard_selects_namespace_job_instance_and_pool_and_shows_quantiles_per_pool() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("deploy/grafana/dbservice.json")).expect("JSON");
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for name in ["namespace", "job", "instance", "pool"] {
+        assert!(variables.contains(&name), "no ${name} variable: {variables:?}");
+    }
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            // Every query follows the namespace and job chosen, not just the instance.
+            for selector in ["namespace=~\"$namespace\"", "job=~\"$job\"", "instance=~\"$instance\""] {
+                assert!(expr.contains(selector), "{}: {expr} lacks {selector}", panel["title"]);
+            }
+            // A pool-level quantile is per pool: one pool's slow waits are not averaged away.
+            let pool_level = ["dbservice_client_", "dbservice_pool_"]
+                .iter()
+                .any(|m| expr.contains(m));
+            if expr.contains("histogram_quantile") && pool_level {
+                assert!(expr.contains("by (pool, le)"), "{}: {expr}", panel["title"]);
+            }
+            if pool_level {
+                assert!(expr.contains("pool=~\"$pool\""), "{}: {expr}", panel["title"]);
+            }
+        }
+    }
+}
