@@ -265,11 +265,18 @@ fn kubernetes_manifest_is_hardened() {
         "readOnlyRootFilesystem: true",
         "capabilities: { drop: [ALL] }",
     ] {
-        assert_eq!(yaml.matches(needed).count(), 2, "{needed} on both containers");
+        assert_eq!(
+            yaml.matches(needed).count(),
+            2,
+            "{needed} on both containers"
+        );
     }
     // No password in the repository: the URLs come from a Secret the operator creates.
     assert!(!yaml.contains("change-me") && !yaml.contains("stringData"));
-    assert!(!yaml.contains("kind: Secret"), "no Secret with a literal is shipped");
+    assert!(
+        !yaml.contains("kind: Secret"),
+        "no Secret with a literal is shipped"
+    );
     let app = app_container(&yaml);
     assert!(
         app.contains("- name: DATABASE_URL\n              valueFrom:\n                secretKeyRef: { name: dbservice-database, key: DATABASE_URL }"),
@@ -277,10 +284,7 @@ fn kubernetes_manifest_is_hardened() {
     );
     assert!(yaml.contains("kubectl create secret generic dbservice-database"));
     // The example URLs verify the server's certificate against the mounted CA.
-    let urls: Vec<&str> = yaml
-        .lines()
-        .filter(|l| l.contains("postgres://"))
-        .collect();
+    let urls: Vec<&str> = yaml.lines().filter(|l| l.contains("postgres://")).collect();
     assert!(urls.len() >= 2);
     for url in urls {
         assert!(
@@ -295,13 +299,19 @@ fn kubernetes_manifest_is_hardened() {
     assert!(init.contains("args: [\"migrate\"]"), "{init}");
     assert!(init.contains("key: DATABASE_URL_DIRECT"), "{init}");
     assert_eq!(
-        manifest_env(&yaml).get("DBSERVICE_MIGRATE").map(String::as_str),
+        manifest_env(&yaml)
+            .get("DBSERVICE_MIGRATE")
+            .map(String::as_str),
         Some("false")
     );
     // The management port is open to the monitoring namespace only, the API to the ingress.
     let policy = &yaml[yaml.find("kind: NetworkPolicy").expect("policy")..];
-    let monitoring = policy.find("name: monitoring").expect("monitoring namespace");
-    let ingress = policy.find("name: ingress-nginx").expect("ingress namespace");
+    let monitoring = policy
+        .find("name: monitoring")
+        .expect("monitoring namespace");
+    let ingress = policy
+        .find("name: ingress-nginx")
+        .expect("ingress namespace");
     assert!(policy[monitoring..].contains("port: 9090"));
     assert!(policy[ingress..monitoring].contains("port: 8080"));
     assert!(!policy[ingress..monitoring].contains("9090"));
@@ -334,16 +344,27 @@ fn kubernetes_pool_and_workers_follow_the_cpu_limit_and_fit_the_budget() {
     let settings =
         dbservice_demo::DemoSettings::from_sources(&vars, dir.path()).expect("manifest env loads");
     // Set, not left to the node's cores: the same rules as the defaults, over the pod's CPU.
-    assert!(env.contains_key("DBSERVICE_HTTP_WORKERS") && env.contains_key("DBSERVICE_CONNECTION_LIMIT"));
+    assert!(
+        env.contains_key("DBSERVICE_HTTP_WORKERS")
+            && env.contains_key("DBSERVICE_CONNECTION_LIMIT")
+    );
     let whole = cpu.floor().max(1.0) as usize;
-    assert_eq!(settings.effective_http_workers(), whole.div_ceil(2), "http_workers vs cpu {cpu}");
+    assert_eq!(
+        settings.effective_http_workers(),
+        whole.div_ceil(2),
+        "http_workers vs cpu {cpu}"
+    );
     let limit = settings
         .core
         .db_config(None)
         .expect("config")
         .pool()
         .connection_limit;
-    assert_eq!(limit as usize, whole * 2 + 1, "connection_limit vs cpu {cpu}");
+    assert_eq!(
+        limit as usize,
+        whole * 2 + 1,
+        "connection_limit vs cpu {cpu}"
+    );
     // CONNECTION_POOLING.md's budget: (replicas + maxSurge) x (pool + migration + probe)
     // <= max_connections - superuser_reserved_connections (PostgreSQL's defaults: 100, 3).
     let replicas = number_after(&yaml, "kind: Deployment", "replicas:");
@@ -352,7 +373,10 @@ fn kubernetes_pool_and_workers_follow_the_cpu_limit_and_fit_the_budget() {
         .expect("maxSurge as a number");
     let peak = (replicas + surge) * (f64::from(limit) + 2.0);
     assert!(peak <= 100.0 - 3.0, "{peak} connections at peak");
-    assert!(yaml.contains(&format!("= {peak} <= max_connections (100)")), "the header states the budget");
+    assert!(
+        yaml.contains(&format!("= {peak} <= max_connections (100)")),
+        "the header states the budget"
+    );
 }
 
 /// Where alerts.yml's `runbook_url`s point: CONNECTION_POOLING.md as published. Operators
@@ -420,15 +444,23 @@ fn every_alert_waits_groups_by_target_and_links_a_runbook_in_the_guide() {
         let target = url
             .strip_prefix(RUNBOOK_BASE)
             .unwrap_or_else(|| panic!("{name}: {url} is not under {RUNBOOK_BASE}"));
-        assert!(all_anchors.contains(target), "{name}: no heading #{target} in the guide");
-        assert!(runbooks.contains(target), "{name}: #{target} is not under \"Runbooks\"");
+        assert!(
+            all_anchors.contains(target),
+            "{name}: no heading #{target} in the guide"
+        );
+        assert!(
+            runbooks.contains(target),
+            "{name}: #{target} is not under \"Runbooks\""
+        );
         assert_eq!(target, name.to_lowercase(), "{name} links its own runbook");
         linked.insert(target.to_owned());
         // Aggregations keep the labels that tell the targets apart (absent() has none).
         for by in body.split("by (").skip(1) {
             let labels = by.split(')').next().unwrap_or_default();
             assert!(
-                labels.contains("namespace") && labels.contains("job") && labels.contains("instance"),
+                labels.contains("namespace")
+                    && labels.contains("job")
+                    && labels.contains("instance"),
                 "{name} groups by ({labels})"
             );
         }
@@ -447,7 +479,10 @@ fn every_alert_waits_groups_by_target_and_links_a_runbook_in_the_guide() {
         .find(|(n, _)| n == "DbserviceDatabaseErrors")
         .expect("DbserviceDatabaseErrors")
         .1;
-    assert!(errors.contains("kind!~\"constraint|pool_closed\""), "{errors}");
+    assert!(
+        errors.contains("kind!~\"constraint|pool_closed\""),
+        "{errors}"
+    );
     // The leak alert says what it needs to ever fire.
     let leaks = &alerts
         .iter()
@@ -468,14 +503,25 @@ fn dashboard_selects_namespace_job_instance_and_pool_and_shows_quantiles_per_poo
         .filter_map(|v| v["name"].as_str())
         .collect();
     for name in ["namespace", "job", "instance", "pool"] {
-        assert!(variables.contains(&name), "no ${name} variable: {variables:?}");
+        assert!(
+            variables.contains(&name),
+            "no ${name} variable: {variables:?}"
+        );
     }
     for panel in dashboard["panels"].as_array().expect("panels") {
         for target in panel["targets"].as_array().expect("targets") {
             let expr = target["expr"].as_str().expect("expr");
             // Every query follows the namespace and job chosen, not just the instance.
-            for selector in ["namespace=~\"$namespace\"", "job=~\"$job\"", "instance=~\"$instance\""] {
-                assert!(expr.contains(selector), "{}: {expr} lacks {selector}", panel["title"]);
+            for selector in [
+                "namespace=~\"$namespace\"",
+                "job=~\"$job\"",
+                "instance=~\"$instance\"",
+            ] {
+                assert!(
+                    expr.contains(selector),
+                    "{}: {expr} lacks {selector}",
+                    panel["title"]
+                );
             }
             // A pool-level quantile is per pool: one pool's slow waits are not averaged away.
             let pool_level = ["dbservice_client_", "dbservice_pool_"]
@@ -485,7 +531,11 @@ fn dashboard_selects_namespace_job_instance_and_pool_and_shows_quantiles_per_poo
                 assert!(expr.contains("by (pool, le)"), "{}: {expr}", panel["title"]);
             }
             if pool_level {
-                assert!(expr.contains("pool=~\"$pool\""), "{}: {expr}", panel["title"]);
+                assert!(
+                    expr.contains("pool=~\"$pool\""),
+                    "{}: {expr}",
+                    panel["title"]
+                );
             }
         }
     }
