@@ -85,8 +85,8 @@ pub struct PoolOptions {
     /// `None` (written `0`) keeps it. Default: off.
     pub max_uses: Option<u64>,
     /// A connection or transaction held longer than this logs one WARN with the caller's
-    /// source location and counts in `dbservice_connection_leaks_total`. `None` (written `0`)
-    /// turns it off. Default: off.
+    /// source location and counts in `dbservice_pool_connection_leaks_total`. `None` (written
+    /// `0`) turns it off. Default: off.
     #[serde(with = "duration::human_opt")]
     pub leak_detection_threshold: Option<Duration>,
     /// After this many failed connection attempts in a row the database counts as down:

@@ -105,9 +105,19 @@ async fn alert_rules_and_dashboard_use_only_metrics_we_serve() {
     app.stop().await.expect("stops");
 }
 
-/// `- name: X` followed by `value: "v"` in the manifest's env lists.
+/// The application container's part of the manifest: from `containers:` to the pod's
+/// `volumes:` (the init container comes before it and has an environment of its own).
+fn app_container(yaml: &str) -> &str {
+    let from = yaml.find("\n      containers:").expect("containers:");
+    let to = yaml[from..]
+        .find("\n      volumes:")
+        .map_or(yaml.len(), |i| from + i);
+    &yaml[from..to]
+}
+
+/// `- name: X` followed by `value: "v"` in the application container's env list.
 fn manifest_env(yaml: &str) -> HashMap<String, String> {
-    let lines: Vec<&str> = yaml.lines().map(str::trim).collect();
+    let lines: Vec<&str> = app_container(yaml).lines().map(str::trim).collect();
     lines
         .windows(2)
         .filter_map(|w| {
@@ -138,6 +148,13 @@ async fn kubernetes_manifest_agrees_with_the_code() {
     let dir = tempfile::tempdir().expect("dir");
     let mut vars = env.clone();
     vars.insert("DATABASE_URL".into(), "postgres://app@127.0.0.1/app".into());
+    // The init container migrates; the application must not (checked here by value; the
+    // setting itself belongs to the migrate mode and is loaded by its own tests).
+    assert_eq!(
+        vars.remove("DBSERVICE_MIGRATE").as_deref(),
+        Some("false"),
+        "DBSERVICE_MIGRATE on the application container"
+    );
     let settings =
         dbservice_demo::DemoSettings::from_sources(&vars, dir.path()).expect("manifest env loads");
     let shutdown = settings.core.shutdown;
@@ -199,4 +216,327 @@ async fn kubernetes_manifest_agrees_with_the_code() {
         assert_eq!(app.get(path).await.0, 200, "{path}");
     }
     app.stop().await.expect("stops");
+}
+
+/// The value of `key` in the first flow mapping line starting with `line_start` in `text`
+/// (`limits: { cpu: "2", memory: 256Mi }` → `cpu` → `2`).
+fn flow_value<'a>(text: &'a str, line_start: &str, key: &str) -> &'a str {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(line_start))
+        .unwrap_or_else(|| panic!("no {line_start}"));
+    line.split([',', '{', '}'])
+        .find_map(|part| part.trim().strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        .trim()
+        .trim_matches('"')
+}
+
+/// Kubernetes CPU quantity in cores (`2`, `1500m`).
+fn cores(quantity: &str) -> f64 {
+    match quantity.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().expect(quantity) / 1000.0,
+        None => quantity.parse().expect(quantity),
+    }
+}
+
+#[test]
+fn kubernetes_manifest_is_hardened() {
+    let yaml = repo_file("deploy/kubernetes/dbservice.yaml");
+    // Kubernetes' service links would hand every pod DBSERVICE_SERVICE_HOST & co.
+    for needed in [
+        "enableServiceLinks: false",
+        "automountServiceAccountToken: false",
+        "runAsNonRoot: true",
+        "seccompProfile: { type: RuntimeDefault }",
+        "kind: PodDisruptionBudget",
+        "topologySpreadConstraints:",
+        "kind: NetworkPolicy",
+    ] {
+        assert!(yaml.contains(needed), "the manifest lacks {needed}");
+    }
+    for id in ["runAsUser:", "runAsGroup:"] {
+        let n = number_after(&yaml, "securityContext:", id);
+        assert!(n >= 1000.0, "{id} {n} is numeric and not root");
+    }
+    // Both containers are locked down, not just the application.
+    for needed in [
+        "allowPrivilegeEscalation: false",
+        "readOnlyRootFilesystem: true",
+        "capabilities: { drop: [ALL] }",
+    ] {
+        assert_eq!(
+            yaml.matches(needed).count(),
+            2,
+            "{needed} on both containers"
+        );
+    }
+    // No password in the repository: the URLs come from a Secret the operator creates.
+    assert!(!yaml.contains("change-me") && !yaml.contains("stringData"));
+    assert!(
+        !yaml.contains("kind: Secret"),
+        "no Secret with a literal is shipped"
+    );
+    let app = app_container(&yaml);
+    assert!(
+        app.contains("- name: DATABASE_URL\n              valueFrom:\n                secretKeyRef: { name: dbservice-database, key: DATABASE_URL }"),
+        "DATABASE_URL from the Secret"
+    );
+    assert!(yaml.contains("kubectl create secret generic dbservice-database"));
+    // The example URLs verify the server's certificate against the mounted CA.
+    let urls: Vec<&str> = yaml.lines().filter(|l| l.contains("postgres://")).collect();
+    assert!(urls.len() >= 2);
+    for url in urls {
+        assert!(
+            url.contains("sslmode=verify-full&sslrootcert=/etc/dbservice/tls/ca.crt"),
+            "{url}"
+        );
+    }
+    assert!(yaml.contains("mountPath: /etc/dbservice/tls"));
+    // Migrations: once, before the application, over the direct URL.
+    let init = &yaml[yaml.find("initContainers:").expect("an init container")
+        ..yaml.find("\n      containers:").expect("containers")];
+    assert!(init.contains("args: [\"migrate\"]"), "{init}");
+    assert!(init.contains("key: DATABASE_URL_DIRECT"), "{init}");
+    assert_eq!(
+        manifest_env(&yaml)
+            .get("DBSERVICE_MIGRATE")
+            .map(String::as_str),
+        Some("false")
+    );
+    // The management port is open to the monitoring namespace only, the API to the ingress.
+    let policy = &yaml[yaml.find("kind: NetworkPolicy").expect("policy")..];
+    let monitoring = policy
+        .find("name: monitoring")
+        .expect("monitoring namespace");
+    let ingress = policy
+        .find("name: ingress-nginx")
+        .expect("ingress namespace");
+    assert!(policy[monitoring..].contains("port: 9090"));
+    assert!(policy[ingress..monitoring].contains("port: 8080"));
+    assert!(!policy[ingress..monitoring].contains("9090"));
+    assert_eq!(policy.matches("port: 9090").count(), 1);
+
+    // The Prometheus Operator scrapes the same port the annotations name.
+    let monitor = repo_file("deploy/kubernetes/podmonitor.yaml");
+    for needed in [
+        "apiVersion: monitoring.coreos.com/v1",
+        "kind: PodMonitor",
+        "matchLabels: { app: dbservice }",
+        "- port: management",
+        "path: /metrics",
+    ] {
+        assert!(monitor.contains(needed), "podmonitor.yaml lacks {needed}");
+    }
+    assert!(yaml.contains("{ name: management, containerPort: 9090 }"));
+}
+
+#[test]
+fn kubernetes_pool_and_workers_follow_the_cpu_limit_and_fit_the_budget() {
+    let yaml = repo_file("deploy/kubernetes/dbservice.yaml");
+    let app = app_container(&yaml);
+    let cpu = cores(flow_value(app, "limits:", "cpu"));
+    let env = manifest_env(&yaml);
+    let mut vars = env.clone();
+    vars.remove("DBSERVICE_MIGRATE");
+    vars.insert("DATABASE_URL".into(), "postgres://app@127.0.0.1/app".into());
+    let dir = tempfile::tempdir().expect("dir");
+    let settings =
+        dbservice_demo::DemoSettings::from_sources(&vars, dir.path()).expect("manifest env loads");
+    // Set, not left to the node's cores: the same rules as the defaults, over the pod's CPU.
+    assert!(
+        env.contains_key("DBSERVICE_HTTP_WORKERS")
+            && env.contains_key("DBSERVICE_CONNECTION_LIMIT")
+    );
+    let whole = cpu.floor().max(1.0) as usize;
+    assert_eq!(
+        settings.effective_http_workers(),
+        whole.div_ceil(2),
+        "http_workers vs cpu {cpu}"
+    );
+    let limit = settings
+        .core
+        .db_config(None)
+        .expect("config")
+        .pool()
+        .connection_limit;
+    assert_eq!(
+        limit as usize,
+        whole * 2 + 1,
+        "connection_limit vs cpu {cpu}"
+    );
+    // CONNECTION_POOLING.md's budget: (replicas + maxSurge) x (pool + migration + probe)
+    // <= max_connections - superuser_reserved_connections (PostgreSQL's defaults: 100, 3).
+    let replicas = number_after(&yaml, "kind: Deployment", "replicas:");
+    let surge: f64 = flow_value(&yaml, "rollingUpdate:", "maxSurge")
+        .parse()
+        .expect("maxSurge as a number");
+    let peak = (replicas + surge) * (f64::from(limit) + 2.0);
+    assert!(peak <= 100.0 - 3.0, "{peak} connections at peak");
+    assert!(
+        yaml.contains(&format!("= {peak} <= max_connections (100)")),
+        "the header states the budget"
+    );
+}
+
+/// Where alerts.yml's `runbook_url`s point: CONNECTION_POOLING.md as published. Operators
+/// rewrite this prefix to where they host the guide (CONNECTION_POOLING.md, "Runbooks").
+const RUNBOOK_BASE: &str = "https://runbooks.example.com/dbservice/CONNECTION_POOLING.md#";
+
+/// GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The `### ` headings under `## Runbooks` in the guide, as anchors.
+fn runbook_anchors(guide: &str) -> BTreeSet<String> {
+    let section = guide
+        .split("\n## ")
+        .find(|s| s.starts_with("Runbooks"))
+        .expect("CONNECTION_POOLING.md has a \"## Runbooks\" section");
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(anchor)
+        .collect()
+}
+
+/// Each alert rule of alerts.yml: its name and its lines.
+fn alert_rules(rules: &str) -> Vec<(String, String)> {
+    rules
+        .split("- alert: ")
+        .skip(1)
+        .map(|block| {
+            let (name, body) = block.split_once('\n').expect("a rule body");
+            // The block runs to the next group (`- name:`) at most.
+            let body = body.split("\n  - name: ").next().unwrap_or(body);
+            (name.trim().to_owned(), body.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_waits_groups_by_target_and_links_a_runbook_in_the_guide() {
+    let rules = repo_file("deploy/prometheus/alerts.yml");
+    let guide = repo_file("CONNECTION_POOLING.md");
+    let all_anchors: BTreeSet<String> = guide
+        .lines()
+        .filter(|l| l.starts_with('#') && !l.starts_with("#!"))
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect();
+    let runbooks = runbook_anchors(&guide);
+    let alerts = alert_rules(&rules);
+    assert!(alerts.len() >= 15, "{} alerts", alerts.len());
+    let mut linked = BTreeSet::new();
+    for (name, body) in &alerts {
+        assert!(body.contains("\n        for: "), "{name} has no for:");
+        let url = body
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("runbook_url: "))
+            .unwrap_or_else(|| panic!("{name} has no runbook_url"))
+            .trim_matches('"');
+        let target = url
+            .strip_prefix(RUNBOOK_BASE)
+            .unwrap_or_else(|| panic!("{name}: {url} is not under {RUNBOOK_BASE}"));
+        assert!(
+            all_anchors.contains(target),
+            "{name}: no heading #{target} in the guide"
+        );
+        assert!(
+            runbooks.contains(target),
+            "{name}: #{target} is not under \"Runbooks\""
+        );
+        assert_eq!(target, name.to_lowercase(), "{name} links its own runbook");
+        linked.insert(target.to_owned());
+        // Aggregations keep the labels that tell the targets apart (absent() has none).
+        for by in body.split("by (").skip(1) {
+            let labels = by.split(')').next().unwrap_or_default();
+            assert!(
+                labels.contains("namespace")
+                    && labels.contains("job")
+                    && labels.contains("instance"),
+                "{name} groups by ({labels})"
+            );
+        }
+    }
+    // The guide has a runbook for every alert, and one for the 504 commit_outcome_unknown.
+    let extra: Vec<&String> = runbooks.difference(&linked).collect();
+    assert_eq!(
+        extra.len(),
+        1,
+        "runbooks without an alert besides commit_outcome_unknown: {extra:?}"
+    );
+    assert!(extra[0].contains("commit_outcome_unknown"), "{extra:?}");
+    // Rollouts close pools: pool_closed is not a database error.
+    let errors = &alerts
+        .iter()
+        .find(|(n, _)| n == "DbserviceDatabaseErrors")
+        .expect("DbserviceDatabaseErrors")
+        .1;
+    assert!(
+        errors.contains("kind!~\"constraint|pool_closed\""),
+        "{errors}"
+    );
+    // The leak alert says what it needs to ever fire.
+    let leaks = &alerts
+        .iter()
+        .find(|(n, _)| n == "DbserviceConnectionLeaks")
+        .expect("DbserviceConnectionLeaks")
+        .1;
+    assert!(leaks.contains("leak_detection_threshold"), "{leaks}");
+}
+
+#[test]
+fn dashboard_selects_namespace_job_instance_and_pool_and_shows_quantiles_per_pool() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("deploy/grafana/dbservice.json")).expect("JSON");
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for name in ["namespace", "job", "instance", "pool"] {
+        assert!(
+            variables.contains(&name),
+            "no ${name} variable: {variables:?}"
+        );
+    }
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            // Every query follows the namespace and job chosen, not just the instance.
+            for selector in [
+                "namespace=~\"$namespace\"",
+                "job=~\"$job\"",
+                "instance=~\"$instance\"",
+            ] {
+                assert!(
+                    expr.contains(selector),
+                    "{}: {expr} lacks {selector}",
+                    panel["title"]
+                );
+            }
+            // A pool-level quantile is per pool: one pool's slow waits are not averaged away.
+            let pool_level = ["dbservice_client_", "dbservice_pool_"]
+                .iter()
+                .any(|m| expr.contains(m));
+            if expr.contains("histogram_quantile") && pool_level {
+                assert!(expr.contains("by (pool, le)"), "{}: {expr}", panel["title"]);
+            }
+            if pool_level {
+                assert!(
+                    expr.contains("pool=~\"$pool\""),
+                    "{}: {expr}",
+                    panel["title"]
+                );
+            }
+        }
+    }
 }
