@@ -14,8 +14,8 @@ use crate::config::Backend;
 use crate::error::{Error, Result};
 use crate::service::DbService;
 
-/// Advisory lock key: the first 8 bytes of "dbservic" as a big-endian i64.
-const PG_LOCK_KEY: i64 = 0x6462_7365_7276_6963;
+/// The migration lock's advisory lock key: the first 8 bytes of "dbservic" as a big-endian i64.
+pub const PG_LOCK_KEY: i64 = 0x6462_7365_7276_6963;
 /// Longest wait for another instance's migrations on MySQL, in seconds.
 const MYSQL_LOCK_WAIT_SECS: u32 = 120;
 
