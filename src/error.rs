@@ -49,6 +49,9 @@ pub enum Error {
     /// Preparing the database after connecting (e.g. migrations) failed.
     #[error("startup step failed: {0}")]
     Startup(String),
+    /// Migrating, or checking the schema, failed; see [`MigrateError`](crate::migrate::MigrateError).
+    #[error(transparent)]
+    Migrate(#[from] crate::migrate::MigrateError),
     /// A database operation failed.
     #[error("database error: {0}")]
     Database(#[from] sea_orm::DbErr),

@@ -18,7 +18,8 @@
 //! - [`health`]: `/health/live`, `/health/ready`, `/health/db` for actix-web.
 //! - [`http`]: a deadline for whole HTTP requests (body read and handler).
 //! - [`shutdown`]: SIGTERM/SIGINT handling: readiness first, then drain, then close.
-//! - [`migrate`]: sea-orm-migration behind a cross-process lock.
+//! - [`migrate`]: sea-orm-migration behind a cross-process lock with a bounded wait, and the
+//!   check that a database is not behind a build that does not migrate.
 //! - [`telemetry`]: `tracing` subscriber and the per-request log line.
 //! - [`classify`]: what a database error means (SQLSTATE, kind, retryable).
 //!

@@ -5,9 +5,10 @@
 pub mod entities;
 mod listeners;
 pub mod routes;
+pub mod schema;
 mod settings;
 
-pub use self::settings::{DEMO_KEYS, DemoSettings, HttpSettings};
+pub use self::settings::{DEMO_KEYS, DemoSettings, HttpSettings, MigrationSettings};
 
 use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
@@ -18,7 +19,7 @@ use dbservice::http::ApiError;
 use dbservice::http::RequestTimeout;
 use dbservice::metrics::Metrics;
 use dbservice::shutdown::{self, ShutdownSettings};
-use dbservice::{DbService, Error, Pools, Result, health, migrate, telemetry};
+use dbservice::{DbService, Error, Pools, Result, health, telemetry};
 
 /// Where the demo keeps its data when `DATABASE_URL` is unset (see the migration crate).
 pub use migration::DEMO_DATABASE_URL as DEFAULT_DATABASE_URL;
@@ -32,6 +33,7 @@ pub struct Application {
     /// The primary and the named pools (`DATABASE_URL_<NAME>`).
     pools: Pools,
     shutdown: ShutdownSettings,
+    migrations: MigrationSettings,
 }
 
 impl Application {
@@ -139,6 +141,7 @@ impl Application {
             db,
             pools,
             shutdown: settings.core.shutdown,
+            migrations: settings.migrations,
         })
     }
 
@@ -159,8 +162,10 @@ impl Application {
 
     /// Serves until `stop` resolves (the binary passes the first SIGTERM/SIGINT) or the
     /// startup gives up, then runs the graceful shutdown ([`shutdown::drain`]); `force`
-    /// resolving during it (the binary passes the next signal) cuts it short. Meanwhile the database is connected with backoff and migrated in the
-    /// background; `/health/ready` answers 503 until that is done.
+    /// resolving during it (the binary passes the next signal) cuts it short. Meanwhile the
+    /// database is connected with backoff and, in the background, migrated (`migrate=true`) or
+    /// checked not to be behind (`migrate=false`); `/health/ready` answers 503 until that is
+    /// done.
     ///
     /// Returns an error if the startup failed (the process should exit non-zero).
     pub async fn run_until_stopped(
@@ -173,6 +178,7 @@ impl Application {
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
         let db = self.db.clone();
         let pools = self.pools.clone();
+        let migrations = self.migrations;
         let startup = tokio::spawn(async move {
             // Named pools connect in the background; readiness follows the primary.
             if pools.names().len() > 1 {
@@ -180,10 +186,10 @@ impl Application {
             }
             tracing::info!(url = %db.config().redacted_url(), "connecting to the database");
             let result = db
-                .start(|db| async move { migrate::run::<migration::Migrator>(&db).await })
+                .start(|db| async move { schema::prepare(&db, &migrations).await })
                 .await;
             match result {
-                Ok(()) => tracing::info!("database ready: migrations applied"),
+                Ok(()) => tracing::info!(migrate = migrations.at_startup, "database ready"),
                 Err(e) => {
                     let _ = failed_tx.send(e);
                 }

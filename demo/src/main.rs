@@ -1,12 +1,41 @@
-//! The demo ledger server: `cargo run`.
+//! The demo ledger server: `cargo run`; `cargo run -- migrate` applies the pending migrations
+//! and exits (an init container's or a Job's command).
 
 use std::process::ExitCode;
 
 use dbservice::{shutdown, telemetry};
 use dbservice_demo::{Application, DemoSettings};
 
+/// What the command line asks for.
+enum Mode {
+    /// Serve (no arguments).
+    Serve,
+    /// `migrate`: apply the pending migrations and exit.
+    Migrate,
+}
+
+const USAGE: &str = "usage: dbservice [migrate]\n  (no argument)  serve the API\n  migrate         apply the pending migrations over DATABASE_URL_DIRECT (else DATABASE_URL) and exit";
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => Mode::Serve,
+        ["migrate"] => Mode::Migrate,
+        ["-h" | "--help" | "help"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("dbservice: unknown arguments {other:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     let settings = match DemoSettings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -17,6 +46,20 @@ async fn main() -> ExitCode {
     if let Err(e) = telemetry::init(settings.core.log_format) {
         eprintln!("dbservice: cannot initialise logging: {e}");
         return ExitCode::from(1);
+    }
+    if let Mode::Migrate = mode {
+        return match dbservice_demo::schema::migrate_only(&settings).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "migrate failed");
+                eprintln!("dbservice migrate: {e}");
+                ExitCode::from(if matches!(e, dbservice::Error::Config(_)) {
+                    2
+                } else {
+                    1
+                })
+            }
+        };
     }
     let app = match Application::build(&settings) {
         Ok(app) => app,

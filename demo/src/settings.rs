@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use dbservice::config::{AppKeys, AppValues};
+use dbservice::config::{AppKeys, AppValues, Profile};
 use dbservice::{ConfigError, Settings};
 
 /// The demo's keys (file keys; `DBSERVICE_<KEY>` in the environment; `HOST` and `PORT` bare).
@@ -24,6 +24,8 @@ pub const DEMO_KEYS: &[&str] = &[
     "management_host",
     "management_port",
     "health_details",
+    "migrate",
+    "migrate_lock_timeout",
 ];
 
 const KEYS: AppKeys<'static> = AppKeys {
@@ -53,6 +55,22 @@ pub struct DemoSettings {
     pub metrics: bool,
     /// The HTTP server's deadlines, limits and listeners.
     pub http: HttpSettings,
+    /// Whether the server migrates at startup, and the migration lock's bound.
+    pub migrations: MigrationSettings,
+}
+
+/// Who runs the migrations, and how long a run waits for another's (see CONNECTION_POOLING.md,
+/// "Migrations").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationSettings {
+    /// The server applies pending migrations at startup (`migrate`). Off, it only checks that
+    /// the database is not behind and refuses to start if it is; `dbservice migrate` (an init
+    /// container or a Job) applies them. Default: false in the `production` profile (the DDL
+    /// runs once, with its own credentials, not in every pod), true otherwise.
+    pub at_startup: bool,
+    /// Longest wait for the migration lock held by another run (`migrate_lock_timeout`);
+    /// past it the run fails naming the holder. Must be above zero. Default: 60 s.
+    pub lock_timeout: Duration,
 }
 
 /// The HTTP server's deadlines, limits and listeners (see CONNECTION_POOLING.md, "Deadlines"
@@ -118,7 +136,6 @@ impl DemoSettings {
     fn from_values(core: Settings, v: &AppValues) -> Result<Self, ConfigError> {
         let d = HttpSettings::default();
         Ok(Self {
-            core,
             host: v.text("host").unwrap_or("127.0.0.1").to_owned(),
             port: v.port("port")?.unwrap_or(8080),
             http_workers: usize::from(v.number::<u16>("http_workers", 0, 0)?),
@@ -136,6 +153,14 @@ impl DemoSettings {
                 management_port: v.port("management_port")?,
                 health_details: v.bool("health_details", false)?,
             },
+            migrations: MigrationSettings {
+                at_startup: v.bool("migrate", core.profile() != Some(Profile::Production))?,
+                lock_timeout: v.positive_duration(
+                    "migrate_lock_timeout",
+                    dbservice::migrate::DEFAULT_LOCK_TIMEOUT,
+                )?,
+            },
+            core,
         })
     }
 

@@ -1,7 +1,8 @@
 //! The ledger schema of the dbservice demo.
 //!
-//! Applied at startup by the demo (through `dbservice::migrate::run`, which serialises
-//! concurrent instances), or by hand with `cargo run -p migration -- up|down|status`.
+//! Applied by `dbservice migrate` (`cargo run -- migrate`) or at startup by the demo (unless
+//! `migrate=false`), both through `dbservice::migrate::apply`, which serialises concurrent
+//! runs under a lock with a bounded wait; or by hand with `cargo run -p migration -- up|down|status`.
 
 pub use sea_orm_migration::prelude::*;
 

@@ -12,6 +12,7 @@ mod config;
 mod deadlines;
 mod handout;
 mod inline;
+mod migrate;
 mod pgbouncer;
 mod pool;
 mod pools;

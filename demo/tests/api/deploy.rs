@@ -148,15 +148,13 @@ async fn kubernetes_manifest_agrees_with_the_code() {
     let dir = tempfile::tempdir().expect("dir");
     let mut vars = env.clone();
     vars.insert("DATABASE_URL".into(), "postgres://app@127.0.0.1/app".into());
-    // The init container migrates; the application must not (checked here by value; the
-    // setting itself belongs to the migrate mode and is loaded by its own tests).
-    assert_eq!(
-        vars.remove("DBSERVICE_MIGRATE").as_deref(),
-        Some("false"),
-        "DBSERVICE_MIGRATE on the application container"
-    );
     let settings =
         dbservice_demo::DemoSettings::from_sources(&vars, dir.path()).expect("manifest env loads");
+    // The init container migrates; the application must not.
+    assert!(
+        !settings.migrations.at_startup,
+        "DBSERVICE_MIGRATE on the application container"
+    );
     let shutdown = settings.core.shutdown;
     let budget = shutdown.grace + shutdown.drain_timeout + shutdown.pool_close_timeout;
     let termination = number_after(&yaml, "template:", "terminationGracePeriodSeconds:");
@@ -338,7 +336,6 @@ fn kubernetes_pool_and_workers_follow_the_cpu_limit_and_fit_the_budget() {
     let cpu = cores(flow_value(app, "limits:", "cpu"));
     let env = manifest_env(&yaml);
     let mut vars = env.clone();
-    vars.remove("DBSERVICE_MIGRATE");
     vars.insert("DATABASE_URL".into(), "postgres://app@127.0.0.1/app".into());
     let dir = tempfile::tempdir().expect("dir");
     let settings =

@@ -14,6 +14,7 @@ mod hardening;
 mod health;
 mod ledger;
 mod metrics;
+mod migrate;
 mod mysql;
 mod openapi;
 mod pgbouncer;
