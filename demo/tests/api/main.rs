@@ -19,3 +19,4 @@ mod openapi;
 mod pgbouncer;
 mod pool;
 mod replicas;
+mod startup;
