@@ -18,6 +18,16 @@ async fn main() -> ExitCode {
         eprintln!("dbservice: cannot initialise logging: {e}");
         return ExitCode::from(1);
     }
+    // Read before logging was up, so told now.
+    if !settings.core.ignored_variables().is_empty() {
+        tracing::debug!(
+            variables = settings.core.ignored_variables().join(", "),
+            "Kubernetes service-link variables ignored (not settings)"
+        );
+    }
+    for warning in settings.core.warnings() {
+        tracing::warn!("{warning}");
+    }
     let app = match Application::build(&settings) {
         Ok(app) => app,
         Err(e) => {

@@ -12,9 +12,11 @@ mod error;
 mod profile;
 mod redact;
 mod schema;
+mod service_links;
 mod settings;
 mod shutdown;
 mod tls;
+mod unknown;
 mod url;
 
 use std::time::Duration;
@@ -85,7 +87,7 @@ pub struct PoolOptions {
     /// `None` (written `0`) keeps it. Default: off.
     pub max_uses: Option<u64>,
     /// A connection or transaction held longer than this logs one WARN with the caller's
-    /// source location and counts in `dbservice_connection_leaks_total`. `None` (written `0`)
+    /// source location and counts in `dbservice_pool_connection_leaks_total`. `None` (written `0`)
     /// turns it off. Default: off.
     #[serde(with = "duration::human_opt")]
     pub leak_detection_threshold: Option<Duration>,
