@@ -183,6 +183,14 @@ impl Settings {
                 .map_err(|e| ConfigError::Source(dotenv_error(&path, &e)))?;
             for item in iter {
                 let (k, v) = item.map_err(|e| ConfigError::Source(dotenv_error(&path, &e)))?;
+                if DRIVER_VARIABLES.contains(&k.as_str()) && !env.contains_key(&k) {
+                    return Err(ConfigError::Source(format!(
+                        "{}: `{k}` is read by the PostgreSQL driver from the process environment \
+                         only, so this line would be ignored; set it in the environment, or its \
+                         equivalent in DATABASE_URL",
+                        path.display()
+                    )));
+                }
                 if let std::collections::hash_map::Entry::Vacant(slot) = env.entry(k) {
                     from_dotenv.insert(slot.key().clone());
                     slot.insert(v);
@@ -272,9 +280,7 @@ impl Settings {
                 } => ConfigError::InvalidValue {
                     param,
                     value,
-                    reason: format!(
-                        "{reason}; or set DBSERVICE_PROFILE, which wins over APP_ENV"
-                    ),
+                    reason: format!("{reason}; or set DBSERVICE_PROFILE, which wins over APP_ENV"),
                 },
                 other => other,
             })?),
@@ -341,7 +347,8 @@ impl Settings {
             .iter()
             .map(|key| {
                 let var = format!("DBSERVICE_{}", key.to_ascii_uppercase());
-                let variable = (env.contains_key(&var) || !in_file.contains_key(key)).then_some(var);
+                let variable =
+                    (env.contains_key(&var) || !in_file.contains_key(key)).then_some(var);
                 unknown::describe(&Unknown { key, variable }, &known, &file_label)
             })
             .collect();
@@ -693,6 +700,24 @@ impl AppValues {
             .transpose()
     }
 }
+
+/// The variables the PostgreSQL driver reads from the process environment itself (sqlx's
+/// `PgConnectOptions`). `.env` is read into our settings, never into the process environment
+/// (changing it under running threads is unsound), so the driver would not see them there.
+const DRIVER_VARIABLES: &[&str] = &[
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGAPPNAME",
+    "PGOPTIONS",
+];
 
 /// `.env` in the working directory. Not in its parents (dotenvy's `dotenv()` walks up): a
 /// `.env` left in `/` or a home directory would otherwise configure every server started below

@@ -49,7 +49,9 @@ pub(crate) fn judge(
     if profile == Some(Profile::Production) {
         return Ok(messages
             .into_iter()
-            .map(|m| format!("{m} (ignored: the production profile starts despite unknown settings)"))
+            .map(|m| {
+                format!("{m} (ignored: the production profile starts despite unknown settings)")
+            })
             .collect());
     }
     match messages.into_iter().next() {

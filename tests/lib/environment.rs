@@ -46,25 +46,35 @@ fn kubernetes_service_links_are_recognised_and_ignored() {
         let settings = load(&env).unwrap_or_else(|e| panic!("{names:?}: {e}"));
         let config = settings.db_config(None).expect("config");
         assert_eq!(
-            config.sources().get("connection_limit").map(ToString::to_string),
+            config
+                .sources()
+                .get("connection_limit")
+                .map(ToString::to_string),
             Some("default".into()),
             "{names:?}: a link variable was read as a setting"
         );
         let ignored = settings.ignored_variables();
-        let expected = names
-            .iter()
-            .filter(|n| n.starts_with("dbservice"))
-            .count()
-            * 8;
+        let expected = names.iter().filter(|n| n.starts_with("dbservice")).count() * 8;
         assert_eq!(ignored.len(), expected, "{names:?}: {ignored:?}");
         assert!(
             ignored.iter().all(|v| v.starts_with("DBSERVICE_")),
             "{ignored:?}"
         );
     }
-    // Our own settings that look like links are still read: a port is a number.
-    let settings = load(&env_of(&[("DBSERVICE_MANAGEMENT_PORT", "9090")])).expect("loads");
+    // An application's setting spelled like a link is still read: its port is a number.
+    let dir = tempfile::tempdir().expect("dir");
+    let app = dbservice::config::AppKeys {
+        keys: &["management_port"],
+        bare: &[],
+    };
+    let (settings, values) = Settings::from_sources_with(
+        &env_of(&[("DBSERVICE_MANAGEMENT_PORT", "9090")]),
+        dir.path(),
+        app,
+    )
+    .expect("loads");
     assert!(settings.ignored_variables().is_empty());
+    assert_eq!(values.port("management_port").expect("a port"), Some(9090));
 }
 
 /// An unknown `DBSERVICE_*` variable stops development, test and profile-less starts (a typo
@@ -99,7 +109,11 @@ fn unknown_variables_are_fatal_except_in_production() {
         "{warnings}"
     );
     let config = settings.db_config(None).expect("config");
-    assert_ne!(config.pool().connection_limit, 3, "an unknown name sets nothing");
+    assert_ne!(
+        config.pool().connection_limit,
+        3,
+        "an unknown name sets nothing"
+    );
 }
 
 /// Production refuses to fall back to a default database; the other profiles keep it.
@@ -124,7 +138,9 @@ fn production_requires_a_database_url() {
         ("DATABASE_URL", "sqlite::memory:"),
     ]))
     .expect("settings load");
-    settings.db_config(default).expect("an explicit URL is fine");
+    settings
+        .db_config(default)
+        .expect("an explicit URL is fine");
 }
 
 /// `APP_ENV` naming none of our profiles is an error naming the value and the accepted ones,
@@ -134,7 +150,12 @@ fn an_unknown_app_env_is_an_error_unless_dbservice_profile_decides() {
     let err = load(&env_of(&[("APP_ENV", "staging")]))
         .expect_err("unknown APP_ENV")
         .to_string();
-    for needle in ["APP_ENV", "`staging`", "production, development, test", "DBSERVICE_PROFILE"] {
+    for needle in [
+        "APP_ENV",
+        "`staging`",
+        "production, development, test",
+        "DBSERVICE_PROFILE",
+    ] {
         assert!(err.contains(needle), "{err} lacks {needle}");
     }
     let settings = load(&env_of(&[

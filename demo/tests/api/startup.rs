@@ -70,7 +70,10 @@ async fn production_without_database_url_exits_2_naming_it() {
     let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
     let out = server.output();
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("DATABASE_URL") && out.contains("production"), "{out}");
+    assert!(
+        out.contains("DATABASE_URL") && out.contains("production"),
+        "{out}"
+    );
 
     let server = Server::spawn(&[("APP_ENV", "development".into())]);
     server.ready_client().await;
@@ -131,5 +134,30 @@ async fn dotenv_is_read_from_the_working_directory_only() {
     let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
     let out = server.output();
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("http_workers") && out.contains("many"), "{out}");
+    assert!(
+        out.contains("http_workers") && out.contains("many"),
+        "{out}"
+    );
+}
+
+/// The PostgreSQL driver reads `PGSSLMODE`, `PGPASSWORD`, ... from the process environment
+/// only: in `.env` one would be silently ignored (here a TLS mode), so it stops the start
+/// naming it; in the environment it is honoured (see `binary.rs`, the TLS mode test).
+#[tokio::test]
+async fn a_driver_variable_in_dotenv_is_refused_naming_it() {
+    let here = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        here.path().join(".env"),
+        "PGSSLMODE=verify-full\nPGPASSWORD=hunter2-SECRET\n",
+    )
+    .expect(".env");
+    let mut server = Server::spawn_in(here, &[]);
+    let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
+    let out = server.output();
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("PGSSLMODE") && out.contains("environment"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "a value was printed:\n{out}");
 }
