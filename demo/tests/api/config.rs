@@ -299,3 +299,46 @@ fn the_documented_shutdown_margin_is_the_manifests() {
         );
     }
 }
+
+/// Every metric the settings' rustdoc names (`leak_detection_threshold` counts in ...) is one
+/// `/metrics` serves.
+#[tokio::test]
+async fn metrics_named_in_the_settings_docs_are_served() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = crate::support::spawn_app(&crate::support::sqlite_url(&dir), |s| {
+        s.core.set_pool_param("leak_detection_threshold", "30s");
+    })
+    .await;
+    let served: std::collections::BTreeSet<String> = app
+        .metrics_text()
+        .await
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect();
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/config");
+    let mut named = Vec::new();
+    for entry in std::fs::read_dir(&sources).expect("src/config") {
+        let path = entry.expect("entry").path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for line in text.lines().map(str::trim_start) {
+            if !(line.starts_with("///") || line.starts_with("//!")) {
+                continue;
+            }
+            for (at, _) in line.match_indices("`dbservice_") {
+                let name: String = line[at + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                named.push((path.display().to_string(), name));
+            }
+        }
+    }
+    assert!(!named.is_empty(), "the settings' docs name no metric");
+    for (file, name) in named {
+        assert!(served.contains(&name), "{file} names `{name}`, not served");
+    }
+}
