@@ -47,6 +47,16 @@ async fn main() -> ExitCode {
         eprintln!("dbservice: cannot initialise logging: {e}");
         return ExitCode::from(1);
     }
+    // Read before logging was up, so told now.
+    if !settings.core.ignored_variables().is_empty() {
+        tracing::debug!(
+            variables = settings.core.ignored_variables().join(", "),
+            "Kubernetes service-link variables ignored (not settings)"
+        );
+    }
+    for warning in settings.core.warnings() {
+        tracing::warn!("{warning}");
+    }
     if let Mode::Migrate = mode {
         return match dbservice_demo::schema::migrate_only(&settings).await {
             Ok(_) => ExitCode::SUCCESS,

@@ -56,6 +56,16 @@ pub enum ConfigError {
     /// No database URL was configured.
     #[error("DATABASE_URL is not set (nor `database_url` in the config file)")]
     MissingUrl,
+    /// No database URL was configured, and the profile does not allow a default one.
+    #[error(
+        "DATABASE_URL is not set (nor `database_url` in the config file); the {profile} profile \
+         does not fall back to a default database, whose writes would be lost with the instance: \
+         set DATABASE_URL, or choose the development or test profile"
+    )]
+    MissingUrlInProfile {
+        /// The profile's name.
+        profile: &'static str,
+    },
     /// A parameter that only one backend understands was given for another.
     #[error("`{param}` is only supported on {supported}, but DATABASE_URL is a {backend} URL")]
     UnsupportedOnBackend {

@@ -12,9 +12,11 @@ mod error;
 mod profile;
 mod redact;
 mod schema;
+mod service_links;
 mod settings;
 mod shutdown;
 mod tls;
+mod unknown;
 mod url;
 
 use std::time::Duration;

@@ -7,8 +7,11 @@
 //! | `.env` | same names as the environment; a variable already set in the environment wins. |
 //!
 //! Pool parameters in the `DATABASE_URL` query override all of these (see
-//! [`DbConfig::from_parts`]). Unknown `DBSERVICE_*` variables and unknown file keys are errors,
-//! so a typo is reported rather than ignored. An application adds its own keys (HTTP server
+//! [`DbConfig::from_parts`]). Unknown `DBSERVICE_*` variables and unknown file keys are errors
+//! (with a suggestion), so a typo is reported rather than ignored; under the production profile
+//! they are [warnings](Settings::warnings) instead, so an image rolled back under a newer
+//! setting still starts. Kubernetes' service-link variables (`DBSERVICE_SERVICE_HOST`, ...) are
+//! recognised and left out ([`Settings::ignored_variables`]). An application adds its own keys (HTTP server
 //! settings, feature switches) with [`Settings::from_env_with`] and reads them, validated with
 //! the same rules and messages, from the [`AppValues`] it gets back.
 
@@ -22,7 +25,9 @@ use super::DbConfig;
 use super::duration::{parse_duration, parse_optional_duration};
 use super::error::ConfigError;
 use super::profile::{Profile, Source, Sources};
+use super::service_links::is_service_link;
 use super::shutdown::ShutdownSettings;
+use super::unknown::{self, Unknown};
 use super::url::POOL_KEYS;
 use crate::replica::{
     DEFAULT_REPLICA_CHECK_INTERVAL, DEFAULT_REPLICA_MAX_LAG, DEFAULT_REPLICA_WAIT, ReplicaConfig,
@@ -58,6 +63,10 @@ pub struct Settings {
     profile: Option<Profile>,
     /// Where each setting came from.
     sources: Sources,
+    /// Kubernetes service-link variables under our prefix, left out (sorted).
+    ignored: Vec<String>,
+    /// Unknown settings tolerated by the production profile, one message each.
+    warnings: Vec<String>,
     /// The shutdown sequence's bounds.
     pub shutdown: ShutdownSettings,
 }
@@ -174,6 +183,14 @@ impl Settings {
                 .map_err(|e| ConfigError::Source(dotenv_error(&path, &e)))?;
             for item in iter {
                 let (k, v) = item.map_err(|e| ConfigError::Source(dotenv_error(&path, &e)))?;
+                if DRIVER_VARIABLES.contains(&k.as_str()) && !env.contains_key(&k) {
+                    return Err(ConfigError::Source(format!(
+                        "{}: `{k}` is read by the PostgreSQL driver from the process environment \
+                         only, so this line would be ignored; set it in the environment, or its \
+                         equivalent in DATABASE_URL",
+                        path.display()
+                    )));
+                }
                 if let std::collections::hash_map::Entry::Vacant(slot) = env.entry(k) {
                     from_dotenv.insert(slot.key().clone());
                     slot.insert(v);
@@ -206,6 +223,15 @@ impl Settings {
         dir: &Path,
         app: AppKeys<'_>,
     ) -> Result<(Self, AppValues), ConfigError> {
+        // Service links are dropped before any layer reads the environment: under our prefix
+        // they would be unknown settings, or (`DBSERVICE_PORT=tcp://...`) a bad port.
+        let (links, kept): (HashMap<_, _>, HashMap<_, _>) = env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .partition(|(k, v)| k.starts_with("DBSERVICE_") && is_service_link(k, v));
+        let env = &kept;
+        let mut ignored: Vec<String> = links.into_keys().collect();
+        ignored.sort();
         let source_err = |e: config::ConfigError| ConfigError::Source(e.to_string());
         let file = match env.get("DBSERVICE_CONFIG").filter(|p| !p.is_empty()) {
             Some(path) => config::File::from(PathBuf::from(path)).required(true),
@@ -240,13 +266,24 @@ impl Settings {
             .map_err(source_err)?;
         // The profile: DBSERVICE_PROFILE, else APP_ENV, else the file's `profile`.
         let named = |var: &str| env.get(var).filter(|v| !v.trim().is_empty());
-        // DBSERVICE_PROFILE is ours, so strict; APP_ENV is shared with the rest of the
-        // deployment (`staging`, `qa`, ...), so a value that names none of our profiles means
-        // no profile rather than an error.
-        let app_env = named("APP_ENV").and_then(|v| Profile::parse("APP_ENV", v).ok());
-        let profile = match (named("DBSERVICE_PROFILE"), app_env) {
+        // A value naming none of our profiles is an error either way: silently running without
+        // the profile an operator meant (production's JSON logs, its required DATABASE_URL) is
+        // worse than not starting. APP_ENV is shared with the rest of a deployment, which may
+        // use values of its own (`staging`); DBSERVICE_PROFILE wins over it for that case.
+        let profile = match (named("DBSERVICE_PROFILE"), named("APP_ENV")) {
             (Some(v), _) => Some(Profile::parse("DBSERVICE_PROFILE", v)?),
-            (None, Some(p)) => Some(p),
+            (None, Some(v)) => Some(Profile::parse("APP_ENV", v).map_err(|e| match e {
+                ConfigError::InvalidValue {
+                    param,
+                    value,
+                    reason,
+                } => ConfigError::InvalidValue {
+                    param,
+                    value,
+                    reason: format!("{reason}; or set DBSERVICE_PROFILE, which wins over APP_ENV"),
+                },
+                other => other,
+            })?),
             (None, None) => match raw.get("profile") {
                 Some(v) => Some(Profile::parse("profile", &v.to_string())?),
                 None => None,
@@ -299,7 +336,24 @@ impl Settings {
             };
             sources.insert("profile".into(), source);
         }
-        let (mut settings, values) = Self::from_raw(raw, app)?;
+        let (mut settings, values, strangers) = Self::from_raw(raw, app)?;
+        let known: Vec<&str> = LIBRARY_KEYS
+            .iter()
+            .chain(app.keys)
+            .chain(POOL_KEYS)
+            .copied()
+            .collect();
+        let messages = strangers
+            .iter()
+            .map(|key| {
+                let var = format!("DBSERVICE_{}", key.to_ascii_uppercase());
+                let variable =
+                    (env.contains_key(&var) || !in_file.contains_key(key)).then_some(var);
+                unknown::describe(&Unknown { key, variable }, &known, &file_label)
+            })
+            .collect();
+        settings.warnings = unknown::judge(messages, profile)?;
+        settings.ignored = ignored;
         settings.profile = profile;
         settings.sources = sources;
         for (k, v) in env {
@@ -313,10 +367,12 @@ impl Settings {
         Ok((settings, values))
     }
 
+    /// The merged layers split into ours, the application's and the unknown keys (sorted).
     fn from_raw(
         raw: HashMap<String, Scalar>,
         app: AppKeys<'_>,
-    ) -> Result<(Self, AppValues), ConfigError> {
+    ) -> Result<(Self, AppValues, Vec<String>), ConfigError> {
+        let mut strangers = Vec::new();
         let mut ours = AppValues::default();
         let mut theirs = AppValues::default();
         let mut pool: Vec<(String, String)> = Vec::new();
@@ -338,19 +394,10 @@ impl Settings {
             } else if app.keys.contains(&key.as_str()) {
                 theirs.0.insert(key, value.to_string());
             } else {
-                let known: Vec<&str> = LIBRARY_KEYS
-                    .iter()
-                    .chain(app.keys)
-                    .chain(POOL_KEYS)
-                    .copied()
-                    .collect();
-                return Err(ConfigError::Source(format!(
-                    "unknown setting `{key}` (DBSERVICE_{}); known settings are {}",
-                    key.to_ascii_uppercase(),
-                    known.join(", ")
-                )));
+                strangers.push(key);
             }
         }
+        strangers.sort();
         pool.sort();
         let defaults = ShutdownSettings::default();
         let log_format = match ours.text("log_format") {
@@ -378,6 +425,8 @@ impl Settings {
             log_format,
             profile: None,
             sources: Sources::new(),
+            ignored: Vec::new(),
+            warnings: Vec::new(),
             shutdown: ShutdownSettings {
                 grace: ours.duration("shutdown_grace", defaults.grace)?,
                 drain_timeout: ours.duration("drain_timeout", defaults.drain_timeout)?,
@@ -385,12 +434,26 @@ impl Settings {
                     .duration("pool_close_timeout", defaults.pool_close_timeout)?,
             },
         };
-        Ok((settings, theirs))
+        Ok((settings, theirs, strangers))
     }
 
     /// The deployment profile in effect, if any (see [`Profile`]).
     pub fn profile(&self) -> Option<Profile> {
         self.profile
+    }
+
+    /// Kubernetes service-link variables found under the `DBSERVICE_` prefix
+    /// (`DBSERVICE_SERVICE_HOST`, `DBSERVICE_PORT=tcp://...`, ...), sorted: recognised and not
+    /// read as settings. For the application's one DEBUG line once logging is up.
+    pub fn ignored_variables(&self) -> &[String] {
+        &self.ignored
+    }
+
+    /// Unknown settings the production profile started despite, one message each naming the
+    /// variable or file key (with a suggestion when one is close). Outside production they are
+    /// errors instead. For the application to log at WARN once logging is up.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Where each setting (library, pool and application keys) came from: `default`,
@@ -452,11 +515,17 @@ impl Settings {
     /// The validated pool configuration: the configured URL, or `default_url` when none is
     /// set, on top of the pool parameters from the file and environment.
     pub fn db_config(&self, default_url: Option<&str>) -> Result<DbConfig, ConfigError> {
-        let url = self
-            .database_url
-            .as_deref()
-            .or(default_url)
-            .ok_or(ConfigError::MissingUrl)?;
+        let url = match (self.database_url.as_deref(), self.profile) {
+            (Some(url), _) => url,
+            // Production never falls back: a default database (the demo's SQLite file) would
+            // accept writes that vanish with the pod.
+            (None, Some(Profile::Production)) => {
+                return Err(ConfigError::MissingUrlInProfile {
+                    profile: Profile::Production.name(),
+                });
+            }
+            (None, _) => default_url.ok_or(ConfigError::MissingUrl)?,
+        };
         let mut config = DbConfig::from_parts(url, &self.pool)?;
         config.note_sources(&self.sources, self.database_url.is_some());
         if let Some(direct) = &self.database_url_direct {
@@ -632,12 +701,30 @@ impl AppValues {
     }
 }
 
-/// The `.env` file dotenvy would read: in the working directory or the nearest parent.
+/// The variables the PostgreSQL driver reads from the process environment itself (sqlx's
+/// `PgConnectOptions`). `.env` is read into our settings, never into the process environment
+/// (changing it under running threads is unsound), so the driver would not see them there.
+const DRIVER_VARIABLES: &[&str] = &[
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGAPPNAME",
+    "PGOPTIONS",
+];
+
+/// `.env` in the working directory. Not in its parents (dotenvy's `dotenv()` walks up): a
+/// `.env` left in `/` or a home directory would otherwise configure every server started below
+/// it, unseen by whoever reads the deployment.
 fn find_dotenv() -> Option<PathBuf> {
-    let cwd = std::env::current_dir().ok()?;
-    cwd.ancestors()
-        .map(|dir| dir.join(".env"))
-        .find(|candidate| candidate.is_file())
+    let candidate = std::env::current_dir().ok()?.join(".env");
+    candidate.is_file().then_some(candidate)
 }
 
 /// A `.env` problem, told without the file's contents: dotenvy's own message repeats the whole

@@ -10,6 +10,7 @@ mod batch;
 mod commit_outcome;
 mod config;
 mod deadlines;
+mod environment;
 mod handout;
 mod inline;
 mod migrate;

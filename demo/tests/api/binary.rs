@@ -13,21 +13,31 @@ use crate::support::{
 };
 
 /// A running binary whose stdout and stderr are collected line by line.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     _cwd: tempfile::TempDir,
 }
 
 impl Server {
-    fn spawn(env: &[(&str, String)]) -> Self {
+    pub(crate) fn spawn(env: &[(&str, String)]) -> Self {
         Self::spawn_in(tempfile::tempdir().expect("temp dir"), env)
     }
 
     /// Like [`spawn`](Self::spawn), in `cwd` (which may hold a `.env`).
-    fn spawn_in(cwd: tempfile::TempDir, env: &[(&str, String)]) -> Self {
+    pub(crate) fn spawn_in(cwd: tempfile::TempDir, env: &[(&str, String)]) -> Self {
+        let dir = cwd.path().to_owned();
+        Self::spawn_at(cwd, &dir, env)
+    }
+
+    /// Like [`spawn`](Self::spawn), in `dir` (inside `keep`, which lives as long as the server).
+    pub(crate) fn spawn_at(
+        keep: tempfile::TempDir,
+        dir: &std::path::Path,
+        env: &[(&str, String)],
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbservice"));
-        cmd.current_dir(cwd.path())
+        cmd.current_dir(dir)
             .env_clear()
             .env("PORT", "0")
             .env("LOG_FORMAT", "json")
@@ -62,16 +72,16 @@ impl Server {
         Self {
             child,
             lines,
-            _cwd: cwd,
+            _cwd: keep,
         }
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         self.lines.lock().expect("lines lock").join("\n")
     }
 
     /// The JSON log lines so far.
-    fn json_lines(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn json_lines(&self) -> Vec<serde_json::Value> {
         self.output()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -107,7 +117,7 @@ impl Server {
         panic!("no listening line:\n{}", self.output());
     }
 
-    async fn wait_exit(&mut self, bound: Duration) -> (i32, Duration) {
+    pub(crate) async fn wait_exit(&mut self, bound: Duration) -> (i32, Duration) {
         let started = Instant::now();
         while started.elapsed() < bound {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -122,7 +132,7 @@ impl Server {
     }
 
     /// The server's address and an HTTP client (20 s timeout), once `/health/ready` is 200.
-    async fn ready_client(&self) -> (String, reqwest::Client) {
+    pub(crate) async fn ready_client(&self) -> (String, reqwest::Client) {
         let address = self.address().await;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))

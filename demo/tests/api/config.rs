@@ -244,3 +244,101 @@ fn http_bounds_load_and_bad_values_are_named() {
         assert!(err.contains(&param) && err.contains(value), "{err}");
     }
 }
+
+/// The shutdown margin the docs give (`... + pool_close_timeout + N s` under
+/// `terminationGracePeriodSeconds`) is one the shipped manifest keeps with the production
+/// profile's bounds.
+#[test]
+fn the_documented_shutdown_margin_is_the_manifests() {
+    let read = |path: &str| {
+        std::fs::read_to_string(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    // The number after `pool_close_timeout` and `+`, before `s` (`+ 5s`, `+ 5 s`).
+    let margin = |path: &str| -> u64 {
+        let text = read(path)
+            .replace('`', "")
+            .replace('\n', " ")
+            .replace("# ", "");
+        let at = text
+            .find("pool close + ")
+            .map(|i| i + "pool close + ".len())
+            .or_else(|| {
+                text.find("pool_close_timeout + ")
+                    .map(|i| i + "pool_close_timeout + ".len())
+            })
+            .unwrap_or_else(|| panic!("{path} states no shutdown margin"));
+        let digits: String = text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("{path}: {}", &text[at..at + 20]))
+    };
+    let manifest = read("deploy/kubernetes/dbservice.yaml");
+    let termination: u64 = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("terminationGracePeriodSeconds");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let production = DemoSettings::from_sources(&env(&[("APP_ENV", "production")]), dir.path())
+        .expect("production loads");
+    let s = production.core.shutdown;
+    let budget = (s.grace + s.drain_timeout + s.pool_close_timeout).as_secs();
+    for doc in [".env.example", "CONNECTION_POOLING.md"] {
+        let m = margin(doc);
+        assert_eq!(
+            m, 5,
+            "{doc}: the manifest's test keeps 5 s, the doc says {m} s"
+        );
+        assert!(
+            budget + m <= termination,
+            "{doc}: {budget} + {m} > {termination}"
+        );
+    }
+}
+
+/// Every metric the settings' rustdoc names (`leak_detection_threshold` counts in ...) is one
+/// `/metrics` serves.
+#[tokio::test]
+async fn metrics_named_in_the_settings_docs_are_served() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = crate::support::spawn_app(&crate::support::sqlite_url(&dir), |s| {
+        s.core.set_pool_param("leak_detection_threshold", "30s");
+    })
+    .await;
+    let served: std::collections::BTreeSet<String> = app
+        .metrics_text()
+        .await
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect();
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/config");
+    let mut named = Vec::new();
+    for entry in std::fs::read_dir(&sources).expect("src/config") {
+        let path = entry.expect("entry").path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for line in text.lines().map(str::trim_start) {
+            if !(line.starts_with("///") || line.starts_with("//!")) {
+                continue;
+            }
+            for (at, _) in line.match_indices("`dbservice_") {
+                let name: String = line[at + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                named.push((path.display().to_string(), name));
+            }
+        }
+    }
+    assert!(!named.is_empty(), "the settings' docs name no metric");
+    for (file, name) in named {
+        assert!(served.contains(&name), "{file} names `{name}`, not served");
+    }
+}

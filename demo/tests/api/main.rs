@@ -20,3 +20,4 @@ mod openapi;
 mod pgbouncer;
 mod pool;
 mod replicas;
+mod startup;
