@@ -18,24 +18,23 @@ fn pg(s: &str) -> Statement {
     Statement::from_string(DbBackend::Postgres, s)
 }
 
-async fn text(db: &DbService, sql: &str) -> String {
-    let row = db
-        .conn()
+/// The first column of the one row `sql` returns on PostgreSQL.
+async fn scalar<T: sea_orm::TryGetable>(db: &DbService, sql: &str) -> T {
+    db.conn()
         .query_one_raw(pg(sql))
         .await
         .expect("query")
-        .expect("a row");
-    row.try_get_by_index::<String>(0).expect("text")
+        .expect("a row")
+        .try_get_by_index::<T>(0)
+        .expect("a value of the type asked")
+}
+
+async fn text(db: &DbService, sql: &str) -> String {
+    scalar(db, sql).await
 }
 
 async fn int(db: &DbService, sql: &str) -> i64 {
-    let row = db
-        .conn()
-        .query_one_raw(pg(sql))
-        .await
-        .expect("query")
-        .expect("a row");
-    row.try_get_by_index::<i64>(0).expect("bigint")
+    scalar(db, sql).await
 }
 
 /// On a pool of one, each way a caller can change its session is undone before the next

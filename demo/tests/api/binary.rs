@@ -30,14 +30,31 @@ impl Server {
         Self::spawn_at(cwd, &dir, env)
     }
 
+    /// Like [`spawn`](Self::spawn), with command-line arguments (`migrate`).
+    pub(crate) fn spawn_args(args: &[&str], env: &[(&str, String)]) -> Self {
+        let cwd = tempfile::tempdir().expect("temp dir");
+        let dir = cwd.path().to_owned();
+        Self::launch(cwd, &dir, args, env)
+    }
+
     /// Like [`spawn`](Self::spawn), in `dir` (inside `keep`, which lives as long as the server).
     pub(crate) fn spawn_at(
         keep: tempfile::TempDir,
         dir: &std::path::Path,
         env: &[(&str, String)],
     ) -> Self {
+        Self::launch(keep, dir, &[], env)
+    }
+
+    fn launch(
+        keep: tempfile::TempDir,
+        dir: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbservice"));
-        cmd.current_dir(dir)
+        cmd.args(args)
+            .current_dir(dir)
             .env_clear()
             .env("PORT", "0")
             .env("LOG_FORMAT", "json")
@@ -102,7 +119,7 @@ impl Server {
     }
 
     /// The `http://host:port` from the "listening" log line.
-    async fn address(&self) -> String {
+    pub(crate) async fn address(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let found = self.lines.lock().expect("lines lock").iter().find_map(|l| {

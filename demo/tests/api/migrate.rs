@@ -1,13 +1,11 @@
 //! `dbservice migrate` and `migrate=false`: migrations run once, by one process, under a lock
 //! whose wait is bounded; an application that does not migrate refuses a database behind it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sea_orm::sqlx::{self, Connection, Executor};
 
+use crate::binary::Server as Process;
 use crate::support::{PASSWORD, eventually, fresh_pg_database};
 
 /// The ledger's migrations, in order (the migration crate's names).
@@ -16,94 +14,6 @@ const MIGRATIONS: [&str; 3] = [
     "m20250101_000002_create_transfers",
     "m20250101_000003_cap_balances",
 ];
-
-/// The demo binary with a clean environment, JSON logs and `env`, its output collected.
-struct Process {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    _cwd: tempfile::TempDir,
-}
-
-impl Process {
-    fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
-        let cwd = tempfile::tempdir().expect("temp dir");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbservice"));
-        cmd.args(args)
-            .current_dir(cwd.path())
-            .env_clear()
-            .env("PORT", "0")
-            .env("LOG_FORMAT", "json")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("binary starts");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
-        let err = child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
-        for stream in [out, err].into_iter().flatten() {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().expect("lines lock").push(line);
-                }
-            });
-        }
-        Self {
-            child,
-            lines,
-            _cwd: cwd,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.lines.lock().expect("lines lock").join("\n")
-    }
-
-    /// Waits for the exit; returns the exit code and how long it took from now.
-    async fn wait_exit(&mut self, bound: Duration) -> (i32, Duration) {
-        let started = Instant::now();
-        while started.elapsed() < bound {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return (status.code().unwrap_or(-1), started.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = self.child.kill();
-        panic!("did not exit within {bound:?}:\n{}", self.output());
-    }
-
-    /// The `http://host:port` of the "listening" line.
-    async fn address(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let found = self.lines.lock().expect("lines lock").iter().find_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                (v["message"] == "listening").then(|| v["address"].as_str().map(str::to_owned))?
-            });
-            if let Some(a) = found {
-                return format!("http://{a}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no listening line:\n{}", self.output());
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
 
 /// The versions recorded in `seaql_migrations`, in order of recording.
 async fn recorded(url: &str) -> Vec<String> {
@@ -137,7 +47,7 @@ async fn hold_migration_lock(url: &str, application_name: &str) -> (sqlx::PgConn
 }
 
 async fn migrate_ok(url: &str) {
-    let mut run = Process::spawn(&["migrate"], &[("DATABASE_URL", url.to_owned())]);
+    let mut run = Process::spawn_args(&["migrate"], &[("DATABASE_URL", url.to_owned())]);
     let (code, _) = run.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(code, 0, "{}", run.output());
 }
@@ -156,8 +66,8 @@ async fn two_migrate_runs_at_once_apply_each_migration_once() {
         ("DBSERVICE_MIGRATE_LOCK_TIMEOUT", "30s".to_owned()),
     ];
     // DATABASE_URL is the (unreachable) pooled path: the mode must use the direct URL only.
-    let mut a = Process::spawn(&["migrate"], &env);
-    let mut b = Process::spawn(&["migrate"], &env);
+    let mut a = Process::spawn_args(&["migrate"], &env);
+    let mut b = Process::spawn_args(&["migrate"], &env);
     let both_waiting = eventually(Duration::from_secs(20), || async {
         a.output().contains("waiting for the migration lock")
             && b.output().contains("waiting for the migration lock")
@@ -183,7 +93,7 @@ async fn two_migrate_runs_at_once_apply_each_migration_once() {
 async fn migrate_gives_up_on_a_held_lock_within_its_bound_naming_the_holder() {
     let url = fresh_pg_database().await;
     let (_holder, pid) = hold_migration_lock(&url, "stuck-deployer").await;
-    let mut run = Process::spawn(
+    let mut run = Process::spawn_args(
         &["migrate"],
         &[
             ("DATABASE_URL", url.clone()),
@@ -232,7 +142,7 @@ async fn without_migrations_the_app_serves_a_migrated_database_and_warns_when_ah
     .expect("record a newer migration");
     let _ = conn.close().await;
 
-    let app = Process::spawn(
+    let app = Process::spawn_args(
         &[],
         &[
             ("DATABASE_URL", url.clone()),
@@ -285,7 +195,7 @@ async fn without_migrations_the_app_refuses_a_database_behind_naming_the_missing
     let _ = conn.close().await;
 
     for (url, missing) in [(&empty, MIGRATIONS[0]), (&older, MIGRATIONS[2])] {
-        let mut app = Process::spawn(
+        let mut app = Process::spawn_args(
             &[],
             &[
                 ("DATABASE_URL", url.clone()),

@@ -97,6 +97,8 @@ async fn unknown_setting_is_fatal_in_development_and_a_warning_in_production() {
     let server = Server::spawn(&[
         ("APP_ENV", "production".into()),
         ("DATABASE_URL", url),
+        // Production does not migrate at startup; this fresh file needs it.
+        ("DBSERVICE_MIGRATE", "true".into()),
         ("DBSERVICE_FOO", "1".into()),
         ("DBSERVICE_POOL_TIMOUT", "3s".into()),
     ]);
