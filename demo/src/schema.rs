@@ -50,7 +50,9 @@ pub async fn prepare(db: &DbService, settings: &MigrationSettings) -> Result<(),
 /// the names applied. The pool is never connected: the pooled URL (PgBouncer, say) need not
 /// be reachable from where this runs.
 pub async fn migrate_only(settings: &DemoSettings) -> Result<Vec<String>, Error> {
-    let config = settings.core.db_config(Some(DEFAULT_DATABASE_URL))?;
+    let config = settings
+        .core
+        .migration_db_config(Some(DEFAULT_DATABASE_URL))?;
     let db = DbService::new(config)?;
     let url = db
         .config()

@@ -512,8 +512,18 @@ impl Settings {
         self.pool.push((key, value.into()));
     }
 
+    /// What a migration run connects with: `DATABASE_URL_DIRECT` alone suffices (a migration
+    /// Job need not hold the application's URL); otherwise as [`db_config`](Self::db_config).
+    pub fn migration_db_config(&self, default_url: Option<&str>) -> Result<DbConfig, ConfigError> {
+        match (&self.database_url, &self.database_url_direct) {
+            (None, Some(direct)) => DbConfig::from_parts(direct, &self.pool),
+            _ => self.db_config(default_url),
+        }
+    }
+
     /// The validated pool configuration: the configured URL, or `default_url` when none is
-    /// set, on top of the pool parameters from the file and environment.
+    /// set (never in the `production` profile), on top of the pool parameters from the file
+    /// and environment.
     pub fn db_config(&self, default_url: Option<&str>) -> Result<DbConfig, ConfigError> {
         let url = match (self.database_url.as_deref(), self.profile) {
             (Some(url), _) => url,

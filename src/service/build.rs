@@ -62,7 +62,7 @@ pub(crate) fn build(
             Connector::Sqlite(opts)
         }
     };
-    let raw = seaorm_connection(&connector, p);
+    let raw = seaorm_connection(&connector, p, Retire::WhenIdle);
     let pool = Pool::new(config, connector, instruments.clone(), tasks.clone())?;
     Ok((pool, raw))
 }
@@ -101,28 +101,47 @@ pub(crate) fn migration_connector(
 
 /// A lazy SeaORM connection of one connection with the pool's connect options (for an
 /// in-memory SQLite database, the same database).
-pub(crate) fn seaorm_connection(connector: &Connector, p: &PoolOptions) -> DatabaseConnection {
+/// When the one connection of [`seaorm_connection`] is retired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retire {
+    /// After idling `RAW_IDLE`, or at `max_lifetime`.
+    WhenIdle,
+    /// Only when closed: migrations hold a session-level lock on it, which a reaped
+    /// connection would silently lose halfway.
+    Never,
+}
+
+pub(crate) fn seaorm_connection(
+    connector: &Connector,
+    p: &PoolOptions,
+    retire: Retire,
+) -> DatabaseConnection {
     match connector {
-        Connector::Postgres(o) => {
-            SqlxPostgresConnector::from_sqlx_postgres_pool(raw_pool(p).connect_lazy_with(o.clone()))
-        }
-        Connector::MySql(o, _) => {
-            SqlxMySqlConnector::from_sqlx_mysql_pool(raw_pool(p).connect_lazy_with(o.clone()))
-        }
-        Connector::Sqlite(o) => {
-            SqlxSqliteConnector::from_sqlx_sqlite_pool(raw_pool(p).connect_lazy_with(o.clone()))
-        }
+        Connector::Postgres(o) => SqlxPostgresConnector::from_sqlx_postgres_pool(
+            raw_pool(p, retire).connect_lazy_with(o.clone()),
+        ),
+        Connector::MySql(o, _) => SqlxMySqlConnector::from_sqlx_mysql_pool(
+            raw_pool(p, retire).connect_lazy_with(o.clone()),
+        ),
+        Connector::Sqlite(o) => SqlxSqliteConnector::from_sqlx_sqlite_pool(
+            raw_pool(p, retire).connect_lazy_with(o.clone()),
+        ),
     }
 }
 
 /// The one connection behind `DbConn::raw()`: lazy, closed when idle.
-fn raw_pool<DB: sqlx::Database>(p: &PoolOptions) -> SqlxPoolOptions<DB> {
-    SqlxPoolOptions::<DB>::new()
+fn raw_pool<DB: sqlx::Database>(p: &PoolOptions, retire: Retire) -> SqlxPoolOptions<DB> {
+    let opts = SqlxPoolOptions::<DB>::new()
         .max_connections(1)
         .min_connections(0)
-        .acquire_timeout(p.pool_timeout.unwrap_or(crate::config::MAX_DURATION))
-        .idle_timeout(RAW_IDLE)
-        .max_lifetime(p.max_lifetime)
+        .acquire_timeout(p.pool_timeout.unwrap_or(crate::config::MAX_DURATION));
+    match retire {
+        Retire::WhenIdle => opts.idle_timeout(RAW_IDLE).max_lifetime(p.max_lifetime),
+        Retire::Never => opts
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false),
+    }
 }
 
 fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOptions {

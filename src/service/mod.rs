@@ -258,7 +258,11 @@ impl DbService {
     /// A SeaORM connection of its own (one connection, outside the pool, over
     /// `DATABASE_URL_DIRECT` when set) for migrations; close it when done.
     pub(crate) fn migration_connection(&self) -> sea_orm::DatabaseConnection {
-        build::seaorm_connection(&self.inner.migrations, self.inner.config.pool())
+        build::seaorm_connection(
+            &self.inner.migrations,
+            self.inner.config.pool(),
+            build::Retire::Never,
+        )
     }
 
     /// The configuration in effect.

@@ -294,7 +294,10 @@ fn kubernetes_manifest_is_hardened() {
     // Migrations: once, before the application, over the direct URL.
     let init = &yaml[yaml.find("initContainers:").expect("an init container")
         ..yaml.find("\n      containers:").expect("containers")];
-    assert!(init.contains("args: [\"migrate\"]"), "{init}");
+    assert!(
+        init.contains("command: [\"dbservice\", \"migrate\"]"),
+        "{init}"
+    );
     assert!(init.contains("key: DATABASE_URL_DIRECT"), "{init}");
     assert_eq!(
         manifest_env(&yaml)

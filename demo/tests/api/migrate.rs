@@ -259,3 +259,20 @@ fn production_does_not_migrate_at_startup_unless_told() {
         "{err}"
     );
 }
+
+/// A migration Job holds only the migrator's URL: `DATABASE_URL_DIRECT` alone is enough,
+/// also in the production profile (which otherwise refuses to start without `DATABASE_URL`).
+#[tokio::test]
+async fn migrate_needs_only_the_direct_url_in_production() {
+    let url = fresh_pg_database().await;
+    let mut run = Process::spawn_args(
+        &["migrate"],
+        &[
+            ("APP_ENV", "production".to_owned()),
+            ("DATABASE_URL_DIRECT", url.clone()),
+        ],
+    );
+    let (code, _) = run.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(code, 0, "{}", run.output());
+    assert_eq!(recorded(&url).await, MIGRATIONS);
+}
