@@ -123,6 +123,10 @@ fn mentions_session_change(part: &str) -> bool {
     let Some(ac) = SESSION_CHANGING_TEXT.as_ref() else {
         return true;
     };
+    // Ordinary text has no candidate at all: the automaton's prefilter says so fastest.
+    if !ac.is_match(part) {
+        return false;
+    }
     let bytes = part.as_bytes();
     ac.find_overlapping_iter(part).any(|m| {
         let Some((_, kind)) = SESSION_CHANGING.get(m.pattern().as_usize()) else {
