@@ -29,6 +29,7 @@ mod tidy;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{Pool as DeadPool, PoolError, QueueMode, Timeouts};
@@ -317,13 +318,21 @@ impl Pool {
         // cost a round trip (a ping after idle) or a connect, so the caller's bound applies
         // here too; a check dropped half-way closes its connection.
         if !self.shared.closing.load(Ordering::Acquire) && !self.shared.reach.is_down() {
-            let now = self.pool.timeout_get(&NOW);
-            let got = match limit {
-                Some(l) => match tokio::time::timeout(l, now).await {
-                    Ok(got) => got,
-                    Err(_) => return Err(self.timed_out(started.elapsed(), warn)),
-                },
-                None => now.await,
+            let mut now = std::pin::pin!(self.pool.timeout_get(&NOW));
+            // Polled once first: a free connection that needs no round trip is ready at once,
+            // and then no timer is made (dropping one takes tokio's timer-driver lock, which
+            // every worker thread shares).
+            let first = std::future::poll_fn(|cx| Poll::Ready(now.as_mut().poll(cx))).await;
+            let got = match (first, limit) {
+                (Poll::Ready(got), _) => got,
+                (Poll::Pending, Some(l)) => {
+                    let left = l.saturating_sub(started.elapsed());
+                    match tokio::time::timeout(left, now).await {
+                        Ok(got) => got,
+                        Err(_) => return Err(self.timed_out(started.elapsed(), warn)),
+                    }
+                }
+                (Poll::Pending, None) => now.await,
             };
             match got {
                 Ok(obj) => return Ok(Pooled::new(obj, site, Instant::now(), &self.shared)),
