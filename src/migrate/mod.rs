@@ -133,30 +133,12 @@ async fn apply_on<M: MigratorTrait>(
         }
         Backend::Postgres => {
             lock::postgres(conn, lock::Scope::Session, bound).await?;
-            let result = async {
-                let pending = pending::<M, _>(conn).await?;
-                M::up(conn, None).await?;
-                Ok(pending)
-            }
-            .await;
-            // Closing the connection would release it too; unlocking says so at once.
-            let _ = conn
-                .execute_unprepared(&format!("SELECT pg_advisory_unlock({PG_LOCK_KEY})"))
-                .await;
-            result
+            up_then_unlock::<M>(conn, &format!("SELECT pg_advisory_unlock({PG_LOCK_KEY})")).await
         }
         Backend::MySql => {
             lock::mysql(conn, bound).await?;
-            let result = async {
-                let pending = pending::<M, _>(conn).await?;
-                M::up(conn, None).await?;
-                Ok(pending)
-            }
-            .await;
-            let _ = conn
-                .execute_unprepared(&format!("DO RELEASE_LOCK('{}')", lock::MYSQL_LOCK_NAME))
-                .await;
-            result
+            let unlock = format!("DO RELEASE_LOCK('{}')", lock::MYSQL_LOCK_NAME);
+            up_then_unlock::<M>(conn, &unlock).await
         }
         Backend::Sqlite => {
             let pending = pending::<M, _>(conn).await?;
@@ -164,6 +146,23 @@ async fn apply_on<M: MigratorTrait>(
             Ok(pending)
         }
     }
+}
+
+/// Applies the pending migrations on `conn`, which holds the session lock, then releases it
+/// with `unlock` whatever happened (closing the connection would release it too; unlocking
+/// says so at once).
+async fn up_then_unlock<M: MigratorTrait>(
+    conn: &DatabaseConnection,
+    unlock: &str,
+) -> std::result::Result<Vec<String>, MigrateError> {
+    let result = async {
+        let pending = pending::<M, _>(conn).await?;
+        M::up(conn, None).await?;
+        Ok(pending)
+    }
+    .await;
+    let _ = conn.execute_unprepared(unlock).await;
+    result
 }
 
 /// The names of the migrations not yet applied (read under the lock).

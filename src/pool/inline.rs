@@ -193,28 +193,8 @@ fn literal(value: &Value, param: usize) -> Result<Literal, InlineError> {
             }
             _ => number("int8", *n),
         },
-        Value::Float(f) => typed(
-            "float4",
-            f.map(|f| {
-                float(
-                    f.is_nan(),
-                    f.is_infinite(),
-                    f.is_sign_negative(),
-                    format!("{f:e}"),
-                )
-            }),
-        ),
-        Value::Double(f) => typed(
-            "float8",
-            f.map(|f| {
-                float(
-                    f.is_nan(),
-                    f.is_infinite(),
-                    f.is_sign_negative(),
-                    format!("{f:e}"),
-                )
-            }),
-        ),
+        Value::Float(f) => typed("float4", f.map(float_literal)),
+        Value::Double(f) => typed("float8", f.map(float_literal)),
         Value::String(s) => bare_text(s.as_deref(), param)?,
         Value::Enum(OptionEnum::Some(e)) => bare_text(Some(e.value.as_ref()), param)?,
         Value::Enum(OptionEnum::None(_)) => Literal::Bare("NULL".to_owned()),
@@ -323,6 +303,18 @@ fn literal(value: &Value, param: usize) -> Result<Literal, InlineError> {
             });
         }
     })
+}
+
+/// A float's literal text, written in its own width (`{:e}` is the shortest text that reads
+/// back to the same `f32` or `f64`); NaN, the infinities and their signs are the same in both.
+fn float_literal<F: std::fmt::LowerExp + Into<f64> + Copy>(f: F) -> String {
+    let wide: f64 = f.into();
+    float(
+        wide.is_nan(),
+        wide.is_infinite(),
+        wide.is_sign_negative(),
+        format!("{f:e}"),
+    )
 }
 
 fn float(nan: bool, infinite: bool, negative: bool, shortest: String) -> String {
