@@ -540,3 +540,68 @@ fn dashboard_selects_namespace_job_instance_and_pool_and_shows_quantiles_per_poo
         }
     }
 }
+
+#[test]
+fn the_image_recipe_builds_what_the_manifest_runs() {
+    let docker = repo_file("Dockerfile");
+    let yaml = repo_file("deploy/kubernetes/dbservice.yaml");
+    let demo = repo_file("demo/Cargo.toml");
+    // The manifest's image is the demo at its version, the tag the Dockerfile tells you to use.
+    let version = demo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = "))
+        .expect("demo/Cargo.toml has a version")
+        .trim_matches('"');
+    let image = format!("dbservice:{version}");
+    assert!(
+        docker.contains(&format!("docker build -t {image} .")),
+        "the Dockerfile's build command tags {image}"
+    );
+    let images: Vec<&str> = yaml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image: "))
+        .collect();
+    assert_eq!(
+        images,
+        [image.as_str(), image.as_str()],
+        "init and app containers"
+    );
+    // It builds the binary the demo declares, and puts it on PATH under the name both
+    // containers run (the init container by `command`, the application by the image's CMD).
+    assert!(demo.contains("name = \"dbservice\"\npath = \"src/main.rs\""));
+    assert!(docker.contains("cargo build --release --locked -p dbservice-demo --bin dbservice"));
+    assert!(docker.contains("COPY --from=build /out/dbservice /usr/local/bin/dbservice"));
+    assert!(docker.lines().any(|l| l == "CMD [\"dbservice\"]"));
+    assert!(!docker.lines().any(|l| l.starts_with("ENTRYPOINT")));
+    assert!(yaml.contains("command: [\"dbservice\", \"migrate\"]"));
+    // The user the image runs as is the one the securityContext demands.
+    let user = format!(
+        "USER {}:{}",
+        number_after(&yaml, "securityContext:", "runAsUser:"),
+        number_after(&yaml, "securityContext:", "runAsGroup:")
+    );
+    assert!(
+        docker.lines().any(|l| l == user),
+        "the Dockerfile has {user}"
+    );
+    // The ports it exposes are the containerPorts, and the server listens beyond loopback.
+    let container = app_container(&yaml);
+    for port in [8080, 9090] {
+        assert!(
+            container.contains(&format!("containerPort: {port}")),
+            "{port}"
+        );
+    }
+    assert!(docker.contains("EXPOSE 8080 9090"));
+    assert!(docker.contains("HOST=0.0.0.0"));
+    // A missing DATABASE_URL fails the start rather than writing to a read-only root.
+    assert!(docker.contains("APP_ENV=production"));
+    // The build context leaves out the target directory and local secrets.
+    let ignore = repo_file(".dockerignore");
+    for entry in ["target/", ".git/", ".env"] {
+        assert!(
+            ignore.lines().any(|l| l == entry),
+            ".dockerignore lacks {entry}"
+        );
+    }
+}
