@@ -2,9 +2,11 @@
 #
 # The demo server's image, as deploy/kubernetes/dbservice.yaml runs it:
 #
-#     docker build -t dbservice:0.1.0 .          # at the repository's root
+#     docker build -t registry.example.com/dbservice:0.1.0 .    # at the repository's root
 #
-# The tag is the demo's version (demo/Cargo.toml); the manifest names the same one. The image
+# Tag a release by the demo's version (demo/Cargo.toml), which the manifest names; tag a build
+# of main by its commit (`git rev-parse --short HEAD`), never by a released version. Building
+# on an arm64 machine for amd64 nodes: add `--platform linux/amd64`. The image
 # holds one binary, `dbservice`, on PATH: the server by default (CMD), `dbservice migrate` for
 # the init container. It runs as the numeric user 10001:10001 that the manifest's
 # securityContext names, and writes nothing outside /tmp, so it runs with
@@ -12,6 +14,8 @@
 
 ARG RUST_VERSION=1.95
 
+# Both stages are Debian 12 (bookworm): the binary links against the builder's glibc, so the
+# runtime's must be the same release or newer.
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
 COPY . .

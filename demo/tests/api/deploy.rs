@@ -541,22 +541,55 @@ fn dashboard_selects_namespace_job_instance_and_pool_and_shows_quantiles_per_poo
     }
 }
 
+/// The Dockerfile's instructions, comments and blank lines left out, continuation lines
+/// joined, each as (INSTRUCTION in upper case, its arguments).
+fn dockerfile_instructions(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut pending = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && pending.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                pending.push_str(head);
+                pending.push(' ');
+            }
+            None => {
+                pending.push_str(line);
+                let (op, args) = pending.split_once(' ').unwrap_or((pending.as_str(), ""));
+                out.push((
+                    op.to_uppercase(),
+                    args.split_whitespace().collect::<Vec<_>>().join(" "),
+                ));
+                pending.clear();
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn the_image_recipe_builds_what_the_manifest_runs() {
-    let docker = repo_file("Dockerfile");
+    let docker = dockerfile_instructions(&repo_file("Dockerfile"));
+    let args = |op: &str| -> Vec<&str> {
+        docker
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, a)| a.as_str())
+            .collect()
+    };
     let yaml = repo_file("deploy/kubernetes/dbservice.yaml");
     let demo = repo_file("demo/Cargo.toml");
-    // The manifest's image is the demo at its version, the tag the Dockerfile tells you to use.
+    // The manifest's image is the demo at its released version, in both containers, and the
+    // kustomization that points it at a registry names that image.
     let version = demo
         .lines()
         .find_map(|l| l.strip_prefix("version = "))
         .expect("demo/Cargo.toml has a version")
         .trim_matches('"');
     let image = format!("dbservice:{version}");
-    assert!(
-        docker.contains(&format!("docker build -t {image} .")),
-        "the Dockerfile's build command tags {image}"
-    );
     let images: Vec<&str> = yaml
         .lines()
         .filter_map(|l| l.trim().strip_prefix("image: "))
@@ -566,25 +599,46 @@ fn the_image_recipe_builds_what_the_manifest_runs() {
         [image.as_str(), image.as_str()],
         "init and app containers"
     );
+    let kustomization = repo_file("deploy/kubernetes/kustomization.yaml");
+    assert!(kustomization.contains("  - dbservice.yaml\n"));
+    assert!(kustomization.contains("  - name: dbservice\n"));
+    assert!(kustomization.contains(&format!("    newTag: \"{version}\"\n")));
+    // Two stages on the same Debian release: the binary needs the builder's glibc or newer.
+    let stages = args("FROM");
+    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert!(stages[0].contains("-slim-bookworm AS build"), "{stages:?}");
+    assert!(stages[1].ends_with("-debian12"), "{stages:?}");
     // It builds the binary the demo declares, and puts it on PATH under the name both
     // containers run (the init container by `command`, the application by the image's CMD).
     assert!(demo.contains("name = \"dbservice\"\npath = \"src/main.rs\""));
-    assert!(docker.contains("cargo build --release --locked -p dbservice-demo --bin dbservice"));
-    assert!(docker.contains("COPY --from=build /out/dbservice /usr/local/bin/dbservice"));
-    assert!(docker.lines().any(|l| l == "CMD [\"dbservice\"]"));
-    assert!(!docker.lines().any(|l| l.starts_with("ENTRYPOINT")));
+    let run = args("RUN").join(" ");
+    assert!(
+        run.contains("cargo build --release --locked -p dbservice-demo --bin dbservice"),
+        "{run}"
+    );
+    assert!(
+        run.contains("install -D -m 0755 target/release/dbservice /out/dbservice"),
+        "{run}"
+    );
+    assert_eq!(
+        args("COPY").last().copied(),
+        Some("--from=build /out/dbservice /usr/local/bin/dbservice")
+    );
+    assert_eq!(args("CMD"), ["[\"dbservice\"]"]);
+    assert!(
+        args("ENTRYPOINT").is_empty(),
+        "an ENTRYPOINT would take `migrate` as its argument"
+    );
     assert!(yaml.contains("command: [\"dbservice\", \"migrate\"]"));
     // The user the image runs as is the one the securityContext demands.
     let user = format!(
-        "USER {}:{}",
+        "{}:{}",
         number_after(&yaml, "securityContext:", "runAsUser:"),
         number_after(&yaml, "securityContext:", "runAsGroup:")
     );
-    assert!(
-        docker.lines().any(|l| l == user),
-        "the Dockerfile has {user}"
-    );
-    // The ports it exposes are the containerPorts, and the server listens beyond loopback.
+    assert_eq!(args("USER"), [user.as_str()]);
+    // The ports it exposes are the containerPorts; it listens beyond loopback; a missing
+    // DATABASE_URL fails the start rather than writing to a read-only root.
     let container = app_container(&yaml);
     for port in [8080, 9090] {
         assert!(
@@ -592,13 +646,17 @@ fn the_image_recipe_builds_what_the_manifest_runs() {
             "{port}"
         );
     }
-    assert!(docker.contains("EXPOSE 8080 9090"));
-    assert!(docker.contains("HOST=0.0.0.0"));
-    // A missing DATABASE_URL fails the start rather than writing to a read-only root.
-    assert!(docker.contains("APP_ENV=production"));
+    assert_eq!(args("EXPOSE"), ["8080 9090"]);
+    let env = args("ENV").join(" ");
+    for setting in ["HOST=0.0.0.0", "PORT=8080", "APP_ENV=production"] {
+        assert!(
+            env.split(' ').any(|e| e == setting),
+            "ENV lacks {setting}: {env}"
+        );
+    }
     // The build context leaves out the target directory and local secrets.
     let ignore = repo_file(".dockerignore");
-    for entry in ["target/", ".git/", ".env"] {
+    for entry in ["target/", ".git/", "**/.env", "**/.env.*"] {
         assert!(
             ignore.lines().any(|l| l == entry),
             ".dockerignore lacks {entry}"
