@@ -23,8 +23,8 @@ use std::sync::atomic::AtomicU64;
 
 use crate::PoolStats;
 use crate::classify::ErrorKind;
+use crate::named::{PRIMARY, Pools};
 use crate::observe::Instruments;
-use crate::pools::{PRIMARY, Pools};
 use crate::replica::ReplicaStats;
 use crate::service::DbService;
 

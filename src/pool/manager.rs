@@ -12,10 +12,11 @@ use sea_orm::sqlx::{
 };
 
 use super::Shared;
-use super::conn::{CloseReason, Conn, RawConn};
+use super::conn::{Conn, RawConn};
 use super::exec;
 use super::plans::{self, Plans};
 use super::tidy;
+use crate::stats::CloseReason;
 
 /// How to open a connection of each backend.
 #[derive(Debug, Clone)]

@@ -35,20 +35,19 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{Pool as DeadPool, PoolError, QueueMode, Timeouts};
 use sea_orm::sqlx;
 
-pub use self::conn::CloseReason;
 pub(crate) use self::conn::RawConn;
 pub(crate) use self::exec::{Op, Output, session_prefix, unexpected};
 use self::holds::Holds;
 pub(crate) use self::holds::Site;
 pub(crate) use self::manager::{Connector, Manager};
 pub(crate) use self::pooled::Pooled;
-pub(crate) use self::reach::Failure;
 use self::reach::Reachability;
+pub(crate) use self::reach::{Failure, describe};
 pub(crate) use self::stream::RowStream;
 use crate::classify::{AcquireError, acquire_failed};
 use crate::config::{ConfigError, DbConfig, PoolOptions};
 use crate::observe::Instruments;
-use crate::service::Tasks;
+use crate::tasks::Tasks;
 
 /// A checkout that does not wait in the queue.
 const NOW: Timeouts = Timeouts {
@@ -116,7 +115,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn describe(&self, e: &sqlx::Error) -> String {
-        crate::service::describe(&self.config, e)
+        describe(&self.config, e)
     }
 
     /// A connection attempt failed: note it, and start the background probe when this makes

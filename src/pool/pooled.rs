@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use deadpool::managed::Object;
 use sea_orm::{DbErr, RuntimeErr, sqlx};
 
+use super::conn::Conn;
 use super::conn::RawConn;
-use super::conn::{CloseReason, Conn};
 use super::effects::{Context, drops_statements, leaves_transaction_state_alone, taints};
 use super::exec::{self, Mode, Op, Output};
 use super::holds::Site;
 use super::plans;
 use super::{Manager, Shared, tidy};
 use crate::classify::query_deadline_passed;
+use crate::stats::CloseReason;
 
 /// A connection taken from the pool; goes back when dropped.
 pub(crate) struct Pooled {

@@ -29,9 +29,10 @@ use std::time::Duration;
 use deadpool::managed::Object;
 use sea_orm::sqlx::{self, AssertSqlSafe, Connection, Row};
 
-use super::conn::{CloseReason, Conn, RawConn};
+use super::conn::{Conn, RawConn};
 use super::exec::Mode;
 use super::{Manager, Shared};
+use crate::stats::CloseReason;
 
 /// Why a connection is not fit to be handed out.
 #[derive(Debug, thiserror::Error)]

@@ -15,10 +15,10 @@ use sea_orm::sqlx::{
 };
 use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
 
-use super::Tasks;
 use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
 use crate::observe::Instruments;
 use crate::pool::{Connector, Pool};
+use crate::tasks::Tasks;
 
 /// How long the migration connection stays open after its last use.
 const RAW_IDLE: Duration = Duration::from_secs(10);

@@ -5,7 +5,6 @@ mod connect;
 mod global;
 mod lifecycle;
 mod readiness;
-mod tasks;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -13,12 +12,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-pub(crate) use self::connect::describe;
 use self::lifecycle::Lifecycle;
 pub use self::lifecycle::Phase;
 use self::readiness::ReadinessSlot;
 pub use self::readiness::{READY_CACHE, Readiness};
-pub(crate) use self::tasks::Tasks;
 use crate::config::{Backend, DbConfig};
 use crate::conn::DbConn;
 use crate::error::{Error, Result};
@@ -26,6 +23,7 @@ use crate::observe::Instruments;
 use crate::pool::{Pool, Pooled};
 use crate::replica::{HighWater, Need, Reader, Replica, ReplicaStats, Replicas, WalPosition};
 use crate::stats::{PoolStats, TxCounters};
+use crate::tasks::Tasks;
 
 /// A cheap-to-clone handle to one database pool and its state.
 ///
@@ -203,7 +201,7 @@ impl DbService {
         self.inner
             .name
             .get()
-            .map_or(crate::pools::PRIMARY, String::as_str)
+            .map_or(crate::named::PRIMARY, String::as_str)
     }
 
     /// Names the pool for log lines, once (later calls are ignored).
@@ -445,7 +443,7 @@ impl DbService {
         match tokio::time::timeout(within, work).await {
             Ok(Ok(())) => Ok(started.elapsed()),
             Ok(Err(e)) => {
-                let msg = connect::describe(&self.inner.config, &e);
+                let msg = crate::pool::describe(&self.inner.config, &e);
                 self.record_error(&msg);
                 self.inner.instruments.connection_failed();
                 if crate::classify::is_server_full(&e) {

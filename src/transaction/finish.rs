@@ -26,8 +26,8 @@ const GUARDED_COMMIT: &str = "SELECT WHERE false; COMMIT";
 /// [`GUARDED_COMMIT`] with the write position read after it (with replicas).
 static GUARDED_COMMIT_WITH_POSITION: LazyLock<String> =
     LazyLock::new(|| format!("SELECT WHERE false; {COMMIT_WITH_POSITION_SQL}"));
-use crate::service::Tasks;
 use crate::stats::TxCounters;
+use crate::tasks::Tasks;
 
 /// How long a caller waits for the answer to `COMMIT`: the transaction's `timeout` (at least
 /// `ping_timeout`) + 1 s. A COMMIT may legitimately be slow (an fsync stall, a synchronous
