@@ -4,21 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use sea_orm::sqlx::{MySqlConnection, PgConnection, SqliteConnection};
-
-use super::exec::Mode;
 use super::holds::HoldSlot;
+use super::op::Mode;
 use super::plans::Plans;
+use super::raw::{RawConn, SessionId};
 use crate::observe::Instruments;
 use crate::stats::CloseReason;
-
-/// A driver connection of one of the three backends.
-#[derive(Debug)]
-pub(crate) enum RawConn {
-    Postgres(PgConnection),
-    MySql(MySqlConnection),
-    Sqlite(SqliteConnection),
-}
 
 /// A pooled connection and its bookkeeping. `suspect` is the heart of the pool's check-in
 /// rule: it is set before every statement and cleared only when the statement completed
@@ -48,7 +39,7 @@ pub(crate) struct Conn {
     /// The server session this is (PostgreSQL's backend pid, MySQL's connection id, and what
     /// tells their server apart), the target of a cancel; `None` behind PgBouncer, where a
     /// backend names no stable session.
-    pub session: Option<super::tidy::SessionId>,
+    pub session: Option<SessionId>,
     /// Failed in a way that makes it useless (closed when released).
     pub broken: bool,
     /// Checkouts served so far.

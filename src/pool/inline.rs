@@ -17,7 +17,7 @@ use sea_orm::{DbBackend, Statement, Value};
 
 use crate::sql_text::{self, Token};
 
-use super::exec::{Op, Output};
+use super::op::{Op, Output};
 
 /// Why a statement could not be written with its values inlined.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -21,9 +21,12 @@ mod holds;
 mod inline;
 mod maintain;
 mod manager;
+mod op;
 mod plans;
 mod pooled;
+mod raw;
 mod reach;
+pub(crate) mod session_sql;
 pub(crate) mod stream;
 mod tidy;
 
@@ -35,12 +38,12 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{Pool as DeadPool, PoolError, QueueMode, Timeouts};
 use sea_orm::sqlx;
 
-pub(crate) use self::conn::RawConn;
-pub(crate) use self::exec::{Op, Output, session_prefix, unexpected};
 use self::holds::Holds;
 pub(crate) use self::holds::Site;
 pub(crate) use self::manager::{Connector, Manager};
+pub(crate) use self::op::{Op, Output, unexpected};
 pub(crate) use self::pooled::Pooled;
+pub(crate) use self::raw::RawConn;
 use self::reach::Reachability;
 pub(crate) use self::reach::{Failure, describe};
 pub(crate) use self::stream::RowStream;
@@ -105,7 +108,7 @@ pub(crate) struct Shared {
     /// Cancels under way (each holds a server connection of its own): at most two.
     pub cancel_slots: Arc<tokio::sync::Semaphore>,
     /// How statements are sent (PostgreSQL): prepared, unnamed, or inline for PgBouncer.
-    pub mode: Arc<exec::Mode>,
+    pub mode: Arc<op::Mode>,
     /// Stale-statement events (see [`plans`]): outdates every connection's statement cache.
     pub plans: Arc<plans::PlanEpoch>,
     config: DbConfig,
@@ -146,7 +149,7 @@ impl Shared {
                 let bound = shared.limits.connect_timeout;
                 match tokio::time::timeout(bound, shared.connector.open()).await {
                     Ok(Ok(raw)) => {
-                        exec::close(raw, shared.limits.ping_timeout).await;
+                        raw::close(raw, shared.limits.ping_timeout).await;
                         shared.reach.connected();
                     }
                     Ok(Err(e)) => {
@@ -180,18 +183,18 @@ fn sqlite_in_memory(config: &DbConfig, connector: &Connector) -> bool {
 }
 
 /// How this configuration's statements reach the server.
-fn statement_mode(config: &DbConfig) -> exec::Mode {
+fn statement_mode(config: &DbConfig) -> op::Mode {
     let p = config.pool();
     if config.backend() != crate::config::Backend::Postgres {
-        exec::Mode::Prepared
+        op::Mode::Prepared
     } else if p.pgbouncer {
-        exec::Mode::Inline {
-            prefix: exec::session_prefix(p),
+        op::Mode::Inline {
+            prefix: session_sql::session_prefix(p),
         }
     } else if p.statement_cache_size == Some(0) {
-        exec::Mode::Unnamed
+        op::Mode::Unnamed
     } else {
-        exec::Mode::Prepared
+        op::Mode::Prepared
     }
 }
 
@@ -440,7 +443,7 @@ impl Pool {
             }
         };
         self.shared.reach.connected();
-        exec::close(raw, self.shared.limits.ping_timeout).await;
+        raw::close(raw, self.shared.limits.ping_timeout).await;
         Ok(())
     }
 

@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::sqlx::{self, Connection, postgres::PgDatabaseError};
 
-use super::conn::RawConn;
-use super::exec::{self, Mode, Op, Output};
+use super::exec;
+use super::op::{Mode, Op, Output};
+use super::raw::RawConn;
 
 /// The pool's count of stale-statement events; a connection whose cache predates the
 /// current count is evicted before it is handed out.

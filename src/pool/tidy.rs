@@ -29,8 +29,9 @@ use std::time::Duration;
 use deadpool::managed::Object;
 use sea_orm::sqlx::{self, AssertSqlSafe, Connection, Row};
 
-use super::conn::{Conn, RawConn};
-use super::exec::Mode;
+use super::conn::Conn;
+use super::op::Mode;
+use super::raw::{RawConn, SessionId};
 use super::{Manager, Shared};
 use crate::stats::CloseReason;
 
@@ -178,7 +179,7 @@ pub(super) async fn drain(shared: &Shared, conn: &mut Conn) -> Result<(), Unfit>
     };
     let drained = tokio::time::timeout(bound, async {
         for _ in 0..3 {
-            match super::exec::ping(raw).await {
+            match super::raw::ping(raw).await {
                 Ok(()) => return Ok(()),
                 Err(sqlx::Error::Database(_)) => {}
                 Err(e) => return Err(broken("drain", &e)),
@@ -272,16 +273,6 @@ async fn mysql_outside_transaction(c: &mut sqlx::MySqlConnection) -> Result<(), 
     }
 }
 
-/// Which server session a connection is, for a cancel sent over another connection: the
-/// session's id there, and what tells that server apart from another one the same address may
-/// lead to (a load balancer, a DNS failover): PostgreSQL's `backend_start`, MySQL's
-/// `@@hostname:@@port`. A cancel whose side connection does not find both is not sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SessionId {
-    id: u64,
-    proof: String,
-}
-
 /// Asks the server to cancel what `conn` may still be running, over a connection of its own
 /// (PostgreSQL's `pg_cancel_backend`, MySQL's `KILL QUERY`) opened within `connect_timeout`,
 /// at most two at a time per pool (each is one more server connection).
@@ -359,7 +350,7 @@ async fn send_cancel(shared: &Shared, session: &SessionId) -> bool {
             }
             RawConn::Sqlite(_) => Ok(false),
         };
-        super::exec::close(side, shared.limits.ping_timeout).await;
+        super::raw::close(side, shared.limits.ping_timeout).await;
         result
     })
     .await;

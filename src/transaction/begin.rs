@@ -56,7 +56,7 @@ impl DbService {
                 "BEGIN; ",
                 &format!(
                     "BEGIN; {}",
-                    crate::pool::session_prefix(self.config().pool())
+                    crate::pool::session_sql::session_prefix(self.config().pool())
                 ),
                 1,
             );
