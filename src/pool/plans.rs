@@ -83,7 +83,7 @@ pub(crate) async fn evict(raw: &mut RawConn) -> Result<(), sqlx::Error> {
 /// statement that reads, outside a transaction of ours. (A `SELECT` calling a writing function
 /// passes, which is still safe here: the failed statement never ran.)
 fn rerun_allowed(op: Op<'_>, in_tx: bool) -> bool {
-    matches!(op, Op::One(_) | Op::All(_)) && !in_tx && crate::replica::surely_reads(op.sql())
+    matches!(op, Op::One(_) | Op::All(_)) && !in_tx && crate::reads::surely_reads(op.sql())
 }
 
 /// [`exec::run`], recovering from a stale cached statement: evicts this connection's cache,

@@ -8,8 +8,8 @@ use sea_orm::DbErr;
 use super::bump;
 use super::error::TxError;
 use crate::classify::{is_server_timeout, sqlstate};
+use crate::endpoint::{COMMIT_WITH_POSITION_SQL, HighWater, position_in};
 use crate::pool::{Op, Output, Pooled, RawConn};
-use crate::replica::{COMMIT_WITH_POSITION_SQL, HighWater, position_in};
 
 /// SQLSTATE `in_failed_sql_transaction`: what any statement but the end of the transaction
 /// gets once a statement inside it has failed.
