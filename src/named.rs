@@ -52,7 +52,7 @@ pub enum PoolsError {
         pool: String,
         /// What went wrong.
         #[source]
-        source: crate::Error,
+        source: crate::error::Error,
     },
 }
 

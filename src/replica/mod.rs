@@ -28,16 +28,15 @@
 //! [`DbService::conn`]: crate::DbService::conn
 //! [`DbService::write_position`]: crate::DbService::write_position
 
-mod config;
 pub(crate) mod probe;
 mod reader;
 mod set;
 
-pub use self::config::{
-    DEFAULT_REPLICA_CHECK_INTERVAL, DEFAULT_REPLICA_MAX_LAG, DEFAULT_REPLICA_WAIT, ReplicaConfig,
-};
 pub(crate) use self::reader::Need;
 pub use self::reader::{PositionError, Reader};
 pub use self::set::{ReadCounts, ReplicaStats, ReplicaStatus};
 pub(crate) use self::set::{Replica, Replicas};
+pub use crate::config::replica::{
+    DEFAULT_REPLICA_CHECK_INTERVAL, DEFAULT_REPLICA_MAX_LAG, DEFAULT_REPLICA_WAIT, ReplicaConfig,
+};
 pub use crate::endpoint::{BadPosition, WalPosition};

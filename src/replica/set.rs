@@ -9,8 +9,8 @@ use sea_orm::{DbBackend, DbErr, Statement};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::config::ReplicaConfig;
 use crate::classify::ErrorKind;
+use crate::config::replica::ReplicaConfig;
 use crate::endpoint::Endpoint;
 use crate::endpoint::{HighWater, WalPosition};
 use crate::pool::{Op, Output};
