@@ -32,6 +32,7 @@ use sea_orm::sqlx::{self, AssertSqlSafe, Connection, Row};
 use super::conn::Conn;
 use super::op::Mode;
 use super::raw::{RawConn, SessionId};
+use super::session_sql::{MYSQL_IN_TRANSACTION, PG_OUTSIDE_TRANSACTION, PG_RESET};
 use super::{Manager, Shared};
 use crate::stats::CloseReason;
 
@@ -54,19 +55,6 @@ impl Unfit {
         }
     }
 }
-
-/// The PostgreSQL reset (see the module's docs). The first statement's first column proves
-/// the session is outside a transaction (`now()` is the transaction's start, and equals the
-/// statement's own time only in the implicit transaction of this message); the third lists
-/// the caller's named statements.
-/// Qualified with `pg_catalog.`, so that nothing the caller created in its `search_path`
-/// stands in for them.
-const PG_RESET: &str = "SELECT pg_catalog.now() = pg_catalog.statement_timestamp(), \
-    (SELECT pg_catalog.pg_advisory_unlock_all()) IS NULL, \
-    (SELECT pg_catalog.string_agg('DEALLOCATE ' || pg_catalog.quote_ident(name), '; ') \
-     FROM pg_catalog.pg_prepared_statements WHERE from_sql); \
-    SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; CLOSE ALL; UNLISTEN *; \
-    DISCARD TEMP; DISCARD SEQUENCES";
 
 /// Whether `conn` needs any of this before the next caller.
 pub(super) fn needs_care(conn: &Conn) -> bool {
@@ -211,7 +199,7 @@ fn pg_failure(e: sqlx::Error) -> Unfit {
 }
 
 async fn postgres_outside_transaction(c: &mut sqlx::PgConnection) -> Result<(), Unfit> {
-    let row = sqlx::raw_sql("SELECT pg_catalog.now() = pg_catalog.statement_timestamp()")
+    let row = sqlx::raw_sql(PG_OUTSIDE_TRANSACTION)
         .fetch_one(&mut *c)
         .await
         .map_err(pg_failure)?;
@@ -255,10 +243,7 @@ async fn reset_postgres(c: &mut sqlx::PgConnection, stale: bool) -> Result<(), U
 /// MariaDB reports `@@in_transaction`; a MySQL server without it gets a `ROLLBACK`, which ends
 /// whatever was left open.
 async fn mysql_outside_transaction(c: &mut sqlx::MySqlConnection) -> Result<(), Unfit> {
-    match sqlx::raw_sql("SELECT CAST(@@in_transaction AS SIGNED)")
-        .fetch_one(&mut *c)
-        .await
-    {
+    match sqlx::raw_sql(MYSQL_IN_TRANSACTION).fetch_one(&mut *c).await {
         Ok(row) => match row.try_get::<i64, _>(0) {
             Ok(0) => Ok(()),
             Ok(_) => Err(Unfit::Unclean("it was left inside a transaction")),
