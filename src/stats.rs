@@ -162,7 +162,7 @@ pub struct Distribution {
     pub p99_ms: f64,
     /// Largest sample in the window.
     pub max_ms: f64,
-    /// Average over the window (seed 001's "average query time").
+    /// Average over the window (the "average query time" of a dashboard).
     pub mean_ms: f64,
 }
 
