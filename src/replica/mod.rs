@@ -31,11 +31,12 @@
 pub(crate) mod probe;
 mod reader;
 mod set;
+mod stats;
 
 pub(crate) use self::reader::Need;
 pub use self::reader::{PositionError, Reader};
-pub use self::set::{ReadCounts, ReplicaStats, ReplicaStatus};
 pub(crate) use self::set::{Replica, Replicas};
+pub use self::stats::{ReadCounts, ReplicaStats, ReplicaStatus};
 pub use crate::config::replica::{
     DEFAULT_REPLICA_CHECK_INTERVAL, DEFAULT_REPLICA_MAX_LAG, DEFAULT_REPLICA_WAIT, ReplicaConfig,
 };
