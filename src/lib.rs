@@ -7,7 +7,7 @@
 //!   ...), layered settings, redaction.
 //! - [`DbService`]: owns the pool (its own, under SeaORM: see `src/pool`); lazy creation,
 //!   connect with backoff, readiness, close.
-//! - [`pools`]: the primary pool and named ones (`DATABASE_URL_<NAME>`), by name.
+//! - [`named`]: the primary pool and named ones (`DATABASE_URL_<NAME>`), by name.
 //! - [`batch`]: many rows in one bounded transaction: chunked `INSERT`s or `COPY`.
 //! - [`replica`]: read replicas (`DATABASE_REPLICA_URLS`) with read-your-writes, `db.read()`.
 //! - [`transaction`]: `db.transaction(async |tx| ...)` (configured defaults) and

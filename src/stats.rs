@@ -148,11 +148,11 @@ impl PoolStats {
     }
 }
 
-/// Percentiles of a duration over the last [`WINDOW`] samples, in milliseconds.
+/// Percentiles of a duration over the most recent samples (a window of 1024), in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Distribution {
-    /// How many samples the window holds (at most [`WINDOW`]).
+    /// How many samples the window holds (at most 1024).
     pub samples: usize,
     /// Median.
     pub p50_ms: f64,
