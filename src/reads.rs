@@ -1,6 +1,6 @@
 //! Whether a statement is a read, as far as the client can tell: its words outside quotes and
-//! comments. Used by [`Reader`](crate::replica::Reader) to refuse writes before they reach a server, and
-//! to know which statements cannot move the write position.
+//! comments. Used by [`Reader`](crate::replica::Reader) to refuse writes before they reach a
+//! server, and to know which statements cannot move the write position.
 //!
 //! What it cannot see: a function that writes (`SELECT nextval(..)`); on a replica the server
 //! refuses that itself (SQLSTATE 25006), which the reader returns as an error.

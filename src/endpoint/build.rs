@@ -1,5 +1,5 @@
-//! From configuration to connections: the connect options of each backend for the service's
-//! own pool, and the one-connection SeaORM `DatabaseConnection` kept for migrations and for
+//! From configuration to connections: the connect options of each backend for an endpoint's
+//! pool, and the one-connection SeaORM `DatabaseConnection` kept for migrations and for
 //! code that needs SeaORM's own connection type.
 
 use std::str::FromStr;

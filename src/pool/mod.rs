@@ -1,4 +1,4 @@
-//! The service's own connection pool: sqlx's connections (`PgConnection`, `MySqlConnection`,
+//! An endpoint's connection pool: sqlx's connections (`PgConnection`, `MySqlConnection`,
 //! `SqliteConnection`) handed out by `deadpool::managed`, with our rules for check-in,
 //! checkout, retirement and diagnostics.
 //!
