@@ -1,7 +1,6 @@
-//! Batch writes (seed 000's "high-throughput batch writes in a transaction"): many SeaORM
-//! active models inserted in one bounded transaction, all or nothing, either as multi-row
-//! `INSERT`s in chunks that respect the backend's bind-parameter limit, or on PostgreSQL as
-//! one `COPY ... FROM STDIN`.
+//! Batch writes at high throughput: many SeaORM active models inserted in one bounded
+//! transaction, all or nothing, either as multi-row `INSERT`s in chunks that respect the
+//! backend's bind-parameter limit, or on PostgreSQL as one `COPY ... FROM STDIN`.
 //!
 //! ```no_run
 //! # async fn run(db: dbservice::DbService, rows: Vec<impl sea_orm::ActiveModelTrait + Clone + Send + Sync + 'static>) -> Result<(), dbservice::batch::BatchError> {
@@ -49,7 +48,7 @@ pub struct BatchOptions {
     pub method: Option<BatchMethod>,
     /// Rows per `INSERT` at most (besides the bind limit). Default: 1000, measured fastest
     /// (BENCHMARKS.md: 1.4× the rows/s of statements filled to the bind limit, whose building
-    /// and parsing cost grows faster than the round trips they save; 1.5× seed 000's 100).
+    /// and parsing cost grows faster than the round trips they save; 1.5× chunks of 100).
     /// `usize::MAX` fills each statement to the bind limit.
     pub max_chunk_rows: Option<usize>,
     /// Where `method: None` switches to `Copy` on PostgreSQL. Default: 1000 rows.

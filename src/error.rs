@@ -49,13 +49,53 @@ pub enum Error {
     /// Preparing the database after connecting (e.g. migrations) failed.
     #[error("startup step failed: {0}")]
     Startup(String),
-    /// Migrating, or checking the schema, failed; see [`MigrateError`](crate::migrate::MigrateError).
+    /// Migrating, or checking the schema, failed; see [`MigrateError`].
     #[error(transparent)]
-    Migrate(#[from] crate::migrate::MigrateError),
+    Migrate(#[from] MigrateError),
     /// A database operation failed.
     #[error("database error: {0}")]
     Database(#[from] sea_orm::DbErr),
     /// The process-wide instance was already installed.
     #[error("the process-wide DbService is already initialised")]
     AlreadyInitialized,
+}
+
+/// Why migrating, or checking the schema, failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// Another session kept the migration lock for the whole bound.
+    #[error(
+        "the migration lock ({lock}) was still held by {holder} after {waited:?} \
+         (migrate_lock_timeout = {bound:?}); nothing was migrated"
+    )]
+    LockTimeout {
+        /// Which lock: the advisory key or the `GET_LOCK` name.
+        lock: String,
+        /// Who holds it, as far as the server tells (pid, application name, client).
+        holder: String,
+        /// How long we waited.
+        waited: Duration,
+        /// The configured bound.
+        bound: Duration,
+    },
+    /// The database lacks a migration this build knows (checked with migrations off).
+    #[error(
+        "the database is behind this build: migration `{missing}` is not applied \
+         ({applied} of {known} applied)"
+    )]
+    Behind {
+        /// The first migration, in order, that is not applied.
+        missing: String,
+        /// How many of this build's migrations are applied.
+        applied: usize,
+        /// How many migrations this build knows.
+        known: usize,
+    },
+    /// The migration table's name is not a plain identifier, so it cannot be read safely.
+    #[error("the migration table name `{0}` is not a plain identifier")]
+    TableName(String),
+    /// A statement failed (the message scrubbed of the password).
+    #[error("migrating or checking the schema failed: {0}")]
+    Database(String),
 }

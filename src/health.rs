@@ -24,8 +24,9 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use actix_web::{HttpResponse, Scope, web};
 use serde_json::json;
 
-use crate::pools::Pools;
-use crate::service::{DbService, Phase, PingError, Readiness};
+use crate::endpoint::{Phase, PingError};
+use crate::named::Pools;
+use crate::service::{DbService, Readiness};
 use crate::stats::PoolStats;
 use crate::time::rfc3339;
 

@@ -7,7 +7,7 @@
 //!   ...), layered settings, redaction.
 //! - [`DbService`]: owns the pool (its own, under SeaORM: see `src/pool`); lazy creation,
 //!   connect with backoff, readiness, close.
-//! - [`pools`]: the primary pool and named ones (`DATABASE_URL_<NAME>`), by name.
+//! - [`named`]: the primary pool and named ones (`DATABASE_URL_<NAME>`), by name.
 //! - [`batch`]: many rows in one bounded transaction: chunked `INSERT`s or `COPY`.
 //! - [`replica`]: read replicas (`DATABASE_REPLICA_URLS`) with read-your-writes, `db.read()`.
 //! - [`transaction`]: `db.transaction(async |tx| ...)` (configured defaults) and
@@ -36,30 +36,32 @@ pub mod alerts;
 pub mod batch;
 pub mod classify;
 pub mod config;
-mod conn;
+mod endpoint;
 mod error;
 pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod migrate;
+pub mod named;
 mod observe;
 mod pool;
-pub mod pools;
+mod reads;
 pub mod replica;
 mod service;
 pub mod shutdown;
 mod sql_text;
 mod stats;
+mod tasks;
 pub mod telemetry;
 mod time;
 pub mod transaction;
 
 pub use classify::AcquireError;
 pub use config::{Backend, ConfigError, DbConfig, PoolOptions, RedactedUrl, Settings};
-pub use conn::{DbConn, DbStream};
+pub use endpoint::{DbConn, DbStream, Endpoint, LastError, Phase, PingError};
 pub use error::{Error, Result};
-pub use pool::CloseReason;
-pub use pools::{Pools, PoolsError};
-pub use service::{DbService, LastError, Phase, PingError, READY_CACHE, Readiness};
+pub use named::{Pools, PoolsError};
+pub use service::{DbService, READY_CACHE, Readiness};
+pub use stats::CloseReason;
 pub use stats::{ClosedCounts, Distribution, ErrorCounts, PoolStats, TxStats};
 pub use transaction::{Isolation, Transaction, TxError, TxOptions};

@@ -23,8 +23,9 @@ use std::sync::atomic::AtomicU64;
 
 use crate::PoolStats;
 use crate::classify::ErrorKind;
+use crate::endpoint::Endpoint;
+use crate::named::{PRIMARY, Pools};
 use crate::observe::Instruments;
-use crate::pools::{PRIMARY, Pools};
 use crate::replica::ReplicaStats;
 use crate::service::DbService;
 
@@ -321,7 +322,7 @@ impl Collector for ServiceCollector {
         };
         // (pool label, statistics, service) for each service, each replica's own pool as a
         // pool of its own (`replica_1`, or `<pool>_replica_1` under a named pool).
-        let mut services: Vec<(Labels, PoolStats, &DbService)> = Vec::new();
+        let mut services: Vec<(Labels, PoolStats, &Endpoint)> = Vec::new();
         for (labels, db) in &owners {
             let pool = labels.first().map(|(_, v)| v.as_str()).unwrap_or(PRIMARY);
             let labels = if db.replica_services().is_empty() || !labels.is_empty() {
@@ -329,7 +330,7 @@ impl Collector for ServiceCollector {
             } else {
                 vec![("pool".to_owned(), PRIMARY.to_owned())]
             };
-            services.push((labels, db.stats(), *db));
+            services.push((labels, db.stats(), db.primary()));
             for (name, replica) in db.replica_services() {
                 let label = if pool == PRIMARY {
                     name.to_owned()

@@ -20,7 +20,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use sea_orm::DbErr;
 
 use crate::classify::ErrorKind;
-use crate::pool::CloseReason;
+use crate::stats::CloseReason;
 use crate::stats::{ClosedCounts, Distribution, ErrorCounts};
 
 /// How many recent samples the percentiles of [`DbService::stats`](crate::DbService::stats)

@@ -5,6 +5,65 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+/// Why a connection was closed; counted in `dbservice_connections_closed_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// Idle longer than `idle_timeout` (above `min_connections`).
+    Idle,
+    /// Older than its (jittered) `max_lifetime`.
+    Lifetime,
+    /// Served its (jittered) `max_uses` checkouts.
+    MaxUses,
+    /// The connection failed (I/O error, no answer to a check, terminated by the server).
+    Broken,
+    /// Its state could not be proven clean (left inside a transaction, or a check disagreed).
+    Unclean,
+    /// The pool was closed.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// Every reason, in the order of [`ClosedCounts`](crate::ClosedCounts)' fields.
+    pub const ALL: [CloseReason; 6] = [
+        CloseReason::Idle,
+        CloseReason::Lifetime,
+        CloseReason::MaxUses,
+        CloseReason::Broken,
+        CloseReason::Unclean,
+        CloseReason::Shutdown,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::Lifetime => "lifetime",
+            CloseReason::MaxUses => "max_uses",
+            CloseReason::Broken => "broken",
+            CloseReason::Unclean => "unclean",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+
+    pub(crate) fn index(self) -> u8 {
+        self as u8
+    }
+
+    pub(crate) fn from_index(i: u8) -> Self {
+        Self::ALL
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(CloseReason::Shutdown)
+    }
+
+    /// Whether a connection closed for this reason is still healthy enough to be told
+    /// goodbye (a `Terminate` message) rather than just dropped.
+    pub(crate) fn graceful(self) -> bool {
+        !matches!(self, CloseReason::Broken | CloseReason::Unclean)
+    }
+}
+
 /// A snapshot of the pool: connections, callers, statements, errors, transactions.
 ///
 /// The numbers are read one after another without a lock, so under load they may not add up
@@ -89,11 +148,11 @@ impl PoolStats {
     }
 }
 
-/// Percentiles of a duration over the last [`WINDOW`] samples, in milliseconds.
+/// Percentiles of a duration over the most recent samples (a window of 1024), in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Distribution {
-    /// How many samples the window holds (at most [`WINDOW`]).
+    /// How many samples the window holds (at most 1024).
     pub samples: usize,
     /// Median.
     pub p50_ms: f64,
@@ -103,7 +162,7 @@ pub struct Distribution {
     pub p99_ms: f64,
     /// Largest sample in the window.
     pub max_ms: f64,
-    /// Average over the window (seed 001's "average query time").
+    /// Average over the window (the "average query time" of a dashboard).
     pub mean_ms: f64,
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod duration;
 mod error;
 mod profile;
 mod redact;
+pub(crate) mod replica;
 mod schema;
 mod service_links;
 mod settings;
@@ -44,7 +45,7 @@ pub struct DbConfig {
     /// `DATABASE_URL_DIRECT`: a real session for migrations and their lock (behind PgBouncer).
     direct: Option<SplitUrl>,
     /// `DATABASE_REPLICA_URLS` and the replica bounds.
-    replicas: Option<Box<crate::replica::ReplicaConfig>>,
+    replicas: Option<Box<replica::ReplicaConfig>>,
     /// Where each pool parameter (and the URL) came from.
     sources: Sources,
     secrets: Vec<String>,
@@ -352,10 +353,7 @@ impl DbConfig {
     ///     .is_err());
     /// # Ok::<(), dbservice::ConfigError>(())
     /// ```
-    pub fn with_replicas(
-        mut self,
-        replicas: crate::replica::ReplicaConfig,
-    ) -> Result<Self, ConfigError> {
+    pub fn with_replicas(mut self, replicas: replica::ReplicaConfig) -> Result<Self, ConfigError> {
         replicas.validate(self.url.backend)?;
         for r in &replicas.replicas {
             self.secrets.extend(r.secrets.iter().cloned());
@@ -388,7 +386,7 @@ impl DbConfig {
     }
 
     /// The read replicas, if any.
-    pub fn replicas(&self) -> Option<&crate::replica::ReplicaConfig> {
+    pub fn replicas(&self) -> Option<&replica::ReplicaConfig> {
         self.replicas.as_deref()
     }
 
@@ -452,7 +450,7 @@ impl Serialize for DbConfig {
             #[serde(flatten)]
             pool: &'a PoolOptions,
             #[serde(skip_serializing_if = "Option::is_none")]
-            replicas: Option<&'a crate::replica::ReplicaConfig>,
+            replicas: Option<&'a replica::ReplicaConfig>,
             sources: &'a Sources,
         }
         Shown {

@@ -25,13 +25,13 @@ use super::DbConfig;
 use super::duration::{parse_duration, parse_optional_duration};
 use super::error::ConfigError;
 use super::profile::{Profile, Source, Sources};
+use super::replica::{
+    DEFAULT_REPLICA_CHECK_INTERVAL, DEFAULT_REPLICA_MAX_LAG, DEFAULT_REPLICA_WAIT, ReplicaConfig,
+};
 use super::service_links::is_service_link;
 use super::shutdown::ShutdownSettings;
 use super::unknown::{self, Unknown};
 use super::url::POOL_KEYS;
-use crate::replica::{
-    DEFAULT_REPLICA_CHECK_INTERVAL, DEFAULT_REPLICA_MAX_LAG, DEFAULT_REPLICA_WAIT, ReplicaConfig,
-};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]

@@ -26,6 +26,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::Backend;
+pub use crate::error::MigrateError;
 use crate::error::Result;
 use crate::service::DbService;
 
@@ -38,46 +39,6 @@ pub const PG_LOCK_KEY: i64 = 0x6462_7365_7276_6963;
 
 /// How long [`run`] waits for another process's migrations before it gives up.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Why migrating, or checking the schema, failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MigrateError {
-    /// Another session kept the migration lock for the whole bound.
-    #[error(
-        "the migration lock ({lock}) was still held by {holder} after {waited:?} \
-         (migrate_lock_timeout = {bound:?}); nothing was migrated"
-    )]
-    LockTimeout {
-        /// Which lock: the advisory key or the `GET_LOCK` name.
-        lock: String,
-        /// Who holds it, as far as the server tells (pid, application name, client).
-        holder: String,
-        /// How long we waited.
-        waited: Duration,
-        /// The configured bound.
-        bound: Duration,
-    },
-    /// The database lacks a migration this build knows (checked with migrations off).
-    #[error(
-        "the database is behind this build: migration `{missing}` is not applied \
-         ({applied} of {known} applied)"
-    )]
-    Behind {
-        /// The first migration, in order, that is not applied.
-        missing: String,
-        /// How many of this build's migrations are applied.
-        applied: usize,
-        /// How many migrations this build knows.
-        known: usize,
-    },
-    /// The migration table's name is not a plain identifier, so it cannot be read safely.
-    #[error("the migration table name `{0}` is not a plain identifier")]
-    TableName(String),
-    /// A statement failed (the message scrubbed of the password).
-    #[error("migrating or checking the schema failed: {0}")]
-    Database(String),
-}
 
 /// Applies every pending migration of `M` under the lock, waiting for it at most
 /// [`DEFAULT_LOCK_TIMEOUT`].

@@ -4,79 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use sea_orm::sqlx::{MySqlConnection, PgConnection, SqliteConnection};
-
-use super::exec::Mode;
 use super::holds::HoldSlot;
+use super::op::Mode;
 use super::plans::Plans;
+use super::raw::{RawConn, SessionId};
 use crate::observe::Instruments;
-
-/// A driver connection of one of the three backends.
-#[derive(Debug)]
-pub(crate) enum RawConn {
-    Postgres(PgConnection),
-    MySql(MySqlConnection),
-    Sqlite(SqliteConnection),
-}
-
-/// Why a connection was closed; counted in `dbservice_connections_closed_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// Idle longer than `idle_timeout` (above `min_connections`).
-    Idle,
-    /// Older than its (jittered) `max_lifetime`.
-    Lifetime,
-    /// Served its (jittered) `max_uses` checkouts.
-    MaxUses,
-    /// The connection failed (I/O error, no answer to a check, terminated by the server).
-    Broken,
-    /// Its state could not be proven clean (left inside a transaction, or a check disagreed).
-    Unclean,
-    /// The pool was closed.
-    Shutdown,
-}
-
-impl CloseReason {
-    /// Every reason, in the order of [`ClosedCounts`](crate::ClosedCounts)' fields.
-    pub const ALL: [CloseReason; 6] = [
-        CloseReason::Idle,
-        CloseReason::Lifetime,
-        CloseReason::MaxUses,
-        CloseReason::Broken,
-        CloseReason::Unclean,
-        CloseReason::Shutdown,
-    ];
-
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            CloseReason::Idle => "idle",
-            CloseReason::Lifetime => "lifetime",
-            CloseReason::MaxUses => "max_uses",
-            CloseReason::Broken => "broken",
-            CloseReason::Unclean => "unclean",
-            CloseReason::Shutdown => "shutdown",
-        }
-    }
-
-    fn index(self) -> u8 {
-        self as u8
-    }
-
-    fn from_index(i: u8) -> Self {
-        Self::ALL
-            .get(usize::from(i))
-            .copied()
-            .unwrap_or(CloseReason::Shutdown)
-    }
-
-    /// Whether a connection closed for this reason is still healthy enough to be told
-    /// goodbye (a `Terminate` message) rather than just dropped.
-    pub(crate) fn graceful(self) -> bool {
-        !matches!(self, CloseReason::Broken | CloseReason::Unclean)
-    }
-}
+use crate::stats::CloseReason;
 
 /// A pooled connection and its bookkeeping. `suspect` is the heart of the pool's check-in
 /// rule: it is set before every statement and cleared only when the statement completed
@@ -106,7 +39,7 @@ pub(crate) struct Conn {
     /// The server session this is (PostgreSQL's backend pid, MySQL's connection id, and what
     /// tells their server apart), the target of a cancel; `None` behind PgBouncer, where a
     /// backend names no stable session.
-    pub session: Option<super::tidy::SessionId>,
+    pub session: Option<SessionId>,
     /// Failed in a way that makes it useless (closed when released).
     pub broken: bool,
     /// Checkouts served so far.

@@ -4,69 +4,13 @@
 //! `From<PgQueryResult> for ExecResult`. Unprepared SQL goes through the simple protocol
 //! (`raw_sql`), as SeaORM's `execute_unprepared` does.
 
-use std::time::Duration;
-
+use sea_orm::Statement;
 use sea_orm::sea_query::Values;
-use sea_orm::sqlx::{self, AssertSqlSafe, Connection};
-use sea_orm::{ExecResult, QueryResult, Statement};
+use sea_orm::sqlx::{self, AssertSqlSafe};
 use sea_query_sqlx::SqlxValues;
 
-use super::conn::RawConn;
-
-/// How statements reach a PostgreSQL server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Named prepared statements, cached per connection (sqlx's default).
-    Prepared,
-    /// `statement_cache_size=0`: the unnamed statement, re-prepared each time, so nothing
-    /// accumulates on the server (sqlx 0.9 names and never closes statements it does not cache,
-    /// sqlx#4328).
-    Unnamed,
-    /// `pgbouncer=true`: one simple-protocol message per statement, values inlined as typed
-    /// literals (`inline.rs`), no prepared statement at all, so PgBouncer's transaction
-    /// mode cannot split a statement across server connections or meet another client's
-    /// statement names; `prefix` (`SET LOCAL ...;`) carries the session settings into the
-    /// same implicit transaction.
-    Inline { prefix: String },
-}
-
-/// One statement to run.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Op<'a> {
-    Execute(&'a Statement),
-    Unprepared(&'a str),
-    /// Unprepared SQL (one or more statements, simple protocol) whose rows are wanted.
-    UnpreparedRows(&'a str),
-    One(&'a Statement),
-    All(&'a Statement),
-}
-
-/// What it returned.
-pub(crate) enum Output {
-    Exec(ExecResult),
-    One(Option<QueryResult>),
-    All(Vec<QueryResult>),
-}
-
-/// For a result of the wrong kind (an `Op` always yields its own kind; this keeps the
-/// `ConnectionTrait` methods free of panics).
-pub(crate) fn unexpected() -> sea_orm::DbErr {
-    sea_orm::DbErr::Custom("the statement returned an unexpected kind of result".into())
-}
-
-impl Op<'_> {
-    pub fn sql(&self) -> &str {
-        match self {
-            Op::Execute(s) | Op::One(s) | Op::All(s) => &s.sql,
-            Op::Unprepared(sql) | Op::UnpreparedRows(sql) => sql,
-        }
-    }
-
-    /// SeaORM reports failed executions as `DbErr::Exec` and failed queries as `DbErr::Query`.
-    pub fn is_query(&self) -> bool {
-        matches!(self, Op::One(_) | Op::All(_) | Op::UnpreparedRows(_))
-    }
-}
+use super::op::{Mode, Op, Output};
+use super::raw::RawConn;
 
 pub(crate) fn values(stmt: &Statement) -> SqlxValues {
     SqlxValues(stmt.values.clone().unwrap_or(Values(Vec::new())))
@@ -120,49 +64,4 @@ pub(crate) async fn run(
         RawConn::MySql(c) => run_on!(c, op, true),
         RawConn::Sqlite(c) => run_on!(c, op, true),
     }
-}
-
-/// The session settings as `SET LOCAL` statements for the front of each message behind
-/// PgBouncer (where a session is not ours): `statement_timeout`,
-/// `idle_in_transaction_session_timeout`, `search_path`. Only numbers and validated schema
-/// names are formatted in.
-pub(crate) fn session_prefix(p: &crate::config::PoolOptions) -> String {
-    let mut s = String::new();
-    if let Some(t) = p.statement_timeout {
-        s.push_str(&format!(
-            "SET LOCAL statement_timeout = {}; ",
-            t.as_millis()
-        ));
-    }
-    if let Some(t) = p.idle_in_transaction_session_timeout {
-        s.push_str(&format!(
-            "SET LOCAL idle_in_transaction_session_timeout = {}; ",
-            t.as_millis()
-        ));
-    }
-    if let Some(schema) = &p.schema {
-        s.push_str(&format!("SET LOCAL search_path TO {schema}; "));
-    }
-    s
-}
-
-/// A liveness round trip.
-pub(crate) async fn ping(conn: &mut RawConn) -> Result<(), sqlx::Error> {
-    match conn {
-        RawConn::Postgres(c) => c.ping().await,
-        RawConn::MySql(c) => c.ping().await,
-        RawConn::Sqlite(c) => c.ping().await,
-    }
-}
-
-/// Closes politely (PostgreSQL's `Terminate`, MySQL's `COM_QUIT`), within `bound`.
-pub(crate) async fn close(conn: RawConn, bound: Duration) {
-    let closing = async {
-        match conn {
-            RawConn::Postgres(c) => c.close().await,
-            RawConn::MySql(c) => c.close().await,
-            RawConn::Sqlite(c) => c.close().await,
-        }
-    };
-    let _ = tokio::time::timeout(bound, closing).await;
 }

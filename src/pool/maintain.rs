@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Pool;
-use super::conn::CloseReason;
+use crate::stats::CloseReason;
 
 /// How often the task runs: often enough for the shortest bound it enforces.
 fn period(pool: &Pool) -> Duration {

@@ -12,10 +12,12 @@ use sea_orm::sqlx::{
 };
 
 use super::Shared;
-use super::conn::{CloseReason, Conn, RawConn};
-use super::exec;
+use super::conn::Conn;
 use super::plans::{self, Plans};
+use super::raw::RawConn;
 use super::tidy;
+use super::{op, raw};
+use crate::stats::CloseReason;
 
 /// How to open a connection of each backend.
 #[derive(Debug, Clone)]
@@ -120,7 +122,7 @@ impl managed::Manager for Manager {
     async fn create(&self) -> Result<Conn, ManagerError> {
         let mut raw = self.connect().await?;
         let limits = &self.shared.limits;
-        let inline = matches!(*self.shared.mode, exec::Mode::Inline { .. });
+        let inline = matches!(*self.shared.mode, op::Mode::Inline { .. });
         let session = tidy::session_id(&mut raw, inline, limits.ping_timeout).await;
         let jitter = self.shared.instruments.jitter();
         let mut conn = Conn::new(
@@ -175,7 +177,7 @@ impl managed::Manager for Manager {
                     &self.shared.instruments.pings
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                self.round_trip(conn, "ping", exec::ping).await?;
+                self.round_trip(conn, "ping", raw::ping).await?;
                 conn.alive_at = Instant::now();
             }
         }
@@ -197,7 +199,7 @@ impl managed::Manager for Manager {
         };
         if conn.reason().graceful() {
             let bound = self.shared.limits.ping_timeout;
-            self.shared.tasks.spawn(exec::close(raw, bound));
+            self.shared.tasks.spawn(raw::close(raw, bound));
         }
     }
 }

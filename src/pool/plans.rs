@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::sqlx::{self, Connection, postgres::PgDatabaseError};
 
-use super::conn::RawConn;
-use super::exec::{self, Mode, Op, Output};
+use super::exec;
+use super::op::{Mode, Op, Output};
+use super::raw::RawConn;
 
 /// The pool's count of stale-statement events; a connection whose cache predates the
 /// current count is evicted before it is handed out.
@@ -82,7 +83,7 @@ pub(crate) async fn evict(raw: &mut RawConn) -> Result<(), sqlx::Error> {
 /// statement that reads, outside a transaction of ours. (A `SELECT` calling a writing function
 /// passes, which is still safe here: the failed statement never ran.)
 fn rerun_allowed(op: Op<'_>, in_tx: bool) -> bool {
-    matches!(op, Op::One(_) | Op::All(_)) && !in_tx && crate::replica::surely_reads(op.sql())
+    matches!(op, Op::One(_) | Op::All(_)) && !in_tx && crate::reads::surely_reads(op.sql())
 }
 
 /// [`exec::run`], recovering from a stale cached statement: evicts this connection's cache,

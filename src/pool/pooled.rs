@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use deadpool::managed::Object;
 use sea_orm::{DbErr, RuntimeErr, sqlx};
 
-use super::conn::RawConn;
-use super::conn::{CloseReason, Conn};
+use super::conn::Conn;
 use super::effects::{Context, drops_statements, leaves_transaction_state_alone, taints};
-use super::exec::{self, Mode, Op, Output};
 use super::holds::Site;
+use super::op::{Mode, Op, Output};
 use super::plans;
+use super::raw::{self, RawConn};
 use super::{Manager, Shared, tidy};
 use crate::classify::query_deadline_passed;
+use crate::stats::CloseReason;
 
 /// A connection taken from the pool; goes back when dropped.
 pub(crate) struct Pooled {
@@ -164,7 +165,7 @@ impl Pooled {
         let Some(raw) = self.conn().and_then(|c| c.raw.as_mut()) else {
             return Err(sqlx::Error::PoolClosed);
         };
-        match tokio::time::timeout(bound, exec::ping(raw)).await {
+        match tokio::time::timeout(bound, raw::ping(raw)).await {
             Ok(r) => r,
             Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

@@ -1,7 +1,8 @@
 //! Whether the database is known to be down, or only full: consecutive connect failures, the
 //! last cause, the fail-fast state that spares waiters a `pool_timeout` each while it lasts,
 //! and the saturated-server state, in which the server answers but has no slot left for a new
-//! connection (it is up: the open connections keep serving and readiness holds).
+//! connection (it is up: the open connections keep serving and readiness holds); and the
+//! scrubbed description of a failed connect that every report of it uses.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use sea_orm::sqlx;
 
 use crate::classify::{AcquireError, is_server_full};
+use crate::config::DbConfig;
 
 /// How a connect attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,4 +159,36 @@ impl Reachability {
             },
         }
     }
+}
+
+/// Describes a driver error with its SQLSTATE, scrubbed of the URL's secrets.
+pub(crate) fn describe(config: &DbConfig, err: &sqlx::Error) -> String {
+    let text = match err {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", db.message()),
+            None => db.message().to_owned(),
+        },
+        sqlx::Error::Io(e) => {
+            let u = url::Url::parse(config.driver_url()).ok();
+            let host = u
+                .as_ref()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            let port = u
+                .as_ref()
+                .and_then(url::Url::port)
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
+            format!("cannot reach {host}{port}: {e}")
+        }
+        sqlx::Error::Tls(e) => match config.tls() {
+            Some(tls) => format!(
+                "TLS failed: {e} (sslmode={}, from {})",
+                tls.mode, tls.source
+            ),
+            None => format!("TLS failed: {e}"),
+        },
+        other => other.to_string(),
+    };
+    config.scrub(&text)
 }

@@ -13,10 +13,11 @@ use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
 use sea_orm::{DbErr, QueryResult, RuntimeErr, Statement};
 use tokio::sync::mpsc;
 
-use super::conn::RawConn;
-use super::exec::{Mode, values};
+use super::exec::values;
 use super::inline;
+use super::op::Mode;
 use super::pooled::Pooled;
+use super::raw::RawConn;
 
 /// Rows of a streamed query, as they arrive.
 #[derive(Debug)]

@@ -29,9 +29,12 @@ use std::time::Duration;
 use deadpool::managed::Object;
 use sea_orm::sqlx::{self, AssertSqlSafe, Connection, Row};
 
-use super::conn::{CloseReason, Conn, RawConn};
-use super::exec::Mode;
+use super::conn::Conn;
+use super::op::Mode;
+use super::raw::{RawConn, SessionId};
+use super::session_sql::{MYSQL_IN_TRANSACTION, PG_OUTSIDE_TRANSACTION, PG_RESET};
 use super::{Manager, Shared};
+use crate::stats::CloseReason;
 
 /// Why a connection is not fit to be handed out.
 #[derive(Debug, thiserror::Error)]
@@ -52,19 +55,6 @@ impl Unfit {
         }
     }
 }
-
-/// The PostgreSQL reset (see the module's docs). The first statement's first column proves
-/// the session is outside a transaction (`now()` is the transaction's start, and equals the
-/// statement's own time only in the implicit transaction of this message); the third lists
-/// the caller's named statements.
-/// Qualified with `pg_catalog.`, so that nothing the caller created in its `search_path`
-/// stands in for them.
-const PG_RESET: &str = "SELECT pg_catalog.now() = pg_catalog.statement_timestamp(), \
-    (SELECT pg_catalog.pg_advisory_unlock_all()) IS NULL, \
-    (SELECT pg_catalog.string_agg('DEALLOCATE ' || pg_catalog.quote_ident(name), '; ') \
-     FROM pg_catalog.pg_prepared_statements WHERE from_sql); \
-    SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; CLOSE ALL; UNLISTEN *; \
-    DISCARD TEMP; DISCARD SEQUENCES";
 
 /// Whether `conn` needs any of this before the next caller.
 pub(super) fn needs_care(conn: &Conn) -> bool {
@@ -177,7 +167,7 @@ pub(super) async fn drain(shared: &Shared, conn: &mut Conn) -> Result<(), Unfit>
     };
     let drained = tokio::time::timeout(bound, async {
         for _ in 0..3 {
-            match super::exec::ping(raw).await {
+            match super::raw::ping(raw).await {
                 Ok(()) => return Ok(()),
                 Err(sqlx::Error::Database(_)) => {}
                 Err(e) => return Err(broken("drain", &e)),
@@ -209,7 +199,7 @@ fn pg_failure(e: sqlx::Error) -> Unfit {
 }
 
 async fn postgres_outside_transaction(c: &mut sqlx::PgConnection) -> Result<(), Unfit> {
-    let row = sqlx::raw_sql("SELECT pg_catalog.now() = pg_catalog.statement_timestamp()")
+    let row = sqlx::raw_sql(PG_OUTSIDE_TRANSACTION)
         .fetch_one(&mut *c)
         .await
         .map_err(pg_failure)?;
@@ -253,10 +243,7 @@ async fn reset_postgres(c: &mut sqlx::PgConnection, stale: bool) -> Result<(), U
 /// MariaDB reports `@@in_transaction`; a MySQL server without it gets a `ROLLBACK`, which ends
 /// whatever was left open.
 async fn mysql_outside_transaction(c: &mut sqlx::MySqlConnection) -> Result<(), Unfit> {
-    match sqlx::raw_sql("SELECT CAST(@@in_transaction AS SIGNED)")
-        .fetch_one(&mut *c)
-        .await
-    {
+    match sqlx::raw_sql(MYSQL_IN_TRANSACTION).fetch_one(&mut *c).await {
         Ok(row) => match row.try_get::<i64, _>(0) {
             Ok(0) => Ok(()),
             Ok(_) => Err(Unfit::Unclean("it was left inside a transaction")),
@@ -269,16 +256,6 @@ async fn mysql_outside_transaction(c: &mut sqlx::MySqlConnection) -> Result<(), 
             .map_err(|e| broken("rollback", &e)),
         Err(e) => Err(broken("check", &e)),
     }
-}
-
-/// Which server session a connection is, for a cancel sent over another connection: the
-/// session's id there, and what tells that server apart from another one the same address may
-/// lead to (a load balancer, a DNS failover): PostgreSQL's `backend_start`, MySQL's
-/// `@@hostname:@@port`. A cancel whose side connection does not find both is not sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SessionId {
-    id: u64,
-    proof: String,
 }
 
 /// Asks the server to cancel what `conn` may still be running, over a connection of its own
@@ -358,7 +335,7 @@ async fn send_cancel(shared: &Shared, session: &SessionId) -> bool {
             }
             RawConn::Sqlite(_) => Ok(false),
         };
-        super::exec::close(side, shared.limits.ping_timeout).await;
+        super::raw::close(side, shared.limits.ping_timeout).await;
         result
     })
     .await;

@@ -28,21 +28,16 @@
 //! [`DbService::conn`]: crate::DbService::conn
 //! [`DbService::write_position`]: crate::DbService::write_position
 
-mod config;
-mod position;
 pub(crate) mod probe;
 mod reader;
 mod set;
-mod statement;
+mod stats;
 
-pub use self::config::{
+pub(crate) use self::reader::Need;
+pub use self::reader::{PositionError, Reader};
+pub(crate) use self::set::{Replica, Replicas};
+pub use self::stats::{ReadCounts, ReplicaStats, ReplicaStatus};
+pub use crate::config::replica::{
     DEFAULT_REPLICA_CHECK_INTERVAL, DEFAULT_REPLICA_MAX_LAG, DEFAULT_REPLICA_WAIT, ReplicaConfig,
 };
-pub use self::position::{BadPosition, WalPosition};
-pub(crate) use self::position::{
-    COMMIT_WITH_POSITION_SQL, CURRENT_POSITION_SQL, HighWater, position_in,
-};
-pub(crate) use self::reader::{Need, surely_reads};
-pub use self::reader::{PositionError, Reader};
-pub use self::set::{ReadCounts, ReplicaStats, ReplicaStatus};
-pub(crate) use self::set::{Replica, Replicas};
+pub use crate::endpoint::{BadPosition, WalPosition};

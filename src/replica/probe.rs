@@ -8,9 +8,9 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use sea_orm::{DbBackend, Statement};
 
-use super::position::WalPosition;
 use super::set::{Replica, Replicas};
 use crate::classify::ErrorKind;
+use crate::endpoint::WalPosition;
 use crate::pool::{Op, Output};
 
 /// One round trip: whether the server replays WAL, how far it has replayed and received,
@@ -41,10 +41,17 @@ pub(crate) async fn run(replicas: Weak<Replicas>) {
 /// One replica's check, bounded by its `health_check_timeout` (the wait for a connection
 /// included).
 async fn check(replica: &Replica, max_lag: Duration, primary_at: u64) {
-    let bound = replica.db.config().pool().health_check_timeout;
+    let bound = replica.endpoint.config().pool().health_check_timeout;
     let stmt = Statement::from_string(DbBackend::Postgres, STATUS_SQL);
-    let epoch = replica.db.instruments().opened.load(Ordering::Acquire);
-    let asked = replica.db.conn().run_within(Op::One(&stmt), Some(bound));
+    let epoch = replica
+        .endpoint
+        .instruments()
+        .opened
+        .load(Ordering::Acquire);
+    let asked = replica
+        .endpoint
+        .conn()
+        .run_within(Op::One(&stmt), Some(bound));
     let row = match tokio::time::timeout(bound, asked).await {
         Ok(Ok(Output::One(Some(row)))) => row,
         Ok(Ok(_)) => return replica.check_failed("the status query returned no row".into()),

@@ -1,15 +1,15 @@
 //! [`Reader`]: the SeaORM executor for reads, `db.read()`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use sea_orm::{DbBackend, DbErr, Statement};
 
-use super::position::{CURRENT_POSITION_SQL, WalPosition};
 use super::set::{Fallback, Replicas};
-use super::statement::check_read;
 use crate::classify::ErrorKind;
+use crate::endpoint::{CURRENT_POSITION_SQL, Endpoint, WalPosition};
 use crate::pool::{Op, Output};
-use crate::service::DbService;
+use crate::reads::check_read;
 
 /// What a read must see.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +36,9 @@ pub(crate) enum Need {
 /// 25006), returned as the error; it is never re-run on the primary.
 #[derive(Clone)]
 pub struct Reader {
-    db: DbService,
+    /// Where reads go when no replica will do, and writes' positions are asked.
+    primary: Endpoint,
+    replicas: Option<Arc<Replicas>>,
     need: Need,
     backend: DbBackend,
 }
@@ -53,14 +55,6 @@ impl std::fmt::Debug for Reader {
 #[cfg(test)]
 pub(crate) fn is_read(sql: &str) -> bool {
     check_read(sql, DbBackend::Postgres).is_ok()
-}
-
-/// Whether `sql` cannot write, as far as its text shows: a read that is not a `WITH` (kept
-/// out for safety, though a writing `WITH` is seen). A `SELECT` of a function that writes is
-/// not seen.
-pub(crate) fn surely_reads(sql: &str) -> bool {
-    let first = sql.trim_start().get(..4).unwrap_or("");
-    !first.eq_ignore_ascii_case("with") && check_read(sql, DbBackend::Postgres).is_ok()
 }
 
 /// A `read_after` token the primary has not reached, or could not be checked against it.
@@ -112,9 +106,14 @@ impl From<PositionError> for DbErr {
 }
 
 impl Reader {
-    pub(crate) fn new(db: DbService, need: Need) -> Self {
-        let backend = sea_orm::ConnectionTrait::get_database_backend(db.conn());
-        Self { db, need, backend }
+    pub(crate) fn new(primary: Endpoint, replicas: Option<Arc<Replicas>>, need: Need) -> Self {
+        let backend = sea_orm::ConnectionTrait::get_database_backend(primary.conn());
+        Self {
+            primary,
+            replicas,
+            need,
+            backend,
+        }
     }
 
     /// This reader, once its `read_after` token is known to be reached by the primary (see
@@ -122,7 +121,7 @@ impl Reader {
     /// clients and wants to answer a bad one before reading (the demo's 400): a statement run
     /// through an unchecked reader is checked the same way and fails with the same text.
     pub async fn verified(self) -> Result<Self, PositionError> {
-        if let (Need::At(p), Some(set)) = (self.need, self.db.replicas()) {
+        if let (Need::At(p), Some(set)) = (self.need, self.replicas.as_deref()) {
             self.reached(set, p).await?;
         }
         Ok(self)
@@ -139,7 +138,7 @@ impl Reader {
             position: p,
             source,
         };
-        let row = match self.db.conn().run(Op::One(&stmt)).await {
+        let row = match self.primary.conn().run(Op::One(&stmt)).await {
             Ok(Output::One(row)) => row,
             Ok(_) => return Err(unchecked(crate::pool::unexpected())),
             Err(e) => return Err(unchecked(e)),
@@ -166,8 +165,8 @@ impl Reader {
                  that writes nothing), and {why}; run it through db.conn() or a transaction"
             )));
         }
-        let Some(set) = self.db.replicas() else {
-            return self.db.conn().run(op).await;
+        let Some(set) = self.replicas.as_deref() else {
+            return self.primary.conn().run(op).await;
         };
         let need = match self.need {
             Need::Instance => set.high_water.get(),
@@ -182,7 +181,13 @@ impl Reader {
         let why = match set.choose(need, deadline).await {
             Ok(chosen) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match chosen.replica.db.conn().run_within(op, Some(left)).await {
+                match chosen
+                    .replica
+                    .endpoint
+                    .conn()
+                    .run_within(op, Some(left))
+                    .await
+                {
                     // A connection opened since the position was learned may reach another
                     // server (the host behind the URL replaced): the answer counts only if
                     // that server has replayed far enough too.
@@ -214,11 +219,11 @@ impl Reader {
             Err(why) => why,
         };
         set.fell_back(why);
-        self.db.conn().run(op).await
+        self.primary.conn().run(op).await
     }
 }
 
-crate::conn::connection_trait!(Reader);
+crate::endpoint::connection_trait!(Reader);
 
 #[cfg(test)]
 mod tests {

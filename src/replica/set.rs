@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::time::{Duration, Instant, SystemTime};
 
 use sea_orm::{DbBackend, DbErr, Statement};
-use serde::Serialize;
 use tokio::sync::watch;
 
-use super::config::ReplicaConfig;
-use super::position::{HighWater, WalPosition};
+use super::stats::{ReadCounts, ReplicaStats, ReplicaStatus};
 use crate::classify::ErrorKind;
+use crate::config::replica::ReplicaConfig;
+use crate::endpoint::Endpoint;
+use crate::endpoint::{HighWater, WalPosition};
 use crate::pool::{Op, Output};
-use crate::service::DbService;
 
 /// How often a read waiting for a replica to replay looks again when another read is already
 /// asking the replica (one question in flight per replica).
@@ -25,10 +25,10 @@ const MIN_QUESTION: Duration = Duration::from_millis(1);
 /// A replica's replay position only.
 const REPLAY_SQL: &str = "SELECT pg_last_wal_replay_lsn()::text";
 
-/// One replica: its own pool (a full [`DbService`]) and what the checks found.
+/// One replica: its own [`Endpoint`] (pool, statistics, alerts) and what the checks found.
 pub(crate) struct Replica {
     pub name: String,
-    pub db: DbService,
+    pub endpoint: Endpoint,
     /// The replay position the server last reported (its latest answer wins, lower or not: a
     /// server rebuilt or replaced behind the URL reports less); waiters watch it.
     replay: watch::Sender<u64>,
@@ -52,70 +52,6 @@ struct State {
     checked_at: Option<SystemTime>,
     /// Since when checks have seen it behind what it has received (for the lag estimate).
     behind_since: Option<Instant>,
-}
-
-/// One replica as `/health/db` and [`ReplicaStats`] show it.
-#[derive(Debug, Clone, Serialize)]
-#[non_exhaustive]
-pub struct ReplicaStatus {
-    /// `replica_1`, `replica_2`, ... in the order of `DATABASE_REPLICA_URLS`.
-    pub name: String,
-    /// The replica's URL, password masked.
-    pub url: String,
-    /// Whether reads go to it.
-    pub in_rotation: bool,
-    /// Why not, when it is out.
-    pub out_because: Option<String>,
-    /// How far behind the primary the last check found it (`None`: not known yet).
-    pub lag_seconds: Option<f64>,
-    /// The furthest WAL position it was seen to have replayed.
-    pub replayed: WalPosition,
-    /// Reads it served.
-    pub reads: u64,
-    /// When it was last checked.
-    #[serde(with = "crate::time::rfc3339_opt")]
-    pub checked_at: Option<SystemTime>,
-}
-
-/// Where reads went: replica or primary, and why.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReadCounts {
-    /// Served by a replica that had replayed far enough at once.
-    pub replica: u64,
-    /// Served by a replica after waiting for it to replay far enough.
-    pub replica_after_wait: u64,
-    /// Served by the primary: no replica replayed far enough within `replica_wait`.
-    pub primary_lagging: u64,
-    /// Served by the primary: no replica in rotation (or none with a free connection).
-    pub primary_unavailable: u64,
-    /// Served by the primary after the replica failed (and was taken out of rotation).
-    pub primary_replica_error: u64,
-}
-
-impl ReadCounts {
-    /// `(outcome label, count)` for the `dbservice_replica_reads_total{outcome}` family.
-    pub fn labelled(&self) -> [(&'static str, u64); 5] {
-        [
-            ("replica", self.replica),
-            ("replica_after_wait", self.replica_after_wait),
-            ("primary_lagging", self.primary_lagging),
-            ("primary_unavailable", self.primary_unavailable),
-            ("primary_replica_error", self.primary_replica_error),
-        ]
-    }
-}
-
-/// The read replicas' state: every replica and where the reads went.
-#[derive(Debug, Clone, Serialize)]
-#[non_exhaustive]
-pub struct ReplicaStats {
-    /// The instance's own write position (read-your-writes waits for it by default).
-    pub write_position: WalPosition,
-    /// Where reads went.
-    pub reads: ReadCounts,
-    /// Each replica.
-    pub replicas: Vec<ReplicaStatus>,
 }
 
 /// Why a read goes to the primary.
@@ -168,10 +104,10 @@ impl Drop for Chosen<'_> {
 }
 
 impl Replica {
-    pub fn new(name: String, db: DbService) -> Self {
+    pub fn new(name: String, endpoint: Endpoint) -> Self {
         Self {
             name,
-            db,
+            endpoint,
             replay: watch::Sender::new(0),
             replay_epoch: AtomicU64::new(0),
             asking: tokio::sync::Mutex::new(()),
@@ -196,7 +132,7 @@ impl Replica {
 
     /// Connections the replica's pool has opened so far.
     fn opened(&self) -> u64 {
-        self.db.instruments().opened.load(Ordering::Acquire)
+        self.endpoint.instruments().opened.load(Ordering::Acquire)
     }
 
     /// What a read may rely on without asking: the reported position while no connection was
@@ -239,7 +175,7 @@ impl Replica {
         // read goes to the primary.
         let bound = deadline
             .saturating_duration_since(Instant::now())
-            .max(self.db.config().pool().health_check_timeout);
+            .max(self.endpoint.config().pool().health_check_timeout);
         let epoch = self.opened();
         match self.ask_replayed(bound).await {
             Ok(at) => {
@@ -314,8 +250,8 @@ impl Replica {
                 max_lag.as_secs_f64()
             )),
             _ => {
-                if self.db.phase() == crate::Phase::Starting {
-                    self.db.mark_ready();
+                if self.endpoint.phase() == crate::endpoint::Phase::Starting {
+                    self.endpoint.mark_ready();
                 }
                 self.put_in()
             }
@@ -334,7 +270,7 @@ impl Replica {
     /// Asks the replica how far it has replayed, within `bound`.
     async fn ask_replayed(&self, bound: Duration) -> Result<u64, DbErr> {
         let stmt = Statement::from_string(DbBackend::Postgres, REPLAY_SQL);
-        let asked = self.db.conn().run_within(Op::One(&stmt), Some(bound));
+        let asked = self.endpoint.conn().run_within(Op::One(&stmt), Some(bound));
         let row = match tokio::time::timeout(bound, asked).await {
             Ok(Ok(Output::One(row))) => row,
             Ok(Ok(_)) => return Err(crate::pool::unexpected()),
@@ -424,7 +360,7 @@ impl Replicas {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let rotation = (0..n)
             .filter_map(|i| self.list.get((start + i) % n))
-            .filter(|r| r.in_rotation() && r.db.pool().down().is_none());
+            .filter(|r| r.in_rotation() && r.endpoint.pool().down().is_none());
         let mut best: Option<&Replica> = None;
         let mut furthest: Option<&Replica> = None;
         for r in rotation {
@@ -489,7 +425,7 @@ impl Replicas {
                     let s = r.state.lock().map(|s| s.clone()).unwrap_or_default();
                     ReplicaStatus {
                         name: r.name.clone(),
-                        url: r.db.config().redacted_url().to_string(),
+                        url: r.endpoint.config().redacted_url().to_string(),
                         in_rotation: r.in_rotation(),
                         out_because: s.out_because,
                         lag_seconds: s.lag.map(|l| l.as_secs_f64()),

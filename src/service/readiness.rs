@@ -75,7 +75,11 @@ impl DbService {
         let answer = match tokio::time::timeout(bound, self.pool().try_acquire()).await {
             Ok(Some(mut conn)) => {
                 let remaining = bound.saturating_sub(started.elapsed());
-                let result = self.ping_on(&mut conn, remaining, bound).await;
+                let result = self
+                    .inner
+                    .primary
+                    .ping_on(&mut conn, remaining, bound)
+                    .await;
                 drop(conn);
                 Readiness {
                     result,
@@ -85,7 +89,7 @@ impl DbService {
             }
             Ok(None) => {
                 let remaining = bound.saturating_sub(started.elapsed());
-                let result = match self.check_direct_within(remaining).await {
+                let result = match self.inner.primary.check_direct_within(remaining).await {
                     // Refused for want of a slot: the server answered, so it is up. Failing
                     // readiness would take every instance out of rotation while the open
                     // connections serve; with none open, this instance can serve nothing.

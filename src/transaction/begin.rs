@@ -2,22 +2,21 @@
 //! transaction's budget.
 
 use std::panic::Location;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use sea_orm::{AccessMode, DbBackend, DbErr, IsolationLevel};
+use sea_orm::{AccessMode, DbErr, IsolationLevel};
 
 use super::bump;
 use super::error::TxError;
 use super::handle::Transaction;
 use super::options::TxOptions;
 use crate::classify::{AcquireError, sqlstate};
-use crate::config::SERVER_GRACE;
-use crate::pool::{Op, Site, to_db_err};
+use crate::pool::{Op, Site, session_sql, to_db_err};
 use crate::service::DbService;
 
 impl DbService {
     /// Takes a connection and begins the transaction (on PostgreSQL with its settings, see
-    /// [`begin_sql`], in the same round trip) within `max_wait`. A BEGIN abandoned in flight
+    /// [`session_sql::begin`], in the same round trip) within `max_wait`. A BEGIN abandoned in flight
     /// leaves its connection marked inside a transaction, and it is closed rather than handed
     /// out again (sqlx#4393 cannot happen here). `started` is when the transaction's
     /// `timeout` began to run.
@@ -46,21 +45,17 @@ impl DbService {
                 return Err(TxError::Database(e));
             }
         };
-        let mut statements = begin_sql(self.backend_kind(), opts, started.elapsed());
-        if self.config().pool().pgbouncer
-            && let Some(first) = statements.first_mut()
-        {
-            // The session settings for this transaction (a session is not ours behind
-            // PgBouncer); the transaction's own budget below overrides statement_timeout.
-            *first = first.replacen(
-                "BEGIN; ",
-                &format!(
-                    "BEGIN; {}",
-                    crate::pool::session_prefix(self.config().pool())
-                ),
-                1,
-            );
-        }
+        let pool = self.config().pool();
+        let statements = session_sql::begin(
+            self.backend_kind(),
+            &session_sql::Begin {
+                isolation: opts.isolation.map(IsolationLevel::from),
+                access: opts.read_only.then_some(AccessMode::ReadOnly),
+                remaining: opts.timeout.saturating_sub(started.elapsed()),
+                // A session is not ours behind PgBouncer: its settings go with the BEGIN.
+                session: pool.pgbouncer.then_some(pool),
+            },
+        );
         conn.set_in_transaction(true);
         let remaining = opts.max_wait.saturating_sub(started.elapsed());
         let begun = tokio::time::timeout(remaining, async {
@@ -112,65 +107,4 @@ impl DbService {
             self.begin_guarded(&opts, started, site).await
         }
     }
-}
-
-/// The statements that begin a transaction, each one round trip. PostgreSQL: one
-/// simple-protocol message with `BEGIN`, the isolation level and access mode (what SeaORM
-/// would send as a `SET TRANSACTION` of its own), and the transaction's budget for the server
-/// (see [`settings_after_begin`]). MySQL/MariaDB: the isolation level applies to the next
-/// transaction only, then `START TRANSACTION`. SQLite: `BEGIN`.
-fn begin_sql(backend: DbBackend, opts: &TxOptions, elapsed: Duration) -> Vec<String> {
-    let isolation = opts.isolation.map(IsolationLevel::from);
-    let access = opts.read_only.then_some(AccessMode::ReadOnly);
-    match backend {
-        DbBackend::Postgres => vec![format!(
-            "BEGIN; {}",
-            settings_after_begin(isolation, access, opts.timeout, elapsed)
-        )],
-        DbBackend::MySql => {
-            let mut v = Vec::new();
-            if let Some(level) = isolation {
-                v.push(format!("SET TRANSACTION ISOLATION LEVEL {level}"));
-            }
-            v.push(match access {
-                Some(mode) => format!("START TRANSACTION {mode}"),
-                None => "START TRANSACTION".to_owned(),
-            });
-            v
-        }
-        _ => vec!["BEGIN".to_owned()],
-    }
-}
-
-/// The PostgreSQL settings of a transaction just begun, as one simple-protocol message (one
-/// round trip, several statements): the isolation level and access mode (what SeaORM would send
-/// as a `SET TRANSACTION` of its own), and the transaction's remaining budget plus
-/// [`SERVER_GRACE`] as `statement_timeout` and `idle_in_transaction_session_timeout`, so a stuck
-/// statement or a stalled client cannot hold locks past the timeout. `SET LOCAL`: gone at
-/// COMMIT/ROLLBACK, and safe behind PgBouncer in transaction mode. Only numbers and SeaORM's
-/// fixed keywords are formatted in.
-fn settings_after_begin(
-    isolation: Option<IsolationLevel>,
-    access: Option<AccessMode>,
-    timeout: Duration,
-    elapsed: Duration,
-) -> String {
-    let ms = timeout
-        .saturating_sub(elapsed)
-        .saturating_add(SERVER_GRACE)
-        .as_millis();
-    let level = isolation.map(|l| format!(" ISOLATION LEVEL {l}"));
-    let mode = access.map(|m| format!(" {m}"));
-    let set_transaction = match (level, mode) {
-        (None, None) => String::new(),
-        (l, m) => format!(
-            "SET TRANSACTION{}{}; ",
-            l.unwrap_or_default(),
-            m.unwrap_or_default()
-        ),
-    };
-    format!(
-        "{set_transaction}SET LOCAL statement_timeout = {ms}; \
-         SET LOCAL idle_in_transaction_session_timeout = {ms}"
-    )
 }

@@ -8,8 +8,8 @@ use sea_orm::DbErr;
 use super::bump;
 use super::error::TxError;
 use crate::classify::{is_server_timeout, sqlstate};
+use crate::endpoint::{COMMIT_WITH_POSITION_SQL, HighWater, position_in};
 use crate::pool::{Op, Output, Pooled, RawConn};
-use crate::replica::{COMMIT_WITH_POSITION_SQL, HighWater, position_in};
 
 /// SQLSTATE `in_failed_sql_transaction`: what any statement but the end of the transaction
 /// gets once a statement inside it has failed.
@@ -26,8 +26,8 @@ const GUARDED_COMMIT: &str = "SELECT WHERE false; COMMIT";
 /// [`GUARDED_COMMIT`] with the write position read after it (with replicas).
 static GUARDED_COMMIT_WITH_POSITION: LazyLock<String> =
     LazyLock::new(|| format!("SELECT WHERE false; {COMMIT_WITH_POSITION_SQL}"));
-use crate::service::Tasks;
 use crate::stats::TxCounters;
+use crate::tasks::Tasks;
 
 /// How long a caller waits for the answer to `COMMIT`: the transaction's `timeout` (at least
 /// `ping_timeout`) + 1 s. A COMMIT may legitimately be slow (an fsync stall, a synchronous

@@ -163,4 +163,4 @@ impl Drop for Transaction {
     }
 }
 
-crate::conn::connection_trait!(Transaction);
+crate::endpoint::connection_trait!(Transaction);

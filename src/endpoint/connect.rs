@@ -18,45 +18,13 @@ use sea_orm::sqlx;
 use crate::classify::is_transient;
 use crate::config::DbConfig;
 use crate::error::Error;
-use crate::pool::Pool;
+use crate::pool::{Pool, describe};
 
 /// One failed attempt, already scrubbed of secrets.
 #[derive(Debug, Clone)]
 pub(crate) struct AttemptError {
     pub transient: bool,
     pub message: String,
-}
-
-/// Describes a driver error with its SQLSTATE, scrubbed of the URL's secrets.
-pub(crate) fn describe(config: &DbConfig, err: &sqlx::Error) -> String {
-    let text = match err {
-        sqlx::Error::Database(db) => match db.code() {
-            Some(code) => format!("{} (SQLSTATE {code})", db.message()),
-            None => db.message().to_owned(),
-        },
-        sqlx::Error::Io(e) => {
-            let u = url::Url::parse(config.driver_url()).ok();
-            let host = u
-                .as_ref()
-                .and_then(|u| u.host_str().map(str::to_owned))
-                .unwrap_or_default();
-            let port = u
-                .as_ref()
-                .and_then(url::Url::port)
-                .map(|p| format!(":{p}"))
-                .unwrap_or_default();
-            format!("cannot reach {host}{port}: {e}")
-        }
-        sqlx::Error::Tls(e) => match config.tls() {
-            Some(tls) => format!(
-                "TLS failed: {e} (sslmode={}, from {})",
-                tls.mode, tls.source
-            ),
-            None => format!("TLS failed: {e}"),
-        },
-        other => other.to_string(),
-    };
-    config.scrub(&text)
 }
 
 /// Takes a connection from the pool (opening one if needed) and pings it.

@@ -13,10 +13,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::config::{ConfigError, Settings};
+pub use crate::endpoint::PRIMARY;
 use crate::service::DbService;
-
-/// The primary pool's name.
-pub const PRIMARY: &str = "primary";
 
 /// Why a pool could not be had or built.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +52,7 @@ pub enum PoolsError {
         pool: String,
         /// What went wrong.
         #[source]
-        source: crate::Error,
+        source: crate::error::Error,
     },
 }
 

@@ -1,5 +1,5 @@
-//! From configuration to connections: the connect options of each backend for the service's
-//! own pool, and the one-connection SeaORM `DatabaseConnection` kept for migrations and for
+//! From configuration to connections: the connect options of each backend for an endpoint's
+//! pool, and the one-connection SeaORM `DatabaseConnection` kept for migrations and for
 //! code that needs SeaORM's own connection type.
 
 use std::str::FromStr;
@@ -15,10 +15,10 @@ use sea_orm::sqlx::{
 };
 use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
 
-use super::Tasks;
 use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
 use crate::observe::Instruments;
-use crate::pool::{Connector, Pool};
+use crate::pool::{Connector, Pool, session_sql};
+use crate::tasks::Tasks;
 
 /// How long the migration connection stays open after its last use.
 const RAW_IDLE: Duration = Duration::from_secs(10);
@@ -47,7 +47,7 @@ pub(crate) fn build(
             if let Some(n) = p.statement_cache_size {
                 opts = opts.statement_cache_capacity(n);
             }
-            Connector::MySql(opts, mysql_session(p))
+            Connector::MySql(opts, session_sql::mysql_session(p))
         }
         Backend::Sqlite => {
             let mut opts = SqliteConnectOptions::from_str(url)
@@ -158,48 +158,9 @@ fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOpt
         opts = opts.statement_cache_capacity(0).extra_float_digits(None);
     }
     // Session settings travel in the startup packet: no extra round trip per connection.
-    let mut session: Vec<(&str, String)> = Vec::new();
-    if let Some(t) = p.statement_timeout {
-        session.push(("statement_timeout", t.as_millis().to_string()));
-    }
-    if let Some(t) = p.idle_in_transaction_session_timeout {
-        session.push((
-            "idle_in_transaction_session_timeout",
-            t.as_millis().to_string(),
-        ));
-    }
-    if let Some(schema) = &p.schema {
-        session.push(("search_path", schema.clone()));
-    }
-    if p.keepalive {
-        // The server probes a quiet client after keepalive_idle, then every interval, and
-        // gives up after 3 unanswered probes: a vanished client's backend is freed within
-        // about keepalive_idle + 3 intervals. (Ignored by the server on Unix sockets.)
-        let idle = p.keepalive_idle.as_secs().max(1);
-        session.push(("tcp_keepalives_idle", idle.to_string()));
-        session.push((
-            "tcp_keepalives_interval",
-            (idle / 6).clamp(1, 10).to_string(),
-        ));
-        session.push(("tcp_keepalives_count", "3".to_owned()));
-    }
-    // Behind PgBouncer a session is not ours (and PgBouncer refuses `options`): the settings
-    // go with each statement instead (see `pool::exec::Mode::Inline`).
-    if !session.is_empty() && !p.pgbouncer {
+    let session = session_sql::postgres_startup(p);
+    if !session.is_empty() {
         opts = opts.options(session);
     }
     opts
-}
-
-/// MySQL/MariaDB session settings, sent once per connection: row-lock waits (the one wait a
-/// transaction cannot bound from the client, since sqlx cannot cancel a statement) end on the
-/// server once the transaction's budget (`transaction_timeout` + the server's grace, whole
-/// seconds, as `innodb_lock_wait_timeout` counts them) is spent, so a timed-out transaction does
-/// not leave a statement holding its connection behind. Only numbers are formatted in.
-fn mysql_session(p: &PoolOptions) -> String {
-    let budget = p
-        .transaction_timeout
-        .saturating_add(crate::config::SERVER_GRACE);
-    let secs = budget.as_secs() + u64::from(budget.subsec_nanos() > 0);
-    format!("SET SESSION innodb_lock_wait_timeout = {}", secs.max(1))
 }

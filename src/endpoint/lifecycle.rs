@@ -1,10 +1,12 @@
-//! The service's phase, readable without a lock from every health probe.
+//! An endpoint's phase (the service's is its primary's), readable without a lock from every
+//! health probe.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde::Serialize;
 
-/// Where a [`DbService`](crate::DbService) is in its life.
+/// Where a [`DbService`](crate::DbService) (its primary endpoint) or a replica's
+/// [`Endpoint`](super::Endpoint) is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{Backend, ConfigError, DbConfig};
+use super::{Backend, ConfigError, DbConfig};
 
 /// Default of `replica_wait`: long enough for a replica on the same network to replay a
 /// commit (typically well under 10 ms), short enough that a lagging replica costs a read

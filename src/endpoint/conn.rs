@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, StreamTrait};
 
+use super::position::{CURRENT_POSITION_SQL, HighWater, position_in};
 use crate::classify::{safe_to_rerun, sqlstate};
 use crate::pool::{Op, Output, Pool, Pooled, RowStream, to_db_err};
-use crate::replica::{CURRENT_POSITION_SQL, HighWater, position_in, surely_reads};
+use crate::reads::surely_reads;
 
 /// The service's SeaORM executor; cheap to clone.
 #[derive(Clone)]

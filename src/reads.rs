@@ -1,6 +1,6 @@
 //! Whether a statement is a read, as far as the client can tell: its words outside quotes and
-//! comments. Used by [`Reader`](super::Reader) to refuse writes before they reach a server, and
-//! to know which statements cannot move the write position.
+//! comments. Used by [`Reader`](crate::replica::Reader) to refuse writes before they reach a
+//! server, and to know which statements cannot move the write position.
 //!
 //! What it cannot see: a function that writes (`SELECT nextval(..)`); on a replica the server
 //! refuses that itself (SQLSTATE 25006), which the reader returns as an error.
@@ -140,6 +140,14 @@ fn explained(tokens: &[Token<'_>]) -> usize {
         i += 1;
     }
     i
+}
+
+/// Whether `sql` cannot write, as far as its text shows: a read that is not a `WITH` (kept
+/// out for safety, though a writing `WITH` is seen). A `SELECT` of a function that writes is
+/// not seen.
+pub(crate) fn surely_reads(sql: &str) -> bool {
+    let first = sql.trim_start().get(..4).unwrap_or("");
+    !first.eq_ignore_ascii_case("with") && check_read(sql, DbBackend::Postgres).is_ok()
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
-//! The service's own runtime for work that must outlive its caller: `BEGIN`, `COMMIT` and
+//! An endpoint's own runtime for work that must outlive its caller: `BEGIN`, `COMMIT` and
 //! `ROLLBACK` of transactions, which run in tasks the caller cannot cancel.
 //!
 //! actix-web gives every HTTP worker a runtime of its own and drops it when the worker stops;
 //! a task spawned there from a handler dies with it, possibly with a `COMMIT` in flight. So the
-//! tasks go to the runtime [`DbService::new`](crate::DbService::new) ran on (the process's
-//! main runtime), and they are counted, so that closing the service waits for them before the
+//! tasks go to the runtime the endpoint was built on (the process's main runtime), and they
+//! are counted, so that closing the endpoint waits for them before the
 //! pool closes.
 
 use std::sync::Arc;

@@ -1,0 +1,45 @@
+//! A driver connection of one of the three backends, the server session it is, and the two
+//! things done to it whatever its state: a liveness round trip and a polite close.
+
+use std::time::Duration;
+
+use sea_orm::sqlx::{self, Connection, MySqlConnection, PgConnection, SqliteConnection};
+
+/// A driver connection of one of the three backends.
+#[derive(Debug)]
+pub(crate) enum RawConn {
+    Postgres(PgConnection),
+    MySql(MySqlConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// Which server session a connection is, for a cancel sent over another connection: the
+/// session's id there, and what tells that server apart from another one the same address may
+/// lead to (a load balancer, a DNS failover): PostgreSQL's `backend_start`, MySQL's
+/// `@@hostname:@@port`. A cancel whose side connection does not find both is not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionId {
+    pub(super) id: u64,
+    pub(super) proof: String,
+}
+
+/// A liveness round trip.
+pub(crate) async fn ping(conn: &mut RawConn) -> Result<(), sqlx::Error> {
+    match conn {
+        RawConn::Postgres(c) => c.ping().await,
+        RawConn::MySql(c) => c.ping().await,
+        RawConn::Sqlite(c) => c.ping().await,
+    }
+}
+
+/// Closes politely (PostgreSQL's `Terminate`, MySQL's `COM_QUIT`), within `bound`.
+pub(crate) async fn close(conn: RawConn, bound: Duration) {
+    let closing = async {
+        match conn {
+            RawConn::Postgres(c) => c.close().await,
+            RawConn::MySql(c) => c.close().await,
+            RawConn::Sqlite(c) => c.close().await,
+        }
+    };
+    let _ = tokio::time::timeout(bound, closing).await;
+}
