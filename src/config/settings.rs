@@ -24,11 +24,12 @@ use serde::Deserialize;
 use super::DbConfig;
 use super::duration::{parse_duration, parse_optional_duration};
 use super::error::ConfigError;
+use super::params::POOL_KEYS;
+use super::parse;
 use super::profile::{Profile, Source, Sources};
 use super::service_links::is_service_link;
 use super::shutdown::ShutdownSettings;
 use super::unknown::{self, Unknown};
-use super::url::POOL_KEYS;
 use crate::replica::{
     DEFAULT_REPLICA_CHECK_INTERVAL, DEFAULT_REPLICA_MAX_LAG, DEFAULT_REPLICA_WAIT, ReplicaConfig,
 };
@@ -609,7 +610,7 @@ fn named_pools(value: Scalar) -> Result<Vec<NamedPool>, ConfigError> {
                 ("url", _) => return Err(in_pool("`url` must be a string".into())),
                 ("required", Scalar::Bool(b)) => required = b,
                 ("required", other) => {
-                    required = super::parse_bool("required", &other.to_string())
+                    required = parse::switch("required", &other.to_string())
                         .map_err(|e| in_pool(e.to_string()))?;
                 }
                 (_, Scalar::Table(_)) => {
@@ -661,7 +662,7 @@ impl AppValues {
     /// A duration above zero; `default` when unset.
     pub fn positive_duration(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
         self.text(key)
-            .map_or(Ok(default), |v| super::positive(key, v))
+            .map_or(Ok(default), |v| parse::positive(key, v))
     }
 
     /// A duration where `0` means "none"; `default` when unset.
@@ -678,7 +679,7 @@ impl AppValues {
     pub fn bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
         match self.text(key) {
             None => Ok(default),
-            Some(v) => super::parse_bool(key, v),
+            Some(v) => parse::switch(key, v),
         }
     }
 

@@ -8,6 +8,7 @@
 use url::Url;
 
 use super::error::ConfigError;
+use super::params::POOL_KEYS;
 use super::redact::RedactedUrl;
 
 /// The database engine a URL points at.
@@ -72,42 +73,6 @@ impl Backend {
         }
     }
 }
-
-/// Our pool parameters, as accepted in the URL query and in the layered settings.
-pub const POOL_KEYS: &[&str] = &[
-    "connection_limit",
-    "min_connections",
-    "pool_timeout",
-    "connect_timeout",
-    "connect_retry_timeout",
-    "idle_timeout",
-    "max_lifetime",
-    "ping_after_idle",
-    "keepalive",
-    "keepalive_idle",
-    "max_uses",
-    "leak_detection_threshold",
-    "fail_fast_after",
-    "stream_timeout",
-    "ping_timeout",
-    "health_check_timeout",
-    "query_timeout",
-    "slow_query_threshold",
-    "log_statements",
-    "utilization_warn_percent",
-    "utilization_critical_percent",
-    "alert_waiting",
-    "alert_errors_per_hour",
-    "stats_log_interval",
-    "transaction_max_wait",
-    "transaction_timeout",
-    "statement_timeout",
-    "idle_in_transaction_session_timeout",
-    "pgbouncer",
-    "statement_cache_size",
-    "schema",
-    "application_name",
-];
 
 /// The driver's spelling of a parameter we also accept under our own name.
 const ALIASES: &[(&str, &str)] = &[
