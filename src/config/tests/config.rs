@@ -1,4 +1,6 @@
-//! Unit tests of `config::mod` (kept in `tests/` beside the code).
+//! Unit tests of `config::db_config` (kept in `tests/` beside the code).
+
+use std::time::Duration;
 
 use super::*;
 
