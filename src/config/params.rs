@@ -187,3 +187,7 @@ pool_params! {
         application_name: String = "dbservice".to_owned(), parse::application_name;
     }
 }
+
+#[cfg(test)]
+#[path = "tests/params.rs"]
+mod tests;
