@@ -1,5 +1,5 @@
-//! The pool parameters: one entry each (`name: Type = default, parser [, only BACKENDS];`),
-//! grouped by concern. The field, its doc, its default, its key in the URL, the file and the
+//! The pool parameters: one entry each (`name: Type = default, parser [, only BACKENDS]
+//! [, url_alias "other"];`), grouped by concern. The field, its doc, its default, its key in the URL, the file and the
 //! environment, its parser and bounds, its provenance and its display all come from here (see
 //! [`super::table`]); adding a parameter is one entry here plus its line in
 //! CONNECTION_POOLING.md and `.env.example`. Checks between parameters live in
@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::duration;
 use super::parse;
-use super::table::{NOT_SQLITE, POSTGRES, Param, pool_params, support};
+use super::table::{NOT_SQLITE, POSTGRES, Param, optional, pool_params};
 
 /// The default client-side statement deadline: long enough for any statement a web request
 /// should run, short enough that a hung database frees the request well before a load
@@ -113,7 +113,8 @@ pool_params! {
         /// (written `0`) waits without limit. Default: 30 s; `statement_timeout` + 1 s when
         /// that is set.
         #[serde(with = "duration::human_opt")]
-        query_timeout: Option<Duration> = Some(DEFAULT_QUERY_TIMEOUT), parse::optional_duration;
+        query_timeout: Option<Duration> = Some(DEFAULT_QUERY_TIMEOUT), parse::optional_duration,
+            url_alias "socket_timeout";
         /// Longest time a row stream ([`StreamTrait`](sea_orm::StreamTrait) on
         /// [`DbConn`](crate::DbConn)) may hold its connection; the stream then ends with an
         /// error and the connection is checked before reuse. `None` (written `0`) waits without
@@ -182,7 +183,9 @@ pool_params! {
         /// message instead of the startup packet. Default: false.
         pgbouncer: bool = false, parse::switch, only POSTGRES;
         /// Prepared statements cached per connection. `None`: the driver's default (100).
-        statement_cache_size: Option<usize> = None, parse::cache_size, only NOT_SQLITE;
+        /// Alias in the URL: `statement-cache-capacity` (sqlx's spelling).
+        statement_cache_size: Option<usize> = None, parse::cache_size, only NOT_SQLITE,
+            url_alias "statement-cache-capacity";
         /// Name shown in PostgreSQL's `pg_stat_activity`. Default: `dbservice`.
         application_name: String = "dbservice".to_owned(), parse::application_name;
     }

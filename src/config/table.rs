@@ -1,8 +1,8 @@
 //! The machinery behind the pool-parameter table in [`super::params`]: one macro turns each
 //! entry into everything a parameter needs, so that adding one is one entry plus its docs.
 //!
-//! From an entry `name: Type = default, parser [, only SUPPORT];` inside a group, the macro
-//! makes:
+//! From an entry `name: Type = default, parser [, only SUPPORT] [, url_alias "other"];` inside
+//! a group, the macro makes:
 //! - the field `name` (with the entry's doc and serde attributes) in the group's struct, and
 //!   its value in the group's `Default`;
 //! - the group as a field of [`PoolOptions`](super::PoolOptions), flattened when serialized
@@ -11,7 +11,8 @@
 //!   and `DBSERVICE_<NAME>` in the environment, and the set of keys whose provenance is
 //!   tracked;
 //! - a [`Param`] in `PARAMS`: how a written value is parsed and bounded (the parser's errors
-//!   name the parameter and the value) and which backends accept it.
+//!   name the parameter and the value), which backends accept it, and the other name the URL
+//!   query accepts for it (a driver's or Prisma's spelling).
 
 use super::error::ConfigError;
 use super::url::Backend;
@@ -25,6 +26,8 @@ pub(crate) struct Param {
     pub set: fn(&mut super::PoolOptions, &str) -> Result<(), ConfigError>,
     /// The backends that accept it; `None`: all.
     pub only: Option<Support>,
+    /// Another key for it in the URL query (the driver's or Prisma's spelling).
+    pub url_alias: Option<&'static str>,
 }
 
 /// The backends a parameter is restricted to, and how an error names them.
@@ -47,13 +50,13 @@ pub(crate) const NOT_SQLITE: Support = Support {
     named: "PostgreSQL and MySQL/MariaDB",
 };
 
-/// `Some(support)` when an entry names one, else `None`.
-macro_rules! support {
+/// `Some(value)` when an entry has the optional clause, else `None`.
+macro_rules! optional {
     () => {
         None
     };
-    ($only:expr) => {
-        Some($only)
+    ($value:expr) => {
+        Some($value)
     };
 }
 
@@ -66,7 +69,8 @@ macro_rules! pool_params {
             $group:ident: $Group:ident {
                 $(
                     $(#[$meta:meta])*
-                    $field:ident: $ty:ty = $default:expr, $parse:expr $(, only $only:expr)?;
+                    $field:ident: $ty:ty = $default:expr, $parse:expr
+                        $(, only $only:expr)? $(, url_alias $alias:literal)?;
                 )*
             }
         )*
@@ -126,11 +130,12 @@ macro_rules! pool_params {
                         pool.$group.$field = ($parse)(stringify!($field), value)?;
                         Ok(())
                     },
-                    only: support!($($only)?),
+                    only: optional!($($only)?),
+                    url_alias: optional!($($alias)?),
                 },
             )*)*
         ];
     };
 }
 
-pub(crate) use {pool_params, support};
+pub(crate) use {optional, pool_params};

@@ -8,7 +8,7 @@
 use url::Url;
 
 use super::error::ConfigError;
-use super::params::POOL_KEYS;
+use super::params::{PARAMS, POOL_KEYS};
 use super::redact::RedactedUrl;
 
 /// The database engine a URL points at.
@@ -74,13 +74,6 @@ impl Backend {
     }
 }
 
-/// The driver's spelling of a parameter we also accept under our own name.
-const ALIASES: &[(&str, &str)] = &[
-    ("statement-cache-capacity", "statement_cache_size"),
-    // Prisma's name for the client-side statement deadline.
-    ("socket_timeout", "query_timeout"),
-];
-
 /// `DATABASE_URL` taken apart.
 #[derive(Clone)]
 pub(crate) struct SplitUrl {
@@ -116,11 +109,11 @@ pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
     for (key, value) in url.query_pairs() {
         let key = key.into_owned();
         let value = value.into_owned();
-        let ours = ALIASES
+        // Our keys, and the other spellings the table accepts for some of them in the URL.
+        let ours = PARAMS
             .iter()
-            .find(|(alias, _)| *alias == key)
-            .map(|(_, name)| (*name).to_owned())
-            .or_else(|| POOL_KEYS.contains(&key.as_str()).then(|| key.clone()));
+            .find(|p| p.key == key || p.url_alias == Some(key.as_str()))
+            .map(|p| p.key.to_owned());
         if let Some(name) = ours {
             params.push((name, value));
         } else if backend.driver_keys().contains(&key.as_str()) {
