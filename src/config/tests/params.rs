@@ -1,5 +1,7 @@
 //! The parameter table against itself and against its documentation.
 
+use std::time::Duration;
+
 use super::*;
 
 const GUIDE: &str = include_str!("../../../CONNECTION_POOLING.md");
@@ -67,4 +69,18 @@ fn the_guide_documents_every_parameter_and_its_group() {
             );
         }
     }
+}
+
+#[test]
+fn url_aliases_set_their_parameter() {
+    let c = super::super::DbConfig::from_url(
+        "postgres://u@h/db?statement-cache-capacity=7&socket_timeout=9",
+    )
+    .expect("valid");
+    assert_eq!(c.pool().session.statement_cache_size, Some(7));
+    assert_eq!(
+        c.pool().deadlines.query_timeout,
+        Some(Duration::from_secs(9))
+    );
+    assert_eq!(c.driver_url(), "postgres://u@h/db");
 }
