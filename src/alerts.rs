@@ -1,8 +1,8 @@
-//! Alerts that are emitted, not only computed: pool utilisation (seed 003's 80 % / 90 %),
-//! callers waiting (seed 002's "waiting > 5") and database errors per hour (seed 002's
-//! "errors > 10/hour"), checked every second while the service is ready. Each crossing logs
-//! one line (WARN for `warn`, ERROR for `critical`, INFO when it clears) and counts in
-//! `dbservice_alerts_total{alert,level}`; the current level of each is in `/health/db`.
+//! Alerts that are emitted, not only computed: pool utilisation (80 % / 90 % by default),
+//! callers waiting (more than 5) and database errors per hour (more than 10), checked every
+//! second while the service is ready. Each crossing logs one line (WARN for `warn`, ERROR for
+//! `critical`, INFO when it clears) and counts in `dbservice_alerts_total{alert,level}`; the
+//! current level of each is in `/health/db`.
 //!
 //! Hysteresis: a level is left only when the value falls clearly below it (utilisation 10
 //! points under the level, waiting and errors at half the threshold), so a value hovering at
@@ -158,18 +158,18 @@ fn thresholds(alert: Alert, p: &PoolOptions) -> Thresholds {
     let count = |n: u32| (n > 0).then_some(f64::from(n));
     match alert {
         Alert::Utilization => Thresholds {
-            warn: Some(f64::from(p.utilization_warn_percent)),
-            critical: Some(f64::from(p.utilization_critical_percent)),
+            warn: Some(f64::from(p.monitoring.utilization_warn_percent)),
+            critical: Some(f64::from(p.monitoring.utilization_critical_percent)),
             margin: |t| t - 10.0,
         },
         // More than N waiting: raised at N + 1.
         Alert::Waiting => Thresholds {
-            warn: count(p.alert_waiting).map(|n| n + 1.0),
+            warn: count(p.monitoring.alert_waiting).map(|n| n + 1.0),
             critical: None,
             margin: |t| (t / 2.0).max(1.0),
         },
         Alert::Errors => Thresholds {
-            warn: count(p.alert_errors_per_hour).map(|n| n + 1.0),
+            warn: count(p.monitoring.alert_errors_per_hour).map(|n| n + 1.0),
             critical: None,
             margin: |t| (t / 2.0).max(1.0),
         },

@@ -250,9 +250,9 @@ fn pool_details(db: &DbService) -> serde_json::Value {
     let stats = db.stats();
     let cfg = db.config().pool();
     let percent = stats.utilization() * 100.0;
-    let level = if percent >= f64::from(cfg.utilization_critical_percent) {
+    let level = if percent >= f64::from(cfg.monitoring.utilization_critical_percent) {
         "critical"
-    } else if percent >= f64::from(cfg.utilization_warn_percent) {
+    } else if percent >= f64::from(cfg.monitoring.utilization_warn_percent) {
         "warn"
     } else {
         "ok"
@@ -271,8 +271,8 @@ fn pool_details(db: &DbService) -> serde_json::Value {
         "alert": {
             "level": level,
             "utilization_percent": percent,
-            "warn_percent": cfg.utilization_warn_percent,
-            "critical_percent": cfg.utilization_critical_percent,
+            "warn_percent": cfg.monitoring.utilization_warn_percent,
+            "critical_percent": cfg.monitoring.utilization_critical_percent,
         },
         "alerts": db.alerts(),
         "config": db.config(),

@@ -13,8 +13,8 @@ use super::error::ConfigError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// JSON logs, the pool summary line every 60 s (seed 003's monitor), no statement log,
-    /// a 5 s shutdown grace for the load balancer to notice.
+    /// JSON logs, the pool summary line every 60 s (a monitor without Prometheus), no
+    /// statement log, a 5 s shutdown grace for the load balancer to notice.
     Production,
     /// Readable logs, every statement logged, slow queries from 200 ms, a small pool, a short
     /// wait for a database that is not up.

@@ -8,6 +8,7 @@
 use url::Url;
 
 use super::error::ConfigError;
+use super::params::{PARAMS, POOL_KEYS};
 use super::redact::RedactedUrl;
 
 /// The database engine a URL points at.
@@ -73,49 +74,6 @@ impl Backend {
     }
 }
 
-/// Our pool parameters, as accepted in the URL query and in the layered settings.
-pub const POOL_KEYS: &[&str] = &[
-    "connection_limit",
-    "min_connections",
-    "pool_timeout",
-    "connect_timeout",
-    "connect_retry_timeout",
-    "idle_timeout",
-    "max_lifetime",
-    "ping_after_idle",
-    "keepalive",
-    "keepalive_idle",
-    "max_uses",
-    "leak_detection_threshold",
-    "fail_fast_after",
-    "stream_timeout",
-    "ping_timeout",
-    "health_check_timeout",
-    "query_timeout",
-    "slow_query_threshold",
-    "log_statements",
-    "utilization_warn_percent",
-    "utilization_critical_percent",
-    "alert_waiting",
-    "alert_errors_per_hour",
-    "stats_log_interval",
-    "transaction_max_wait",
-    "transaction_timeout",
-    "statement_timeout",
-    "idle_in_transaction_session_timeout",
-    "pgbouncer",
-    "statement_cache_size",
-    "schema",
-    "application_name",
-];
-
-/// The driver's spelling of a parameter we also accept under our own name.
-const ALIASES: &[(&str, &str)] = &[
-    ("statement-cache-capacity", "statement_cache_size"),
-    // Prisma's name for the client-side statement deadline.
-    ("socket_timeout", "query_timeout"),
-];
-
 /// `DATABASE_URL` taken apart.
 #[derive(Clone)]
 pub(crate) struct SplitUrl {
@@ -151,11 +109,11 @@ pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
     for (key, value) in url.query_pairs() {
         let key = key.into_owned();
         let value = value.into_owned();
-        let ours = ALIASES
+        // Our keys, and the other spellings the table accepts for some of them in the URL.
+        let ours = PARAMS
             .iter()
-            .find(|(alias, _)| *alias == key)
-            .map(|(_, name)| (*name).to_owned())
-            .or_else(|| POOL_KEYS.contains(&key.as_str()).then(|| key.clone()));
+            .find(|p| p.key == key || p.url_alias == Some(key.as_str()))
+            .map(|p| p.key.to_owned());
         if let Some(name) = ours {
             params.push((name, value));
         } else if backend.driver_keys().contains(&key.as_str()) {

@@ -44,7 +44,7 @@ pub(crate) fn build(
             let mut opts = MySqlConnectOptions::from_str(url)
                 .map_err(driver_err)?
                 .disable_statement_logging();
-            if let Some(n) = p.statement_cache_size {
+            if let Some(n) = p.session.statement_cache_size {
                 opts = opts.statement_cache_capacity(n);
             }
             Connector::MySql(opts, session_sql::mysql_session(p))
@@ -83,7 +83,7 @@ pub(crate) fn migration_connector(
         message: config.scrub(&e.to_string()),
     };
     let mut direct = config.pool().clone();
-    direct.pgbouncer = false;
+    direct.session.pgbouncer = false;
     Ok(match pool {
         Connector::Postgres(_) => Connector::Postgres(postgres_options(
             PgConnectOptions::from_str(url).map_err(driver_err)?,
@@ -134,9 +134,11 @@ fn raw_pool<DB: sqlx::Database>(p: &PoolOptions, retire: Retire) -> SqlxPoolOpti
     let opts = SqlxPoolOptions::<DB>::new()
         .max_connections(1)
         .min_connections(0)
-        .acquire_timeout(p.pool_timeout.unwrap_or(crate::config::MAX_DURATION));
+        .acquire_timeout(p.limits.pool_timeout.unwrap_or(crate::config::MAX_DURATION));
     match retire {
-        Retire::WhenIdle => opts.idle_timeout(RAW_IDLE).max_lifetime(p.max_lifetime),
+        Retire::WhenIdle => opts
+            .idle_timeout(RAW_IDLE)
+            .max_lifetime(p.limits.max_lifetime),
         Retire::Never => opts
             .idle_timeout(None)
             .max_lifetime(None)
@@ -146,12 +148,12 @@ fn raw_pool<DB: sqlx::Database>(p: &PoolOptions, retire: Retire) -> SqlxPoolOpti
 
 fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOptions {
     opts = opts
-        .application_name(&p.application_name)
+        .application_name(&p.session.application_name)
         .disable_statement_logging();
-    if let Some(n) = p.statement_cache_size {
+    if let Some(n) = p.session.statement_cache_size {
         opts = opts.statement_cache_capacity(n);
     }
-    if p.pgbouncer {
+    if p.session.pgbouncer {
         // PgBouncer (transaction mode) hands each transaction to any server connection, so a
         // cached prepared statement may not exist there; and it rejects unknown startup
         // parameters such as sqlx's `extra_float_digits`.

@@ -27,7 +27,7 @@ impl Endpoint {
     /// Checks that a connection can be had and answers, within `health_check_timeout` in all
     /// (the wait for a connection included). Returns the round-trip time.
     pub async fn ping(&self) -> Result<Duration, PingError> {
-        let bound = self.config().pool().health_check_timeout;
+        let bound = self.config().pool().limits.health_check_timeout;
         let started = Instant::now();
         let mut conn = match self.pool().acquire(Some(bound), None).await {
             Ok(c) => c,
@@ -85,7 +85,7 @@ impl Endpoint {
     /// `health_check_timeout`: it tells a busy database (answers) from a frozen or unreachable
     /// one (does not), without queueing behind the pool's callers.
     pub async fn check_direct(&self) -> Result<Duration, PingError> {
-        let bound = self.config().pool().health_check_timeout;
+        let bound = self.config().pool().limits.health_check_timeout;
         self.check_direct_within(bound).await
     }
 
@@ -94,7 +94,7 @@ impl Endpoint {
         &self,
         within: Duration,
     ) -> Result<Duration, PingError> {
-        let bound = self.config().pool().health_check_timeout;
+        let bound = self.config().pool().limits.health_check_timeout;
         self.check(within, bound, self.pool().connect_direct())
             .await
     }

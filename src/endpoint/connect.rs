@@ -52,9 +52,9 @@ pub(crate) async fn connect_with_retry(
         attempts.fetch_add(1, Ordering::Relaxed);
         let probe = async {
             pool.connect_direct().await?;
-            probe(pool, p.connect_timeout).await
+            probe(pool, p.limits.connect_timeout).await
         };
-        let result = match tokio::time::timeout(p.connect_timeout, probe).await {
+        let result = match tokio::time::timeout(p.limits.connect_timeout, probe).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => AttemptError {
                 transient: is_transient(&e),
@@ -64,7 +64,7 @@ pub(crate) async fn connect_with_retry(
                 transient: true,
                 message: format!(
                     "no connection within connect_timeout ({})",
-                    humantime::format_duration(p.connect_timeout)
+                    humantime::format_duration(p.limits.connect_timeout)
                 ),
             },
         };
@@ -85,7 +85,7 @@ pub(crate) async fn connect_with_retry(
     let retrying = attempt
         .retry(backoff)
         .sleep(tokio::time::sleep)
-        .when(|e: &AttemptError| e.transient && !p.connect_retry_timeout.is_zero())
+        .when(|e: &AttemptError| e.transient && !p.limits.connect_retry_timeout.is_zero())
         .notify(|e: &AttemptError, delay: Duration| {
             tracing::warn!(
                 url = %url,
@@ -95,8 +95,11 @@ pub(crate) async fn connect_with_retry(
             );
         });
 
-    let outcome =
-        tokio::time::timeout(p.connect_retry_timeout.max(p.connect_timeout), retrying).await;
+    let outcome = tokio::time::timeout(
+        p.limits.connect_retry_timeout.max(p.limits.connect_timeout),
+        retrying,
+    )
+    .await;
     let attempts = attempts.load(Ordering::Relaxed);
     let last_error = last.lock().map(|s| s.clone()).unwrap_or_default();
     match outcome {

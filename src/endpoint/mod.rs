@@ -87,8 +87,10 @@ impl Endpoint {
     /// the executor after each write (a primary with replicas).
     pub(crate) fn new(config: DbConfig, high_water: Option<Arc<HighWater>>) -> Result<Self> {
         let p = config.pool();
-        let instruments =
-            Arc::new(Instruments::new(p.slow_query_threshold).with_statement_log(p.log_statements));
+        let instruments = Arc::new(
+            Instruments::new(p.monitoring.slow_query_threshold)
+                .with_statement_log(p.monitoring.log_statements),
+        );
         let tasks = Tasks::current();
         let (pool, raw) = build::build(&config, &instruments, &tasks)?;
         if let Some(warning) = config.tls_warning() {
@@ -103,8 +105,8 @@ impl Endpoint {
             pool.clone(),
             raw,
             backend,
-            p.query_timeout,
-            p.stream_timeout,
+            p.deadlines.query_timeout,
+            p.deadlines.stream_timeout,
             high_water,
         );
         Ok(Self {
@@ -227,8 +229,8 @@ impl Endpoint {
             open,
             idle: open - busy,
             busy,
-            max: cfg.connection_limit,
-            min: cfg.min_connections,
+            max: cfg.limits.connection_limit,
+            min: cfg.limits.min_connections,
             waiting: u64::try_from(ins.waiting.load(Ordering::Relaxed)).unwrap_or(0),
             active: u64::try_from(ins.active.load(Ordering::Relaxed)).unwrap_or(0),
             opened_total: ins.opened.load(Ordering::Relaxed),

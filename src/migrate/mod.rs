@@ -83,7 +83,9 @@ async fn apply_on<M: MigratorTrait>(
 ) -> std::result::Result<Vec<String>, MigrateError> {
     let config = db.config();
     match db.backend() {
-        Backend::Postgres if config.pool().pgbouncer && config.redacted_direct_url().is_none() => {
+        Backend::Postgres
+            if config.pool().session.pgbouncer && config.redacted_direct_url().is_none() =>
+        {
             let txn = conn.begin().await?;
             lock::postgres(&txn, lock::Scope::Transaction, bound).await?;
             let pending = pending::<M, _>(&txn).await?;

@@ -98,7 +98,7 @@ impl Pool {
             instruments,
             tasks,
             holds: Holds::default(),
-            reach: Reachability::new(p.fail_fast_after),
+            reach: Reachability::new(p.limits.fail_fast_after),
             closing: AtomicBool::new(false),
             in_memory: sqlite_in_memory(config, &connector),
             cancel_slots: Arc::new(tokio::sync::Semaphore::new(2)),
@@ -113,7 +113,7 @@ impl Pool {
             connector,
             shared: shared.clone(),
         };
-        let max = usize::try_from(p.connection_limit).unwrap_or(usize::MAX);
+        let max = usize::try_from(p.limits.connection_limit).unwrap_or(usize::MAX);
         // Our own bounds apply (pool_timeout around the whole checkout, connect_timeout inside
         // `create`, ping_timeout inside `recycle`); deadpool's would only duplicate them.
         let pool = DeadPool::builder(manager)

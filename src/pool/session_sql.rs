@@ -37,26 +37,26 @@ pub(crate) const MYSQL_IN_TRANSACTION: &str = "SELECT CAST(@@in_transaction AS S
 /// ([`session_prefix`]).
 pub(crate) fn postgres_startup(p: &PoolOptions) -> Vec<(&'static str, String)> {
     let mut session: Vec<(&str, String)> = Vec::new();
-    if p.pgbouncer {
+    if p.session.pgbouncer {
         return session;
     }
-    if let Some(t) = p.statement_timeout {
+    if let Some(t) = p.deadlines.statement_timeout {
         session.push(("statement_timeout", t.as_millis().to_string()));
     }
-    if let Some(t) = p.idle_in_transaction_session_timeout {
+    if let Some(t) = p.deadlines.idle_in_transaction_session_timeout {
         session.push((
             "idle_in_transaction_session_timeout",
             t.as_millis().to_string(),
         ));
     }
-    if let Some(schema) = &p.schema {
+    if let Some(schema) = &p.session.schema {
         session.push(("search_path", schema.clone()));
     }
-    if p.keepalive {
+    if p.limits.keepalive {
         // The server probes a quiet client after keepalive_idle, then every interval, and
         // gives up after 3 unanswered probes: a vanished client's backend is freed within
         // about keepalive_idle + 3 intervals. (Ignored by the server on Unix sockets.)
-        let idle = p.keepalive_idle.as_secs().max(1);
+        let idle = p.limits.keepalive_idle.as_secs().max(1);
         session.push(("tcp_keepalives_idle", idle.to_string()));
         session.push((
             "tcp_keepalives_interval",
@@ -73,19 +73,19 @@ pub(crate) fn postgres_startup(p: &PoolOptions) -> Vec<(&'static str, String)> {
 /// names are formatted in.
 pub(crate) fn session_prefix(p: &PoolOptions) -> String {
     let mut s = String::new();
-    if let Some(t) = p.statement_timeout {
+    if let Some(t) = p.deadlines.statement_timeout {
         s.push_str(&format!(
             "SET LOCAL statement_timeout = {}; ",
             t.as_millis()
         ));
     }
-    if let Some(t) = p.idle_in_transaction_session_timeout {
+    if let Some(t) = p.deadlines.idle_in_transaction_session_timeout {
         s.push_str(&format!(
             "SET LOCAL idle_in_transaction_session_timeout = {}; ",
             t.as_millis()
         ));
     }
-    if let Some(schema) = &p.schema {
+    if let Some(schema) = &p.session.schema {
         s.push_str(&format!("SET LOCAL search_path TO {schema}; "));
     }
     s
@@ -97,7 +97,10 @@ pub(crate) fn session_prefix(p: &PoolOptions) -> String {
 /// seconds, as `innodb_lock_wait_timeout` counts them) is spent, so a timed-out transaction does
 /// not leave a statement holding its connection behind.
 pub(crate) fn mysql_session(p: &PoolOptions) -> String {
-    let budget = p.transaction_timeout.saturating_add(SERVER_GRACE);
+    let budget = p
+        .transactions
+        .transaction_timeout
+        .saturating_add(SERVER_GRACE);
     let secs = budget.as_secs() + u64::from(budget.subsec_nanos() > 0);
     format!("SET SESSION innodb_lock_wait_timeout = {}", secs.max(1))
 }
@@ -179,11 +182,9 @@ mod tests {
 
     #[test]
     fn a_begin_behind_pgbouncer_carries_the_session_before_the_transactions_budget() {
-        let p = PoolOptions {
-            pgbouncer: true,
-            statement_timeout: Some(Duration::from_secs(5)),
-            ..PoolOptions::default()
-        };
+        let mut p = PoolOptions::default();
+        p.session.pgbouncer = true;
+        p.deadlines.statement_timeout = Some(Duration::from_secs(5));
         let begin = Begin {
             isolation: Some(IsolationLevel::Serializable),
             access: None,

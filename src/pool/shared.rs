@@ -36,17 +36,17 @@ pub(crate) struct Limits {
 impl Limits {
     pub(super) fn of(p: &PoolOptions) -> Self {
         Self {
-            max: p.connection_limit,
-            min: p.min_connections,
-            pool_timeout: p.pool_timeout,
-            connect_timeout: p.connect_timeout,
-            idle_timeout: p.idle_timeout,
-            max_lifetime: p.max_lifetime,
-            max_uses: p.max_uses,
-            ping_after_idle: p.ping_after_idle,
-            keepalive_idle: p.keepalive.then_some(p.keepalive_idle),
-            ping_timeout: p.ping_timeout,
-            leak_detection_threshold: p.leak_detection_threshold,
+            max: p.limits.connection_limit,
+            min: p.limits.min_connections,
+            pool_timeout: p.limits.pool_timeout,
+            connect_timeout: p.limits.connect_timeout,
+            idle_timeout: p.limits.idle_timeout,
+            max_lifetime: p.limits.max_lifetime,
+            max_uses: p.limits.max_uses,
+            ping_after_idle: p.limits.ping_after_idle,
+            keepalive_idle: p.limits.keepalive.then_some(p.limits.keepalive_idle),
+            ping_timeout: p.limits.ping_timeout,
+            leak_detection_threshold: p.limits.leak_detection_threshold,
         }
     }
 }
@@ -144,11 +144,11 @@ pub(super) fn statement_mode(config: &DbConfig) -> op::Mode {
     let p = config.pool();
     if config.backend() != crate::config::Backend::Postgres {
         op::Mode::Prepared
-    } else if p.pgbouncer {
+    } else if p.session.pgbouncer {
         op::Mode::Inline {
             prefix: session_sql::session_prefix(p),
         }
-    } else if p.statement_cache_size == Some(0) {
+    } else if p.session.statement_cache_size == Some(0) {
         op::Mode::Unnamed
     } else {
         op::Mode::Prepared

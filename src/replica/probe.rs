@@ -41,7 +41,7 @@ pub(crate) async fn run(replicas: Weak<Replicas>) {
 /// One replica's check, bounded by its `health_check_timeout` (the wait for a connection
 /// included).
 async fn check(replica: &Replica, max_lag: Duration, primary_at: u64) {
-    let bound = replica.endpoint.config().pool().health_check_timeout;
+    let bound = replica.endpoint.config().pool().limits.health_check_timeout;
     let stmt = Statement::from_string(DbBackend::Postgres, STATUS_SQL);
     let epoch = replica
         .endpoint

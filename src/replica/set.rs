@@ -175,7 +175,7 @@ impl Replica {
         // read goes to the primary.
         let bound = deadline
             .saturating_duration_since(Instant::now())
-            .max(self.endpoint.config().pool().health_check_timeout);
+            .max(self.endpoint.config().pool().limits.health_check_timeout);
         let epoch = self.opened();
         match self.ask_replayed(bound).await {
             Ok(at) => {

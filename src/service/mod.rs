@@ -250,14 +250,14 @@ impl DbService {
             tracing::info!(
                 url = %cfg.redacted_url(),
                 direct_url = cfg.redacted_direct_url().map(|u| u.to_string()),
-                connection_limit = p.connection_limit,
-                pgbouncer = p.pgbouncer,
+                connection_limit = p.limits.connection_limit,
+                pgbouncer = p.session.pgbouncer,
                 // Every effective setting, redacted (the URLs without passwords, all pool
                 // parameters, the replicas): what an operator compares across instances.
                 settings = %serde_json::to_string(cfg).unwrap_or_default(),
-                budget_per_instance = budget_per_instance(p.connection_limit, p.pgbouncer),
+                budget_per_instance = budget_per_instance(p.limits.connection_limit, p.session.pgbouncer),
                 "database reachable; {}",
-                budget_line(p.connection_limit, p.pgbouncer)
+                budget_line(p.limits.connection_limit, p.session.pgbouncer)
             );
             prepare(self.clone())
                 .await
@@ -267,7 +267,7 @@ impl DbService {
         match &result {
             Ok(()) => {
                 primary.mark_ready();
-                if let Some(every) = cfg.pool().stats_log_interval {
+                if let Some(every) = cfg.pool().monitoring.stats_log_interval {
                     tokio::spawn(log_summaries(primary.clone(), every));
                 }
             }

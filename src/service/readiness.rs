@@ -41,7 +41,7 @@ impl DbService {
     /// Bounded by `health_check_timeout` (twice that for a caller that waited for another's
     /// check).
     pub async fn readiness(&self) -> Readiness {
-        let bound = self.config().pool().health_check_timeout;
+        let bound = self.config().pool().limits.health_check_timeout;
         if let Some(cause) = self.pool().down() {
             // Known down (fail-fast): say so at once, whatever an earlier check found; the
             // background probe is already trying.

@@ -53,7 +53,7 @@ impl DbService {
                 access: opts.read_only.then_some(AccessMode::ReadOnly),
                 remaining: opts.timeout.saturating_sub(started.elapsed()),
                 // A session is not ours behind PgBouncer: its settings go with the BEGIN.
-                session: pool.pgbouncer.then_some(pool),
+                session: pool.session.pgbouncer.then_some(pool),
             },
         );
         conn.set_in_transaction(true);
@@ -74,7 +74,7 @@ impl DbService {
                 self.instruments().on_error(&e);
                 if sqlstate(&e).is_some() {
                     // The server answered; end whatever was begun so the connection stays usable.
-                    let bound = self.config().pool().ping_timeout;
+                    let bound = self.config().pool().limits.ping_timeout;
                     if conn
                         .run(Op::Unprepared("ROLLBACK"), Some(bound))
                         .await

@@ -46,7 +46,7 @@ impl Transaction {
         Self {
             conn: Mutex::new(Some(conn)),
             backend: db.conn().get_database_backend(),
-            deadline: db.config().pool().query_timeout,
+            deadline: db.config().pool().deadlines.query_timeout,
             started,
             timeout,
             depth: AtomicU32::new(0),
@@ -72,7 +72,7 @@ impl Transaction {
             )));
         };
         let counters = self.db.tx_counters();
-        let ping_timeout = self.db.config().pool().ping_timeout;
+        let ping_timeout = self.db.config().pool().limits.ping_timeout;
         if self.started.elapsed() > self.timeout {
             let _ = finish_detached(self.db.tasks(), conn, false, ping_timeout, None).await;
             bump(&counters.timeout);
@@ -89,7 +89,7 @@ impl Transaction {
         bump(&self.db.tx_counters().rollback);
         match self.take() {
             Some(conn) => {
-                let bound = self.db.config().pool().ping_timeout;
+                let bound = self.db.config().pool().limits.ping_timeout;
                 finish_detached(self.db.tasks(), conn, false, bound, None).await
             }
             None => Ok(()),
@@ -151,7 +151,7 @@ impl Drop for Transaction {
     fn drop(&mut self) {
         if let Some(conn) = self.take() {
             bump(&self.db.tx_counters().rollback);
-            let bound = self.db.config().pool().ping_timeout;
+            let bound = self.db.config().pool().limits.ping_timeout;
             let tasks = self.db.tasks().clone();
             let spawn_on = tasks.clone();
             spawn_on.spawn(async move {

@@ -68,8 +68,8 @@ impl DbService {
     pub fn tx_options(&self) -> TxOptions {
         let p = self.config().pool();
         TxOptions::default()
-            .max_wait(p.transaction_max_wait)
-            .timeout(p.transaction_timeout)
+            .max_wait(p.transactions.transaction_max_wait)
+            .timeout(p.transactions.transaction_timeout)
     }
 
     /// Runs `body` in a transaction with this service's configured defaults
@@ -184,7 +184,7 @@ impl DbService {
         };
         let budget = opts.timeout.saturating_sub(started.elapsed());
         let outcome = tokio::time::timeout(budget, body(&tx)).await;
-        let ping_timeout = self.config().pool().ping_timeout;
+        let ping_timeout = self.config().pool().limits.ping_timeout;
         let Some(conn) = tx.take() else {
             return Attempt::Failed(TxError::Database(DbErr::Custom(
                 "transaction vanished".into(),

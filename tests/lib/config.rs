@@ -9,7 +9,7 @@ use dbservice::DbConfig;
 /// follows `statement_timeout` when only that is set and must stay above it when both are.
 #[test]
 fn query_timeout_defaults_aliases_and_conflicts() {
-    let d = |url: &str| DbConfig::from_url(url).map(|c| c.pool().query_timeout);
+    let d = |url: &str| DbConfig::from_url(url).map(|c| c.pool().deadlines.query_timeout);
     assert_eq!(d("postgres://u@h/db"), Ok(Some(Duration::from_secs(30))));
     assert_eq!(
         d("postgres://u@h/db?socket_timeout=7"),
@@ -85,10 +85,16 @@ fn profiles_fill_defaults_and_every_value_names_its_source() {
     assert_eq!(settings.shutdown.grace, Duration::from_secs(5));
     let config = settings.db_config(None).expect("config");
     let p = config.pool();
-    assert_eq!(p.stats_log_interval, Some(Duration::from_secs(60)));
-    assert_eq!(p.connection_limit, 3);
-    assert_eq!(p.pool_timeout, Some(Duration::from_secs(7)));
-    assert_eq!(p.slow_query_threshold, Some(Duration::from_secs(2)));
+    assert_eq!(
+        p.monitoring.stats_log_interval,
+        Some(Duration::from_secs(60))
+    );
+    assert_eq!(p.limits.connection_limit, 3);
+    assert_eq!(p.limits.pool_timeout, Some(Duration::from_secs(7)));
+    assert_eq!(
+        p.monitoring.slow_query_threshold,
+        Some(Duration::from_secs(2))
+    );
     let source = |k: &str| config.sources().get(k).map(ToString::to_string);
     assert_eq!(
         source("stats_log_interval").as_deref(),
@@ -132,12 +138,12 @@ fn profiles_fill_defaults_and_every_value_names_its_source() {
     assert_eq!(settings.profile(), Some(Profile::Development));
     settings.set_pool_param("connection_limit", "8");
     let config = settings.db_config(None).expect("config");
-    assert!(!config.pool().log_statements);
+    assert!(!config.pool().monitoring.log_statements);
     assert_eq!(
-        config.pool().slow_query_threshold,
+        config.pool().monitoring.slow_query_threshold,
         Some(Duration::from_millis(200))
     );
-    assert_eq!(config.pool().connection_limit, 8);
+    assert_eq!(config.pool().limits.connection_limit, 8);
     assert_eq!(
         config.sources().get("connection_limit"),
         Some(&Source::Code)

@@ -110,7 +110,7 @@ fn unknown_variables_are_fatal_except_in_production() {
     );
     let config = settings.db_config(None).expect("config");
     assert_ne!(
-        config.pool().connection_limit,
+        config.pool().limits.connection_limit,
         3,
         "an unknown name sets nothing"
     );

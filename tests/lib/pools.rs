@@ -43,8 +43,8 @@ async fn two_named_pools_on_two_databases() {
         })
         .await
     );
-    assert_eq!(pools.primary().config().pool().connection_limit, 3);
-    assert_eq!(analytics.config().pool().connection_limit, 2);
+    assert_eq!(pools.primary().config().pool().limits.connection_limit, 3);
+    assert_eq!(analytics.config().pool().limits.connection_limit, 2);
     // Work on each lands on its own database.
     let busy = futures::future::join_all((0..6).map(|_| async {
         select_one(analytics).await.expect("analytics");
@@ -148,13 +148,16 @@ pool_timeout = "2s"
         [("primary", true), ("analytics", true), ("archive", false)]
     );
     let analytics = pools.get("analytics").expect("analytics").config().pool();
-    assert_eq!(analytics.connection_limit, 3);
+    assert_eq!(analytics.limits.connection_limit, 3);
     // The environment's URL replaced the file's (and with it the file URL's query), the
     // table's parameters stay.
     let archive = pools.get("archive").expect("archive").config();
     assert!(archive.redacted_url().to_string().ends_with("/archive2"));
-    assert_eq!(archive.pool().pool_timeout, Some(Duration::from_secs(2)));
-    assert_ne!(archive.pool().connection_limit, 4);
+    assert_eq!(
+        archive.pool().limits.pool_timeout,
+        Some(Duration::from_secs(2))
+    );
+    assert_ne!(archive.pool().limits.connection_limit, 4);
 
     write(
         r#"
@@ -231,7 +234,7 @@ async fn health_lists_every_pool_and_readiness_follows_the_required_ones() {
     .await;
     assert_eq!(
         details["pool"]["max"],
-        primary.config().pool().connection_limit
+        primary.config().pool().limits.connection_limit
     );
     assert_eq!(details["pools"]["analytics"]["pool"]["max"], 2);
     assert_eq!(details["pools"]["archive"]["required"], false);

@@ -20,11 +20,11 @@ fn environment_overrides_file_and_url_overrides_environment() {
         DemoSettings::from_sources(&HashMap::new(), dir.path()).expect("file alone loads");
     let cfg = only_file.core.db_config(None).expect("valid");
     assert_eq!(
-        cfg.pool().connection_limit,
+        cfg.pool().limits.connection_limit,
         4,
         "numbers from TOML are accepted"
     );
-    assert_eq!(cfg.pool().pool_timeout, Some(Duration::from_secs(7)));
+    assert_eq!(cfg.pool().limits.pool_timeout, Some(Duration::from_secs(7)));
     assert_eq!(only_file.port, 9000);
 
     let s = DemoSettings::from_sources(
@@ -38,13 +38,17 @@ fn environment_overrides_file_and_url_overrides_environment() {
     )
     .expect("layers load");
     let cfg = s.core.db_config(None).expect("valid");
-    assert_eq!(cfg.pool().connection_limit, 9, "URL beats environment");
     assert_eq!(
-        cfg.pool().pool_timeout,
+        cfg.pool().limits.connection_limit,
+        9,
+        "URL beats environment"
+    );
+    assert_eq!(
+        cfg.pool().limits.pool_timeout,
         Some(Duration::from_secs(2)),
         "environment beats file"
     );
-    assert_eq!(cfg.pool().min_connections, 1, "file beats defaults");
+    assert_eq!(cfg.pool().limits.min_connections, 1, "file beats defaults");
     assert_eq!(s.port, 9100);
     assert!(
         cfg.redacted_url()

@@ -167,7 +167,9 @@ async fn kubernetes_manifest_agrees_with_the_code() {
         "endpoints need time to drop the pod"
     );
     // The readiness probe's timeout outlasts the service's own bound on the check.
-    let health = dbservice::PoolOptions::default().health_check_timeout;
+    let health = dbservice::PoolOptions::default()
+        .limits
+        .health_check_timeout;
     let timeout = number_after(&yaml, "readinessProbe:", "timeoutSeconds:");
     assert!(
         Duration::from_secs_f64(timeout) > health,
@@ -359,6 +361,7 @@ fn kubernetes_pool_and_workers_follow_the_cpu_limit_and_fit_the_budget() {
         .db_config(None)
         .expect("config")
         .pool()
+        .limits
         .connection_limit;
     assert_eq!(
         limit as usize,

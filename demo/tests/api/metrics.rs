@@ -441,7 +441,7 @@ async fn a_leaked_transaction_is_reported_once_with_where_it_began() {
     assert_eq!(leaks.len(), 1, "{text}");
     // The startup line states this instance's connection budget.
     // It is the guide's formula per instance: the pool + 1 migration + 1 probe.
-    let n = db.config().pool().connection_limit;
+    let n = db.config().pool().limits.connection_limit;
     let budget = format!(
         "connection budget: at most {} connection(s) to the database server ({n} pooled + 1 migration + 1 probe",
         n + 2

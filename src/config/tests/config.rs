@@ -1,4 +1,6 @@
-//! Unit tests of `config::mod` (kept in `tests/` beside the code).
+//! Unit tests of `config::db_config` (kept in `tests/` beside the code).
+
+use std::time::Duration;
 
 use super::*;
 
@@ -17,23 +19,26 @@ fn every_parameter_is_parsed() {
     )
     .expect("valid");
     let p = c.pool();
-    assert_eq!(p.connection_limit, 7);
-    assert_eq!(p.min_connections, 2);
-    assert_eq!(p.pool_timeout, Some(Duration::from_millis(500)));
-    assert_eq!(p.connect_timeout, Duration::from_secs(3));
-    assert_eq!(p.connect_retry_timeout, Duration::from_secs(60));
-    assert_eq!(p.idle_timeout, Some(Duration::from_secs(30)));
-    assert_eq!(p.max_lifetime, None);
-    assert_eq!(p.ping_after_idle, Duration::ZERO);
-    assert_eq!(p.health_check_timeout, Duration::from_secs(2));
-    assert_eq!(p.statement_timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(p.limits.connection_limit, 7);
+    assert_eq!(p.limits.min_connections, 2);
+    assert_eq!(p.limits.pool_timeout, Some(Duration::from_millis(500)));
+    assert_eq!(p.limits.connect_timeout, Duration::from_secs(3));
+    assert_eq!(p.limits.connect_retry_timeout, Duration::from_secs(60));
+    assert_eq!(p.limits.idle_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(p.limits.max_lifetime, None);
+    assert_eq!(p.limits.ping_after_idle, Duration::ZERO);
+    assert_eq!(p.limits.health_check_timeout, Duration::from_secs(2));
     assert_eq!(
-        p.idle_in_transaction_session_timeout,
+        p.deadlines.statement_timeout,
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(
+        p.deadlines.idle_in_transaction_session_timeout,
         Some(Duration::from_secs(20))
     );
-    assert_eq!(p.statement_cache_size, Some(50));
-    assert_eq!(p.schema.as_deref(), Some("app,public"));
-    assert_eq!(p.application_name, "ledger");
+    assert_eq!(p.session.statement_cache_size, Some(50));
+    assert_eq!(p.session.schema.as_deref(), Some("app,public"));
+    assert_eq!(p.session.application_name, "ledger");
     assert_eq!(c.driver_url(), "postgres://u:pw@h/db");
 }
 
@@ -41,14 +46,14 @@ fn every_parameter_is_parsed() {
 fn defaults_follow_the_contract() {
     let p = cfg("postgres://h/db").expect("valid").pool().clone();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    assert_eq!(p.connection_limit, cores * 2 + 1);
-    assert_eq!(p.min_connections, 0);
-    assert_eq!(p.pool_timeout, Some(Duration::from_secs(10)));
-    assert_eq!(p.connect_timeout, Duration::from_secs(5));
-    assert_eq!(p.idle_timeout, Some(Duration::from_secs(600)));
-    assert_eq!(p.max_lifetime, Some(Duration::from_secs(1800)));
-    assert_eq!(p.application_name, "dbservice");
-    assert!(!p.pgbouncer);
+    assert_eq!(p.limits.connection_limit, cores * 2 + 1);
+    assert_eq!(p.limits.min_connections, 0);
+    assert_eq!(p.limits.pool_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(p.limits.connect_timeout, Duration::from_secs(5));
+    assert_eq!(p.limits.idle_timeout, Some(Duration::from_secs(600)));
+    assert_eq!(p.limits.max_lifetime, Some(Duration::from_secs(1800)));
+    assert_eq!(p.session.application_name, "dbservice");
+    assert!(!p.session.pgbouncer);
 }
 
 #[test]
@@ -109,8 +114,8 @@ fn url_overrides_settings() {
         ("pool_timeout".to_owned(), "3".to_owned()),
     ];
     let c = DbConfig::from_parts("postgres://h/db?connection_limit=9", &settings).expect("valid");
-    assert_eq!(c.pool().connection_limit, 9);
-    assert_eq!(c.pool().pool_timeout, Some(Duration::from_secs(3)));
+    assert_eq!(c.pool().limits.connection_limit, 9);
+    assert_eq!(c.pool().limits.pool_timeout, Some(Duration::from_secs(3)));
 }
 
 #[test]
@@ -140,7 +145,7 @@ fn schema_is_a_list_of_identifiers() {
         "ünï_1$",
     ] {
         let c = cfg(&format!("postgres://h/db?schema={}", enc(ok))).expect(ok);
-        assert_eq!(c.pool().schema.as_deref(), Some(ok.trim()), "{ok}");
+        assert_eq!(c.pool().session.schema.as_deref(), Some(ok.trim()), "{ok}");
     }
     for bad in [
         "",
