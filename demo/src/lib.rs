@@ -7,6 +7,7 @@ mod listeners;
 pub mod routes;
 pub mod schema;
 mod settings;
+pub mod telemetry;
 
 pub use self::settings::{DEMO_KEYS, DemoSettings, HttpSettings, MigrationSettings};
 
@@ -19,7 +20,7 @@ use dbservice::http::ApiError;
 use dbservice::http::RequestTimeout;
 use dbservice::metrics::Metrics;
 use dbservice::shutdown::{self, ShutdownSettings};
-use dbservice::{DbService, Error, Pools, Result, health, telemetry};
+use dbservice::{DbService, Error, Pools, Result, health};
 
 /// Where the demo keeps its data when `DATABASE_URL` is unset (see the migration crate).
 pub use migration::DEMO_DATABASE_URL as DEFAULT_DATABASE_URL;
@@ -90,8 +91,8 @@ impl Application {
                     management_port.is_some(),
                     middleware::from_fn(listeners::route_by_listener),
                 ))
-                .wrap(middleware::from_fn(telemetry::log_request))
-                .wrap(telemetry::request_spans())
+                .wrap(middleware::from_fn(dbservice::telemetry::log_request))
+                .wrap(dbservice::telemetry::request_spans())
                 .app_data(data.clone())
                 .app_data(split.clone())
                 .app_data(health_options.clone())
