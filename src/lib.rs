@@ -20,7 +20,6 @@
 //! - [`shutdown`]: SIGTERM/SIGINT handling: readiness first, then drain, then close.
 //! - [`migrate`]: sea-orm-migration behind a cross-process lock with a bounded wait, and the
 //!   check that a database is not behind a build that does not migrate.
-//! - [`telemetry`]: `tracing` subscriber and the per-request log line.
 //! - [`classify`]: what a database error means (SQLSTATE, kind, retryable).
 //!
 //! ```no_run
@@ -39,6 +38,7 @@ pub mod config;
 mod conn;
 mod error;
 pub mod health;
+#[cfg(feature = "actix")]
 pub mod http;
 pub mod metrics;
 pub mod migrate;
@@ -50,7 +50,6 @@ mod service;
 pub mod shutdown;
 mod sql_text;
 mod stats;
-pub mod telemetry;
 mod time;
 pub mod transaction;
 

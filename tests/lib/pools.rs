@@ -221,7 +221,7 @@ async fn health_lists_every_pool_and_readiness_follows_the_required_ones() {
         App::new()
             .app_data(web::Data::new(pools.primary().clone()))
             .app_data(web::Data::new(pools))
-            .service(dbservice::health::scope())
+            .service(dbservice::http::health::scope())
     };
     let svc = test::init_service(app(pools.clone())).await;
     let details: serde_json::Value = test::call_and_read_body_json(
