@@ -89,11 +89,11 @@ impl PoolStats {
     }
 }
 
-/// Percentiles of a duration over the last [`WINDOW`] samples, in milliseconds.
+/// Percentiles of a duration over the last `WINDOW` (1024) samples, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Distribution {
-    /// How many samples the window holds (at most [`WINDOW`]).
+    /// How many samples the window holds (at most `WINDOW`, 1024).
     pub samples: usize,
     /// Median.
     pub p50_ms: f64,

@@ -30,7 +30,7 @@ impl From<Isolation> for IsolationLevel {
     }
 }
 
-/// Options of [`DbService::transaction`]; build from `TxOptions::default()`.
+/// Options of [`DbService::transaction`](crate::DbService::transaction); build from `TxOptions::default()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TxOptions {
     pub(super) max_wait: Duration,
