@@ -8,7 +8,7 @@
 use actix_web::{App, HttpServer, web};
 use dbservice::http::{ApiError, drain, health};
 use dbservice::shutdown::signal;
-use dbservice::{DbService, Settings};
+use dbservice::{DbService, config::Settings};
 use sea_orm::{ConnectionTrait, Statement};
 
 /// `POST /counters/{id}`: adds one hit in a transaction; 404 if there is no such counter.

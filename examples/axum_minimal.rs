@@ -16,7 +16,7 @@ use axum::{Router, serve};
 use dbservice::health::{self, HealthOptions, HealthReport};
 use dbservice::metrics::Metrics;
 use dbservice::shutdown::signal;
-use dbservice::{DbService, Settings};
+use dbservice::{DbService, config::Settings};
 
 #[derive(Clone)]
 struct AppState {

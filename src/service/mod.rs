@@ -16,8 +16,8 @@ use serde::Serialize;
 pub(crate) use self::connect::describe;
 use self::lifecycle::Lifecycle;
 pub use self::lifecycle::Phase;
+pub use self::readiness::Readiness;
 use self::readiness::ReadinessSlot;
-pub use self::readiness::{READY_CACHE, Readiness};
 pub(crate) use self::tasks::Tasks;
 use crate::config::{Backend, DbConfig};
 use crate::conn::DbConn;
@@ -411,10 +411,10 @@ impl DbService {
         let started = Instant::now();
         let mut conn = match self.inner.pool.acquire(Some(bound), None).await {
             Ok(c) => c,
-            Err(crate::AcquireError::Unreachable { cause, .. }) => {
+            Err(crate::classify::AcquireError::Unreachable { cause, .. }) => {
                 return Err(PingError::Failed(cause));
             }
-            Err(crate::AcquireError::ServerFull { cause, .. }) => {
+            Err(crate::classify::AcquireError::ServerFull { cause, .. }) => {
                 return Err(PingError::ServerFull(cause));
             }
             Err(_) => return Err(PingError::TimedOut(bound)),

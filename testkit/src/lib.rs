@@ -190,7 +190,7 @@ where
 
 /// A started service on `url` (connected, ready).
 pub async fn connected_service(url: &str) -> dbservice::DbService {
-    let config = dbservice::DbConfig::from_url(url).expect("valid URL");
+    let config = dbservice::config::DbConfig::from_url(url).expect("valid URL");
     let db = dbservice::DbService::new(config).expect("service");
     db.connect().await.expect("connects");
     db
