@@ -190,9 +190,12 @@ pub(crate) fn is_server_full(err: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = err else {
         return false;
     };
+    #[cfg(feature = "mysql")]
     let number = db
         .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
         .map(sqlx::mysql::MySqlDatabaseError::number);
+    #[cfg(not(feature = "mysql"))]
+    let number = None;
     refused_for_want_of_slots(db.code().as_deref(), number, db.message())
 }
 

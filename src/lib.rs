@@ -84,6 +84,11 @@
 
 #![deny(missing_docs)]
 
+#[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+compile_error!(
+    "dbservice needs at least one database driver: enable the feature `postgres`, `mysql` or `sqlite`"
+);
+
 pub mod alerts;
 pub mod batch;
 pub mod classify;

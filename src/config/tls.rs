@@ -4,7 +4,9 @@
 
 use std::str::FromStr;
 
+#[cfg(feature = "mysql")]
 use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
+#[cfg(feature = "postgres")]
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use serde::Serialize;
 
@@ -36,6 +38,7 @@ pub(super) fn resolve(url: &SplitUrl) -> Option<TlsMode> {
         .any(|(k, _)| k == "sslmode" || k == "ssl-mode");
     let driver_url = url.driver_url.as_str();
     match url.backend {
+        #[cfg(feature = "postgres")]
         Backend::Postgres => {
             let mode = PgConnectOptions::from_str(driver_url)
                 .map(|o| o.get_ssl_mode())
@@ -61,6 +64,7 @@ pub(super) fn resolve(url: &SplitUrl) -> Option<TlsMode> {
                 verifies_server,
             })
         }
+        #[cfg(feature = "mysql")]
         Backend::MySql => {
             let mode = MySqlConnectOptions::from_str(driver_url)
                 .map(|o| o.get_ssl_mode())
@@ -79,6 +83,9 @@ pub(super) fn resolve(url: &SplitUrl) -> Option<TlsMode> {
             })
         }
         Backend::Sqlite => None,
+        // Refused when the URL was split (`ConfigError::BackendNotCompiled`).
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
 }
 

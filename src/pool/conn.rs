@@ -4,7 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use sea_orm::sqlx::{MySqlConnection, PgConnection, SqliteConnection};
+#[cfg(feature = "mysql")]
+use sea_orm::sqlx::MySqlConnection;
+#[cfg(feature = "postgres")]
+use sea_orm::sqlx::PgConnection;
+#[cfg(feature = "sqlite")]
+use sea_orm::sqlx::SqliteConnection;
 
 use super::exec::Mode;
 use super::holds::HoldSlot;
@@ -14,8 +19,11 @@ use crate::observe::Instruments;
 /// A driver connection of one of the three backends.
 #[derive(Debug)]
 pub(crate) enum RawConn {
+    #[cfg(feature = "postgres")]
     Postgres(PgConnection),
+    #[cfg(feature = "mysql")]
     MySql(MySqlConnection),
+    #[cfg(feature = "sqlite")]
     Sqlite(SqliteConnection),
 }
 

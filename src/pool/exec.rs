@@ -110,6 +110,7 @@ pub(crate) async fn run(
     in_tx: bool,
 ) -> Result<Output, sqlx::Error> {
     match conn {
+        #[cfg(feature = "postgres")]
         RawConn::Postgres(c) => match mode {
             Mode::Prepared => run_on!(c, op, true),
             Mode::Unnamed => run_on!(c, op, false),
@@ -117,7 +118,9 @@ pub(crate) async fn run(
                 super::inline::run(c, op, if in_tx { "" } else { prefix }).await
             }
         },
+        #[cfg(feature = "mysql")]
         RawConn::MySql(c) => run_on!(c, op, true),
+        #[cfg(feature = "sqlite")]
         RawConn::Sqlite(c) => run_on!(c, op, true),
     }
 }
@@ -149,8 +152,11 @@ pub(crate) fn session_prefix(p: &crate::config::PoolOptions) -> String {
 /// A liveness round trip.
 pub(crate) async fn ping(conn: &mut RawConn) -> Result<(), sqlx::Error> {
     match conn {
+        #[cfg(feature = "postgres")]
         RawConn::Postgres(c) => c.ping().await,
+        #[cfg(feature = "mysql")]
         RawConn::MySql(c) => c.ping().await,
+        #[cfg(feature = "sqlite")]
         RawConn::Sqlite(c) => c.ping().await,
     }
 }
@@ -159,8 +165,11 @@ pub(crate) async fn ping(conn: &mut RawConn) -> Result<(), sqlx::Error> {
 pub(crate) async fn close(conn: RawConn, bound: Duration) {
     let closing = async {
         match conn {
+            #[cfg(feature = "postgres")]
             RawConn::Postgres(c) => c.close().await,
+            #[cfg(feature = "mysql")]
             RawConn::MySql(c) => c.close().await,
+            #[cfg(feature = "sqlite")]
             RawConn::Sqlite(c) => c.close().await,
         }
     };

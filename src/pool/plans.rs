@@ -73,8 +73,12 @@ fn is_stale(e: &sqlx::Error) -> bool {
 /// one round trip, none when the cache is empty). MySQL and SQLite re-prepare by themselves.
 pub(crate) async fn evict(raw: &mut RawConn) -> Result<(), sqlx::Error> {
     match raw {
+        #[cfg(feature = "postgres")]
         RawConn::Postgres(c) => c.clear_cached_statements().await,
-        RawConn::MySql(_) | RawConn::Sqlite(_) => Ok(()),
+        #[cfg(feature = "mysql")]
+        RawConn::MySql(_) => Ok(()),
+        #[cfg(feature = "sqlite")]
+        RawConn::Sqlite(_) => Ok(()),
     }
 }
 

@@ -94,6 +94,7 @@ async fn pump_postgres(
     }
 }
 
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
 fn query<DB: sqlx::Database>(
     stmt: &Statement,
 ) -> sqlx::query::Query<'_, DB, sea_query_sqlx::SqlxValues>
@@ -127,8 +128,11 @@ pub(crate) fn start(mut conn: Pooled, stmt: Statement, bound: Option<Duration>) 
         };
         let work = async {
             match raw {
+                #[cfg(feature = "postgres")]
                 RawConn::Postgres(c) => pump_postgres(c, &stmt, &mode, in_tx, &tx).await,
+                #[cfg(feature = "mysql")]
                 RawConn::MySql(c) => pump(query(&stmt).fetch(c), &tx).await,
+                #[cfg(feature = "sqlite")]
                 RawConn::Sqlite(c) => pump(query(&stmt).fetch(c), &tx).await,
             }
         };

@@ -115,16 +115,22 @@ pub(super) async fn make_fit(shared: &Arc<Shared>, conn: &mut Conn) -> Result<()
     let inline = matches!(*conn.mode, Mode::Inline { .. });
     let tainted = conn.tainted;
     let stale = conn.stale_statements;
+    #[cfg(feature = "sqlite")]
     let in_memory = shared.in_memory;
     let Some(raw) = conn.raw.as_mut() else {
         return Err(Unfit::Broken("taken".into()));
     };
     let work = async {
         match raw {
+            #[cfg(feature = "postgres")]
             RawConn::Postgres(c) if tainted && !inline => reset_postgres(c, stale).await,
+            #[cfg(feature = "postgres")]
             RawConn::Postgres(c) => postgres_outside_transaction(c).await,
+            #[cfg(feature = "mysql")]
             RawConn::MySql(_) if tainted => Err(Unfit::Unclean("its session may have changed")),
+            #[cfg(feature = "mysql")]
             RawConn::MySql(c) => mysql_outside_transaction(c).await,
+            #[cfg(feature = "sqlite")]
             RawConn::Sqlite(c) => {
                 // "cannot rollback - no transaction is active" is a clean connection's answer.
                 match sqlx::raw_sql("ROLLBACK").execute(&mut *c).await {
@@ -252,6 +258,7 @@ async fn reset_postgres(c: &mut sqlx::PgConnection, stale: bool) -> Result<(), U
 
 /// MariaDB reports `@@in_transaction`; a MySQL server without it gets a `ROLLBACK`, which ends
 /// whatever was left open.
+#[cfg(feature = "mysql")]
 async fn mysql_outside_transaction(c: &mut sqlx::MySqlConnection) -> Result<(), Unfit> {
     match sqlx::raw_sql("SELECT CAST(@@in_transaction AS SIGNED)")
         .fetch_one(&mut *c)
@@ -293,6 +300,7 @@ pub(crate) struct SessionId {
 /// `statement_timeout` (or `client_connection_check_interval`) ends the statement. SQLite's
 /// statements run in this process and end with them.
 pub(super) async fn cancel(shared: &Arc<Shared>, conn: &mut Conn, wait: Duration) {
+    #[cfg(feature = "sqlite")]
     if matches!(conn.raw, Some(RawConn::Sqlite(_))) {
         conn.in_flight = false;
         return;
@@ -333,6 +341,7 @@ async fn send_cancel(shared: &Shared, session: &SessionId) -> bool {
     let sent = tokio::time::timeout(bound, async {
         let mut side = shared.connector.open().await?;
         let result = match &mut side {
+            #[cfg(feature = "postgres")]
             RawConn::Postgres(c) => sqlx::query(
                 "SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity \
                  WHERE pid = $1 AND backend_start = $2::timestamptz",
@@ -342,6 +351,7 @@ async fn send_cancel(shared: &Shared, session: &SessionId) -> bool {
             .fetch_optional(&mut *c)
             .await
             .map(|row| row.is_some()),
+            #[cfg(feature = "mysql")]
             RawConn::MySql(c) => {
                 let here: Option<String> =
                     sqlx::query_scalar("SELECT CONCAT(@@hostname, ':', @@port)")
@@ -356,6 +366,7 @@ async fn send_cancel(shared: &Shared, session: &SessionId) -> bool {
                     Ok(false)
                 }
             }
+            #[cfg(feature = "sqlite")]
             RawConn::Sqlite(_) => Ok(false),
         };
         super::exec::close(side, shared.limits.ping_timeout).await;
@@ -393,7 +404,9 @@ pub(super) async fn session_id(
 ) -> Option<SessionId> {
     let ask = async {
         let row = match raw {
+            #[cfg(feature = "postgres")]
             RawConn::Postgres(_) if inline => return None,
+            #[cfg(feature = "postgres")]
             RawConn::Postgres(c) => sqlx::raw_sql(
                 "SELECT pid::int8, backend_start::text FROM pg_catalog.pg_stat_activity \
                  WHERE pid = pg_catalog.pg_backend_pid()",
@@ -407,6 +420,7 @@ pub(super) async fn session_id(
                     r.try_get::<String, _>(1).ok()?,
                 ))
             }),
+            #[cfg(feature = "mysql")]
             RawConn::MySql(c) => sqlx::raw_sql(
                 "SELECT CAST(CONNECTION_ID() AS SIGNED), CONCAT(@@hostname, ':', @@port)",
             )
@@ -419,6 +433,7 @@ pub(super) async fn session_id(
                     r.try_get::<String, _>(1).ok()?,
                 ))
             }),
+            #[cfg(feature = "sqlite")]
             RawConn::Sqlite(_) => None,
         };
         let (id, proof) = row?;

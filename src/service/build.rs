@@ -6,14 +6,20 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::sqlx::{
-    self, ConnectOptions,
-    mysql::MySqlConnectOptions,
-    pool::PoolOptions as SqlxPoolOptions,
-    postgres::PgConnectOptions,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode},
-};
-use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
+use sea_orm::DatabaseConnection;
+#[cfg(feature = "mysql")]
+use sea_orm::SqlxMySqlConnector;
+#[cfg(feature = "postgres")]
+use sea_orm::SqlxPostgresConnector;
+#[cfg(feature = "sqlite")]
+use sea_orm::SqlxSqliteConnector;
+#[cfg(feature = "mysql")]
+use sea_orm::sqlx::mysql::MySqlConnectOptions;
+#[cfg(feature = "postgres")]
+use sea_orm::sqlx::postgres::PgConnectOptions;
+#[cfg(feature = "sqlite")]
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sea_orm::sqlx::{self, ConnectOptions, pool::PoolOptions as SqlxPoolOptions};
 
 use super::Tasks;
 use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
@@ -36,10 +42,12 @@ pub(crate) fn build(
         message: config.scrub(&e.to_string()),
     };
     let connector = match config.backend() {
+        #[cfg(feature = "postgres")]
         Backend::Postgres => Connector::Postgres(postgres_options(
             PgConnectOptions::from_str(url).map_err(driver_err)?,
             p,
         )),
+        #[cfg(feature = "mysql")]
         Backend::MySql => {
             let mut opts = MySqlConnectOptions::from_str(url)
                 .map_err(driver_err)?
@@ -49,6 +57,7 @@ pub(crate) fn build(
             }
             Connector::MySql(opts, mysql_session(p))
         }
+        #[cfg(feature = "sqlite")]
         Backend::Sqlite => {
             let mut opts = SqliteConnectOptions::from_str(url)
                 .map_err(driver_err)?
@@ -61,6 +70,9 @@ pub(crate) fn build(
             }
             Connector::Sqlite(opts)
         }
+        // Refused earlier, when the URL was read (`ConfigError::BackendNotCompiled`).
+        #[allow(unreachable_patterns)]
+        other => return Err(other.not_compiled()),
     };
     let raw = seaorm_connection(&connector, p, Retire::WhenIdle);
     let pool = Pool::new(config, connector, instruments.clone(), tasks.clone())?;
@@ -85,16 +97,19 @@ pub(crate) fn migration_connector(
     let mut direct = config.pool().clone();
     direct.pgbouncer = false;
     Ok(match pool {
+        #[cfg(feature = "postgres")]
         Connector::Postgres(_) => Connector::Postgres(postgres_options(
             PgConnectOptions::from_str(url).map_err(driver_err)?,
             &direct,
         )),
+        #[cfg(feature = "mysql")]
         Connector::MySql(_, session) => Connector::MySql(
             MySqlConnectOptions::from_str(url)
                 .map_err(driver_err)?
                 .disable_statement_logging(),
             session.clone(),
         ),
+        #[cfg(feature = "sqlite")]
         Connector::Sqlite(o) => Connector::Sqlite(o.clone()),
     })
 }
@@ -117,12 +132,15 @@ pub(crate) fn seaorm_connection(
     retire: Retire,
 ) -> DatabaseConnection {
     match connector {
+        #[cfg(feature = "postgres")]
         Connector::Postgres(o) => SqlxPostgresConnector::from_sqlx_postgres_pool(
             raw_pool(p, retire).connect_lazy_with(o.clone()),
         ),
+        #[cfg(feature = "mysql")]
         Connector::MySql(o, _) => SqlxMySqlConnector::from_sqlx_mysql_pool(
             raw_pool(p, retire).connect_lazy_with(o.clone()),
         ),
+        #[cfg(feature = "sqlite")]
         Connector::Sqlite(o) => SqlxSqliteConnector::from_sqlx_sqlite_pool(
             raw_pool(p, retire).connect_lazy_with(o.clone()),
         ),
@@ -144,6 +162,7 @@ fn raw_pool<DB: sqlx::Database>(p: &PoolOptions, retire: Retire) -> SqlxPoolOpti
     }
 }
 
+#[cfg(feature = "postgres")]
 fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOptions {
     opts = opts
         .application_name(&p.application_name)
@@ -196,6 +215,7 @@ fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOpt
 /// server once the transaction's budget (`transaction_timeout` + the server's grace, whole
 /// seconds, as `innodb_lock_wait_timeout` counts them) is spent, so a timed-out transaction does
 /// not leave a statement holding its connection behind. Only numbers are formatted in.
+#[cfg(feature = "mysql")]
 fn mysql_session(p: &PoolOptions) -> String {
     let budget = p
         .transaction_timeout
