@@ -2,6 +2,7 @@
 //! (`ssl-mode`), PostgreSQL's `PGSSLMODE` environment variable, or the driver's default. The
 //! driver reads `PGSSLMODE` itself, so showing only the URL's parameter would misreport it.
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 use std::str::FromStr;
 
 #[cfg(feature = "mysql")]
@@ -31,6 +32,10 @@ pub struct TlsMode {
 
 /// The TLS mode the driver will use for `url`, read once when the configuration is built
 /// (`PGSSLMODE` as the environment has it then); `None` for SQLite.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql")),
+    allow(unused_variables)
+)]
 pub(super) fn resolve(url: &SplitUrl) -> Option<TlsMode> {
     let in_url = url
         .driver_url

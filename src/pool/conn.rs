@@ -27,6 +27,16 @@ pub(crate) enum RawConn {
     Sqlite(SqliteConnection),
 }
 
+impl RawConn {
+    /// Whether this is a PostgreSQL connection (false in a build without its driver).
+    pub(crate) fn is_postgres(&self) -> bool {
+        #[cfg(feature = "postgres")]
+        return matches!(self, RawConn::Postgres(_));
+        #[cfg(not(feature = "postgres"))]
+        return false;
+    }
+}
+
 /// Why a connection was closed; counted in `dbservice_connections_closed_total{reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

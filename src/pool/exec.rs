@@ -4,6 +4,9 @@
 //! `From<PgQueryResult> for ExecResult`. Unprepared SQL goes through the simple protocol
 //! (`raw_sql`), as SeaORM's `execute_unprepared` does.
 
+// Some parameters and imports serve only PostgreSQL (PgBouncer, statement modes, resets).
+#![cfg_attr(not(feature = "postgres"), allow(unused_variables, unused_imports))]
+
 use std::time::Duration;
 
 use sea_orm::sea_query::Values;

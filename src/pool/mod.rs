@@ -18,6 +18,7 @@ mod conn;
 mod effects;
 mod exec;
 mod holds;
+#[cfg(feature = "postgres")]
 mod inline;
 mod maintain;
 mod manager;

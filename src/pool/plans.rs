@@ -13,7 +13,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sea_orm::sqlx::{self, Connection, postgres::PgDatabaseError};
+use sea_orm::sqlx;
+#[cfg(feature = "postgres")]
+use sea_orm::sqlx::Connection;
+#[cfg(feature = "postgres")]
+use sea_orm::sqlx::postgres::PgDatabaseError;
 
 use super::conn::RawConn;
 use super::exec::{self, Mode, Op, Output};
@@ -62,6 +66,7 @@ fn is_stale(e: &sqlx::Error) -> bool {
     };
     match db.code().as_deref() {
         Some("26000") => true,
+        #[cfg(feature = "postgres")]
         Some("0A000") => db
             .try_downcast_ref::<PgDatabaseError>()
             .is_some_and(|pg| pg.routine() == Some("RevalidateCachedQuery")),

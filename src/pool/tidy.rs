@@ -22,6 +22,9 @@
 //!   this process); a changed session (a `PRAGMA`, a `TEMP` table, an `ATTACH`) closes the
 //!   connection, except on an in-memory database, which closing would lose.
 
+// Some parameters and imports serve only PostgreSQL (PgBouncer, statement modes, resets).
+#![cfg_attr(not(feature = "postgres"), allow(unused_variables, unused_imports))]
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -59,6 +62,7 @@ impl Unfit {
 /// the caller's named statements.
 /// Qualified with `pg_catalog.`, so that nothing the caller created in its `search_path`
 /// stands in for them.
+#[cfg(feature = "postgres")]
 const PG_RESET: &str = "SELECT pg_catalog.now() = pg_catalog.statement_timestamp(), \
     (SELECT pg_catalog.pg_advisory_unlock_all()) IS NULL, \
     (SELECT pg_catalog.string_agg('DEALLOCATE ' || pg_catalog.quote_ident(name), '; ') \
@@ -205,6 +209,7 @@ fn broken(what: &str, e: &sqlx::Error) -> Unfit {
 
 /// An error answer inside a transaction block someone left (25P02: aborted) is unclean;
 /// anything else means the connection failed.
+#[cfg(feature = "postgres")]
 fn pg_failure(e: sqlx::Error) -> Unfit {
     match &e {
         sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("25")) => {
@@ -214,6 +219,7 @@ fn pg_failure(e: sqlx::Error) -> Unfit {
     }
 }
 
+#[cfg(feature = "postgres")]
 async fn postgres_outside_transaction(c: &mut sqlx::PgConnection) -> Result<(), Unfit> {
     let row = sqlx::raw_sql("SELECT pg_catalog.now() = pg_catalog.statement_timestamp()")
         .fetch_one(&mut *c)
@@ -226,6 +232,7 @@ async fn postgres_outside_transaction(c: &mut sqlx::PgConnection) -> Result<(), 
     }
 }
 
+#[cfg(feature = "postgres")]
 async fn reset_postgres(c: &mut sqlx::PgConnection, stale: bool) -> Result<(), Unfit> {
     let rows = sqlx::raw_sql(PG_RESET)
         .fetch_all(&mut *c)
@@ -403,7 +410,7 @@ pub(super) async fn session_id(
     bound: Duration,
 ) -> Option<SessionId> {
     let ask = async {
-        let row = match raw {
+        let row: Option<(i64, String)> = match raw {
             #[cfg(feature = "postgres")]
             RawConn::Postgres(_) if inline => return None,
             #[cfg(feature = "postgres")]

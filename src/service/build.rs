@@ -81,6 +81,10 @@ pub(crate) fn build(
 
 /// How migrations connect: over `DATABASE_URL_DIRECT` when set (a real session, not through
 /// PgBouncer), else like the pool.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql")),
+    allow(unused_variables)
+)]
 pub(crate) fn migration_connector(
     config: &DbConfig,
     pool: &Connector,
