@@ -21,9 +21,8 @@
 //! - **SQLite**: a `ROLLBACK` ends whatever transaction a caller left open (its state lives in
 //!   this process); a changed session (a `PRAGMA`, a `TEMP` table, an `ATTACH`) closes the
 //!   connection, except on an in-memory database, which closing would lose.
-
-// Some parameters and imports serve only PostgreSQL (PgBouncer, statement modes, resets).
-#![cfg_attr(not(feature = "postgres"), allow(unused_variables, unused_imports))]
+// Some parameters, imports and helpers serve only PostgreSQL (PgBouncer, statement modes, resets).
+#![cfg_attr(not(feature = "postgres"), allow(unused))]
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -62,7 +61,6 @@ impl Unfit {
 /// the caller's named statements.
 /// Qualified with `pg_catalog.`, so that nothing the caller created in its `search_path`
 /// stands in for them.
-#[cfg(feature = "postgres")]
 const PG_RESET: &str = "SELECT pg_catalog.now() = pg_catalog.statement_timestamp(), \
     (SELECT pg_catalog.pg_advisory_unlock_all()) IS NULL, \
     (SELECT pg_catalog.string_agg('DEALLOCATE ' || pg_catalog.quote_ident(name), '; ') \
@@ -209,7 +207,6 @@ fn broken(what: &str, e: &sqlx::Error) -> Unfit {
 
 /// An error answer inside a transaction block someone left (25P02: aborted) is unclean;
 /// anything else means the connection failed.
-#[cfg(feature = "postgres")]
 fn pg_failure(e: sqlx::Error) -> Unfit {
     match &e {
         sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("25")) => {
