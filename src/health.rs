@@ -1,7 +1,8 @@
 //! Health answers, free of any web framework: [`live`], [`ready`] and [`details`] each return
-//! a [`HealthReport`] (status code, headers, JSON body) that any framework serves as is (the
-//! actix wing mounts them as [`crate::http::health`]). With named pools, pass the [`Pools`]:
-//! `details` then lists every pool and `ready` fails for a failing *required* pool, naming it.
+//! a [`HealthReport`] (status code, headers, JSON body) that any framework serves as is; the
+//! actix wing (feature `actix`) mounts them as `http::health`. With named pools, pass the
+//! [`Pools`]: `details` then lists every pool and `ready` fails for a failing *required* pool,
+//! naming it.
 //!
 //! - `GET /health/live`: 200 while the process serves HTTP. Never touches the database, so a
 //!   database outage does not make Kubernetes restart healthy pods.

@@ -1,5 +1,5 @@
 //! Graceful shutdown of a server backed by a [`DbService`], whatever the web framework
-//! ([`drain_with`]; the actix wing's [`crate::http::drain`] for an actix server).
+//! ([`drain_with`]; the actix wing's `http::drain` for an actix server).
 //!
 //! The sequence, on SIGTERM or SIGINT:
 //! 1. readiness fails at once (`/health/ready` → 503), so load balancers stop sending traffic;
