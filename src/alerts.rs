@@ -19,7 +19,7 @@ use crate::config::PoolOptions;
 use crate::stats::PoolStats;
 
 /// How often the levels are checked.
-pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// An alert's level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

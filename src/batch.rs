@@ -19,14 +19,14 @@ use crate::service::DbService;
 use crate::transaction::{TxError, TxOptions};
 
 /// PostgreSQL's limit on bind parameters in one statement (an `i16` count on the wire).
-pub const POSTGRES_BIND_LIMIT: usize = 65_535;
+const POSTGRES_BIND_LIMIT: usize = 65_535;
 /// MySQL's and MariaDB's limit on placeholders in one prepared statement.
-pub const MYSQL_BIND_LIMIT: usize = 65_535;
+const MYSQL_BIND_LIMIT: usize = 65_535;
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` (since 3.32).
-pub const SQLITE_BIND_LIMIT: usize = 32_766;
+const SQLITE_BIND_LIMIT: usize = 32_766;
 
 /// Rows per `INSERT` by default (see [`BatchOptions::max_chunk_rows`]).
-pub const DEFAULT_CHUNK_ROWS: usize = 1000;
+const DEFAULT_CHUNK_ROWS: usize = 1000;
 
 /// How the rows reach the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

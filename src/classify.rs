@@ -1,14 +1,14 @@
 //! What a database error means: its SQLSTATE, its kind, and whether it is worth retrying.
 //! The one place SQLSTATEs are interpreted; the counters (`observe`), the retry loop
 //! (`transaction`), the statement re-run (`conn`), the release checks and the HTTP mapping
-//! ([`crate::http::ApiError`]) all ask here.
+//! (`http::ApiError`) all ask here.
 
 use std::time::Duration;
 
 use sea_orm::{DbErr, RuntimeErr, sqlx};
 
 /// The kinds errors are counted by (`dbservice_client_errors_total{kind=...}`) and answered by
-/// (see [`crate::http::ApiError`]).
+/// (see `http::ApiError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -190,9 +190,12 @@ pub(crate) fn is_server_full(err: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = err else {
         return false;
     };
+    #[cfg(feature = "mysql")]
     let number = db
         .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
         .map(sqlx::mysql::MySqlDatabaseError::number);
+    #[cfg(not(feature = "mysql"))]
+    let number = None;
     refused_for_want_of_slots(db.code().as_deref(), number, db.message())
 }
 

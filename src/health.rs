@@ -1,6 +1,8 @@
-//! Health endpoints for actix-web: mount [`scope()`] and put a `web::Data<DbService>` (the
-//! primary) in the app data; with named pools, a `web::Data<Pools>` too: `/health/db` then lists
-//! every pool and `/health/ready` fails for a failing *required* pool, naming it.
+//! Health answers, free of any web framework: [`live`], [`ready`] and [`details`] each return
+//! a [`HealthReport`] (status code, headers, JSON body) that any framework serves as is; the
+//! actix wing (feature `actix`) mounts them as `http::health`. With named pools, pass the
+//! [`Pools`]: `details` then lists every pool and `ready` fails for a failing *required* pool,
+//! naming it.
 //!
 //! - `GET /health/live`: 200 while the process serves HTTP. Never touches the database, so a
 //!   database outage does not make Kubernetes restart healthy pods.
@@ -14,14 +16,11 @@
 //! Bodies follow the IETF *Health Check Response Format for HTTP APIs* draft
 //! (`application/health+json`). `/health/ready` says pass/warn/fail with the pool figures but
 //! no error text (host, user and database names can be in it) unless a [`HealthOptions`] with
-//! `details: true` is in the app data; `/health/db` always has the (redacted) details, so serve
-//! it on a management listener ([`probes`] and [`details`] mount the two halves separately).
+//! `details: true` is given; `/health/db` always has the (redacted) details, so serve it on a
+//! management listener.
 
 use std::time::SystemTime;
 
-use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
-use actix_web::{HttpResponse, Scope, web};
 use serde_json::json;
 
 use crate::endpoint::{Phase, PingError};
@@ -30,8 +29,8 @@ use crate::service::{DbService, Readiness};
 use crate::stats::PoolStats;
 use crate::time::rfc3339;
 
-/// What the health endpoints reveal; put one in the app data (`web::Data<HealthOptions>`).
-/// Without one, the defaults apply.
+/// What the health endpoints reveal (with actix, in the app data: `web::Data<HealthOptions>`;
+/// without one, the defaults apply).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HealthOptions {
@@ -47,32 +46,46 @@ impl HealthOptions {
     }
 }
 
-/// The `/health` scope with `live`, `ready` and `db`.
-pub fn scope() -> Scope {
-    probes().route("/db", web::get().to(details))
+/// The media type of the health bodies (IETF *Health Check Response Format for HTTP APIs*).
+pub const CONTENT_TYPE: &str = "application/health+json";
+
+/// 200: pass or warn.
+const OK: u16 = 200;
+/// 503: fail.
+const SERVICE_UNAVAILABLE: u16 = 503;
+
+/// A health answer: the HTTP status, the JSON body, and the headers to send with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthReport {
+    /// 200 (`pass`/`warn`) or 503 (`fail`).
+    pub status: u16,
+    /// The `application/health+json` body.
+    pub body: serde_json::Value,
 }
 
-/// The `/health` scope with the orchestrator's probes only: `live` and `ready`.
-pub fn probes() -> Scope {
-    web::scope("/health")
-        .route("/live", web::get().to(live))
-        .route("/ready", web::get().to(ready))
-}
-
-fn respond(status: StatusCode, body: serde_json::Value) -> HttpResponse {
-    let mut res = HttpResponse::build(status);
-    res.insert_header((CONTENT_TYPE, "application/health+json"))
-        .insert_header((CACHE_CONTROL, "no-store"));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        res.insert_header((RETRY_AFTER, "1"));
+impl HealthReport {
+    fn new(status: u16, body: serde_json::Value) -> Self {
+        Self { status, body }
     }
-    res.body(body.to_string())
+
+    /// The response headers: the content type, `Cache-Control: no-store` (a cached answer
+    /// would hide a change), and `Retry-After: 1` on a 503.
+    pub fn headers(&self) -> Vec<(&'static str, &'static str)> {
+        let mut headers = vec![
+            ("content-type", CONTENT_TYPE),
+            ("cache-control", "no-store"),
+        ];
+        if self.status == SERVICE_UNAVAILABLE {
+            headers.push(("retry-after", "1"));
+        }
+        headers
+    }
 }
 
-async fn live() -> HttpResponse {
-    respond(StatusCode::OK, json!({ "status": "pass" }))
+/// `GET /health/live`: always `pass`; never touches the database.
+pub fn live() -> HealthReport {
+    HealthReport::new(OK, json!({ "status": "pass" }))
 }
-
 fn pool_check(stats: &PoolStats, status: &str, now: &str) -> serde_json::Value {
     json!([{
         "componentType": "datastore",
@@ -83,12 +96,11 @@ fn pool_check(stats: &PoolStats, status: &str, now: &str) -> serde_json::Value {
     }])
 }
 
-async fn ready(
-    db: web::Data<DbService>,
-    opts: Option<web::Data<HealthOptions>>,
-    pools: Option<web::Data<Pools>>,
-) -> HttpResponse {
-    let show = opts.is_some_and(|o| o.details);
+/// `GET /health/ready`: `pass`/`warn` (200) when `db` is started, not shutting down, and the
+/// database answers within `health_check_timeout`; `fail` (503) otherwise, or when a required
+/// pool of `pools` fails.
+pub async fn ready(db: &DbService, pools: Option<&Pools>, opts: HealthOptions) -> HealthReport {
+    let show = opts.details;
     let now = rfc3339::format(SystemTime::now());
     let phase = db.phase();
     if phase != Phase::Ready {
@@ -103,8 +115,8 @@ async fn ready(
             (Phase::Failed, None) => "startup failed; see the log or /health/db".to_owned(),
             _ => "shutting down".to_owned(),
         };
-        return respond(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return HealthReport::new(
+            SERVICE_UNAVAILABLE,
             json!({
                 "status": "fail",
                 "output": why,
@@ -125,7 +137,7 @@ async fn ready(
         // Full, not down: the open connections serve, so this instance stays in rotation.
         Ok(rtt) if server_full.is_some() => (
             "warn",
-            StatusCode::OK,
+            OK,
             Some(match server_full.filter(|_| show) {
                 Some(cause) => cause,
                 None => "database server full: it refuses new connections (too many \
@@ -136,28 +148,23 @@ async fn ready(
         ),
         Ok(rtt) if saturated || stats.is_saturated() => (
             "warn",
-            StatusCode::OK,
+            OK,
             Some(format!(
                 "pool saturated: all {} connections busy",
                 stats.max
             )),
             Some(rtt.as_secs_f64() * 1000.0),
         ),
-        Ok(rtt) => (
-            "pass",
-            StatusCode::OK,
-            None,
-            Some(rtt.as_secs_f64() * 1000.0),
-        ),
+        Ok(rtt) => ("pass", OK, None, Some(rtt.as_secs_f64() * 1000.0)),
         Err(PingError::TimedOut(bound)) => (
             "fail",
-            StatusCode::SERVICE_UNAVAILABLE,
+            SERVICE_UNAVAILABLE,
             Some(format!("database unreachable: no answer within {bound:?}")),
             None,
         ),
         Err(e) => (
             "fail",
-            StatusCode::SERVICE_UNAVAILABLE,
+            SERVICE_UNAVAILABLE,
             Some(if show {
                 format!("database unreachable: {e}")
             } else {
@@ -190,7 +197,7 @@ async fn ready(
         body["output"] = json!(output);
     }
     let (mut code, mut status) = (code, status);
-    // Named pools (with a `Pools` in the app data): a required one that fails fails readiness
+    // Named pools (with the `Pools`): a required one that fails fails readiness
     // and is named; an optional one only shows as `warn` in its own check.
     if let Some(pools) = pools {
         // Checked concurrently: each check is bounded by its pool's health_check_timeout, and
@@ -216,7 +223,7 @@ async fn ready(
             }]);
             if failing && required && status != "fail" {
                 status = "fail";
-                code = StatusCode::SERVICE_UNAVAILABLE;
+                code = SERVICE_UNAVAILABLE;
                 body["output"] = json!(format!("required pool `{name}` is failing"));
             } else if failing && status == "pass" {
                 status = "warn";
@@ -224,14 +231,14 @@ async fn ready(
         }
         body["status"] = json!(status);
     }
-    respond(code, body)
+    HealthReport::new(code, body)
 }
 
-/// `GET /health/db`: phase, redacted configuration, pool statistics, alert level, last error.
-/// Mount it where only operators reach it (see [`probes`]).
-pub async fn details(db: web::Data<DbService>, pools: Option<web::Data<Pools>>) -> HttpResponse {
-    let mut body = pool_details(&db);
-    // With a `Pools` in the app data, every named pool too, under `pools`.
+/// `GET /health/db`: phase, redacted configuration, pool statistics, alert level, last error
+/// (of every pool of `pools` too). Serve it where only operators reach it.
+pub fn details(db: &DbService, pools: Option<&Pools>) -> HealthReport {
+    let mut body = pool_details(db);
+    // With the `Pools`, every named pool too, under `pools`.
     if let Some(pools) = pools {
         let mut named = serde_json::Map::new();
         for (name, other, required) in pools.iter().skip(1) {
@@ -241,7 +248,7 @@ pub async fn details(db: web::Data<DbService>, pools: Option<web::Data<Pools>>) 
         }
         body["pools"] = serde_json::Value::Object(named);
     }
-    respond(StatusCode::OK, body)
+    HealthReport::new(OK, body)
 }
 
 /// One pool's details: phase, statistics, alert level, redacted configuration, last error.

@@ -1,36 +1,93 @@
 //! # dbservice
 //!
 //! One process-wide database pool service for Rust web backends: Prisma's `PrismaService`,
-//! on SeaORM 2 (sqlx), tokio and actix-web 4.
+//! on SeaORM 2 (sqlx) and tokio, with an actix-web 4 wing.
 //!
+//! ## A tour
+//!
+//! - [`DbService`]: owns the pool (its own, under SeaORM); lazy creation, connect with
+//!   backoff, readiness, statistics, close. [`DbService::conn`] takes any SeaORM call.
 //! - [`config`]: `DATABASE_URL` and its pool parameters (`connection_limit`, `pool_timeout`,
-//!   ...), layered settings, redaction.
-//! - [`DbService`]: owns the pool (its own, under SeaORM: see `src/pool`); lazy creation,
-//!   connect with backoff, readiness, close.
-//! - [`named`]: the primary pool and named ones (`DATABASE_URL_<NAME>`), by name.
-//! - [`batch`]: many rows in one bounded transaction: chunked `INSERT`s or `COPY`.
+//!   ...), layered settings ([`config::Settings`]: environment, `.env`, config file),
+//!   redaction, and the tuning defaults.
+//! - [`Transaction`]: `db.transaction(async |tx| ...)` with the configured defaults, and
+//!   `db.transaction_with(`[`TxOptions`]`, ...)` with `max_wait`, `timeout`, [`Isolation`],
+//!   read-only and retries; [`savepoint`] nests.
+//! - [`Pools`]: the primary pool and named ones (`DATABASE_URL_<NAME>`), by name.
 //! - [`replica`]: read replicas (`DATABASE_REPLICA_URLS`) with read-your-writes, `db.read()`.
-//! - [`transaction`]: `db.transaction(async |tx| ...)` (configured defaults) and
-//!   `db.transaction_with(opts, async |tx| ...)` with `max_wait`, `timeout`, isolation,
-//!   read-only and retries; savepoints.
-//! - [`metrics`]: `GET /metrics` (Prometheus/OpenMetrics) for the pool, queries, errors,
-//!   transactions and HTTP routes.
-//! - [`health`]: `/health/live`, `/health/ready`, `/health/db` for actix-web.
-//! - [`http`]: a deadline for whole HTTP requests (body read and handler).
-//! - [`shutdown`]: SIGTERM/SIGINT handling: readiness first, then drain, then close.
+//! - [`batch`]: many rows in one bounded transaction: chunked `INSERT`s or `COPY`.
 //! - [`migrate`]: sea-orm-migration behind a cross-process lock with a bounded wait, and the
 //!   check that a database is not behind a build that does not migrate.
-//! - [`telemetry`]: `tracing` subscriber and the per-request log line.
 //! - [`classify`]: what a database error means (SQLSTATE, kind, retryable).
+//! - [`health`] and [`metrics`]: the health answers and the Prometheus text, free of any web
+//!   framework; [`alerts`]: the alerts the service raises.
+//! - [`shutdown`]: SIGTERM/SIGINT, then readiness first, drain, close.
+//! - `http` (feature `actix`): the actix-web wing: health handlers, `ApiError` (database errors
+//!   as HTTP answers), a request deadline, request spans and log line, `/metrics`, the server's drain.
+//!
+//! The library emits `tracing` spans and events; installing a subscriber is the
+//! application's choice.
+//!
+//! ## Features
+//!
+//! - `postgres` (default), `mysql`, `sqlite`: the database drivers compiled in.
+//! - `actix` (default): the `http` module.
+//!
+//! The defaults fit the common case, a PostgreSQL backend on actix-web. Another framework
+//! takes `default-features = false, features = ["postgres"]` (see `examples/axum_minimal.rs`).
+//!
+//! ## Example
+//!
+//! A complete actix-web backend: configuration from the environment, the service in the app
+//! data, the health probes, a handler with a transaction, the graceful shutdown.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use dbservice::{DbConfig, DbService};
-//! let db = DbService::new(DbConfig::from_url("postgres://app@localhost/app?connection_limit=5")?)?;
-//! db.connect().await?;
-//! let ready = db.ping().await.is_ok();
-//! # Ok(()) }
+//! use actix_web::{App, HttpServer, web};
+//! use dbservice::config::Settings;
+//! use dbservice::http::{ApiError, drain, health};
+//! use dbservice::{DbService, shutdown};
+//! use sea_orm::ConnectionTrait;
+//!
+//! async fn reset(db: web::Data<DbService>) -> Result<String, ApiError> {
+//!     let done = db
+//!         .transaction(async |tx| tx.execute_unprepared("UPDATE counters SET hits = 0").await)
+//!         .await?;
+//!     Ok(format!("{} counters reset\n", done.rows_affected()))
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let settings = Settings::from_env()?;
+//!     let db = DbService::new(settings.db_config(None)?)?;
+//!     db.connect().await?;
+//!     let data = web::Data::new(db.clone());
+//!     let server = HttpServer::new(move || {
+//!         App::new()
+//!             .app_data(data.clone())
+//!             .service(health::scope())
+//!             .route("/counters/reset", web::post().to(reset))
+//!     })
+//!     .disable_signals()
+//!     .shutdown_timeout(settings.shutdown.drain_timeout_secs())
+//!     .bind(("0.0.0.0", 8080))?
+//!     .run();
+//!     let handle = server.handle();
+//!     let server = tokio::spawn(server);
+//!     shutdown::signal().await;
+//!     let force = async {
+//!         shutdown::signal().await;
+//!     };
+//!     drain(&db, handle, server, &settings.shutdown, force).await;
+//!     Ok(())
+//! }
 //! ```
+
+#![deny(missing_docs)]
+
+#[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+compile_error!(
+    "dbservice needs at least one database driver: enable the feature `postgres`, `mysql` or `sqlite`"
+);
 
 pub mod alerts;
 pub mod batch;
@@ -39,10 +96,11 @@ pub mod config;
 mod endpoint;
 mod error;
 pub mod health;
+#[cfg(feature = "actix")]
 pub mod http;
 pub mod metrics;
 pub mod migrate;
-pub mod named;
+mod named;
 mod observe;
 mod pool;
 mod reads;
@@ -52,16 +110,14 @@ pub mod shutdown;
 mod sql_text;
 mod stats;
 mod tasks;
-pub mod telemetry;
 mod time;
-pub mod transaction;
+mod transaction;
 
-pub use classify::AcquireError;
-pub use config::{Backend, ConfigError, DbConfig, PoolOptions, RedactedUrl, Settings};
+// What `main` and a handler use, at the root; everything else has one path, in its module.
 pub use endpoint::{DbConn, DbStream, Endpoint, LastError, Phase, PingError};
 pub use error::{Error, Result};
 pub use named::{Pools, PoolsError};
-pub use service::{DbService, READY_CACHE, Readiness};
+pub use service::{DbService, Readiness};
 pub use stats::CloseReason;
 pub use stats::{ClosedCounts, Distribution, ErrorCounts, PoolStats, TxStats};
-pub use transaction::{Isolation, Transaction, TxError, TxOptions};
+pub use transaction::{Isolation, Transaction, TxError, TxOptions, savepoint};

@@ -1,4 +1,5 @@
-//! Graceful shutdown for an actix-web server backed by a [`DbService`].
+//! Graceful shutdown of a server backed by a [`DbService`], whatever the web framework
+//! ([`drain_with`]; the actix wing's `http::drain` for an actix server).
 //!
 //! The sequence, on SIGTERM or SIGINT:
 //! 1. readiness fails at once (`/health/ready` → 503), so load balancers stop sending traffic;
@@ -14,9 +15,8 @@
 
 use std::time::Duration;
 
-pub use crate::config::ShutdownSettings;
+use crate::config::ShutdownSettings;
 use crate::service::DbService;
-use actix_web::dev::ServerHandle;
 
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C) and returns its name.
 ///
@@ -53,16 +53,20 @@ pub async fn signal() -> &'static str {
 
 /// Runs steps 1-4 of the sequence for a server that is already running.
 ///
-/// `server` is the running server's future (e.g. its spawned `JoinHandle`); `force` resolves
-/// when the operator insists (a second signal), which cuts the grace and the drain short.
-pub async fn drain<S>(
+/// `stop(graceful)` asks the server to stop accepting and resolves once it has (graceful:
+/// after in-flight requests finish; not graceful: at once); `server` is the running server's
+/// future (e.g. its spawned `JoinHandle`); `force` resolves when the operator insists (a
+/// second signal), which cuts the grace and the drain short.
+pub async fn drain_with<S, F, Stop>(
     db: &DbService,
-    handle: ServerHandle,
+    stop: F,
     server: S,
     settings: &ShutdownSettings,
     force: impl Future<Output = ()>,
 ) where
     S: Future,
+    F: Fn(bool) -> Stop,
+    Stop: Future<Output = ()>,
 {
     db.begin_shutdown();
     tracing::info!(
@@ -73,18 +77,18 @@ pub async fn drain<S>(
     let orderly = async {
         tokio::time::sleep(settings.grace).await;
         tracing::info!("grace over: closing listeners, draining in-flight requests");
-        handle.stop(true).await;
+        stop(true).await;
     };
     tokio::pin!(force);
     tokio::select! {
         () = orderly => {}
         () = &mut force => {
             tracing::warn!("second signal: stopping without waiting for in-flight requests");
-            handle.stop(false).await;
+            stop(false).await;
         }
     }
-    // actix enforces `drain_timeout`; this outer bound only guards against a server that
-    // never reports back.
+    // The server enforces `drain_timeout` (actix: `shutdown_timeout`); this outer bound only
+    // guards against a server that never reports back.
     let bound = settings
         .drain_timeout
         .saturating_add(Duration::from_secs(2));

@@ -7,6 +7,7 @@ mod listeners;
 pub mod routes;
 pub mod schema;
 mod settings;
+pub mod telemetry;
 
 pub use self::settings::{DEMO_KEYS, DemoSettings, HttpSettings, MigrationSettings};
 
@@ -14,12 +15,13 @@ use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
 use actix_web::{App, HttpServer, middleware, web};
 
+use dbservice::config::ShutdownSettings;
 use dbservice::health::HealthOptions;
-use dbservice::http::ApiError;
-use dbservice::http::RequestTimeout;
-use dbservice::metrics::Metrics;
-use dbservice::shutdown::{self, ShutdownSettings};
-use dbservice::{DbService, Error, Pools, Result, health, telemetry};
+use dbservice::http::{
+    ApiError, RequestTimeout, bound_request, drain, log_request, request_spans, serve_metrics,
+};
+use dbservice::metrics::{HttpMetrics, Metrics};
+use dbservice::{DbService, Error, Pools, Result};
 
 /// Where the demo keeps its data when `DATABASE_URL` is unset (see the migration crate).
 pub use migration::DEMO_DATABASE_URL as DEFAULT_DATABASE_URL;
@@ -69,7 +71,7 @@ impl Application {
         // Off (`metrics=false`): no `/metrics` route and no per-request metric work.
         let http_metrics = settings
             .metrics
-            .then(|| web::Data::new(dbservice::metrics::HttpMetrics::default()));
+            .then(|| web::Data::new(HttpMetrics::default()));
         let metrics = http_metrics.as_ref().map(|http| {
             web::Data::new(if named_pools.is_some() {
                 Metrics::for_pools(&pools, Some(http))
@@ -84,21 +86,21 @@ impl Application {
                 // Only where configured: both run on every request.
                 .wrap(middleware::Condition::new(
                     deadline.is_some(),
-                    middleware::from_fn(dbservice::http::bound_request),
+                    middleware::from_fn(bound_request),
                 ))
                 .wrap(middleware::Condition::new(
                     management_port.is_some(),
                     middleware::from_fn(listeners::route_by_listener),
                 ))
-                .wrap(middleware::from_fn(telemetry::log_request))
-                .wrap(telemetry::request_spans())
+                .wrap(middleware::from_fn(log_request))
+                .wrap(request_spans())
                 .app_data(data.clone())
                 .app_data(split.clone())
                 .app_data(health_options.clone())
                 .app_data(json_config())
                 .app_data(path_config())
                 .app_data(query_config())
-                .service(health::scope())
+                .service(dbservice::http::health::scope())
                 .route("/openapi.json", web::get().to(routes::openapi::serve))
                 .configure(|cfg| routes::configure(cfg, diagnostics));
             if let Some(d) = &deadline {
@@ -111,7 +113,7 @@ impl Application {
                 (Some(http), Some(registry)) => app
                     .app_data(http.clone())
                     .app_data(registry.clone())
-                    .route("/metrics", web::get().to(dbservice::metrics::handler)),
+                    .route("/metrics", web::get().to(serve_metrics)),
                 _ => app,
             }
         })
@@ -161,7 +163,7 @@ impl Application {
     }
 
     /// Serves until `stop` resolves (the binary passes the first SIGTERM/SIGINT) or the
-    /// startup gives up, then runs the graceful shutdown ([`shutdown::drain`]); `force`
+    /// startup gives up, then runs the graceful shutdown ([`drain`]); `force`
     /// resolving during it (the binary passes the next signal) cuts it short. Meanwhile the
     /// database is connected with backoff and, in the background, migrated (`migrate=true`) or
     /// checked not to be behind (`migrate=false`); `/health/ready` answers 503 until that is
@@ -215,7 +217,7 @@ impl Application {
             // Not ready, never was: nothing to wait for behind a load balancer.
             settings.grace = std::time::Duration::ZERO;
         }
-        shutdown::drain(&self.db, handle, server, &settings, force).await;
+        drain(&self.db, handle, server, &settings, force).await;
         // The primary is closed by the drain; the named pools within the same bound.
         let _ = self.pools.close_all(settings.pool_close_timeout).await;
         outcome

@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use dbservice::{shutdown, telemetry};
-use dbservice_demo::{Application, DemoSettings};
+use dbservice::shutdown;
+use dbservice_demo::{Application, DemoSettings, telemetry};
 
 /// What the command line asks for.
 enum Mode {

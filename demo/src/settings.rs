@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use dbservice::config::{AppKeys, AppValues, Profile};
-use dbservice::{ConfigError, Settings};
+use dbservice::{config::ConfigError, config::Settings};
 
 /// The demo's keys (file keys; `DBSERVICE_<KEY>` in the environment; `HOST` and `PORT` bare).
 pub const DEMO_KEYS: &[&str] = &[

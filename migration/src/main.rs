@@ -6,7 +6,7 @@
 //! SQLite file. A plain `up` runs under dbservice's cross-instance migration lock, like the
 //! server's startup migrations; every other command is sea-orm-migration's own.
 
-use dbservice::{DbConfig, DbService, Settings, migrate};
+use dbservice::{DbService, config::DbConfig, config::Settings, migrate};
 use migration::{DEMO_DATABASE_URL, Migrator};
 use sea_orm_migration::cli::run_cli_with_custom_connection;
 use sea_orm_migration::sea_orm::DbErr;

@@ -47,6 +47,17 @@ pub enum ConfigError {
         /// The scheme as written.
         scheme: String,
     },
+    /// The URL's database is supported, but this build leaves its driver out.
+    #[error(
+        "`{scheme}` URLs need dbservice's cargo feature `{feature}`, which this build does not \
+         enable (features = [\"{feature}\"] on the dbservice dependency)"
+    )]
+    BackendNotCompiled {
+        /// The scheme as written.
+        scheme: String,
+        /// The cargo feature to enable.
+        feature: &'static str,
+    },
     /// `DATABASE_URL` is not a URL at all. The URL itself is not repeated: it may hold a password.
     #[error("DATABASE_URL is not a valid URL: {reason}")]
     InvalidUrl {

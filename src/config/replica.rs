@@ -74,7 +74,7 @@ impl ReplicaConfig {
     ///     &[],
     /// )?;
     /// assert_eq!(r.len(), 2);
-    /// # Ok::<(), dbservice::ConfigError>(())
+    /// # Ok::<(), dbservice::config::ConfigError>(())
     /// ```
     pub fn from_urls(urls: &str, params: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut replicas = Vec::new();

@@ -2,9 +2,12 @@
 //! (`ssl-mode`), PostgreSQL's `PGSSLMODE` environment variable, or the driver's default. The
 //! driver reads `PGSSLMODE` itself, so showing only the URL's parameter would misreport it.
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 use std::str::FromStr;
 
+#[cfg(feature = "mysql")]
 use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
+#[cfg(feature = "postgres")]
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use serde::Serialize;
 
@@ -29,6 +32,10 @@ pub struct TlsMode {
 
 /// The TLS mode the driver will use for `url`, read once when the configuration is built
 /// (`PGSSLMODE` as the environment has it then); `None` for SQLite.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql")),
+    allow(unused_variables)
+)]
 pub(super) fn resolve(url: &SplitUrl) -> Option<TlsMode> {
     let in_url = url
         .driver_url
@@ -36,6 +43,7 @@ pub(super) fn resolve(url: &SplitUrl) -> Option<TlsMode> {
         .any(|(k, _)| k == "sslmode" || k == "ssl-mode");
     let driver_url = url.driver_url.as_str();
     match url.backend {
+        #[cfg(feature = "postgres")]
         Backend::Postgres => {
             let mode = PgConnectOptions::from_str(driver_url)
                 .map(|o| o.get_ssl_mode())
@@ -61,6 +69,7 @@ pub(super) fn resolve(url: &SplitUrl) -> Option<TlsMode> {
                 verifies_server,
             })
         }
+        #[cfg(feature = "mysql")]
         Backend::MySql => {
             let mode = MySqlConnectOptions::from_str(driver_url)
                 .map(|o| o.get_ssl_mode())
@@ -79,6 +88,9 @@ pub(super) fn resolve(url: &SplitUrl) -> Option<TlsMode> {
             })
         }
         Backend::Sqlite => None,
+        // Refused when the URL was split (`ConfigError::BackendNotCompiled`).
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
 }
 

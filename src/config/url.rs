@@ -33,6 +33,32 @@ impl Backend {
         }
     }
 
+    /// The cargo feature of `dbservice` that compiles this backend's driver in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+
+    /// Whether this build has the backend's driver (its cargo feature is on).
+    pub fn is_compiled(self) -> bool {
+        match self {
+            Backend::Postgres => cfg!(feature = "postgres"),
+            Backend::MySql => cfg!(feature = "mysql"),
+            Backend::Sqlite => cfg!(feature = "sqlite"),
+        }
+    }
+
+    /// The error for a URL of this backend in a build without its driver.
+    pub(crate) fn not_compiled(self) -> ConfigError {
+        ConfigError::BackendNotCompiled {
+            scheme: self.feature().to_owned(),
+            feature: self.feature(),
+        }
+    }
+
     /// Query keys the driver itself understands; they are passed through untouched.
     fn driver_keys(self) -> &'static [&'static str] {
         match self {
@@ -99,6 +125,12 @@ pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
             });
         }
     };
+    if !backend.is_compiled() {
+        return Err(ConfigError::BackendNotCompiled {
+            scheme: url.scheme().to_owned(),
+            feature: backend.feature(),
+        });
+    }
     if url.scheme() == "mariadb" {
         // sqlx's MySQL driver speaks to MariaDB too; give it the scheme it documents.
         let _ = url.set_scheme("mysql");

@@ -6,18 +6,26 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::sqlx::{
-    self, ConnectOptions,
-    mysql::MySqlConnectOptions,
-    pool::PoolOptions as SqlxPoolOptions,
-    postgres::PgConnectOptions,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode},
-};
-use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
+use sea_orm::DatabaseConnection;
+#[cfg(feature = "mysql")]
+use sea_orm::SqlxMySqlConnector;
+#[cfg(feature = "postgres")]
+use sea_orm::SqlxPostgresConnector;
+#[cfg(feature = "sqlite")]
+use sea_orm::SqlxSqliteConnector;
+#[cfg(feature = "mysql")]
+use sea_orm::sqlx::mysql::MySqlConnectOptions;
+#[cfg(feature = "postgres")]
+use sea_orm::sqlx::postgres::PgConnectOptions;
+#[cfg(feature = "sqlite")]
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sea_orm::sqlx::{self, ConnectOptions, pool::PoolOptions as SqlxPoolOptions};
 
 use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
 use crate::observe::Instruments;
-use crate::pool::{Connector, Pool, session_sql};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use crate::pool::session_sql;
+use crate::pool::{Connector, Pool};
 use crate::tasks::Tasks;
 
 /// How long the migration connection stays open after its last use.
@@ -36,10 +44,12 @@ pub(crate) fn build(
         message: config.scrub(&e.to_string()),
     };
     let connector = match config.backend() {
+        #[cfg(feature = "postgres")]
         Backend::Postgres => Connector::Postgres(postgres_options(
             PgConnectOptions::from_str(url).map_err(driver_err)?,
             p,
         )),
+        #[cfg(feature = "mysql")]
         Backend::MySql => {
             let mut opts = MySqlConnectOptions::from_str(url)
                 .map_err(driver_err)?
@@ -49,6 +59,7 @@ pub(crate) fn build(
             }
             Connector::MySql(opts, session_sql::mysql_session(p))
         }
+        #[cfg(feature = "sqlite")]
         Backend::Sqlite => {
             let mut opts = SqliteConnectOptions::from_str(url)
                 .map_err(driver_err)?
@@ -61,6 +72,9 @@ pub(crate) fn build(
             }
             Connector::Sqlite(opts)
         }
+        // Refused earlier, when the URL was read (`ConfigError::BackendNotCompiled`).
+        #[allow(unreachable_patterns)]
+        other => return Err(other.not_compiled()),
     };
     let raw = seaorm_connection(&connector, p, Retire::WhenIdle);
     let pool = Pool::new(config, connector, instruments.clone(), tasks.clone())?;
@@ -69,6 +83,10 @@ pub(crate) fn build(
 
 /// How migrations connect: over `DATABASE_URL_DIRECT` when set (a real session, not through
 /// PgBouncer), else like the pool.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql")),
+    allow(unused_variables)
+)]
 pub(crate) fn migration_connector(
     config: &DbConfig,
     pool: &Connector,
@@ -85,16 +103,19 @@ pub(crate) fn migration_connector(
     let mut direct = config.pool().clone();
     direct.session.pgbouncer = false;
     Ok(match pool {
+        #[cfg(feature = "postgres")]
         Connector::Postgres(_) => Connector::Postgres(postgres_options(
             PgConnectOptions::from_str(url).map_err(driver_err)?,
             &direct,
         )),
+        #[cfg(feature = "mysql")]
         Connector::MySql(_, session) => Connector::MySql(
             MySqlConnectOptions::from_str(url)
                 .map_err(driver_err)?
                 .disable_statement_logging(),
             session.clone(),
         ),
+        #[cfg(feature = "sqlite")]
         Connector::Sqlite(o) => Connector::Sqlite(o.clone()),
     })
 }
@@ -117,12 +138,15 @@ pub(crate) fn seaorm_connection(
     retire: Retire,
 ) -> DatabaseConnection {
     match connector {
+        #[cfg(feature = "postgres")]
         Connector::Postgres(o) => SqlxPostgresConnector::from_sqlx_postgres_pool(
             raw_pool(p, retire).connect_lazy_with(o.clone()),
         ),
+        #[cfg(feature = "mysql")]
         Connector::MySql(o, _) => SqlxMySqlConnector::from_sqlx_mysql_pool(
             raw_pool(p, retire).connect_lazy_with(o.clone()),
         ),
+        #[cfg(feature = "sqlite")]
         Connector::Sqlite(o) => SqlxSqliteConnector::from_sqlx_sqlite_pool(
             raw_pool(p, retire).connect_lazy_with(o.clone()),
         ),
@@ -146,6 +170,7 @@ fn raw_pool<DB: sqlx::Database>(p: &PoolOptions, retire: Retire) -> SqlxPoolOpti
     }
 }
 
+#[cfg(feature = "postgres")]
 fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOptions {
     opts = opts
         .application_name(&p.session.application_name)

@@ -161,19 +161,19 @@ impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> Self {
         // The reason stays in the log (it names source locations); the client gets its code.
         match crate::classify::acquire_error(&err) {
-            Some(crate::AcquireError::Saturated { .. }) => {
+            Some(crate::classify::AcquireError::Saturated { .. }) => {
                 return ApiError::unavailable(
                     "pool_saturated",
                     "every database connection stayed busy for pool_timeout; retry later",
                 );
             }
-            Some(crate::AcquireError::Unreachable { .. }) => {
+            Some(crate::classify::AcquireError::Unreachable { .. }) => {
                 return ApiError::unavailable(
                     "database_unreachable",
                     "the database cannot be reached; retry later",
                 );
             }
-            Some(crate::AcquireError::ServerFull { .. }) => {
+            Some(crate::classify::AcquireError::ServerFull { .. }) => {
                 return ApiError::unavailable(
                     "server_full",
                     "the database server refused a new connection: too many connections; \

@@ -4,6 +4,9 @@
 //! `From<PgQueryResult> for ExecResult`. Unprepared SQL goes through the simple protocol
 //! (`raw_sql`), as SeaORM's `execute_unprepared` does.
 
+// The statement mode and the transaction flag serve only PostgreSQL (PgBouncer, statement modes).
+#![cfg_attr(not(feature = "postgres"), allow(unused_variables))]
+
 use sea_orm::Statement;
 use sea_orm::sea_query::Values;
 use sea_orm::sqlx::{self, AssertSqlSafe};
@@ -54,6 +57,7 @@ pub(crate) async fn run(
     in_tx: bool,
 ) -> Result<Output, sqlx::Error> {
     match conn {
+        #[cfg(feature = "postgres")]
         RawConn::Postgres(c) => match mode {
             Mode::Prepared => run_on!(c, op, true),
             Mode::Unnamed => run_on!(c, op, false),
@@ -61,7 +65,9 @@ pub(crate) async fn run(
                 super::inline::run(c, op, if in_tx { "" } else { prefix }).await
             }
         },
+        #[cfg(feature = "mysql")]
         RawConn::MySql(c) => run_on!(c, op, true),
+        #[cfg(feature = "sqlite")]
         RawConn::Sqlite(c) => run_on!(c, op, true),
     }
 }

@@ -6,10 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-use sea_orm::sqlx::{
-    self, ConnectOptions, mysql::MySqlConnectOptions, postgres::PgConnectOptions,
-    sqlite::SqliteConnectOptions,
-};
+#[cfg(feature = "mysql")]
+use sea_orm::sqlx::mysql::MySqlConnectOptions;
+#[cfg(feature = "postgres")]
+use sea_orm::sqlx::postgres::PgConnectOptions;
+#[cfg(feature = "sqlite")]
+use sea_orm::sqlx::sqlite::SqliteConnectOptions;
+use sea_orm::sqlx::{self, ConnectOptions};
 
 use super::Shared;
 use super::conn::Conn;
@@ -22,9 +25,12 @@ use crate::stats::CloseReason;
 /// How to open a connection of each backend.
 #[derive(Debug, Clone)]
 pub(crate) enum Connector {
+    #[cfg(feature = "postgres")]
     Postgres(PgConnectOptions),
+    #[cfg(feature = "mysql")]
     /// With the session settings sent once per connection.
     MySql(MySqlConnectOptions, String),
+    #[cfg(feature = "sqlite")]
     Sqlite(SqliteConnectOptions),
 }
 
@@ -32,7 +38,9 @@ impl Connector {
     /// Opens one connection, without any bound.
     pub async fn open(&self) -> Result<RawConn, sqlx::Error> {
         match self {
+            #[cfg(feature = "postgres")]
             Connector::Postgres(o) => o.connect().await.map(RawConn::Postgres),
+            #[cfg(feature = "mysql")]
             Connector::MySql(o, session) => {
                 let mut c = o.connect().await?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(session.as_str()))
@@ -40,6 +48,7 @@ impl Connector {
                     .await?;
                 Ok(RawConn::MySql(c))
             }
+            #[cfg(feature = "sqlite")]
             Connector::Sqlite(o) => o.connect().await.map(RawConn::Sqlite),
         }
     }

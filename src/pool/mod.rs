@@ -18,7 +18,9 @@ mod conn;
 mod effects;
 mod exec;
 mod holds;
+#[cfg(feature = "postgres")]
 mod inline;
+#[cfg(feature = "postgres")]
 mod literal;
 mod maintain;
 mod manager;

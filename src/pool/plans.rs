@@ -13,7 +13,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sea_orm::sqlx::{self, Connection, postgres::PgDatabaseError};
+use sea_orm::sqlx;
+#[cfg(feature = "postgres")]
+use sea_orm::sqlx::Connection;
+#[cfg(feature = "postgres")]
+use sea_orm::sqlx::postgres::PgDatabaseError;
 
 use super::exec;
 use super::op::{Mode, Op, Output};
@@ -63,6 +67,7 @@ fn is_stale(e: &sqlx::Error) -> bool {
     };
     match db.code().as_deref() {
         Some("26000") => true,
+        #[cfg(feature = "postgres")]
         Some("0A000") => db
             .try_downcast_ref::<PgDatabaseError>()
             .is_some_and(|pg| pg.routine() == Some("RevalidateCachedQuery")),
@@ -74,8 +79,12 @@ fn is_stale(e: &sqlx::Error) -> bool {
 /// one round trip, none when the cache is empty). MySQL and SQLite re-prepare by themselves.
 pub(crate) async fn evict(raw: &mut RawConn) -> Result<(), sqlx::Error> {
     match raw {
+        #[cfg(feature = "postgres")]
         RawConn::Postgres(c) => c.clear_cached_statements().await,
-        RawConn::MySql(_) | RawConn::Sqlite(_) => Ok(()),
+        #[cfg(feature = "mysql")]
+        RawConn::MySql(_) => Ok(()),
+        #[cfg(feature = "sqlite")]
+        RawConn::Sqlite(_) => Ok(()),
     }
 }
 

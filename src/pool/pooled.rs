@@ -90,7 +90,7 @@ impl Pooled {
             ));
         }
         let at = Context {
-            postgres: matches!(conn.raw, Some(RawConn::Postgres(_))),
+            postgres: conn.raw.as_ref().is_some_and(RawConn::is_postgres),
             in_tx: conn.in_tx,
         };
         let Some(raw) = conn.raw.as_mut() else {

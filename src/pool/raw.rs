@@ -3,14 +3,33 @@
 
 use std::time::Duration;
 
-use sea_orm::sqlx::{self, Connection, MySqlConnection, PgConnection, SqliteConnection};
+#[cfg(feature = "mysql")]
+use sea_orm::sqlx::MySqlConnection;
+#[cfg(feature = "postgres")]
+use sea_orm::sqlx::PgConnection;
+#[cfg(feature = "sqlite")]
+use sea_orm::sqlx::SqliteConnection;
+use sea_orm::sqlx::{self, Connection};
 
 /// A driver connection of one of the three backends.
 #[derive(Debug)]
 pub(crate) enum RawConn {
+    #[cfg(feature = "postgres")]
     Postgres(PgConnection),
+    #[cfg(feature = "mysql")]
     MySql(MySqlConnection),
+    #[cfg(feature = "sqlite")]
     Sqlite(SqliteConnection),
+}
+
+impl RawConn {
+    /// Whether this is a PostgreSQL connection (false in a build without its driver).
+    pub(crate) fn is_postgres(&self) -> bool {
+        #[cfg(feature = "postgres")]
+        return matches!(self, RawConn::Postgres(_));
+        #[cfg(not(feature = "postgres"))]
+        return false;
+    }
 }
 
 /// Which server session a connection is, for a cancel sent over another connection: the
@@ -26,8 +45,11 @@ pub(crate) struct SessionId {
 /// A liveness round trip.
 pub(crate) async fn ping(conn: &mut RawConn) -> Result<(), sqlx::Error> {
     match conn {
+        #[cfg(feature = "postgres")]
         RawConn::Postgres(c) => c.ping().await,
+        #[cfg(feature = "mysql")]
         RawConn::MySql(c) => c.ping().await,
+        #[cfg(feature = "sqlite")]
         RawConn::Sqlite(c) => c.ping().await,
     }
 }
@@ -36,8 +58,11 @@ pub(crate) async fn ping(conn: &mut RawConn) -> Result<(), sqlx::Error> {
 pub(crate) async fn close(conn: RawConn, bound: Duration) {
     let closing = async {
         match conn {
+            #[cfg(feature = "postgres")]
             RawConn::Postgres(c) => c.close().await,
+            #[cfg(feature = "mysql")]
             RawConn::MySql(c) => c.close().await,
+            #[cfg(feature = "sqlite")]
             RawConn::Sqlite(c) => c.close().await,
         }
     };

@@ -28,6 +28,7 @@ pub(crate) const PG_RESET: &str = "SELECT pg_catalog.now() = pg_catalog.statemen
 
 /// MariaDB: whether the session is inside a transaction (a MySQL server without the variable
 /// answers with an error).
+#[cfg(feature = "mysql")]
 pub(crate) const MYSQL_IN_TRANSACTION: &str = "SELECT CAST(@@in_transaction AS SIGNED)";
 
 /// The PostgreSQL session settings that travel in the startup packet (no extra round trip per
@@ -35,6 +36,7 @@ pub(crate) const MYSQL_IN_TRANSACTION: &str = "SELECT CAST(@@in_transaction AS S
 /// the server's TCP keepalives. Empty behind PgBouncer, where a session is not ours (and
 /// PgBouncer refuses `options`): the settings go with each statement instead
 /// ([`session_prefix`]).
+#[cfg(feature = "postgres")]
 pub(crate) fn postgres_startup(p: &PoolOptions) -> Vec<(&'static str, String)> {
     let mut session: Vec<(&str, String)> = Vec::new();
     if p.session.pgbouncer {
@@ -96,6 +98,7 @@ pub(crate) fn session_prefix(p: &PoolOptions) -> String {
 /// server once the transaction's budget (`transaction_timeout` + the server's grace, whole
 /// seconds, as `innodb_lock_wait_timeout` counts them) is spent, so a timed-out transaction does
 /// not leave a statement holding its connection behind.
+#[cfg(feature = "mysql")]
 pub(crate) fn mysql_session(p: &PoolOptions) -> String {
     let budget = p
         .transactions

@@ -61,6 +61,7 @@ pub(crate) struct Shared {
     pub reach: Reachability,
     pub closing: AtomicBool,
     /// An in-memory SQLite database, which closing every connection would lose.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub in_memory: bool,
     /// Cancels under way (each holds a server connection of its own): at most two.
     pub cancel_slots: Arc<tokio::sync::Semaphore>,
@@ -127,6 +128,8 @@ impl Shared {
 
 /// Whether this is an in-memory SQLite database (`sqlite::memory:`, `mode=memory`), which
 /// closing every connection would lose; a file whose path merely contains "memory" is not.
+#[cfg(feature = "sqlite")]
+#[allow(irrefutable_let_patterns)] // the only variant in a SQLite-only build
 pub(super) fn sqlite_in_memory(config: &DbConfig, connector: &Connector) -> bool {
     let Connector::Sqlite(o) = connector else {
         return false;
@@ -137,6 +140,12 @@ pub(super) fn sqlite_in_memory(config: &DbConfig, connector: &Connector) -> bool
         .starts_with("file:sqlx-in-memory-")
         || config.driver_url().contains(":memory:")
         || config.driver_url().contains("mode=memory")
+}
+
+/// Without the SQLite driver there is no in-memory database to lose.
+#[cfg(not(feature = "sqlite"))]
+pub(super) fn sqlite_in_memory(_: &DbConfig, _: &Connector) -> bool {
+    false
 }
 
 /// How this configuration's statements reach the server.

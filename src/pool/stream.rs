@@ -3,17 +3,23 @@
 //! gives the connection back when the stream is read to the end, dropped, or has held it
 //! longer than `stream_timeout`.
 
+// Some parameters and imports serve only PostgreSQL (PgBouncer, statement modes, resets).
+#![cfg_attr(not(feature = "postgres"), allow(unused_variables, unused_imports))]
+
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 use futures_core::stream::BoxStream;
-use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
+#[cfg(feature = "postgres")]
+use sea_orm::sqlx::PgConnection;
+use sea_orm::sqlx::{self, AssertSqlSafe};
 use sea_orm::{DbErr, QueryResult, RuntimeErr, Statement};
 use tokio::sync::mpsc;
 
 use super::exec::values;
+#[cfg(feature = "postgres")]
 use super::inline;
 use super::op::Mode;
 use super::pooled::Pooled;
@@ -68,6 +74,7 @@ where
 /// Streams `stmt` on a PostgreSQL connection the way every other statement is sent there
 /// (`mode`): behind PgBouncer as one simple-protocol message with its values inlined and the
 /// session's `SET LOCAL`s in front, with no statement cache on the unnamed statement.
+#[cfg(feature = "postgres")]
 async fn pump_postgres(
     c: &mut PgConnection,
     stmt: &Statement,
@@ -95,6 +102,7 @@ async fn pump_postgres(
     }
 }
 
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
 fn query<DB: sqlx::Database>(
     stmt: &Statement,
 ) -> sqlx::query::Query<'_, DB, sea_query_sqlx::SqlxValues>
@@ -116,7 +124,7 @@ pub(crate) fn start(mut conn: Pooled, stmt: Statement, bound: Option<Duration>) 
         c.suspect = true;
         let inline_mode = matches!(*c.mode, Mode::Inline { .. });
         let at = super::effects::Context {
-            postgres: matches!(c.raw, Some(RawConn::Postgres(_))),
+            postgres: c.raw.as_ref().is_some_and(RawConn::is_postgres),
             in_tx: c.in_tx,
         };
         if super::effects::taints(&stmt.sql, !inline_mode, at) {
@@ -128,8 +136,11 @@ pub(crate) fn start(mut conn: Pooled, stmt: Statement, bound: Option<Duration>) 
         };
         let work = async {
             match raw {
+                #[cfg(feature = "postgres")]
                 RawConn::Postgres(c) => pump_postgres(c, &stmt, &mode, in_tx, &tx).await,
+                #[cfg(feature = "mysql")]
                 RawConn::MySql(c) => pump(query(&stmt).fetch(c), &tx).await,
+                #[cfg(feature = "sqlite")]
                 RawConn::Sqlite(c) => pump(query(&stmt).fetch(c), &tx).await,
             }
         };

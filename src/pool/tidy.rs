@@ -21,6 +21,8 @@
 //! - **SQLite**: a `ROLLBACK` ends whatever transaction a caller left open (its state lives in
 //!   this process); a changed session (a `PRAGMA`, a `TEMP` table, an `ATTACH`) closes the
 //!   connection, except on an in-memory database, which closing would lose.
+// Some parameters, imports and helpers serve only PostgreSQL (PgBouncer, statement modes, resets).
+#![cfg_attr(not(feature = "postgres"), allow(unused))]
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,7 +34,9 @@ use sea_orm::sqlx::{self, AssertSqlSafe, Connection, Row};
 use super::conn::Conn;
 use super::op::Mode;
 use super::raw::{RawConn, SessionId};
-use super::session_sql::{MYSQL_IN_TRANSACTION, PG_OUTSIDE_TRANSACTION, PG_RESET};
+#[cfg(feature = "mysql")]
+use super::session_sql::MYSQL_IN_TRANSACTION;
+use super::session_sql::{PG_OUTSIDE_TRANSACTION, PG_RESET};
 use super::{Manager, Shared};
 use crate::stats::CloseReason;
 
@@ -105,16 +109,22 @@ pub(super) async fn make_fit(shared: &Arc<Shared>, conn: &mut Conn) -> Result<()
     let inline = matches!(*conn.mode, Mode::Inline { .. });
     let tainted = conn.tainted;
     let stale = conn.stale_statements;
+    #[cfg(feature = "sqlite")]
     let in_memory = shared.in_memory;
     let Some(raw) = conn.raw.as_mut() else {
         return Err(Unfit::Broken("taken".into()));
     };
     let work = async {
         match raw {
+            #[cfg(feature = "postgres")]
             RawConn::Postgres(c) if tainted && !inline => reset_postgres(c, stale).await,
+            #[cfg(feature = "postgres")]
             RawConn::Postgres(c) => postgres_outside_transaction(c).await,
+            #[cfg(feature = "mysql")]
             RawConn::MySql(_) if tainted => Err(Unfit::Unclean("its session may have changed")),
+            #[cfg(feature = "mysql")]
             RawConn::MySql(c) => mysql_outside_transaction(c).await,
+            #[cfg(feature = "sqlite")]
             RawConn::Sqlite(c) => {
                 // "cannot rollback - no transaction is active" is a clean connection's answer.
                 match sqlx::raw_sql("ROLLBACK").execute(&mut *c).await {
@@ -198,6 +208,7 @@ fn pg_failure(e: sqlx::Error) -> Unfit {
     }
 }
 
+#[cfg(feature = "postgres")]
 async fn postgres_outside_transaction(c: &mut sqlx::PgConnection) -> Result<(), Unfit> {
     let row = sqlx::raw_sql(PG_OUTSIDE_TRANSACTION)
         .fetch_one(&mut *c)
@@ -210,6 +221,7 @@ async fn postgres_outside_transaction(c: &mut sqlx::PgConnection) -> Result<(), 
     }
 }
 
+#[cfg(feature = "postgres")]
 async fn reset_postgres(c: &mut sqlx::PgConnection, stale: bool) -> Result<(), Unfit> {
     let rows = sqlx::raw_sql(PG_RESET)
         .fetch_all(&mut *c)
@@ -242,6 +254,7 @@ async fn reset_postgres(c: &mut sqlx::PgConnection, stale: bool) -> Result<(), U
 
 /// MariaDB reports `@@in_transaction`; a MySQL server without it gets a `ROLLBACK`, which ends
 /// whatever was left open.
+#[cfg(feature = "mysql")]
 async fn mysql_outside_transaction(c: &mut sqlx::MySqlConnection) -> Result<(), Unfit> {
     match sqlx::raw_sql(MYSQL_IN_TRANSACTION).fetch_one(&mut *c).await {
         Ok(row) => match row.try_get::<i64, _>(0) {
@@ -270,6 +283,7 @@ async fn mysql_outside_transaction(c: &mut sqlx::MySqlConnection) -> Result<(), 
 /// `statement_timeout` (or `client_connection_check_interval`) ends the statement. SQLite's
 /// statements run in this process and end with them.
 pub(super) async fn cancel(shared: &Arc<Shared>, conn: &mut Conn, wait: Duration) {
+    #[cfg(feature = "sqlite")]
     if matches!(conn.raw, Some(RawConn::Sqlite(_))) {
         conn.in_flight = false;
         return;
@@ -310,6 +324,7 @@ async fn send_cancel(shared: &Shared, session: &SessionId) -> bool {
     let sent = tokio::time::timeout(bound, async {
         let mut side = shared.connector.open().await?;
         let result = match &mut side {
+            #[cfg(feature = "postgres")]
             RawConn::Postgres(c) => sqlx::query(
                 "SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity \
                  WHERE pid = $1 AND backend_start = $2::timestamptz",
@@ -319,6 +334,7 @@ async fn send_cancel(shared: &Shared, session: &SessionId) -> bool {
             .fetch_optional(&mut *c)
             .await
             .map(|row| row.is_some()),
+            #[cfg(feature = "mysql")]
             RawConn::MySql(c) => {
                 let here: Option<String> =
                     sqlx::query_scalar("SELECT CONCAT(@@hostname, ':', @@port)")
@@ -333,6 +349,7 @@ async fn send_cancel(shared: &Shared, session: &SessionId) -> bool {
                     Ok(false)
                 }
             }
+            #[cfg(feature = "sqlite")]
             RawConn::Sqlite(_) => Ok(false),
         };
         super::raw::close(side, shared.limits.ping_timeout).await;
@@ -369,8 +386,10 @@ pub(super) async fn session_id(
     bound: Duration,
 ) -> Option<SessionId> {
     let ask = async {
-        let row = match raw {
+        let row: Option<(i64, String)> = match raw {
+            #[cfg(feature = "postgres")]
             RawConn::Postgres(_) if inline => return None,
+            #[cfg(feature = "postgres")]
             RawConn::Postgres(c) => sqlx::raw_sql(
                 "SELECT pid::int8, backend_start::text FROM pg_catalog.pg_stat_activity \
                  WHERE pid = pg_catalog.pg_backend_pid()",
@@ -384,6 +403,7 @@ pub(super) async fn session_id(
                     r.try_get::<String, _>(1).ok()?,
                 ))
             }),
+            #[cfg(feature = "mysql")]
             RawConn::MySql(c) => sqlx::raw_sql(
                 "SELECT CAST(CONNECTION_ID() AS SIGNED), CONCAT(@@hostname, ':', @@port)",
             )
@@ -396,6 +416,7 @@ pub(super) async fn session_id(
                     r.try_get::<String, _>(1).ok()?,
                 ))
             }),
+            #[cfg(feature = "sqlite")]
             RawConn::Sqlite(_) => None,
         };
         let (id, proof) = row?;

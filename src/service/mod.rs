@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use self::budget::{budget_line, budget_per_instance};
+pub use self::readiness::Readiness;
 use self::readiness::ReadinessSlot;
-pub use self::readiness::{READY_CACHE, Readiness};
 use crate::config::{Backend, DbConfig};
 use crate::endpoint::{
     DbConn, Endpoint, HighWater, LastError, Phase, PingError, Retire, WalPosition, log_summaries,

@@ -34,7 +34,7 @@ pub(crate) struct ReadinessSlot(Mutex<Option<(Instant, Readiness)>>);
 
 impl DbService {
     /// Whether the database answers, for readiness probes: concurrent callers share one check
-    /// (the others wait for its answer), and an answer younger than [`READY_CACHE`] is reused.
+    /// (the others wait for its answer), and an answer younger than `READY_CACHE` (1 s) is reused.
     /// The check pings on a pooled connection when one is free without queueing (so no caller
     /// loses its place), or else on one connection of its own outside the pool, which
     /// tells a busy database from a frozen one. Either way probes hold at most one connection.

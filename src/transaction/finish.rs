@@ -62,10 +62,10 @@ pub(super) async fn finish_detached(
     // connection, still inside its transaction, is closed.
     let task = tasks.spawn(async move {
         let within = Some(bound.saturating_mul(2));
-        let postgres = matches!(
-            conn.conn().and_then(|c| c.raw.as_ref()),
-            Some(RawConn::Postgres(_))
-        );
+        let postgres = conn
+            .conn()
+            .and_then(|c| c.raw.as_ref())
+            .is_some_and(RawConn::is_postgres);
         let result = match (&track, commit) {
             (Some(high_water), true) => conn
                 .run(

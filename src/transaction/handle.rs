@@ -96,8 +96,15 @@ impl Transaction {
         }
     }
 
+    /// `COPY` needs PostgreSQL, which this build leaves out.
+    #[cfg(not(feature = "postgres"))]
+    pub(crate) async fn copy_in(&self, _: &str, _: &[u8]) -> Result<u64, DbErr> {
+        Err(DbErr::Custom("COPY needs PostgreSQL".into()))
+    }
+
     /// `COPY ... FROM STDIN` with `data` on the transaction's own connection (PostgreSQL),
     /// within `query_timeout`; returns the rows the server copied.
+    #[cfg(feature = "postgres")]
     pub(crate) async fn copy_in(&self, statement: &str, data: &[u8]) -> Result<u64, DbErr> {
         use sea_orm::{RuntimeErr, sqlx};
         let mut guard = self.conn.lock().await;

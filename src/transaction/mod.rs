@@ -107,7 +107,7 @@ impl DbService {
     /// ```no_run
     /// # async fn f(db: dbservice::DbService) -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
-    /// use dbservice::transaction::{Isolation, TxOptions};
+    /// use dbservice::{Isolation, TxOptions};
     /// use sea_orm::ConnectionTrait;
     /// let opts = TxOptions::default().max_wait(Duration::from_millis(500)).isolation(Isolation::Serializable);
     /// let n = db

@@ -24,7 +24,14 @@ pub const PASSWORD: &str = "pw-SECRET-4711";
 /// `TEST_LOG=1` shows the library's logs while testing.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var_os("TEST_LOG").is_some() {
-        let _ = dbservice::telemetry::init(dbservice::config::LogFormat::Pretty);
+        // The library installs no subscriber; the tests' own, filtered by `RUST_LOG`.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn")
+        });
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .compact()
+            .try_init();
     }
 });
 
@@ -183,7 +190,7 @@ where
 
 /// A started service on `url` (connected, ready).
 pub async fn connected_service(url: &str) -> dbservice::DbService {
-    let config = dbservice::DbConfig::from_url(url).expect("valid URL");
+    let config = dbservice::config::DbConfig::from_url(url).expect("valid URL");
     let db = dbservice::DbService::new(config).expect("service");
     db.connect().await.expect("connects");
     db

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dbservice::batch::{BatchError, BatchMethod, BatchOptions, chunk_rows};
-use dbservice::{Backend, DbService};
+use dbservice::{DbService, config::Backend};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 

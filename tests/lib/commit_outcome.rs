@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use dbservice::replica::ReplicaConfig;
-use dbservice::{DbConfig, DbService, TxError, TxOptions};
+use dbservice::{DbService, TxError, TxOptions, config::DbConfig};
 use sea_orm::{ConnectionTrait, DbErr};
 
 use crate::support::{
@@ -108,10 +108,8 @@ async fn a_failure_undone_by_a_savepoint_still_commits() {
     exec(db.conn(), "CREATE TABLE t (x int)").await;
     db.transaction(async |tx| {
         tx.execute_unprepared("INSERT INTO t VALUES (1)").await?;
-        let inner = dbservice::transaction::savepoint(tx, async |sp| {
-            sp.execute_unprepared("SELECT 1/0").await
-        })
-        .await;
+        let inner =
+            dbservice::savepoint(tx, async |sp| sp.execute_unprepared("SELECT 1/0").await).await;
         assert!(matches!(inner, Err(TxError::Aborted(_))), "{inner:?}");
         tx.execute_unprepared("INSERT INTO t VALUES (2)").await
     })

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dbservice::DbConfig;
+use dbservice::config::DbConfig;
 
 /// Every statement has a client deadline by default; Prisma's `socket_timeout` sets it; it
 /// follows `statement_timeout` when only that is set and must stay above it when both are.
@@ -79,7 +79,7 @@ fn profiles_fill_defaults_and_every_value_names_its_source() {
         ),
         ("DBSERVICE_SLOW_QUERY_THRESHOLD", "2s"),
     ]);
-    let settings = dbservice::Settings::from_sources(&env, dir.path()).expect("settings");
+    let settings = dbservice::config::Settings::from_sources(&env, dir.path()).expect("settings");
     assert_eq!(settings.profile(), Some(Profile::Production));
     assert_eq!(settings.log_format, LogFormat::Json);
     assert_eq!(settings.shutdown.grace, Duration::from_secs(5));
@@ -134,7 +134,8 @@ fn profiles_fill_defaults_and_every_value_names_its_source() {
         ("DBSERVICE_LOG_STATEMENTS", "false"),
         ("DATABASE_URL", "postgres://app@db/app"),
     ]);
-    let mut settings = dbservice::Settings::from_sources(&env, dir.path()).expect("settings");
+    let mut settings =
+        dbservice::config::Settings::from_sources(&env, dir.path()).expect("settings");
     assert_eq!(settings.profile(), Some(Profile::Development));
     settings.set_pool_param("connection_limit", "8");
     let config = settings.db_config(None).expect("config");
@@ -155,7 +156,8 @@ fn profiles_fill_defaults_and_every_value_names_its_source() {
 
     // DBSERVICE_PROFILE is ours: a profile nobody knows is an error naming it and the value.
     let env = env_of(&[("DBSERVICE_PROFILE", "staging")]);
-    let err = dbservice::Settings::from_sources(&env, dir.path()).expect_err("unknown profile");
+    let err =
+        dbservice::config::Settings::from_sources(&env, dir.path()).expect_err("unknown profile");
     let text = err.to_string();
     assert!(
         text.contains("DBSERVICE_PROFILE")
@@ -169,7 +171,7 @@ fn profiles_fill_defaults_and_every_value_names_its_source() {
         ("APP_ENV", "production"),
         ("DBSERVICE_LOG_FORMAT", "pretty"),
     ]);
-    let settings = dbservice::Settings::from_sources(&env, dir.path()).expect("settings");
+    let settings = dbservice::config::Settings::from_sources(&env, dir.path()).expect("settings");
     assert_eq!(settings.log_format, LogFormat::Pretty);
     assert_eq!(
         settings.sources().get("log_format"),

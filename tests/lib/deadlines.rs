@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use dbservice::transaction::TxError;
+use dbservice::TxError;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::support::{

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use dbservice::config::Profile;
-use dbservice::{ConfigError, Settings};
+use dbservice::{config::ConfigError, config::Settings};
 
 use crate::support::env_of;
 

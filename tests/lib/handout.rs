@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use dbservice::{AcquireError, DbService, TxOptions, classify::acquire_error};
+use dbservice::{DbService, TxOptions, classify::AcquireError, classify::acquire_error};
 use futures::StreamExt;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, StreamTrait};
 

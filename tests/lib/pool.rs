@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use dbservice::{DbConfig, DbService};
+use dbservice::{DbService, config::DbConfig};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::support::{
@@ -90,7 +90,7 @@ async fn pool_timeout_fails_a_waiting_caller_in_time() {
     assert!(
         matches!(
             dbservice::classify::acquire_error(&err),
-            Some(dbservice::AcquireError::Saturated {
+            Some(dbservice::classify::AcquireError::Saturated {
                 busy: 1,
                 max: 1,
                 ..

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dbservice::{Pools, PoolsError, Settings};
+use dbservice::{Pools, PoolsError, config::Settings};
 
 use crate::support::{backends_named, fresh_pg_database, select_one, unique_name, with_params};
 
@@ -212,7 +212,7 @@ async fn health_lists_every_pool_and_readiness_follows_the_required_ones() {
         .await
         .expect("stopped");
     let dead = || {
-        dbservice::DbService::new(dbservice::DbConfig::from_url(&gone_url).expect("valid"))
+        dbservice::DbService::new(dbservice::config::DbConfig::from_url(&gone_url).expect("valid"))
             .expect("service")
     };
     let mut pools = Pools::new(primary.clone());
@@ -224,7 +224,7 @@ async fn health_lists_every_pool_and_readiness_follows_the_required_ones() {
         App::new()
             .app_data(web::Data::new(pools.primary().clone()))
             .app_data(web::Data::new(pools))
-            .service(dbservice::health::scope())
+            .service(dbservice::http::health::scope())
     };
     let svc = test::init_service(app(pools.clone())).await;
     let details: serde_json::Value = test::call_and_read_body_json(

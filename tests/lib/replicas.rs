@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dbservice::replica::{ReplicaConfig, WalPosition};
-use dbservice::{DbConfig, DbService, Settings};
+use dbservice::{DbService, config::DbConfig, config::Settings};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::support::proxy::FaultProxy;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use dbservice::{AcquireError, TxOptions, classify::acquire_error};
+use dbservice::{TxOptions, classify::AcquireError, classify::acquire_error};
 use sea_orm::ConnectionTrait;
 
 use crate::support::{

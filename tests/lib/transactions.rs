@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use dbservice::transaction::savepoint;
+use dbservice::savepoint;
 use dbservice::{DbService, Isolation, TxError, TxOptions};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 

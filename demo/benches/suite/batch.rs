@@ -1,6 +1,6 @@
 //! Batch writes, rows per second: one `INSERT` per row, `insert_batch` by chunked `INSERT`
-//! (at the bind limit, and seed 000's 100 rows per statement), `insert_batch` by `COPY`, and
-//! psql's `COPY ... FROM STDIN` of the same rows as the limit.
+//! (at the bind limit, and 100 rows per statement, a common hand-written size), `insert_batch`
+//! by `COPY`, and psql's `COPY ... FROM STDIN` of the same rows as the limit.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use dbservice::batch::{BatchMethod, BatchOptions};
-use dbservice::{DbConfig, DbService, TxOptions};
+use dbservice::{DbService, TxOptions, config::DbConfig};
 use dbservice_demo::entities::accounts;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, ConnectionTrait};

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use dbservice::{DbConfig, DbService};
+use dbservice::{DbService, config::DbConfig};
 use dbservice_testkit::pg_cluster;
 use sea_orm::ConnectionTrait;
 

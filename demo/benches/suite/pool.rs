@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dbservice::DbService;
-use dbservice::transaction::Isolation;
+use dbservice::Isolation;
 use dbservice_demo::entities::{accounts, transfers};
 use sea_orm::sqlx::{self, postgres::PgPoolOptions};
 use sea_orm::{
@@ -70,8 +70,10 @@ impl Client {
                     ""
                 };
                 let db = DbService::new(
-                    dbservice::DbConfig::from_url(&format!("{url}?connection_limit={size}{extra}"))
-                        .expect("valid URL"),
+                    dbservice::config::DbConfig::from_url(&format!(
+                        "{url}?connection_limit={size}{extra}"
+                    ))
+                    .expect("valid URL"),
                 )
                 .expect("service");
                 db.connect().await.expect("connects");

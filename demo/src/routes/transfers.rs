@@ -33,7 +33,7 @@ use super::{MAX_BALANCE_CENTS, ObjectBody, from_object, page_limit};
 use crate::entities::{accounts, transfers};
 use dbservice::DbService;
 use dbservice::http::ApiError;
-use dbservice::transaction::{Isolation, TxError};
+use dbservice::{Isolation, TxError};
 
 /// Body of `POST /api/transfers`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

@@ -167,7 +167,7 @@ async fn kubernetes_manifest_agrees_with_the_code() {
         "endpoints need time to drop the pod"
     );
     // The readiness probe's timeout outlasts the service's own bound on the check.
-    let health = dbservice::PoolOptions::default()
+    let health = dbservice::config::PoolOptions::default()
         .limits
         .health_check_timeout;
     let timeout = number_after(&yaml, "readinessProbe:", "timeoutSeconds:");

@@ -366,7 +366,7 @@ async fn batch_of_accounts(app: &TestApp) {
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["inserted"], 1500, "{body}");
-    let expected = if app.db.backend() == dbservice::Backend::Postgres {
+    let expected = if app.db.backend() == dbservice::config::Backend::Postgres {
         "copy"
     } else {
         "insert"

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use dbservice::{DbConfig, DbService};
+use dbservice::{DbService, config::DbConfig};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::support::{eventually, fresh_pg_database, spawn_app, with_params};

@@ -1,5 +1,5 @@
 //! The demo behind a real PgBouncer (Debian's 1.18) in transaction mode, two instances at
-//! once, with the seed's URL: `pgbouncer=true` plus session settings, migrations over
+//! once, with a production-style URL: `pgbouncer=true` plus session settings, migrations over
 //! `DATABASE_URL_DIRECT`.
 
 use std::time::Duration;
@@ -9,14 +9,14 @@ use serde_json::json;
 use crate::support::drill::*;
 use crate::support::{cluster_with_pgbouncer, spawn_app, with_params};
 
-const SEED_PARAMS: &str = "pgbouncer=true&statement_timeout=5s&idle_in_transaction_session_timeout=10s&schema=public&connection_limit=4&pool_timeout=5s";
+const PGBOUNCER_PARAMS: &str = "pgbouncer=true&statement_timeout=5s&idle_in_transaction_session_timeout=10s&schema=public&connection_limit=4&pool_timeout=5s";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_demo_instances_through_pgbouncer_keep_the_books() {
     let Some((cluster, mut bouncer)) = cluster_with_pgbouncer(3, "").await else {
         return;
     };
-    let url = with_params(&bouncer.url("postgres"), SEED_PARAMS);
+    let url = with_params(&bouncer.url("postgres"), PGBOUNCER_PARAMS);
     let direct = cluster.url("postgres");
     let a = spawn_app(&url, |s| s.core.set_database_url_direct(&direct)).await;
     let b = spawn_app(&url, |s| s.core.set_database_url_direct(&direct)).await;
@@ -89,12 +89,12 @@ async fn two_demo_instances_through_pgbouncer_keep_the_books() {
 }
 
 /// The whole ledger suite (CRUD, bad input, money limits, idempotency, 200 concurrent
-/// transfers with the books replayed) through PgBouncer with the seed's URL, migrations
+/// transfers with the books replayed) through PgBouncer with a production-style URL, migrations
 /// included (transaction-scoped lock, through PgBouncer too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_suite_through_pgbouncer() {
     let Some((_cluster, bouncer)) = cluster_with_pgbouncer(3, "").await else {
         return;
     };
-    crate::ledger::ledger_suite(&with_params(&bouncer.url("postgres"), SEED_PARAMS)).await;
+    crate::ledger::ledger_suite(&with_params(&bouncer.url("postgres"), PGBOUNCER_PARAMS)).await;
 }

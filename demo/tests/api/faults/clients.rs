@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use dbservice::{DbConfig, DbService};
+use dbservice::{DbService, config::DbConfig};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbservice::{DbConfig, DbService};
+use dbservice::{DbService, config::DbConfig};
 
 use crate::support::drill::*;
 use crate::support::select_one;

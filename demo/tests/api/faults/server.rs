@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use dbservice::{DbConfig, DbService};
+use dbservice::{DbService, config::DbConfig};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::json;
 

@@ -1,48 +1,16 @@
-//! Logging with `tracing`: one subscriber for the process, the per-request span
-//! ([`request_spans`], from `tracing-actix-web`: request id, method, route), and one log line
-//! per request ([`log_request`]). Everything a handler logs (a slow query, a failed
-//! connection) happens inside its request's span, so it carries the request id and route.
+//! Request logging with `tracing`: the per-request span ([`request_spans`], from
+//! `tracing-actix-web`: request id, method, route), and one log line per request
+//! ([`log_request`]). Everything a handler logs (a slow query, a failed connection) happens
+//! inside its request's span, so it carries the request id and route. Installing a subscriber
+//! that shows them is the application's choice (the demo's `telemetry` module is one).
 
 use std::time::Instant;
 
+use crate::metrics::HttpMetrics;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::util::TryInitError;
-
-use crate::config::LogFormat;
-use crate::metrics::HttpMetrics;
-
-/// The filter used when `RUST_LOG` is unset: our lines at INFO, the drivers' only when they warn.
-pub const DEFAULT_FILTER: &str = "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn";
-
-/// Installs the process's subscriber (`RUST_LOG` filter, pretty or JSON lines on stdout).
-///
-/// Call it once, early in `main`; a second call returns an error.
-pub fn init(format: LogFormat) -> Result<(), TryInitError> {
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    // Colours only for a terminal: a log file or collector gets plain text (and formatting
-    // the escape codes costs CPU on every line).
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            // The request's span (request id, route) on every line logged inside it.
-            .with_current_span(true)
-            .with_span_list(false)
-            .finish()
-            .try_init(),
-        LogFormat::Pretty => builder.compact().finish().try_init(),
-    }
-}
 
 /// actix middleware: a span per request (`request_id`, `http.method`, `http.route`, ...).
 /// Wrap it outermost (last `.wrap`), so the request log line and everything the handler logs
