@@ -3,12 +3,13 @@
 
 use serde::Serialize;
 
+use super::backend::Backend;
 use super::error::ConfigError;
 use super::params::{POOL_KEYS, PoolOptions};
 use super::profile::{Source, Sources};
 use super::redact::{self, RedactedUrl};
 use super::tls::{self, TlsMode};
-use super::url::{Backend, SplitUrl, split};
+use super::url::{SplitUrl, split};
 use super::validate::pool_options;
 
 /// The validated pool configuration of one [`DbService`](crate::DbService).
@@ -32,10 +33,10 @@ impl DbConfig {
     /// Builds the configuration from a URL alone; unset parameters take their defaults.
     ///
     /// ```
-    /// let cfg = dbservice::DbConfig::from_url("postgres://app:secret@db/app?connection_limit=5&pool_timeout=2s")?;
-    /// assert_eq!(cfg.pool().connection_limit, 5);
+    /// let cfg = dbservice::config::DbConfig::from_url("postgres://app:secret@db/app?connection_limit=5&pool_timeout=2s")?;
+    /// assert_eq!(cfg.pool().limits.connection_limit, 5);
     /// assert_eq!(cfg.redacted_url().to_string(), "postgres://app:***@db/app");
-    /// # Ok::<(), dbservice::ConfigError>(())
+    /// # Ok::<(), dbservice::config::ConfigError>(())
     /// ```
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         Self::from_parts(url, &[])
@@ -77,10 +78,10 @@ impl DbConfig {
     /// takes the driver's parameters only (the pool's come from the main URL).
     ///
     /// ```
-    /// let cfg = dbservice::DbConfig::from_url("postgres://app:s@bouncer:6432/app?pgbouncer=true")?
+    /// let cfg = dbservice::config::DbConfig::from_url("postgres://app:s@bouncer:6432/app?pgbouncer=true")?
     ///     .with_direct_url("postgres://app:s@db:5432/app")?;
     /// assert_eq!(cfg.redacted_direct_url().map(|u| u.to_string()).as_deref(), Some("postgres://app:***@db:5432/app"));
-    /// # Ok::<(), dbservice::ConfigError>(())
+    /// # Ok::<(), dbservice::config::ConfigError>(())
     /// ```
     pub fn with_direct_url(mut self, url: &str) -> Result<Self, ConfigError> {
         let direct = split(url).map_err(|e| ConfigError::InvalidValue {
@@ -116,14 +117,14 @@ impl DbConfig {
     /// [`DbService::read`](crate::DbService::read) go to them (see [`crate::replica`]).
     ///
     /// ```
-    /// use dbservice::{DbConfig, replica::ReplicaConfig};
+    /// use dbservice::{config::DbConfig, replica::ReplicaConfig};
     /// let cfg = DbConfig::from_url("postgres://app:s@primary/app")?
     ///     .with_replicas(ReplicaConfig::from_urls("postgres://app:s@replica/app", &[])?)?;
     /// assert_eq!(cfg.replicas().map(|r| r.len()), Some(1));
     /// assert!(DbConfig::from_url("sqlite::memory:")?
     ///     .with_replicas(ReplicaConfig::from_urls("postgres://app:s@replica/app", &[])?)
     ///     .is_err());
-    /// # Ok::<(), dbservice::ConfigError>(())
+    /// # Ok::<(), dbservice::config::ConfigError>(())
     /// ```
     pub fn with_replicas(
         mut self,

@@ -9,6 +9,7 @@
 //!   (`.env` included); see its docs for the exact names.
 //! - [`RedactedUrl`] is the only form in which a URL is ever shown.
 
+mod backend;
 mod db_config;
 pub(crate) mod duration;
 mod error;
@@ -29,6 +30,7 @@ mod validate;
 
 use std::time::Duration;
 
+pub use self::backend::Backend;
 pub use self::db_config::DbConfig;
 pub use self::duration::MAX_DURATION;
 pub use self::error::ConfigError;
@@ -40,7 +42,6 @@ pub use self::redact::RedactedUrl;
 pub use self::settings::{AppKeys, AppValues, LIBRARY_KEYS, LogFormat, NamedPool, Settings};
 pub use self::shutdown::ShutdownSettings;
 pub use self::tls::TlsMode;
-pub use self::url::Backend;
 
 /// How much later than the client the server gives up: the client's timeout fires first and
 /// reports `Timeout`; the server's is the backstop that frees the connection and the locks

@@ -19,6 +19,7 @@ mod app;
 mod dotenv;
 mod layers;
 mod named;
+mod scalar;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -14,8 +14,8 @@
 //!   name the parameter and the value), which backends accept it, and the other name the URL
 //!   query accepts for it (a driver's or Prisma's spelling).
 
+use super::backend::Backend;
 use super::error::ConfigError;
-use super::url::Backend;
 
 /// One pool parameter as the loaders see it.
 pub(crate) struct Param {

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use super::backend::Backend;
 use super::error::ConfigError;
 use super::params::{PARAMS, POOL_KEYS, PoolOptions};
-use super::url::Backend;
 
 /// How much later than `statement_timeout` the client gives up when only the server bound is
 /// set: the server's cancel (which keeps the connection usable) arrives first.

@@ -1,71 +1,127 @@
-//! The startup line's statement of the connection budget, in the guide's terms.
+//! The startup line's statement of the connection budget, in the guide's terms ("Sizing the
+//! pool" and "The connection budget" in CONNECTION_POOLING.md), so an operator can add up the
+//! fleet from one instance's log.
 
-/// What one instance may hold open on the database server, counted the way the guide's
-/// sizing formula counts it: the pool, one migration connection and one readiness check of
-/// its own. Behind PgBouncer the pool's connections are PgBouncer's clients, so only the
-/// migration and probe connections reach the server from the instance itself.
-pub(super) fn budget_per_instance(connection_limit: u32, pgbouncer: bool) -> u32 {
-    if pgbouncer {
-        2
-    } else {
-        connection_limit.saturating_add(2)
+use crate::config::Backend;
+
+/// Where one instance's connections go, counted as the guide's formulas count them: the pool
+/// and the readiness check's own connection through `DATABASE_URL`; the migration connection
+/// (or, with migrations off, the schema check's) over `DATABASE_URL_DIRECT` when it is set,
+/// else through `DATABASE_URL` too. Each is an upper bound: the probe's and the migration's
+/// connections are rarely open at the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Budget {
+    /// Connections through `DATABASE_URL`.
+    pub(super) through_url: u32,
+    /// Connections over `DATABASE_URL_DIRECT`.
+    pub(super) direct: u32,
+}
+
+impl Budget {
+    pub(super) fn of(connection_limit: u32, has_direct_url: bool) -> Self {
+        let migration = u32::from(!has_direct_url);
+        Self {
+            through_url: connection_limit.saturating_add(1).saturating_add(migration),
+            direct: u32::from(has_direct_url),
+        }
     }
 }
 
-/// The startup line's statement of the budget, in the guide's terms ("Sizing the pool"
-/// and "The connection budget" in CONNECTION_POOLING.md), so an operator can add up the
-/// fleet from one instance's log.
-pub(super) fn budget_line(connection_limit: u32, pgbouncer: bool) -> String {
-    let server = "max_connections − superuser_reserved_connections";
-    if pgbouncer {
+/// The budget as the startup line says it.
+pub(super) fn budget_line(
+    backend: Backend,
+    connection_limit: u32,
+    pgbouncer: bool,
+    has_direct_url: bool,
+) -> String {
+    let b = Budget::of(connection_limit, has_direct_url);
+    if backend == Backend::Sqlite {
+        return format!(
+            "this instance's connection budget: at most {} connection(s) to its SQLite file \
+             ({connection_limit} pooled + 1 probe + 1 migration or schema check)",
+            b.through_url
+        );
+    }
+    let server = match backend {
+        Backend::MySql => "max_connections",
+        _ => "max_connections − superuser_reserved_connections",
+    };
+    let through = if has_direct_url {
         format!(
-            "this instance's connection budget: at most {connection_limit} connection(s) to \
-             PgBouncer (count instances at peak × {connection_limit} against its \
-             max_client_conn) and 2 to the database server (1 migration + 1 probe: count \
-             instances at peak × 2, plus PgBouncer's pools, against {server})"
+            "at most {} connection(s) through DATABASE_URL ({connection_limit} pooled + 1 probe) \
+             and 1 over DATABASE_URL_DIRECT (migration or schema check)",
+            b.through_url
         )
     } else {
-        let total = budget_per_instance(connection_limit, false);
         format!(
-            "this instance's connection budget: at most {total} connection(s) to the database \
-             server ({connection_limit} pooled + 1 migration + 1 probe: count instances at peak, \
-             surge included, × {total} against {server})"
+            "at most {} connection(s) through DATABASE_URL ({connection_limit} pooled + 1 probe \
+             + 1 migration or schema check)",
+            b.through_url
         )
-    }
+    };
+    let count = if pgbouncer {
+        let direct = if has_direct_url {
+            " plus instances at peak × 1"
+        } else {
+            ""
+        };
+        format!(
+            "DATABASE_URL is PgBouncer: count instances at peak, surge included, × {} against \
+             its max_client_conn, and PgBouncer's server pools{direct} against the server's {server}",
+            b.through_url
+        )
+    } else {
+        format!(
+            "count instances at peak, surge included, × {} against the server's {server} \
+             (against PgBouncer's max_client_conn instead if DATABASE_URL leads to a PgBouncer)",
+            b.through_url + b.direct
+        )
+    };
+    format!("this instance's connection budget: {through}; {count}")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::budget_line;
+    use super::{Budget, budget_line};
+    use crate::config::Backend;
 
     #[test]
     fn the_startup_budget_is_the_guides_formula_per_instance() {
-        // The shipped manifest: connection_limit 5 → 7 per instance, (2 + 1) × 7 = 21.
-        let direct = budget_line(5, false);
+        // The shipped manifest: connection_limit 5, DATABASE_URL_DIRECT only in the init
+        // container → 7 per instance, (2 + 1) × 7 = 21.
+        let direct = budget_line(Backend::Postgres, 5, false, false);
         assert!(
             direct.contains(
-                "at most 7 connection(s) to the database server (5 pooled + 1 migration + 1 probe"
+                "at most 7 connection(s) through DATABASE_URL (5 pooled + 1 probe + 1 migration"
             ),
             "{direct}"
         );
         assert!(
-            direct.contains("× 7 against max_connections − superuser_reserved_connections"),
+            direct.contains("× 7 against the server's max_connections − superuser_reserved"),
             "{direct}"
         );
-        let bouncer = budget_line(10, true);
+        // Behind PgBouncer with a direct URL for migrations: the probe counts as PgBouncer's
+        // client, the migration as the server's.
+        let bouncer = budget_line(Backend::Postgres, 10, true, true);
         assert!(
-            bouncer.contains("at most 10 connection(s) to PgBouncer"),
+            bouncer.contains("at most 11 connection(s) through DATABASE_URL (10 pooled + 1 probe)"),
+            "{bouncer}"
+        );
+        assert!(bouncer.contains("1 over DATABASE_URL_DIRECT"), "{bouncer}");
+        assert!(
+            bouncer.contains("× 11 against its max_client_conn"),
             "{bouncer}"
         );
         assert!(
-            bouncer.contains("× 10 against its max_client_conn"),
+            bouncer.contains("plus instances at peak × 1 against"),
             "{bouncer}"
         );
+        // MySQL names its own limit; SQLite has no server to share.
         assert!(
-            bouncer.contains("2 to the database server (1 migration + 1 probe"),
-            "{bouncer}"
+            budget_line(Backend::MySql, 4, false, false).ends_with("against the server's max_connections (against PgBouncer's max_client_conn instead if DATABASE_URL leads to a PgBouncer)")
         );
+        assert!(budget_line(Backend::Sqlite, 4, false, false).contains("to its SQLite file"));
         // Saturates rather than overflowing on an absurd limit.
-        assert!(budget_line(u32::MAX, false).contains("4294967295 connection(s)"));
+        assert_eq!(Budget::of(u32::MAX, false).through_url, u32::MAX);
     }
 }

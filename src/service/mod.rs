@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use self::budget::{budget_line, budget_per_instance};
+use self::budget::{Budget, budget_line};
 pub use self::readiness::Readiness;
 use self::readiness::ReadinessSlot;
 use crate::config::{Backend, DbConfig};
@@ -247,6 +247,8 @@ impl DbService {
         let result = async {
             primary.connect_with_retry().await?;
             let p = cfg.pool();
+            let has_direct_url = cfg.redacted_direct_url().is_some();
+            let budget = Budget::of(p.limits.connection_limit, has_direct_url);
             tracing::info!(
                 url = %cfg.redacted_url(),
                 direct_url = cfg.redacted_direct_url().map(|u| u.to_string()),
@@ -255,9 +257,15 @@ impl DbService {
                 // Every effective setting, redacted (the URLs without passwords, all pool
                 // parameters, the replicas): what an operator compares across instances.
                 settings = %serde_json::to_string(cfg).unwrap_or_default(),
-                budget_per_instance = budget_per_instance(p.limits.connection_limit, p.session.pgbouncer),
+                budget_through_url = budget.through_url,
+                budget_direct = budget.direct,
                 "database reachable; {}",
-                budget_line(p.limits.connection_limit, p.session.pgbouncer)
+                budget_line(
+                    cfg.backend(),
+                    p.limits.connection_limit,
+                    p.session.pgbouncer,
+                    has_direct_url
+                )
             );
             prepare(self.clone())
                 .await

@@ -443,7 +443,7 @@ async fn a_leaked_transaction_is_reported_once_with_where_it_began() {
     // It is the guide's formula per instance: the pool + 1 migration + 1 probe.
     let n = db.config().pool().limits.connection_limit;
     let budget = format!(
-        "connection budget: at most {} connection(s) to the database server ({n} pooled + 1 migration + 1 probe",
+        "connection budget: at most {} connection(s) through DATABASE_URL ({n} pooled + 1 probe + 1 migration or schema check)",
         n + 2
     );
     assert!(text.contains(&budget), "{text}");

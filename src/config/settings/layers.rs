@@ -5,8 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
 use super::super::error::ConfigError;
 use super::super::params::POOL_KEYS;
 use super::super::profile::{Profile, Source, Sources};
@@ -14,34 +12,11 @@ use super::super::service_links::is_service_link;
 use super::super::shutdown::ShutdownSettings;
 use super::super::unknown::{self, Unknown};
 use super::named::named_pools;
+use super::scalar::Scalar;
 use super::{AppKeys, AppValues, BARE, LIBRARY_KEYS, LogFormat, Settings};
 use crate::config::replica::{
     DEFAULT_REPLICA_CHECK_INTERVAL, DEFAULT_REPLICA_MAX_LAG, DEFAULT_REPLICA_WAIT,
 };
-
-/// A scalar from any source: TOML keeps numbers and booleans typed, the environment does not.
-/// Tables appear only under `pools` (`[pools.<name>]`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum Scalar {
-    Text(String),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    Table(std::collections::BTreeMap<String, Scalar>),
-}
-
-impl std::fmt::Display for Scalar {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Scalar::Text(s) => f.write_str(s),
-            Scalar::Int(i) => write!(f, "{i}"),
-            Scalar::Float(x) => write!(f, "{x}"),
-            Scalar::Bool(b) => write!(f, "{b}"),
-            Scalar::Table(_) => f.write_str("<table>"),
-        }
-    }
-}
 
 impl Settings {
     /// The layers merged; `from_dotenv`: the variables of `env` that came from `.env`.

@@ -4,7 +4,7 @@ use super::super::DbConfig;
 use super::super::error::ConfigError;
 use super::super::params::POOL_KEYS;
 use super::super::parse;
-use super::layers::Scalar;
+use super::scalar::Scalar;
 
 /// One named pool's settings: `[pools.<name>]` in the config file (`url`, `required`, and
 /// any pool parameter), or `DATABASE_URL_<NAME>` in the environment (which replaces the file's
