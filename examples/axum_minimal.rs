@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::{Router, serve};
 use dbservice::health::{self, HealthOptions, HealthReport};
 use dbservice::metrics::Metrics;
-use dbservice::shutdown::signal;
+use dbservice::shutdown::{drain_with, signal};
 use dbservice::{DbService, config::Settings};
 
 #[derive(Clone)]
@@ -67,14 +67,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/metrics", get(metrics))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
-    let stopping = db.clone();
-    serve(listener, app)
-        .with_graceful_shutdown(async move {
-            signal().await;
-            // Readiness fails from here on, while in-flight requests finish.
-            stopping.begin_shutdown();
-        })
-        .await?;
-    db.close(settings.shutdown.pool_close_timeout).await;
+    let (closing, mut closed) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        let until = async move {
+            let _ = closed.changed().await;
+        };
+        serve(listener, app).with_graceful_shutdown(until).await
+    });
+    let abort = server.abort_handle();
+    // The library's order: readiness fails, a grace for load balancers to notice, then the
+    // listener closes and in-flight requests finish, then the pool closes. A second signal
+    // stops at once.
+    let stop = |graceful: bool| {
+        if graceful {
+            closing.send_replace(true);
+        } else {
+            abort.abort();
+        }
+        std::future::ready(())
+    };
+    signal().await;
+    drain_with(&db, stop, server, &settings.shutdown, async {
+        signal().await;
+    })
+    .await;
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::config::{ConfigError, Settings};
-pub use crate::endpoint::PRIMARY;
+use crate::endpoint::PRIMARY;
 use crate::service::DbService;
 
 /// Why a pool could not be had or built.
@@ -70,6 +70,10 @@ pub struct Pools {
 }
 
 impl Pools {
+    /// The primary pool's name (`"primary"`): what [`Pools::get`] and the `pool` label of
+    /// the metrics call the pool of `DATABASE_URL`.
+    pub const PRIMARY: &'static str = PRIMARY;
+
     /// A registry with the primary pool only.
     pub fn new(primary: DbService) -> Self {
         Self {
