@@ -32,9 +32,9 @@ pub(super) fn budget_line(
     backend: Backend,
     connection_limit: u32,
     pgbouncer: bool,
-    has_direct_url: bool,
+    b: Budget,
 ) -> String {
-    let b = Budget::of(connection_limit, has_direct_url);
+    let has_direct_url = b.direct > 0;
     if backend == Backend::Sqlite {
         return format!(
             "this instance's connection budget: at most {} connection(s) to its SQLite file \
@@ -89,7 +89,7 @@ mod tests {
     fn the_startup_budget_is_the_guides_formula_per_instance() {
         // The shipped manifest: connection_limit 5, DATABASE_URL_DIRECT only in the init
         // container → 7 per instance, (2 + 1) × 7 = 21.
-        let direct = budget_line(Backend::Postgres, 5, false, false);
+        let direct = budget_line(Backend::Postgres, 5, false, Budget::of(5, false));
         assert!(
             direct.contains(
                 "at most 7 connection(s) through DATABASE_URL (5 pooled + 1 probe + 1 migration"
@@ -102,7 +102,7 @@ mod tests {
         );
         // Behind PgBouncer with a direct URL for migrations: the probe counts as PgBouncer's
         // client, the migration as the server's.
-        let bouncer = budget_line(Backend::Postgres, 10, true, true);
+        let bouncer = budget_line(Backend::Postgres, 10, true, Budget::of(10, true));
         assert!(
             bouncer.contains("at most 11 connection(s) through DATABASE_URL (10 pooled + 1 probe)"),
             "{bouncer}"
@@ -118,9 +118,12 @@ mod tests {
         );
         // MySQL names its own limit; SQLite has no server to share.
         assert!(
-            budget_line(Backend::MySql, 4, false, false).ends_with("against the server's max_connections (against PgBouncer's max_client_conn instead if DATABASE_URL leads to a PgBouncer)")
+            budget_line(Backend::MySql, 4, false, Budget::of(4, false)).ends_with("against the server's max_connections (against PgBouncer's max_client_conn instead if DATABASE_URL leads to a PgBouncer)")
         );
-        assert!(budget_line(Backend::Sqlite, 4, false, false).contains("to its SQLite file"));
+        assert!(
+            budget_line(Backend::Sqlite, 4, false, Budget::of(4, false))
+                .contains("to its SQLite file")
+        );
         // Saturates rather than overflowing on an absurd limit.
         assert_eq!(Budget::of(u32::MAX, false).through_url, u32::MAX);
     }

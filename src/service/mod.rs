@@ -247,8 +247,10 @@ impl DbService {
         let result = async {
             primary.connect_with_retry().await?;
             let p = cfg.pool();
-            let has_direct_url = cfg.redacted_direct_url().is_some();
-            let budget = Budget::of(p.limits.connection_limit, has_direct_url);
+            let budget = Budget::of(
+                p.limits.connection_limit,
+                cfg.redacted_direct_url().is_some(),
+            );
             tracing::info!(
                 url = %cfg.redacted_url(),
                 direct_url = cfg.redacted_direct_url().map(|u| u.to_string()),
@@ -264,7 +266,7 @@ impl DbService {
                     cfg.backend(),
                     p.limits.connection_limit,
                     p.session.pgbouncer,
-                    has_direct_url
+                    budget
                 )
             );
             prepare(self.clone())
