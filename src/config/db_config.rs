@@ -176,6 +176,17 @@ impl DbConfig {
         self.direct.as_ref().map(|d| d.driver_url.as_str())
     }
 
+    /// PostgreSQL: the hosts `DATABASE_URL` names, in the order written; empty when it names
+    /// none (the driver's default socket) and for the other backends.
+    pub fn hosts(&self) -> &[super::HostSpec] {
+        &self.url.hosts
+    }
+
+    /// The hosts of `DATABASE_URL_DIRECT`, if set (see [`hosts`](Self::hosts)).
+    pub fn direct_hosts(&self) -> Option<&[super::HostSpec]> {
+        self.direct.as_ref().map(|d| d.hosts.as_slice())
+    }
+
     /// The pool parameters in effect.
     pub fn pool(&self) -> &PoolOptions {
         &self.pool

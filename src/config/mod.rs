@@ -13,6 +13,7 @@ mod backend;
 mod db_config;
 pub(crate) mod duration;
 mod error;
+mod hosts;
 mod params;
 mod parse;
 mod profile;
@@ -34,6 +35,7 @@ pub use self::backend::Backend;
 pub use self::db_config::DbConfig;
 pub use self::duration::MAX_DURATION;
 pub use self::error::ConfigError;
+pub use self::hosts::{DEFAULT_PORT, HostSpec, LoadBalanceHosts, TargetSessionAttrs};
 pub use self::params::{
     Deadlines, Monitoring, POOL_KEYS, PoolLimits, PoolOptions, Session, TransactionDefaults,
 };

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::duration;
+use super::hosts::{self, LoadBalanceHosts, TargetSessionAttrs};
 use super::parse;
 use super::table::{NOT_SQLITE, POSTGRES, Param, optional, pool_params};
 
@@ -188,6 +189,16 @@ pool_params! {
             url_alias "statement-cache-capacity";
         /// Name shown in PostgreSQL's `pg_stat_activity`. Default: `dbservice`.
         application_name: String = "dbservice".to_owned(), parse::application_name;
+        /// Which session a new connection keeps when the URL lists several hosts (or one that
+        /// may move): `any`, `read-write`, `read-only`, `primary`, `standby` or
+        /// `prefer-standby`, as libpq 14+ defines them. Hosts are tried in turn, each within
+        /// `connect_timeout`. Default: `any`.
+        target_session_attrs: TargetSessionAttrs = TargetSessionAttrs::Any,
+            hosts::target_session_attrs, only POSTGRES;
+        /// `random` shuffles the hosts for every new connection (libpq 16); `disable` tries
+        /// them in the order written. Default: `disable`.
+        load_balance_hosts: LoadBalanceHosts = LoadBalanceHosts::Disable,
+            hosts::load_balance_hosts, only POSTGRES;
     }
 }
 

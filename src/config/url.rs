@@ -9,6 +9,7 @@ use url::Url;
 
 use super::backend::Backend;
 use super::error::ConfigError;
+use super::hosts::{DEFAULT_PORT, HostSpec};
 use super::params::{PARAMS, POOL_KEYS};
 use super::redact::RedactedUrl;
 
@@ -20,6 +21,9 @@ pub(crate) struct SplitUrl {
     pub driver_url: Url,
     /// Our parameters in the order written.
     pub params: Vec<(String, String)>,
+    /// PostgreSQL: every host the URL names, in order (`driver_url` carries the first); empty
+    /// when it names none (the driver's default socket) and for the other backends.
+    pub hosts: Vec<HostSpec>,
 }
 
 /// Parses `raw` and separates our parameters from the driver's.
@@ -72,10 +76,19 @@ pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
     } else {
         url.query_pairs_mut().clear().extend_pairs(driver_pairs);
     }
+    // Placeholder until the multi-host split lands: the one host of the URL.
+    let hosts = match (backend, url.host_str()) {
+        (Backend::Postgres, Some(h)) if !h.is_empty() => vec![HostSpec {
+            host: h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port: url.port().unwrap_or(DEFAULT_PORT),
+        }],
+        _ => Vec::new(),
+    };
     Ok(SplitUrl {
         backend,
         driver_url: url,
         params,
+        hosts,
     })
 }
 
@@ -85,6 +98,7 @@ impl std::fmt::Debug for SplitUrl {
             .field("backend", &self.backend)
             .field("driver_url", &self.redacted())
             .field("params", &self.params)
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
