@@ -287,6 +287,10 @@ fn pool_details(db: &DbService) -> serde_json::Value {
         "server_full": server_full,
         "time": rfc3339::format(SystemTime::now()),
     });
+    // Which host each pool is on, and what the others were found to be.
+    if let Some(hosts) = db.hosts() {
+        body["hosts"] = json!(hosts);
+    }
     // Read replicas: where reads went, and each replica's rotation, lag and own pool. They
     // never fail readiness: reads fall back to the primary.
     if let Some(replicas) = db.replica_stats() {
@@ -295,6 +299,7 @@ fn pool_details(db: &DbService) -> serde_json::Value {
         if let Some(list) = shown["replicas"].as_array_mut() {
             for (entry, (_, replica)) in list.iter_mut().zip(services) {
                 entry["pool"] = json!(replica.stats());
+                entry["hosts"] = json!(replica.hosts());
                 entry["last_error"] = json!(replica.last_error());
             }
         }

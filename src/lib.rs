@@ -119,5 +119,7 @@ pub use error::{Error, Result};
 pub use named::{Pools, PoolsError};
 pub use service::{DbService, Readiness};
 pub use stats::CloseReason;
-pub use stats::{ClosedCounts, Distribution, ErrorCounts, PoolStats, TxStats};
+pub use stats::{
+    ClosedCounts, Distribution, ErrorCounts, HostReport, HostsReport, PoolStats, TxStats,
+};
 pub use transaction::{Isolation, Transaction, TxError, TxOptions, savepoint};

@@ -106,7 +106,7 @@ pub(crate) struct Instruments {
     pub statements_failed: AtomicU64,
     errors: [AtomicU64; 8],
     pub opened: AtomicU64,
-    closed: [AtomicU64; 6],
+    closed: [AtomicU64; 7],
     pub leaks: AtomicU64,
     /// Liveness pings at checkout (idle past `ping_after_idle`, or older than a failure).
     pub pings: AtomicU64,
@@ -238,6 +238,7 @@ impl Instruments {
             broken: get(CloseReason::Broken),
             unclean: get(CloseReason::Unclean),
             shutdown: get(CloseReason::Shutdown),
+            host_mismatch: get(CloseReason::HostMismatch),
         }
     }
 

@@ -21,17 +21,21 @@ pub enum CloseReason {
     Unclean,
     /// The pool was closed.
     Shutdown,
+    /// Its host stopped matching what the pool needs (`target_session_attrs`, or a write
+    /// refused as read-only): a standby, an old primary, a server turned read-only.
+    HostMismatch,
 }
 
 impl CloseReason {
     /// Every reason, in the order of [`ClosedCounts`](crate::ClosedCounts)' fields.
-    pub const ALL: [CloseReason; 6] = [
+    pub const ALL: [CloseReason; 7] = [
         CloseReason::Idle,
         CloseReason::Lifetime,
         CloseReason::MaxUses,
         CloseReason::Broken,
         CloseReason::Unclean,
         CloseReason::Shutdown,
+        CloseReason::HostMismatch,
     ];
 
     /// The metric label.
@@ -43,6 +47,7 @@ impl CloseReason {
             CloseReason::Broken => "broken",
             CloseReason::Unclean => "unclean",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::HostMismatch => "host_mismatch",
         }
     }
 
@@ -62,6 +67,39 @@ impl CloseReason {
     pub(crate) fn graceful(self) -> bool {
         !matches!(self, CloseReason::Broken | CloseReason::Unclean)
     }
+}
+
+/// Where an endpoint's connections go (PostgreSQL): its hosts as last found, and the one the
+/// pool is on. Shown in `/health/db` under `hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct HostsReport {
+    /// `target_session_attrs` in effect.
+    pub target_session_attrs: String,
+    /// `load_balance_hosts` in effect.
+    pub load_balance_hosts: String,
+    /// The host of the last connection kept (`host:port`), if any.
+    pub current: Option<String>,
+    /// How long ago the pool moved to `current`, in milliseconds.
+    pub current_since_ms: Option<u64>,
+    /// Times the pool moved to another host or lost the one it was on.
+    pub changes: u64,
+    /// Each host in the order written.
+    pub hosts: Vec<HostReport>,
+}
+
+/// One host of a [`HostsReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct HostReport {
+    /// `host:port` (`[v6]:port`, or a socket directory).
+    pub host: String,
+    /// `unknown` (not tried), `matching`, `mismatch` (answered, passed over), `unreachable`.
+    pub state: &'static str,
+    /// Why it was passed over, when it was.
+    pub reason: Option<String>,
+    /// How long it has been in this state, in milliseconds.
+    pub since_ms: u64,
 }
 
 /// A snapshot of the pool: connections, callers, statements, errors, transactions.
@@ -112,6 +150,9 @@ pub struct PoolStats {
     pub leaks: u64,
     /// Whether the database is known down (fail-fast: callers get the cause at once).
     pub database_down: bool,
+    /// Times the pool moved to another host or lost the one it was on (PostgreSQL; see
+    /// [`HostsReport`]).
+    pub topology_changes: u64,
     /// Whether the server refused the last new connection for want of a slot (full, not
     /// down: the open connections serve, readiness holds); cleared by the next connect.
     pub server_full: bool,
@@ -182,12 +223,21 @@ pub struct ClosedCounts {
     pub unclean: u64,
     /// Closed with the pool.
     pub shutdown: u64,
+    /// Their host stopped matching what the pool needs (a failover, a server turned
+    /// read-only).
+    pub host_mismatch: u64,
 }
 
 impl ClosedCounts {
     /// All closes.
     pub fn total(&self) -> u64 {
-        self.idle + self.lifetime + self.max_uses + self.broken + self.unclean + self.shutdown
+        self.idle
+            + self.lifetime
+            + self.max_uses
+            + self.broken
+            + self.unclean
+            + self.shutdown
+            + self.host_mismatch
     }
 }
 

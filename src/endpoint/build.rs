@@ -21,11 +21,15 @@ use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sea_orm::sqlx::{self, ConnectOptions, pool::PoolOptions as SqlxPoolOptions};
 
+#[cfg(feature = "postgres")]
+use crate::config::{HostSpec, TargetSessionAttrs};
 use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
 use crate::observe::Instruments;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use crate::pool::session_sql;
 use crate::pool::{Connector, Pool};
+#[cfg(feature = "postgres")]
+use crate::pool::{Host, Topology};
 use crate::tasks::Tasks;
 
 /// How long the migration connection stays open after its last use.
@@ -45,10 +49,13 @@ pub(crate) fn build(
     };
     let connector = match config.backend() {
         #[cfg(feature = "postgres")]
-        Backend::Postgres => Connector::Postgres(postgres_options(
-            PgConnectOptions::from_str(url).map_err(driver_err)?,
+        Backend::Postgres => Connector::Postgres(Arc::new(topology(
+            postgres_options(PgConnectOptions::from_str(url).map_err(driver_err)?, p),
+            config.hosts(),
+            p.session.target_session_attrs,
             p,
-        )),
+            Role::Service,
+        ))),
         #[cfg(feature = "mysql")]
         Backend::MySql => {
             let mut opts = MySqlConnectOptions::from_str(url)
@@ -104,10 +111,14 @@ pub(crate) fn migration_connector(
     direct.session.pgbouncer = false;
     Ok(match pool {
         #[cfg(feature = "postgres")]
-        Connector::Postgres(_) => Connector::Postgres(postgres_options(
-            PgConnectOptions::from_str(url).map_err(driver_err)?,
+        Connector::Postgres(_) => Connector::Postgres(Arc::new(topology(
+            postgres_options(PgConnectOptions::from_str(url).map_err(driver_err)?, &direct),
+            config.direct_hosts().unwrap_or_default(),
+            // Migrations write: whatever the pool looks for, they need the primary.
+            TargetSessionAttrs::ReadWrite,
             &direct,
-        )),
+            Role::Migrations,
+        ))),
         #[cfg(feature = "mysql")]
         Connector::MySql(_, session) => Connector::MySql(
             MySqlConnectOptions::from_str(url)
@@ -139,8 +150,8 @@ pub(crate) fn seaorm_connection(
 ) -> DatabaseConnection {
     match connector {
         #[cfg(feature = "postgres")]
-        Connector::Postgres(o) => SqlxPostgresConnector::from_sqlx_postgres_pool(
-            raw_pool(p, retire).connect_lazy_with(o.clone()),
+        Connector::Postgres(t) => SqlxPostgresConnector::from_sqlx_postgres_pool(
+            raw_pool(p, retire).connect_lazy_with(t.preferred()),
         ),
         #[cfg(feature = "mysql")]
         Connector::MySql(o, _) => SqlxMySqlConnector::from_sqlx_mysql_pool(
@@ -168,6 +179,44 @@ fn raw_pool<DB: sqlx::Database>(p: &PoolOptions, retire: Retire) -> SqlxPoolOpti
             .max_lifetime(None)
             .test_before_acquire(false),
     }
+}
+
+/// Who connects through a topology.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The service's pool: writes unless told to look for a standby or a read-only session.
+    Service,
+    /// Migrations: always a writable server.
+    Migrations,
+}
+
+/// The hosts of a PostgreSQL URL, each with the URL's options (`opts`, built for the first)
+/// and its own host and port; a URL without a host (the driver's default socket) is one host.
+#[cfg(feature = "postgres")]
+fn topology(
+    opts: PgConnectOptions,
+    hosts: &[HostSpec],
+    attrs: TargetSessionAttrs,
+    p: &PoolOptions,
+    role: Role,
+) -> Topology {
+    let list = if hosts.is_empty() {
+        let spec = HostSpec {
+            host: opts.get_host().to_owned(),
+            port: opts.get_port(),
+        };
+        vec![Host::new(spec, opts)]
+    } else {
+        hosts
+            .iter()
+            // The bare host (an IPv6 address without brackets): sqlx's tokio connect does not
+            // strip them, and TLS checks the name against this same value.
+            .map(|h| Host::new(h.clone(), opts.clone().host(&h.host).port(h.port)))
+            .collect()
+    };
+    let wants_writes = role == Role::Migrations || attrs.wants_writes();
+    Topology::new(list, attrs, p.session.load_balance_hosts, wants_writes)
 }
 
 #[cfg(feature = "postgres")]

@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use sea_orm::sqlx;
 
-use crate::classify::is_transient;
 use crate::config::DbConfig;
 use crate::error::Error;
-use crate::pool::{Pool, describe};
+use crate::pool::{Pool, describe, is_transient_connect};
 
 /// One failed attempt, already scrubbed of secrets.
 #[derive(Debug, Clone)]
@@ -54,16 +53,18 @@ pub(crate) async fn connect_with_retry(
             pool.connect_direct().await?;
             probe(pool, p.limits.connect_timeout).await
         };
-        let result = match tokio::time::timeout(p.limits.connect_timeout, probe).await {
+        // `connect_timeout` for each host a connect may try, then the ping.
+        let bound = pool.connect_bound() + p.limits.connect_timeout;
+        let result = match tokio::time::timeout(bound, probe).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => AttemptError {
-                transient: is_transient(&e),
+                transient: is_transient_connect(&e),
                 message: describe(config, &e),
             },
             Err(_) => AttemptError {
                 transient: true,
                 message: format!(
-                    "no connection within connect_timeout ({})",
+                    "no connection within connect_timeout ({}) per host",
                     humantime::format_duration(p.limits.connect_timeout)
                 ),
             },

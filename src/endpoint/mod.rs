@@ -214,6 +214,12 @@ impl Endpoint {
         connect::connect_with_retry(&self.inner.pool, &self.inner.config, &record).await
     }
 
+    /// Where this endpoint's connections go: its hosts and the one the pool is on
+    /// (PostgreSQL; `None` for the other backends).
+    pub fn hosts(&self) -> Option<crate::stats::HostsReport> {
+        self.inner.pool.hosts()
+    }
+
     /// A snapshot of the pool's connections.
     pub fn stats(&self) -> PoolStats {
         let open = self.inner.pool.size();
@@ -243,6 +249,7 @@ impl Endpoint {
             keepalive_pings: ins.keepalive_pings.load(Ordering::Relaxed),
             leaks: ins.leaks.load(Ordering::Relaxed),
             database_down: self.inner.pool.down().is_some(),
+            topology_changes: self.inner.pool.topology_changes(),
             server_full: self.inner.pool.server_full().is_some(),
             queries_total,
             queries_failed,

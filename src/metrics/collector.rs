@@ -99,7 +99,7 @@ fn gauges(s: &PoolStats) -> [(&'static str, &'static str, f64); 10] {
 }
 
 /// The plain counters (named without `_total`: the encoder adds it).
-fn counters(s: &PoolStats) -> [(&'static str, &'static str, u64); 4] {
+fn counters(s: &PoolStats) -> [(&'static str, &'static str, u64); 5] {
     [
         (
             "dbservice_pool_connections_opened",
@@ -120,6 +120,11 @@ fn counters(s: &PoolStats) -> [(&'static str, &'static str, u64); 4] {
             "dbservice_client_queries",
             "Statements executed",
             s.queries_total,
+        ),
+        (
+            "dbservice_pool_topology_changes",
+            "Times the pool moved to another host or lost the one it was on (a failover, a server turned read-only)",
+            s.topology_changes,
         ),
     ]
 }
@@ -146,7 +151,13 @@ fn labelled(s: &PoolStats) -> Vec<LabelledFamily> {
                 .iter()
                 .map(|r| r.label())
                 .zip([
-                    c.idle, c.lifetime, c.max_uses, c.broken, c.unclean, c.shutdown,
+                    c.idle,
+                    c.lifetime,
+                    c.max_uses,
+                    c.broken,
+                    c.unclean,
+                    c.shutdown,
+                    c.host_mismatch,
                 ])
                 .collect(),
         ),

@@ -40,6 +40,10 @@ pub(crate) struct Conn {
     /// tells their server apart), the target of a cancel; `None` behind PgBouncer, where a
     /// backend names no stable session.
     pub session: Option<SessionId>,
+    /// Which of the endpoint's hosts it is on (PostgreSQL; 0 elsewhere).
+    pub host: usize,
+    /// That host's epoch when it was opened: a host marked since has its connections closed.
+    pub epoch: u64,
     /// Failed in a way that makes it useless (closed when released).
     pub broken: bool,
     /// Checkouts served so far.
@@ -87,6 +91,8 @@ impl Conn {
             in_flight: false,
             cancelled: false,
             session: None,
+            host: 0,
+            epoch: 0,
             broken: false,
             uses: 0,
             max_uses,

@@ -27,11 +27,16 @@ pub(super) fn start(pool: &Pool) {
     let weak = pool.pool.weak();
     let shared = std::sync::Arc::downgrade(&pool.shared);
     let every = period(pool);
+    let woken = pool.shared.maintain_now.clone();
     pool.shared.tasks.spawn_untracked(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            // A marked host's idle connections close now, not at the next tick.
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = woken.notified() => {}
+            }
             let (Some(inner), Some(shared)) = (weak.upgrade(), shared.upgrade()) else {
                 return;
             };
@@ -79,6 +84,11 @@ impl Pool {
         let mut open = self.pool.status().size;
         let min = usize::try_from(limits.min).unwrap_or(0);
         let retired = self.pool.retain(|conn, _| {
+            if self.shared.host_left(conn) {
+                conn.retire(CloseReason::HostMismatch);
+                open = open.saturating_sub(1);
+                return false;
+            }
             if let Some(reason) = conn.worn_out() {
                 conn.retire(reason);
                 open = open.saturating_sub(1);

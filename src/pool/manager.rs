@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 #[cfg(feature = "mysql")]
 use sea_orm::sqlx::mysql::MySqlConnectOptions;
-#[cfg(feature = "postgres")]
-use sea_orm::sqlx::postgres::PgConnectOptions;
 #[cfg(feature = "sqlite")]
 use sea_orm::sqlx::sqlite::SqliteConnectOptions;
 use sea_orm::sqlx::{self, ConnectOptions};
@@ -17,8 +15,10 @@ use sea_orm::sqlx::{self, ConnectOptions};
 use super::Shared;
 use super::conn::Conn;
 use super::plans::{self, Plans};
-use super::raw::RawConn;
+use super::raw::{Opened, RawConn};
 use super::tidy;
+#[cfg(feature = "postgres")]
+use super::topology::Topology;
 use super::{op, raw};
 use crate::stats::CloseReason;
 
@@ -26,7 +26,8 @@ use crate::stats::CloseReason;
 #[derive(Debug, Clone)]
 pub(crate) enum Connector {
     #[cfg(feature = "postgres")]
-    Postgres(PgConnectOptions),
+    /// The endpoint's hosts, and which of them a connection may go to.
+    Postgres(Arc<Topology>),
     #[cfg(feature = "mysql")]
     /// With the session settings sent once per connection.
     MySql(MySqlConnectOptions, String),
@@ -35,11 +36,57 @@ pub(crate) enum Connector {
 }
 
 impl Connector {
-    /// Opens one connection, without any bound.
-    pub async fn open(&self) -> Result<RawConn, sqlx::Error> {
+    /// Opens one connection: on PostgreSQL to the first host whose session matches, each
+    /// attempt within `connect_timeout` (see [`Topology::connect`]); elsewhere within
+    /// `connect_timeout`. `inline`: statements go through PgBouncer.
+    pub async fn connect(
+        &self,
+        connect_timeout: Duration,
+        inline: bool,
+        scrub: &(dyn Fn(&sqlx::Error) -> String + Sync),
+    ) -> Result<Opened, ConnectFailed> {
+        #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)] // the only variant in a PostgreSQL-only build
+        if let Connector::Postgres(t) = self {
+            return t
+                .connect(connect_timeout, inline, scrub)
+                .await
+                .map_err(ConnectFailed::Driver);
+        }
+        let _ = (inline, scrub);
+        match tokio::time::timeout(connect_timeout, self.open(0)).await {
+            Ok(Ok(raw)) => Ok(Opened {
+                raw,
+                host: 0,
+                epoch: 0,
+                session: None,
+            }),
+            Ok(Err(e)) => Err(ConnectFailed::Driver(e)),
+            Err(_) => Err(ConnectFailed::TimedOut(connect_timeout)),
+        }
+    }
+
+    /// The longest a [`connect`](Self::connect) may take: `connect_timeout` for each host it
+    /// may try (twice each for `prefer-standby`).
+    pub fn connect_bound(&self, connect_timeout: Duration) -> Duration {
+        #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)] // the only variant in a PostgreSQL-only build
+        if let Connector::Postgres(t) = self {
+            return connect_timeout.saturating_mul(t.attempts());
+        }
+        connect_timeout
+    }
+
+    /// Opens one connection to host `host` (the only one for MySQL and SQLite), without any
+    /// bound or check: a cancel must reach the server its statement runs on.
+    pub async fn open(&self, host: usize) -> Result<RawConn, sqlx::Error> {
+        let _ = host;
         match self {
             #[cfg(feature = "postgres")]
-            Connector::Postgres(o) => o.connect().await.map(RawConn::Postgres),
+            Connector::Postgres(t) => match t.hosts.get(host).or(t.hosts.first()) {
+                Some(h) => h.opts.connect().await.map(RawConn::Postgres),
+                None => Err(sqlx::Error::Configuration("no host to connect to".into())),
+            },
             #[cfg(feature = "mysql")]
             Connector::MySql(o, session) => {
                 let mut c = o.connect().await?;
@@ -52,6 +99,23 @@ impl Connector {
             Connector::Sqlite(o) => o.connect().await.map(RawConn::Sqlite),
         }
     }
+
+    /// The PostgreSQL hosts, if this is PostgreSQL.
+    #[cfg(feature = "postgres")]
+    pub fn topology(&self) -> Option<&Arc<Topology>> {
+        #[allow(irrefutable_let_patterns)] // the only variant in a PostgreSQL-only build
+        if let Connector::Postgres(t) = self {
+            return Some(t);
+        }
+        None
+    }
+}
+
+/// A connection could not be opened: the driver's error, or none within the bound.
+#[derive(Debug)]
+pub(crate) enum ConnectFailed {
+    Driver(sqlx::Error),
+    TimedOut(Duration),
 }
 
 /// Why a connection could not be opened or handed out.
@@ -70,26 +134,31 @@ pub(crate) struct Manager {
 }
 
 impl Manager {
-    /// Opens a connection within `connect_timeout`, measured and counted; a failure feeds the
-    /// fail-fast state.
-    pub async fn connect(&self) -> Result<RawConn, ManagerError> {
+    /// Opens a connection within `connect_timeout` (per host tried), measured and counted; a
+    /// failure feeds the fail-fast state.
+    pub async fn connect(&self) -> Result<Opened, ManagerError> {
         let limits = &self.shared.limits;
         let started = Instant::now();
-        let result = tokio::time::timeout(limits.connect_timeout, self.connector.open()).await;
+        let inline = matches!(*self.shared.mode, op::Mode::Inline { .. });
+        let scrub = |e: &sqlx::Error| self.shared.describe_bare(e);
+        let result = self
+            .connector
+            .connect(limits.connect_timeout, inline, &scrub)
+            .await;
         let ins = &self.shared.instruments;
         match result {
-            Ok(Ok(raw)) => {
+            Ok(opened) => {
                 ins.on_created(started.elapsed());
                 self.shared.reach.connected();
-                Ok(raw)
+                Ok(opened)
             }
-            Ok(Err(e)) => {
+            Err(ConnectFailed::Driver(e)) => {
                 let cause = self.shared.describe(&e);
                 self.shared.connect_failed(&cause, super::Failure::of(&e));
                 Err(ManagerError::Connect(e))
             }
-            Err(_) => {
-                let e = ManagerError::ConnectTimeout(limits.connect_timeout);
+            Err(ConnectFailed::TimedOut(bound)) => {
+                let e = ManagerError::ConnectTimeout(bound);
                 self.shared
                     .connect_failed(&e.to_string(), super::Failure::Unreachable);
                 Err(e)
@@ -129,10 +198,19 @@ impl managed::Manager for Manager {
     type Error = ManagerError;
 
     async fn create(&self) -> Result<Conn, ManagerError> {
-        let mut raw = self.connect().await?;
+        let Opened {
+            mut raw,
+            host,
+            epoch,
+            session,
+        } = self.connect().await?;
         let limits = &self.shared.limits;
-        let inline = matches!(*self.shared.mode, op::Mode::Inline { .. });
-        let session = tidy::session_id(&mut raw, inline, limits.ping_timeout).await;
+        let session = match session {
+            Some(s) => Some(s),
+            // PostgreSQL named it while checking the host (or names none behind PgBouncer).
+            None if raw.is_postgres() => None,
+            None => tidy::session_id(&mut raw, limits.ping_timeout).await,
+        };
         let jitter = self.shared.instruments.jitter();
         let mut conn = Conn::new(
             raw,
@@ -146,6 +224,8 @@ impl managed::Manager for Manager {
             self.shared.instruments.clone(),
         );
         conn.session = session;
+        conn.host = host;
+        conn.epoch = epoch;
         Ok(conn)
     }
 
@@ -156,6 +236,10 @@ impl managed::Manager for Manager {
         if let Some(reason) = conn.worn_out() {
             conn.retire(reason);
             return Err(RecycleError::message(reason.label()));
+        }
+        if self.shared.host_left(conn) {
+            conn.retire(CloseReason::HostMismatch);
+            return Err(RecycleError::message("its host stopped matching"));
         }
         let limits = &self.shared.limits;
         if conn.raw.is_none() {

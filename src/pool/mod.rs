@@ -33,6 +33,10 @@ pub(crate) mod session_sql;
 mod shared;
 pub(crate) mod stream;
 mod tidy;
+#[cfg(feature = "postgres")]
+mod role;
+#[cfg(feature = "postgres")]
+mod topology;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,12 +48,14 @@ use sea_orm::sqlx;
 
 use self::holds::Holds;
 pub(crate) use self::holds::Site;
-pub(crate) use self::manager::{Connector, Manager};
+pub(crate) use self::manager::{ConnectFailed, Connector, Manager};
 pub(crate) use self::op::{Op, Output, unexpected};
 pub(crate) use self::pooled::Pooled;
 pub(crate) use self::raw::RawConn;
 use self::reach::Reachability;
-pub(crate) use self::reach::{Failure, describe};
+pub(crate) use self::reach::{Failure, describe, is_transient_connect};
+#[cfg(feature = "postgres")]
+pub(crate) use self::topology::{Host, Topology};
 pub(crate) use self::shared::Shared;
 use self::shared::{Limits, sqlite_in_memory, statement_mode};
 pub(crate) use self::stream::RowStream;
@@ -109,6 +115,7 @@ impl Pool {
             config: config.clone(),
             probing: AtomicBool::new(false),
             connector: connector.clone(),
+            maintain_now: Arc::default(),
             limits,
         });
         let manager = Manager {
@@ -295,9 +302,9 @@ impl Pool {
     /// Opens one connection outside the pool and closes it again, returning the real cause
     /// of a failure at once (the startup loop and the saturated readiness check need it).
     pub async fn connect_direct(&self) -> Result<(), sqlx::Error> {
-        let raw = match self.shared.connector.open().await {
-            Ok(raw) => raw,
-            Err(e) => {
+        let opened = match self.shared.open_checked().await {
+            Ok(opened) => opened,
+            Err(ConnectFailed::Driver(e)) => {
                 // A refusal for want of a slot is news about the server (it is full, not
                 // down); other failures here are the caller's to report, not counted.
                 if Failure::of(&e) == Failure::Full {
@@ -308,10 +315,41 @@ impl Pool {
                 }
                 return Err(e);
             }
+            Err(ConnectFailed::TimedOut(bound)) => {
+                return Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within connect_timeout ({bound:?})"),
+                )));
+            }
         };
         self.shared.reach.connected();
-        raw::close(raw, self.shared.limits.ping_timeout).await;
+        raw::close(opened.raw, self.shared.limits.ping_timeout).await;
         Ok(())
+    }
+
+    /// The longest one new connection may take: `connect_timeout` for each host it may try.
+    pub fn connect_bound(&self) -> Duration {
+        self.shared
+            .connector
+            .connect_bound(self.shared.limits.connect_timeout)
+    }
+
+    /// Where connections go (PostgreSQL): the hosts as last found.
+    pub fn hosts(&self) -> Option<crate::stats::HostsReport> {
+        #[cfg(feature = "postgres")]
+        if let Some(t) = self.shared.connector.topology() {
+            return Some(t.report());
+        }
+        None
+    }
+
+    /// Times the pool moved to another host or lost the one it was on.
+    pub fn topology_changes(&self) -> u64 {
+        #[cfg(feature = "postgres")]
+        if let Some(t) = self.shared.connector.topology() {
+            return t.changes.load(Ordering::Relaxed);
+        }
+        0
     }
 
     /// Whether the database is known down, and the last cause.

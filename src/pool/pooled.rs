@@ -45,6 +45,11 @@ fn breaks_connection(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A write refused because the session is read-only (SQLSTATE 25006).
+fn is_read_only_refusal(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("25006"))
+}
+
 impl Pooled {
     pub(super) fn new(
         mut obj: Object<Manager>,
@@ -140,6 +145,12 @@ impl Pooled {
             Ok(Err(e)) => {
                 if breaks_connection(&e) {
                     conn.broken = true;
+                } else if is_read_only_refusal(&e) {
+                    // The server may have turned read-only under us (a failover): checked
+                    // on a connection of its own, so a caller's read-only transaction does
+                    // not count.
+                    self.shared.write_refused(conn);
+                    conn.suspect = !clean_after(conn);
                 } else if matches!(e, sqlx::Error::Database(_)) {
                     // The server answered: the session is as the error left it.
                     conn.suspect = !clean_after(conn);
@@ -198,6 +209,8 @@ impl Drop for Pooled {
         obj.alive_at = now;
         let retire = if obj.broken {
             Some(CloseReason::Broken)
+        } else if self.shared.host_left(&obj) && !obj.in_flight {
+            Some(CloseReason::HostMismatch)
         } else if obj.suspect && obj.in_tx && !obj.in_flight {
             // Left inside a transaction (its end never completed): no one gets it again.
             Some(CloseReason::Unclean)

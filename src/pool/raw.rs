@@ -42,6 +42,15 @@ pub(crate) struct SessionId {
     pub(super) proof: String,
 }
 
+/// A connection opened by a connect (`Connector::connect`).
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub raw: RawConn,
+    pub host: usize,
+    pub epoch: u64,
+    pub session: Option<SessionId>,
+}
+
 /// A liveness round trip.
 pub(crate) async fn ping(conn: &mut RawConn) -> Result<(), sqlx::Error> {
     match conn {

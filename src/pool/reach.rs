@@ -21,6 +21,9 @@ pub(crate) enum Failure {
     /// The server answered that it has no connection slot left (53300, PgBouncer's
     /// `max_client_conn`, MySQL 1040): it is up, so this proves it reachable.
     Full,
+    /// Every host answered or failed, and none matches what the pool needs (the writable
+    /// server is gone): down at once, without waiting for `fail_fast_after` failures.
+    Mismatch,
 }
 
 impl Failure {
@@ -28,6 +31,8 @@ impl Failure {
     pub fn of(err: &sqlx::Error) -> Self {
         if is_server_full(err) {
             Failure::Full
+        } else if hosts_failed(err).is_some_and(|h| h.mismatch) {
+            Failure::Mismatch
         } else {
             Failure::Unreachable
         }
@@ -67,7 +72,13 @@ impl Reachability {
     /// A connection was opened: the database is up and has room.
     pub fn connected(&self) {
         self.failures.store(0, Ordering::Relaxed);
-        if self.down.swap(false, Ordering::AcqRel) {
+        // The hosts' own log lines tell of a server that stopped and started matching.
+        let mismatch = self
+            .last
+            .lock()
+            .ok()
+            .is_some_and(|l| l.as_ref().is_some_and(|(_, _, k)| *k == Failure::Mismatch));
+        if self.down.swap(false, Ordering::AcqRel) && !mismatch {
             tracing::info!("database reachable again; callers wait for connections as usual");
         }
         if self.full.swap(false, Ordering::AcqRel) {
@@ -101,11 +112,11 @@ impl Reachability {
             .failures
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
-        if self.threshold == 0 || n < self.threshold {
+        if self.threshold == 0 || (n < self.threshold && kind != Failure::Mismatch) {
             return false;
         }
         let became = !self.down.swap(true, Ordering::AcqRel);
-        if became {
+        if became && kind != Failure::Mismatch {
             tracing::error!(
                 failures = n,
                 cause = %cause,
@@ -161,8 +172,46 @@ impl Reachability {
     }
 }
 
+/// Why no host gave a connection: one cause per host tried, and whether any of them answered
+/// but did not match (then the database is there, only not what the pool needs).
+#[derive(Debug, thiserror::Error)]
+#[error("{summary}")]
+pub(crate) struct HostsFailed {
+    pub summary: String,
+    pub mismatch: bool,
+    pub transient: bool,
+}
+
+/// The failure of every host of a multi-host connect, if that is what `err` is.
+fn hosts_failed(err: &sqlx::Error) -> Option<&HostsFailed> {
+    match err {
+        sqlx::Error::Io(e) => e.get_ref().and_then(|i| i.downcast_ref::<HostsFailed>()),
+        _ => None,
+    }
+}
+
+/// Whether retrying a failed connect may succeed (see [`crate::classify::is_transient`]); a
+/// multi-host connect is transient if any of its hosts' failures was.
+pub(crate) fn is_transient_connect(err: &sqlx::Error) -> bool {
+    match hosts_failed(err) {
+        Some(h) => h.transient,
+        None => crate::classify::is_transient(err),
+    }
+}
+
+/// Describes a driver error of a host the caller names (no host in the text), scrubbed.
+pub(crate) fn describe_bare(config: &DbConfig, err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Io(e) if hosts_failed(err).is_none() => config.scrub(&e.to_string()),
+        _ => describe(config, err),
+    }
+}
+
 /// Describes a driver error with its SQLSTATE, scrubbed of the URL's secrets.
 pub(crate) fn describe(config: &DbConfig, err: &sqlx::Error) -> String {
+    if let Some(h) = hosts_failed(err) {
+        return config.scrub(&h.summary);
+    }
     let text = match err {
         sqlx::Error::Database(db) => match db.code() {
             Some(code) => format!("{} (SQLSTATE {code})", db.message()),

@@ -9,7 +9,9 @@ use std::time::Duration;
 use sea_orm::sqlx;
 
 use super::holds::Holds;
-use super::manager::Connector;
+use super::conn::Conn;
+use super::manager::{ConnectFailed, Connector};
+use super::raw::Opened;
 use super::reach::{Failure, Reachability, describe};
 use super::{op, plans, raw, session_sql};
 use crate::config::{DbConfig, PoolOptions};
@@ -72,11 +74,64 @@ pub(crate) struct Shared {
     pub(super) config: DbConfig,
     pub(super) probing: AtomicBool,
     pub(super) connector: Connector,
+    /// Wakes the maintenance task at once (a host was marked: close its idle connections).
+    pub(super) maintain_now: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
     pub fn describe(&self, e: &sqlx::Error) -> String {
         describe(&self.config, e)
+    }
+
+    /// [`describe`](Self::describe) for an error of a host the caller names itself.
+    pub fn describe_bare(&self, e: &sqlx::Error) -> String {
+        super::reach::describe_bare(&self.config, e)
+    }
+
+    /// Whether `conn`'s host was marked since it was opened (a failover, a server turned
+    /// read-only): it is closed rather than handed out or taken back.
+    pub fn host_left(&self, conn: &Conn) -> bool {
+        #[cfg(feature = "postgres")]
+        if let Some(t) = self.connector.topology() {
+            return !t.current_epoch(conn.host, conn.epoch);
+        }
+        let _ = conn;
+        false
+    }
+
+    /// A write on `conn`'s host was refused as read-only (25006). On a pool that writes, a
+    /// connection of its own checks the host in the background; if it is read-only for every
+    /// session (a standby, an old primary, `default_transaction_read_only`), the host is
+    /// marked: its connections close and new ones go to the other hosts (or wait for this one
+    /// to accept writes again).
+    pub fn write_refused(self: &Arc<Self>, conn: &Conn) {
+        #[cfg(feature = "postgres")]
+        if let Some(t) = self.connector.topology()
+            && t.wants_writes
+        {
+            let (host, shared, topology) = (conn.host, self.clone(), t.clone());
+            self.tasks.spawn(async move {
+                let Some(_claim) = topology.claim_verify(host) else {
+                    return;
+                };
+                let bound = shared.limits.connect_timeout;
+                let Some(role) = topology.read_only_now(host, bound).await else {
+                    return;
+                };
+                let why = if role.in_recovery {
+                    "is in hot standby mode"
+                } else if role.read_only {
+                    "is read-only"
+                } else {
+                    // The caller's own read-only transaction: the host is fine.
+                    return;
+                };
+                if topology.mark(host, why) {
+                    shared.maintain_now.notify_one();
+                }
+            });
+        }
+        let _ = conn;
     }
 
     /// A connection attempt failed: note it, and start the background probe when this makes
@@ -85,6 +140,20 @@ impl Shared {
         self.instruments.connection_failed();
         if self.reach.failed(cause, kind) {
             self.start_probe();
+        }
+    }
+
+    /// Opens one connection as the pool would (every host tried and checked), outside it.
+    pub(super) async fn open_checked(&self) -> Result<Opened, ConnectFailed> {
+        let inline = matches!(*self.mode, op::Mode::Inline { .. });
+        let scrub = |e: &sqlx::Error| self.describe_bare(e);
+        let bound = self.connector.connect_bound(self.limits.connect_timeout);
+        let connecting = self
+            .connector
+            .connect(self.limits.connect_timeout, inline, &scrub);
+        match tokio::time::timeout(bound, connecting).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectFailed::TimedOut(bound)),
         }
     }
 
@@ -97,23 +166,23 @@ impl Shared {
             use backon::BackoffBuilder;
             let mut delays = backon::ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(5))
+                // Often enough that writes come back within seconds of a failover.
+                .with_max_delay(Duration::from_secs(1))
                 .with_jitter()
                 .without_max_times()
                 .build();
             while shared.reach.is_down() && !shared.closing.load(Ordering::Acquire) {
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 tokio::time::sleep(delay).await;
-                let bound = shared.limits.connect_timeout;
-                match tokio::time::timeout(bound, shared.connector.open()).await {
-                    Ok(Ok(raw)) => {
-                        raw::close(raw, shared.limits.ping_timeout).await;
+                match shared.open_checked().await {
+                    Ok(opened) => {
+                        raw::close(opened.raw, shared.limits.ping_timeout).await;
                         shared.reach.connected();
                     }
-                    Ok(Err(e)) => {
+                    Err(ConnectFailed::Driver(e)) => {
                         let _ = shared.reach.failed(&shared.describe(&e), Failure::of(&e));
                     }
-                    Err(_) => {
+                    Err(ConnectFailed::TimedOut(bound)) => {
                         let _ = shared.reach.failed(
                             &format!("no connection within connect_timeout ({bound:?})"),
                             Failure::Unreachable,

@@ -290,6 +290,7 @@ pub(super) async fn cancel(shared: &Arc<Shared>, conn: &mut Conn, wait: Duration
     }
     conn.broken = true;
     conn.in_flight = false;
+    let host = conn.host;
     let Some(session) = conn.session.clone() else {
         return;
     };
@@ -300,7 +301,7 @@ pub(super) async fn cancel(shared: &Arc<Shared>, conn: &mut Conn, wait: Duration
     let task_shared = shared.clone();
     let task = shared.tasks.spawn(async move {
         let _slot = slot;
-        send_cancel(&task_shared, &session).await
+        send_cancel(&task_shared, &session, host).await
     });
     match tokio::time::timeout(wait, task).await {
         Ok(Ok(true)) => {
@@ -318,11 +319,11 @@ pub(super) async fn cancel(shared: &Arc<Shared>, conn: &mut Conn, wait: Duration
 }
 
 /// Sends the cancel for `session` within `connect_timeout`; whether it reached that session.
-async fn send_cancel(shared: &Shared, session: &SessionId) -> bool {
+async fn send_cancel(shared: &Shared, session: &SessionId, host: usize) -> bool {
     let bound = shared.limits.connect_timeout;
     let id = session.id;
     let sent = tokio::time::timeout(bound, async {
-        let mut side = shared.connector.open().await?;
+        let mut side = shared.connector.open(host).await?;
         let result = match &mut side {
             #[cfg(feature = "postgres")]
             RawConn::Postgres(c) => sqlx::query(
@@ -378,31 +379,13 @@ async fn send_cancel(shared: &Shared, session: &SessionId) -> bool {
     }
 }
 
-/// The session `raw` is, for cancels; `None` behind PgBouncer (`inline`), where a backend
-/// names no stable session, and on SQLite.
-pub(super) async fn session_id(
-    raw: &mut RawConn,
-    inline: bool,
-    bound: Duration,
-) -> Option<SessionId> {
+/// The session `raw` is, for cancels (MySQL; PostgreSQL's is named while its host is
+/// checked, see [`super::topology`]); `None` on SQLite.
+pub(super) async fn session_id(raw: &mut RawConn, bound: Duration) -> Option<SessionId> {
     let ask = async {
         let row: Option<(i64, String)> = match raw {
             #[cfg(feature = "postgres")]
-            RawConn::Postgres(_) if inline => return None,
-            #[cfg(feature = "postgres")]
-            RawConn::Postgres(c) => sqlx::raw_sql(
-                "SELECT pid::int8, backend_start::text FROM pg_catalog.pg_stat_activity \
-                 WHERE pid = pg_catalog.pg_backend_pid()",
-            )
-            .fetch_one(&mut *c)
-            .await
-            .ok()
-            .and_then(|r| {
-                Some((
-                    r.try_get::<i64, _>(0).ok()?,
-                    r.try_get::<String, _>(1).ok()?,
-                ))
-            }),
+            RawConn::Postgres(_) => None,
             #[cfg(feature = "mysql")]
             RawConn::MySql(c) => sqlx::raw_sql(
                 "SELECT CAST(CONNECTION_ID() AS SIGNED), CONCAT(@@hostname, ':', @@port)",

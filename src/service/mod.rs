@@ -226,6 +226,12 @@ impl DbService {
         self.inner.primary.last_error()
     }
 
+    /// Where the primary pool's connections go: its hosts as last found and the one it is on
+    /// (PostgreSQL; `None` for the other backends).
+    pub fn hosts(&self) -> Option<crate::stats::HostsReport> {
+        self.inner.primary.hosts()
+    }
+
     /// Waits for the database (retrying transient failures with backoff, bounded by
     /// `connect_retry_timeout`), then marks the service ready.
     pub async fn connect(&self) -> Result<()> {
