@@ -40,7 +40,10 @@ pub(crate) fn build(
     config: &DbConfig,
     instruments: &Arc<Instruments>,
     tasks: &Arc<Tasks>,
+    writes: bool,
 ) -> Result<(Pool, DatabaseConnection), ConfigError> {
+    #[cfg(not(feature = "postgres"))]
+    let _ = writes;
     let url = config.driver_url();
     let p = config.pool();
     let driver_err = |e: sqlx::Error| ConfigError::Driver {
@@ -54,7 +57,7 @@ pub(crate) fn build(
             config.hosts(),
             p.session.target_session_attrs,
             p,
-            Role::Service,
+            if writes { Role::Writer } else { Role::Reader },
         ))),
         #[cfg(feature = "mysql")]
         Backend::MySql => {
@@ -99,6 +102,25 @@ pub(crate) fn migration_connector(
     pool: &Connector,
 ) -> Result<Connector, ConfigError> {
     let Some(url) = config.direct_driver_url() else {
+        // PostgreSQL: the pool's hosts, but always looking for the writable one.
+        #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)] // the only variant in a PostgreSQL-only build
+        if let Connector::Postgres(_) = pool {
+            let p = config.pool();
+            let opts = PgConnectOptions::from_str(config.driver_url()).map_err(|e| {
+                ConfigError::Driver {
+                    url: config.redacted_url(),
+                    message: config.scrub(&e.to_string()),
+                }
+            })?;
+            return Ok(Connector::Postgres(Arc::new(topology(
+                postgres_options(opts, p),
+                config.hosts(),
+                TargetSessionAttrs::ReadWrite,
+                p,
+                Role::Migrations,
+            ))));
+        }
         return Ok(pool.clone());
     };
     let driver_err = |e: sqlx::Error| ConfigError::Driver {
@@ -129,6 +151,29 @@ pub(crate) fn migration_connector(
         #[cfg(feature = "sqlite")]
         Connector::Sqlite(o) => Connector::Sqlite(o.clone()),
     })
+}
+
+/// Before a connection that must stay on one host (migrations): on PostgreSQL with several
+/// hosts, opens one connection the topology's way (each host within `connect_timeout`), so
+/// that [`seaorm_connection`] starts on the host it found; a failure is left for that
+/// connection to report.
+pub(crate) async fn find_writable(connector: &Connector, connect_timeout: Duration) {
+    #[cfg(feature = "postgres")]
+    if let Some(t) = connector.topology()
+        && t.hosts.len() > 1
+    {
+        let bound = connector.connect_bound(connect_timeout);
+        let scrub = |e: &sqlx::Error| e.to_string();
+        if let Ok(Ok(opened)) = tokio::time::timeout(
+            bound,
+            connector.connect(connect_timeout, false, &scrub),
+        )
+        .await
+        {
+            crate::pool::close_raw(opened.raw, Duration::from_secs(1)).await;
+        }
+    }
+    let _ = (connector, connect_timeout);
 }
 
 /// A lazy SeaORM connection of one connection with the pool's connect options (for an
@@ -185,8 +230,10 @@ fn raw_pool<DB: sqlx::Database>(p: &PoolOptions, retire: Retire) -> SqlxPoolOpti
 #[cfg(feature = "postgres")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
-    /// The service's pool: writes unless told to look for a standby or a read-only session.
-    Service,
+    /// A primary's pool: writes unless told to look for a standby or a read-only session.
+    Writer,
+    /// A replica's pool: never writes.
+    Reader,
     /// Migrations: always a writable server.
     Migrations,
 }
@@ -215,7 +262,11 @@ fn topology(
             .map(|h| Host::new(h.clone(), opts.clone().host(&h.host).port(h.port)))
             .collect()
     };
-    let wants_writes = role == Role::Migrations || attrs.wants_writes();
+    let wants_writes = match role {
+        Role::Migrations => true,
+        Role::Writer => attrs.wants_writes(),
+        Role::Reader => false,
+    };
     Topology::new(list, attrs, p.session.load_balance_hosts, wants_writes)
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-pub(crate) use self::build::{Retire, migration_connector, seaorm_connection};
+pub(crate) use self::build::{Retire, find_writable, migration_connector, seaorm_connection};
 pub use self::check::PingError;
 pub(crate) use self::conn::connection_trait;
 pub use self::conn::{DbConn, DbStream};
@@ -85,14 +85,21 @@ impl Endpoint {
     /// Builds the endpoint and its (lazy) pool on the current tokio runtime, which becomes its
     /// own (see [`Tasks`]). No I/O. `high_water`: the instance's write position, advanced by
     /// the executor after each write (a primary with replicas).
-    pub(crate) fn new(config: DbConfig, high_water: Option<Arc<HighWater>>) -> Result<Self> {
+    ///
+    /// `writes`: the endpoint takes writes (a primary), so a write refused as read-only marks
+    /// its host; a replica's never does.
+    pub(crate) fn new(
+        config: DbConfig,
+        high_water: Option<Arc<HighWater>>,
+        writes: bool,
+    ) -> Result<Self> {
         let p = config.pool();
         let instruments = Arc::new(
             Instruments::new(p.monitoring.slow_query_threshold)
                 .with_statement_log(p.monitoring.log_statements),
         );
         let tasks = Tasks::current();
-        let (pool, raw) = build::build(&config, &instruments, &tasks)?;
+        let (pool, raw) = build::build(&config, &instruments, &tasks, writes)?;
         if let Some(warning) = config.tls_warning() {
             tracing::warn!("{warning}");
         }

@@ -24,7 +24,7 @@ pub struct Checked {
 /// Fails with [`MigrateError::Behind`] naming the first migration, in order, that is not
 /// applied; migrations applied but unknown here are returned in [`Checked::ahead`].
 pub async fn check<M: MigratorTrait>(db: &DbService) -> Result<Checked, MigrateError> {
-    let conn = db.migration_connection();
+    let conn = db.migration_connection().await;
     let result = compare::<M>(&conn).await;
     let _ = conn.close().await;
     let checked = result.map_err(|e| match e {

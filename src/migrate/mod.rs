@@ -56,7 +56,7 @@ pub async fn apply<M: MigratorTrait>(
 ) -> std::result::Result<Vec<String>, MigrateError> {
     // sea-orm-migration needs SeaORM's own connection type: one connection of its own,
     // closed when the migrations are done, so it does not stay beside the pool's.
-    let conn = db.migration_connection();
+    let conn = db.migration_connection().await;
     let result = apply_on::<M>(db, &conn, lock_timeout).await;
     let _ = conn.close().await;
     result.map_err(|e| scrubbed(db, e))

@@ -51,6 +51,8 @@ pub(crate) use self::holds::Site;
 pub(crate) use self::manager::{ConnectFailed, Connector, Manager};
 pub(crate) use self::op::{Op, Output, unexpected};
 pub(crate) use self::pooled::Pooled;
+#[cfg(feature = "postgres")]
+pub(crate) use self::raw::close as close_raw;
 pub(crate) use self::raw::RawConn;
 use self::reach::Reachability;
 pub(crate) use self::reach::{Failure, describe, is_transient_connect};
@@ -341,6 +343,21 @@ impl Pool {
             return Some(t.report());
         }
         None
+    }
+
+    /// Leaves the host the pool is on (a replica found promoted): its connections close and
+    /// new ones go to the other hosts. Only where `target_session_attrs` looks for a standby
+    /// or a read-only session, so that there is somewhere else to go.
+    pub fn leave_current_host(&self, why: &str) {
+        #[cfg(feature = "postgres")]
+        if let Some(t) = self.shared.connector.topology()
+            && !matches!(t.attrs, crate::config::TargetSessionAttrs::Any)
+            && let Some((host, _)) = t.current()
+            && t.mark(host, why)
+        {
+            self.shared.maintain_now.notify_one();
+        }
+        let _ = why;
     }
 
     /// Times the pool moved to another host or lost the one it was on.

@@ -393,7 +393,7 @@ impl Topology {
             tracing::warn!(
                 host = %host.spec,
                 reason = %why,
-                "lost the writable server: {} {why}; closing its connections, new connections try the other hosts",
+                "{} {why}: closing its connections; new connections try the other hosts",
                 host.spec
             );
         }

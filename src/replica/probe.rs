@@ -72,6 +72,11 @@ async fn check(replica: &Replica, max_lag: Duration, primary_at: u64) {
             .map(|p| p.0)
     };
     let (Some(replayed), true) = (position(1), in_recovery) else {
+        // Promoted: a replica URL that lists other hosts moves to a standby among them.
+        replica
+            .endpoint
+            .pool()
+            .leave_current_host("is not in hot standby mode");
         return replica.check_failed(
             "not a replica: the server is not in recovery (promoted, or the primary's URL)".into(),
         );

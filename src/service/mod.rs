@@ -15,7 +15,7 @@ use self::readiness::ReadinessSlot;
 use crate::config::{Backend, DbConfig};
 use crate::endpoint::{
     DbConn, Endpoint, HighWater, LastError, Phase, PingError, Retire, WalPosition, log_summaries,
-    migration_connector, seaorm_connection,
+    find_writable, migration_connector, seaorm_connection,
 };
 use crate::error::{Error, Result};
 use crate::observe::Instruments;
@@ -64,14 +64,14 @@ impl DbService {
     /// from inside actix-web's per-worker app factory.
     pub fn new(config: DbConfig) -> Result<Self> {
         let high_water = config.replicas().map(|_| Arc::new(HighWater::default()));
-        let primary = Endpoint::new(config, high_water.clone())?;
+        let primary = Endpoint::new(config, high_water.clone(), true)?;
         let migrations = migration_connector(primary.config(), primary.pool().connector())?;
         let replicas = match (primary.config().replicas(), high_water) {
             (Some(rc), Some(high_water)) => {
                 let mut list = Vec::with_capacity(rc.len());
                 for (i, replica) in rc.replicas.iter().enumerate() {
                     let name = format!("replica_{}", i + 1);
-                    let endpoint = Endpoint::new(replica.clone(), None)?;
+                    let endpoint = Endpoint::new(replica.clone(), None, false)?;
                     endpoint.set_name(&name);
                     list.push(Replica::new(name, endpoint));
                 }
@@ -197,8 +197,12 @@ impl DbService {
 
     /// A SeaORM connection of its own (one connection, outside the pool, over
     /// `DATABASE_URL_DIRECT` when set) for migrations; close it when done.
-    pub(crate) fn migration_connection(&self) -> sea_orm::DatabaseConnection {
-        seaorm_connection(&self.inner.migrations, self.config().pool(), Retire::Never)
+    /// On PostgreSQL a writable host among the URL's is found first (migrations write, and
+    /// their connection stays on the host it starts on).
+    pub(crate) async fn migration_connection(&self) -> sea_orm::DatabaseConnection {
+        let p = self.config().pool();
+        find_writable(&self.inner.migrations, p.limits.connect_timeout).await;
+        seaorm_connection(&self.inner.migrations, p, Retire::Never)
     }
 
     /// The configuration in effect.

@@ -11,6 +11,7 @@ mod commit_outcome;
 mod config;
 mod deadlines;
 mod environment;
+mod failover;
 mod handout;
 mod inline;
 mod migrate;

@@ -3,5 +3,6 @@
 //! comes from; the drill helpers are in `support::drill`.
 
 mod clients;
+mod failover;
 mod network;
 mod server;
