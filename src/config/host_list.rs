@@ -14,8 +14,7 @@ use url::{Host, Url, form_urlencoded};
 use super::error::ConfigError;
 use super::hosts::{DEFAULT_PORT, HostSpec};
 
-/// A PostgreSQL URL with its host list taken out.
-#[derive(Debug)]
+/// A PostgreSQL URL with its host list taken out. No `Debug`: it holds the password.
 pub(super) struct HostList {
     /// The URL with only the first host (and its port) in the authority, everything else as
     /// written: what `Url::parse` and the driver get. A single-host URL comes back unchanged.

@@ -311,6 +311,24 @@ fn an_unencoded_slash_in_the_password_is_explained() {
 }
 
 #[test]
+fn the_userinfo_ends_at_the_last_at_sign() {
+    // Commas, colons, brackets and `@` in the password are not hosts.
+    let s = split("postgres://u:a,b:[c@d@db1,db2:6432/app").expect("valid");
+    assert_eq!(s.hosts.len(), 2);
+    assert_eq!(s.hosts[1].label(), "db2:6432");
+    assert_eq!(s.driver_url.host_str(), Some("db1"));
+    assert_eq!(
+        s.driver_url
+            .password()
+            .map(|p| percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned())
+            .as_deref(),
+        Some("a,b:[c@d")
+    );
+}
+
+#[test]
 fn hostaddr_with_one_host_goes_to_the_driver() {
     let s = split("postgres://db/app?hostaddr=10.0.0.1").expect("valid");
     assert_eq!(s.driver_url.as_str(), "postgres://db/app?hostaddr=10.0.0.1");
