@@ -54,7 +54,7 @@ impl DbConfig {
             Backend::MySql => std::env::var("MYSQL_PWD").ok(),
             Backend::Sqlite => None,
         };
-        let secrets = redact::secrets_of(&split.driver_url, env_password.as_deref());
+        let secrets = redact::secrets_of(&split.driver_url, url, env_password.as_deref());
         let mut sources: Sources = POOL_KEYS
             .iter()
             .map(|k| ((*k).to_owned(), Source::Default))
@@ -108,7 +108,7 @@ impl DbConfig {
             });
         }
         self.secrets
-            .extend(redact::secrets_of(&direct.driver_url, None));
+            .extend(redact::secrets_of(&direct.driver_url, url, None));
         self.direct = Some(direct);
         Ok(self)
     }

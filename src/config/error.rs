@@ -64,6 +64,16 @@ pub enum ConfigError {
         /// What the URL parser objected to.
         reason: String,
     },
+    /// The host list of a PostgreSQL URL (`db1:5432,db2:5432` in the authority, or the
+    /// query's `host` and `port`) is malformed. The message names the part by position and
+    /// never quotes the URL, whose text could be a mis-encoded password.
+    #[error("DATABASE_URL {part}: {reason}")]
+    InvalidHosts {
+        /// Which part: `host 2 of 3`, `host`, `port`, `hostaddr` or `user info`.
+        part: String,
+        /// What is wrong, and what would be accepted.
+        reason: String,
+    },
     /// No database URL was configured.
     #[error("DATABASE_URL is not set (nor `database_url` in the config file)")]
     MissingUrl,

@@ -1,6 +1,7 @@
 //! The hosts of a PostgreSQL URL and how a connection chooses among them: libpq's
 //! `target_session_attrs` (PostgreSQL 14+) and `load_balance_hosts` (libpq 16).
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 
 use super::error::ConfigError;
@@ -8,6 +9,13 @@ use super::parse::invalid;
 
 /// The port a host without one takes, as in libpq.
 pub const DEFAULT_PORT: u16 = 5432;
+
+/// What a socket directory keeps unencoded in a URL's authority (RFC 3986's unreserved).
+const SOCKET_DIR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// One candidate host of a PostgreSQL URL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,6 +40,25 @@ impl HostSpec {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+}
+
+impl HostSpec {
+    /// How the host is written in a URL's authority, without the port: `db1`, `[::1]`, and a
+    /// socket directory percent-encoded (`%2Frun%2Fpg`), which sqlx reads back as a socket.
+    pub fn url_host(&self) -> String {
+        if self.is_socket() {
+            utf8_percent_encode(&self.host, SOCKET_DIR).to_string()
+        } else if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
+    /// [`url_host`](Self::url_host) with the port: `db1:5432`, `[::1]:5433`.
+    pub fn url_authority(&self) -> String {
+        format!("{}:{}", self.url_host(), self.port)
     }
 }
 

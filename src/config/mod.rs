@@ -13,6 +13,7 @@ mod backend;
 mod db_config;
 pub(crate) mod duration;
 mod error;
+mod host_list;
 mod hosts;
 mod params;
 mod parse;

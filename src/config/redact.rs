@@ -6,7 +6,9 @@
 
 use std::fmt;
 
-use url::Url;
+use url::{Position, Url};
+
+use super::hosts::HostSpec;
 
 const MASK: &str = "***";
 
@@ -17,33 +19,55 @@ pub struct RedactedUrl(String);
 impl RedactedUrl {
     /// Masks the password of `url`.
     pub fn new(url: &Url) -> Self {
-        let mut shown = url.clone();
-        if shown.password().is_some() {
-            // `set_password` fails only for URLs that cannot have credentials (`cannot-be-a-base`),
-            // which also cannot carry a password to hide.
-            let _ = shown.set_password(Some(MASK));
+        Self(masked(url).to_string())
+    }
+
+    /// Masks the password of `url` and shows every host of `hosts` in its authority:
+    /// `postgres://app:***@db1:5432,db2:5432/app`. With one host or none, the same as
+    /// [`new`](Self::new), so a single-host URL shows as written.
+    pub fn with_hosts(url: &Url, hosts: &[HostSpec]) -> Self {
+        if hosts.len() < 2 {
+            return Self::new(url);
         }
-        if shown.query_pairs().any(|(k, _)| is_secret_key(&k)) {
-            let pairs: Vec<(String, String)> = shown
-                .query_pairs()
-                .map(|(k, v)| {
-                    let v = if is_secret_key(&k) {
-                        MASK.to_owned()
-                    } else {
-                        v.into_owned()
-                    };
-                    (k.into_owned(), v)
-                })
-                .collect();
-            shown.query_pairs_mut().clear().extend_pairs(pairs);
-        }
-        Self(shown.to_string())
+        let shown = masked(url);
+        let list: Vec<String> = hosts.iter().map(HostSpec::url_authority).collect();
+        Self(format!(
+            "{}{}{}",
+            &shown[..Position::BeforeHost],
+            list.join(","),
+            &shown[Position::AfterPort..]
+        ))
     }
 
     /// The redacted text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `url` with its password (userinfo and query) replaced by the mask.
+fn masked(url: &Url) -> Url {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        // `set_password` fails only for URLs that cannot have credentials (`cannot-be-a-base`),
+        // which also cannot carry a password to hide.
+        let _ = shown.set_password(Some(MASK));
+    }
+    if shown.query_pairs().any(|(k, _)| is_secret_key(&k)) {
+        let pairs: Vec<(String, String)> = shown
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_secret_key(&k) {
+                    MASK.to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    shown
 }
 
 impl fmt::Display for RedactedUrl {
@@ -69,8 +93,9 @@ fn is_secret_key(key: &str) -> bool {
 }
 
 /// The secrets of `url` in every spelling a message might contain them: raw, percent-decoded,
-/// and the full URL text.
-pub(crate) fn secrets_of(url: &Url, env_password: Option<&str>) -> Vec<String> {
+/// and the full URL text, both as parsed and as written (`raw`, which for a PostgreSQL host
+/// list differs from the driver's single-host URL).
+pub(crate) fn secrets_of(url: &Url, raw: &str, env_password: Option<&str>) -> Vec<String> {
     let mut secrets = Vec::new();
     // The driver also takes the password from the environment (`PGPASSWORD`) when the URL
     // has none; it is as secret as one in the URL.
@@ -89,6 +114,9 @@ pub(crate) fn secrets_of(url: &Url, env_password: Option<&str>) -> Vec<String> {
             secrets.push(url.as_str().to_owned());
             secrets.push(v.into_owned());
         }
+    }
+    if secrets.iter().any(|s| s == url.as_str()) && !raw.trim().is_empty() {
+        secrets.push(raw.trim().to_owned());
     }
     // Longest first, so the full URL is replaced before the password inside it.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));

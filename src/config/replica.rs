@@ -65,8 +65,10 @@ impl std::fmt::Debug for ReplicaConfig {
 }
 
 impl ReplicaConfig {
-    /// Replicas from `urls` (separated by commas or whitespace), each with the pool parameters
-    /// `params` under its own URL query (as for the primary), and the default bounds.
+    /// Replicas from `urls` (separated by whitespace, or by a comma before the next
+    /// `scheme://`), each with the pool parameters `params` under its own URL query (as for
+    /// the primary), and the default bounds. An entry may list several hosts
+    /// (`postgres://u@r1,r2/app?target_session_attrs=standby`).
     ///
     /// ```
     /// let r = dbservice::replica::ReplicaConfig::from_urls(
@@ -78,11 +80,7 @@ impl ReplicaConfig {
     /// ```
     pub fn from_urls(urls: &str, params: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut replicas = Vec::new();
-        for (i, url) in urls
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|u| !u.is_empty())
-            .enumerate()
-        {
+        for (i, url) in split_urls(urls).into_iter().enumerate() {
             let config = DbConfig::from_parts(url, params).map_err(|e| ConfigError::Replica {
                 replica: i + 1,
                 source: Box::new(e),
@@ -93,7 +91,7 @@ impl ReplicaConfig {
             return Err(ConfigError::InvalidValue {
                 param: "DATABASE_REPLICA_URLS".into(),
                 value: urls.into(),
-                reason: "expected one or more URLs separated by commas or whitespace".into(),
+                reason: "expected one or more URLs separated by whitespace or commas".into(),
             });
         }
         Ok(Self {
@@ -166,3 +164,40 @@ impl ReplicaConfig {
         Ok(())
     }
 }
+
+/// The URLs of a list: split on whitespace, and on a comma only where the next URL starts
+/// (`scheme://`) or at an end, since a comma inside a URL separates its hosts
+/// (`postgres://u@r1:5432,r2:5432/app`) or the values of `host=` and `port=`.
+fn split_urls(list: &str) -> Vec<&str> {
+    let mut urls = Vec::new();
+    for word in list.split_whitespace() {
+        let mut start = 0;
+        for (i, _) in word.match_indices(',') {
+            if starts_a_url(&word[i + 1..]) {
+                urls.push(&word[start..i]);
+                start = i + 1;
+            }
+        }
+        urls.push(&word[start..]);
+    }
+    // A comma before whitespace, at either end, or doubled leaves an empty piece or a comma.
+    urls.into_iter()
+        .map(|u| u.trim_matches(','))
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// Whether `text` starts with `scheme://` (RFC 3986: a letter, then letters, digits, `+`, `-`
+/// or `.`).
+fn starts_a_url(text: &str) -> bool {
+    let Some((scheme, _)) = text.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+#[cfg(test)]
+#[path = "tests/replica.rs"]
+mod tests;

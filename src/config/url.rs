@@ -9,7 +9,8 @@ use url::Url;
 
 use super::backend::Backend;
 use super::error::ConfigError;
-use super::hosts::{DEFAULT_PORT, HostSpec};
+use super::host_list::pre_split;
+use super::hosts::HostSpec;
 use super::params::{PARAMS, POOL_KEYS};
 use super::redact::RedactedUrl;
 
@@ -17,7 +18,8 @@ use super::redact::RedactedUrl;
 #[derive(Clone)]
 pub(crate) struct SplitUrl {
     pub backend: Backend,
-    /// The URL for the driver: our keys removed, driver keys untouched.
+    /// The URL for the driver: our keys removed, driver keys untouched; PostgreSQL: only the
+    /// first host in the authority, and no `host` or `port` in the query.
     pub driver_url: Url,
     /// Our parameters in the order written.
     pub params: Vec<(String, String)>,
@@ -28,7 +30,13 @@ pub(crate) struct SplitUrl {
 
 /// Parses `raw` and separates our parameters from the driver's.
 pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
-    let mut url = Url::parse(raw.trim()).map_err(|e| ConfigError::InvalidUrl {
+    let raw = raw.trim();
+    // `Url::parse` takes one host: a PostgreSQL host list is taken out first.
+    let host_list = pre_split(raw)?;
+    let single = host_list
+        .as_ref()
+        .map_or(raw, |l| l.single_host_url.as_str());
+    let mut url = Url::parse(single).map_err(|e| ConfigError::InvalidUrl {
         reason: e.to_string(),
     })?;
     let backend = match url.scheme() {
@@ -57,6 +65,14 @@ pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
     for (key, value) in url.query_pairs() {
         let key = key.into_owned();
         let value = value.into_owned();
+        if let Some(list) = &host_list {
+            // In `hosts` now (and the first host in the authority); sqlx would take a list
+            // here as one host named `db1,db2`. A port with no host is the default host's.
+            let keep = key == "port" && list.keep_query_port;
+            if (key == "host" || key == "port") && !keep {
+                continue;
+            }
+        }
         // Our keys, and the other spellings the table accepts for some of them in the URL.
         let ours = PARAMS
             .iter()
@@ -76,19 +92,11 @@ pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
     } else {
         url.query_pairs_mut().clear().extend_pairs(driver_pairs);
     }
-    // Placeholder until the multi-host split lands: the one host of the URL.
-    let hosts = match (backend, url.host_str()) {
-        (Backend::Postgres, Some(h)) if !h.is_empty() => vec![HostSpec {
-            host: h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            port: url.port().unwrap_or(DEFAULT_PORT),
-        }],
-        _ => Vec::new(),
-    };
     Ok(SplitUrl {
         backend,
         driver_url: url,
         params,
-        hosts,
+        hosts: host_list.map(|l| l.hosts).unwrap_or_default(),
     })
 }
 
@@ -104,9 +112,9 @@ impl std::fmt::Debug for SplitUrl {
 }
 
 impl SplitUrl {
-    /// The driver URL, safe to show.
+    /// The driver URL with every host, safe to show.
     pub fn redacted(&self) -> RedactedUrl {
-        RedactedUrl::new(&self.driver_url)
+        RedactedUrl::with_hosts(&self.driver_url, &self.hosts)
     }
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::config::{HostSpec, LoadBalanceHosts, TargetSessionAttrs};
 
 fn cfg(url: &str) -> Result<DbConfig, ConfigError> {
     DbConfig::from_url(url)
@@ -96,6 +97,18 @@ fn bad_values_name_parameter_and_value() {
             "postgres://h/db?pool_timout=1",
             vec!["pool_timout", "did you mean `pool_timeout`"],
         ),
+        (
+            "postgres://h1,h2/db?target_session_attrs=readwrite",
+            vec!["`target_session_attrs`", "`readwrite`", "read-write"],
+        ),
+        (
+            "postgres://h1,h2/db?load_balance_hosts=shuffle",
+            vec!["`load_balance_hosts`", "`shuffle`", "disable or random"],
+        ),
+        (
+            "sqlite://x.db?target_session_attrs=primary",
+            vec!["target_session_attrs", "PostgreSQL", "SQLite"],
+        ),
     ] {
         let msg = cfg(url)
             .err()
@@ -129,6 +142,66 @@ fn password_never_shows() {
     );
     let err = cfg("postgres://app:hunter2@h/db?pool_timeout=x").expect_err("rejected");
     assert!(!err.to_string().contains("hunter2"));
+}
+
+#[test]
+fn multi_host_urls_keep_the_password_hidden() {
+    let raw = "postgres://app:hunter2@db1:5432,db2:5433/db?target_session_attrs=read-write\
+               &load_balance_hosts=random";
+    let c = cfg(raw).expect("valid");
+    assert_eq!(c.hosts().len(), 2);
+    assert_eq!(
+        c.pool().session.target_session_attrs,
+        TargetSessionAttrs::ReadWrite
+    );
+    assert_eq!(
+        c.pool().session.load_balance_hosts,
+        LoadBalanceHosts::Random
+    );
+    assert_eq!(c.driver_url(), "postgres://app:hunter2@db1:5432/db");
+    assert_eq!(
+        c.redacted_url().to_string(),
+        "postgres://app:***@db1:5432,db2:5433/db"
+    );
+    let shown = format!("{c:?} {}", serde_json::to_string(&c).expect("serializes"));
+    assert!(!shown.contains("hunter2"), "{shown}");
+    // The URL as written is a secret too (it is not the driver's URL).
+    let scrubbed = c.scrub(&format!("connecting to {raw}: refused (hunter2)"));
+    assert_eq!(scrubbed, "connecting to ***: refused (***)");
+}
+
+#[test]
+fn the_direct_url_may_list_hosts() {
+    let c = cfg("postgres://app:pw@bouncer:6432/db?pgbouncer=true")
+        .expect("valid")
+        .with_direct_url("postgres://app:hunter2@/db?host=db1,db2&port=5433")
+        .expect("valid");
+    let direct: Vec<String> = c
+        .direct_hosts()
+        .expect("set")
+        .iter()
+        .map(HostSpec::label)
+        .collect();
+    assert_eq!(direct, ["db1:5433", "db2:5433"]);
+    assert_eq!(c.hosts().len(), 1);
+    assert_eq!(
+        c.direct_driver_url(),
+        Some("postgres://app:hunter2@db1:5433/db")
+    );
+    assert_eq!(
+        c.redacted_direct_url().map(|u| u.to_string()).as_deref(),
+        Some("postgres://app:***@db1:5433,db2:5433/db")
+    );
+    let err = cfg("postgres://app:pw@bouncer:6432/db")
+        .expect("valid")
+        .with_direct_url("postgres://app:hunter2@db1:1,db2:x/db")
+        .expect_err("bad port");
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("host 2 of 2: port is not a number"),
+        "{err}"
+    );
 }
 
 /// `schema` is a list of identifiers (plain or double-quoted), not "anything without a

@@ -20,7 +20,7 @@ fn masks_userinfo_password_and_query_password() {
 #[test]
 fn scrub_removes_raw_and_decoded_password() {
     let u = url("postgres://app:s%40cret@db/x");
-    let secrets = secrets_of(&u, None);
+    let secrets = secrets_of(&u, u.as_str(), None);
     let text = format!("failed for '{}' with s@cret and s%40cret", u.as_str());
     let clean = scrub(&text, &secrets);
     assert!(!clean.contains("cret"), "{clean}");
@@ -29,7 +29,7 @@ fn scrub_removes_raw_and_decoded_password() {
 #[test]
 fn scrub_removes_the_environment_password_too() {
     let u = url("postgres://app@db/x");
-    let secrets = secrets_of(&u, Some("env-pw-123"));
+    let secrets = secrets_of(&u, u.as_str(), Some("env-pw-123"));
     let clean = scrub("password authentication failed: env-pw-123", &secrets);
     assert!(!clean.contains("env-pw-123"), "{clean}");
 }
