@@ -248,9 +248,18 @@ fn topology(
     p: &PoolOptions,
     role: Role,
 ) -> Topology {
-    let list = if hosts.is_empty() {
+    let list = if hosts.len() <= 1 {
+        // One host: the driver's options exactly as it read the URL (its `PGPORT` and
+        // `PGHOST` defaults included), as before hosts were lists.
+        let host = hosts.first().map_or_else(|| opts.get_host().to_owned(), |h| h.host.clone());
+        // An IPv6 address without its brackets: sqlx's tokio connect does not strip them.
+        let opts = if host.contains(':') {
+            opts.host(&host)
+        } else {
+            opts
+        };
         let spec = HostSpec {
-            host: opts.get_host().to_owned(),
+            host,
             port: opts.get_port(),
         };
         vec![Host::new(spec, opts)]
