@@ -316,6 +316,42 @@ impl PgCluster {
         );
     }
 
+    /// Turns this (stopped, or stopped here with `-m fast`) former primary into a streaming
+    /// standby of `primary`, as Patroni or CloudNativePG rejoin an old primary after a
+    /// switchover: `standby.signal` and `primary_conninfo`, then a start. No `pg_rewind`: that
+    /// works when this server was stopped cleanly (`-m fast`) before `primary` was promoted,
+    /// since the fast shutdown's last WAL reaches the standby first, so nothing here diverged.
+    /// Waits until it streams from `primary` (at most 30 s); panics naming the log otherwise.
+    pub fn follow(&self, primary: &PgCluster) {
+        if !self.processes().is_empty() {
+            self.stop_server();
+        }
+        let conf = self.data.join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("read postgresql.auto.conf");
+        // A later line wins over an earlier one.
+        text.push_str(&format!(
+            "primary_conninfo = 'host=127.0.0.1 port={} user=postgres'\n\
+             recovery_target_timeline = 'latest'\n",
+            primary.port
+        ));
+        std::fs::write(&conf, text).expect("write postgresql.auto.conf");
+        let signal = self.data.join("standby.signal");
+        std::fs::write(&signal, "").expect("write standby.signal");
+        if is_root() {
+            let pg = nix::unistd::User::from_name("postgres")
+                .expect("look up user postgres")
+                .expect("a `postgres` OS user");
+            nix::unistd::chown(&signal, Some(pg.uid), Some(pg.gid)).expect("chown standby.signal");
+        }
+        self.start_server();
+        self.wait_for_value(
+            "SELECT status FROM pg_stat_wal_receiver",
+            "streaming",
+            Duration::from_secs(30),
+            "the old primary streams from the new one",
+        );
+    }
+
     /// Turns the whole server read-only (`on`) or writable again, as a primary demoted in
     /// place looks to its clients: `ALTER SYSTEM SET default_transaction_read_only` and a
     /// reload. Returns once a new session sees the setting (at most 10 s); sessions already

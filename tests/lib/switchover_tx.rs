@@ -13,8 +13,8 @@ use dbservice::{DbService, TxError, TxOptions};
 use sea_orm::{ConnectionTrait, DbErr};
 
 use crate::support::{
-    PgCluster, connected_service as service, eventually, pg_scalar_i64, private_cluster,
-    with_params,
+    PgCluster, cluster_with_replica, connected_service as service, eventually, multi_host_url,
+    pg_scalar_i64, private_cluster, with_params,
 };
 use crate::transactions::{exec, scalar};
 
@@ -294,4 +294,68 @@ async fn a_commit_answered_by_a_terminated_backend_is_unknown_and_not_retried() 
     let stats = db.stats().transactions;
     assert_eq!((stats.retry, stats.commit_unknown), (0, 1), "{stats:?}");
     db.close(Duration::from_secs(5)).await;
+}
+
+/// The harness's switchover, as the failover tests use it: the primary stopped (fast), its
+/// standby promoted and writable, the old primary back as a standby of the new one that
+/// replays its writes; and the multi-host URL naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_switches_a_primary_and_its_standby_over() {
+    let (primary, standby) = cluster_with_replica().await;
+    let write = "WITH w AS (INSERT INTO moved VALUES (1) RETURNING 1) SELECT count(*) FROM w";
+    let db = service_on(&primary).await;
+    db.close(Duration::from_secs(5)).await;
+    assert_eq!(pg_scalar_i64(&primary.url("postgres"), write).await, 1);
+
+    let (p, s) = (primary.clone(), standby.clone());
+    tokio::task::spawn_blocking(move || {
+        p.stop_server();
+        s.promote();
+    })
+    .await
+    .expect("switched over");
+    let new_primary = standby.url("postgres");
+    assert_eq!(pg_scalar_i64(&new_primary, write).await, 1, "writable");
+    assert_eq!(
+        pg_scalar_i64(&new_primary, "SELECT count(*) FROM moved").await,
+        2,
+        "the old primary's write and the new one"
+    );
+
+    let (p, s) = (primary.clone(), standby.clone());
+    tokio::task::spawn_blocking(move || p.follow(&s))
+        .await
+        .expect("rejoined");
+    let old_primary = primary.url("postgres");
+    assert_eq!(
+        pg_scalar_i64(&old_primary, "SELECT pg_is_in_recovery()::int::bigint").await,
+        1
+    );
+    assert_eq!(pg_scalar_i64(&new_primary, write).await, 1);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            pg_scalar_i64(&old_primary, "SELECT count(*) FROM moved").await == 3
+        })
+        .await,
+        "the old primary replays the new primary's writes"
+    );
+
+    assert_eq!(
+        multi_host_url(
+            &[&standby, &primary],
+            "app",
+            "target_session_attrs=read-write"
+        ),
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{},127.0.0.1:{}/app?target_session_attrs=read-write",
+            crate::support::PASSWORD,
+            standby.port,
+            primary.port
+        )
+    );
+    assert_eq!(
+        multi_host_url(&[&primary], "app", ""),
+        primary.url("app"),
+        "one host: the single-host URL"
+    );
 }
