@@ -18,7 +18,12 @@ pub enum ErrorKind {
     QueryTimeout,
     /// The pool is closed (shutdown).
     PoolClosed,
-    /// The database could not be reached or dropped the connection.
+    /// The database could not be reached or dropped the connection, or the server can no
+    /// longer take writes (SQLSTATE 25006, `read_only_sql_transaction`: a standby, or a primary
+    /// demoted in place): the database is not there for this request, and it may be again in a
+    /// moment (HTTP 503 + `Retry-After`). A write inside a transaction the caller opened
+    /// read-only also reports 25006 and is counted here too; SQLSTATE alone cannot tell them
+    /// apart.
     Connection,
     /// The server cancelled a statement (`statement_timeout`, SQLSTATE 57014).
     StatementTimeout,
@@ -84,7 +89,7 @@ impl ErrorKind {
             Some("57014" | "70100") => ErrorKind::StatementTimeout,
             Some(code) if is_conflict(code) => ErrorKind::Serialization,
             Some(code) if code.starts_with("23") => ErrorKind::Constraint,
-            Some(code) if code.starts_with("08") || code.starts_with("57P") => {
+            Some(code) if code.starts_with("08") || code.starts_with("57P") || code == "25006" => {
                 ErrorKind::Connection
             }
             Some(_) => ErrorKind::Query,
@@ -123,15 +128,67 @@ pub fn is_retryable(err: &DbErr) -> bool {
     sqlstate(err).as_deref().is_some_and(is_conflict)
 }
 
-/// Whether a statement that failed with `code` may be run again on another connection: it
-/// met a session the server had ended while it sat in the pool, so it never ran. 57P05
-/// (`idle_session_timeout`) is sent only to idle sessions; after 57P01
-/// (`pg_terminate_backend`) only a `SELECT` is safe, since a backend killed while waiting for
-/// a synchronous standby reports 57P01 after its local commit.
+/// Whether a statement that failed with `code` may be run again on another connection.
+///
+/// - 57P05 (`idle_session_timeout`): the statement met a session the server had ended while it
+///   sat in the pool, so it never ran (57P05 is sent only to idle sessions).
+/// - 57P01 (`pg_terminate_backend`): only a `SELECT`, since a backend killed while waiting for
+///   a synchronous standby reports 57P01 after its local commit.
+/// - 25006 (`read_only_sql_transaction`: the server is a standby or was made read-only): any
+///   statement. The server refuses a write in a read-only transaction before it changes
+///   anything, the error aborts the statement's implicit transaction, and every statement sent
+///   in the same message ran in that same implicit transaction (the simple protocol's rule), so
+///   nothing of the failed call committed. The one way around it is text that commits by itself
+///   and then turns its own session read-only before writing again (`...; COMMIT; SET
+///   default_transaction_read_only = on; INSERT ...`), which no caller of an autocommit
+///   statement writes. A re-run that meets the same read-only server fails the same way.
 pub(crate) fn safe_to_rerun(code: Option<&str>, sql: &str) -> bool {
     match code {
-        Some("57P05") => true,
+        Some("57P05" | "25006") => true,
         Some("57P01") => is_select(sql),
+        _ => false,
+    }
+}
+
+/// Whether `err` says that the server behind a connection can no longer serve it, so that work
+/// which failed with it before its `COMMIT` was sent committed nothing and may be run again on a
+/// new connection (the transaction retry loop, [`crate::DbService::transaction`]):
+///
+/// - 25006: the server turned read-only (a demoted primary, a standby a DNS name still points
+///   at);
+/// - 57P01, 57P02, 57P03: the server is shutting down (fast, immediate) or starting up;
+/// - class 08: the connection failed;
+/// - an error without SQLSTATE from the driver's connection itself: I/O, TLS, a broken protocol
+///   stream, a crashed connection worker;
+/// - [`AcquireError::Unreachable`]: the pool is failing fast because the database (or, with
+///   several hosts, every host) is down or does not match.
+///
+/// Not: a query that got no answer within `query_timeout` (the server may be alive and merely
+/// slow; the transaction's `timeout` is the bound for that), the pool's other refusals (busy,
+/// full, closed: waiting more is for the caller to decide), and every other SQLSTATE.
+pub(crate) fn is_server_lost(err: &DbErr) -> bool {
+    match acquire_error(err) {
+        Some(AcquireError::Unreachable { .. }) => return true,
+        Some(_) => return false,
+        None => {}
+    }
+    if is_query_deadline(err) {
+        return false;
+    }
+    if let Some(code) = sqlstate(err) {
+        return matches!(code.as_str(), "25006" | "57P01" | "57P02" | "57P03")
+            || code.starts_with("08");
+    }
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Conn(RuntimeErr::SqlxError(e)) => matches!(
+            e.as_ref(),
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed
+        ),
         _ => false,
     }
 }
@@ -378,7 +435,7 @@ pub fn find_db_err<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -392,6 +449,109 @@ mod tests {
         ));
         assert!(!safe_to_rerun(Some("23505"), "SELECT 1"));
         assert!(!safe_to_rerun(None, "SELECT 1"));
+        // A write refused by a read-only server changed nothing.
+        assert!(safe_to_rerun(Some("25006"), "INSERT INTO t VALUES (1)"));
+    }
+
+    /// A server's error with `code`, as the driver reports it.
+    #[derive(Debug)]
+    struct ServerError(&'static str);
+
+    impl std::fmt::Display for ServerError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "server error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for ServerError {}
+
+    impl sqlx::error::DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            "server error"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn exec_err(e: sqlx::Error) -> DbErr {
+        DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(e)))
+    }
+
+    /// A statement's error the server answered with SQLSTATE `code`.
+    pub(crate) fn server(code: &'static str) -> DbErr {
+        exec_err(sqlx::Error::Database(Box::new(ServerError(code))))
+    }
+
+    fn io(kind: std::io::ErrorKind) -> DbErr {
+        exec_err(sqlx::Error::Io(kind.into()))
+    }
+
+    #[test]
+    fn a_read_only_server_is_a_connection_error_not_a_query_error() {
+        assert_eq!(ErrorKind::of(&server("25006")), ErrorKind::Connection);
+        // Its neighbours in class 25 stay what they were.
+        assert_eq!(ErrorKind::of(&server("25001")), ErrorKind::Query);
+        assert_eq!(ErrorKind::of(&server("25P02")), ErrorKind::Query);
+    }
+
+    #[test]
+    fn a_lost_server_is_told_from_a_failed_statement() {
+        for code in [
+            "25006", "57P01", "57P02", "57P03", "08006", "08003", "08P01",
+        ] {
+            assert!(is_server_lost(&server(code)), "{code}");
+        }
+        for code in [
+            "40001", "23505", "42P01", "57014", "25P02", "25P03", "53300",
+        ] {
+            assert!(!is_server_lost(&server(code)), "{code}");
+        }
+        assert!(is_server_lost(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(is_server_lost(&io(std::io::ErrorKind::UnexpectedEof)));
+        assert!(is_server_lost(&exec_err(sqlx::Error::Protocol(
+            "unexpected message".into()
+        ))));
+        assert!(is_server_lost(&exec_err(sqlx::Error::WorkerCrashed)));
+        // A statement unanswered within query_timeout may be a slow one on a healthy server.
+        assert!(!is_server_lost(&query_deadline_passed(
+            Duration::from_secs(1)
+        )));
+        assert!(!is_server_lost(&DbErr::Custom("a bug".into())));
+        assert!(!is_server_lost(&exec_err(sqlx::Error::PoolClosed)));
+        // The pool's refusals: only "unreachable" is about the server.
+        let unreachable = acquire_failed(AcquireError::Unreachable {
+            waited: Duration::ZERO,
+            fail_fast: true,
+            ago: Duration::from_millis(10),
+            cause: "db1:5432 in recovery".into(),
+        });
+        assert!(is_server_lost(&unreachable));
+        let saturated = acquire_failed(AcquireError::Saturated {
+            waited: Duration::from_secs(1),
+            busy: 1,
+            max: 1,
+            waiting: 0,
+            longest_hold: None,
+            held_at: None,
+        });
+        assert!(!is_server_lost(&saturated));
+        assert!(!is_server_lost(&acquire_failed(AcquireError::Closed)));
+        assert!(!is_server_lost(&DbErr::ConnectionAcquire(
+            sea_orm::error::ConnAcquireErr::Timeout
+        )));
     }
 
     #[test]

@@ -231,4 +231,24 @@ mod tests {
         assert_eq!(err.code, "transaction_failed");
         assert!(err.retry_after.is_none());
     }
+
+    /// A server that turned read-only (a demoted primary, a standby behind a DNS name that has
+    /// not flipped yet) is not there for writes for a moment: 503 with `Retry-After`, not 500.
+    #[test]
+    fn a_read_only_server_is_a_503_with_retry_after() {
+        let read_only = || crate::classify::tests::server("25006");
+        for err in [
+            ApiError::from(read_only()),
+            ApiError::from(TxError::<std::convert::Infallible>::Database(read_only())),
+        ] {
+            assert_eq!(
+                (err.status, err.code, err.retry_after),
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    Some(1)
+                )
+            );
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! transaction's budget.
 
 use std::panic::Location;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sea_orm::{AccessMode, DbErr, IsolationLevel};
 
@@ -16,13 +16,15 @@ use crate::service::DbService;
 
 impl DbService {
     /// Takes a connection and begins the transaction (on PostgreSQL with its settings, see
-    /// [`session_sql::begin`], in the same round trip) within `max_wait`. A BEGIN abandoned in flight
-    /// leaves its connection marked inside a transaction, and it is closed rather than handed
-    /// out again (sqlx#4393 cannot happen here). `started` is when the transaction's
-    /// `timeout` began to run.
+    /// [`session_sql::begin`], in the same round trip) within `wait`: `max_wait`, or what is
+    /// left of it for a retry after a lost server ([`TxError::MaxWait`] names `max_wait`). A
+    /// BEGIN abandoned in flight leaves its connection marked inside a transaction, and it is
+    /// closed rather than handed out again (sqlx#4393 cannot happen here). `started` is when
+    /// the transaction's `timeout` began to run.
     pub(super) async fn begin_guarded(
         &self,
         opts: &TxOptions,
+        wait: Duration,
         started: Instant,
         site: Site,
     ) -> Result<Transaction, TxError<std::convert::Infallible>> {
@@ -30,7 +32,7 @@ impl DbService {
             bump(&self.tx_counters().max_wait);
             TxError::MaxWait(opts.max_wait)
         };
-        let mut conn = match self.pool().acquire(Some(opts.max_wait), site).await {
+        let mut conn = match self.pool().acquire(Some(wait), site).await {
             Ok(c) => c,
             Err(AcquireError::Saturated { .. }) => {
                 self.instruments()
@@ -57,7 +59,7 @@ impl DbService {
             },
         );
         conn.set_in_transaction(true);
-        let remaining = opts.max_wait.saturating_sub(started.elapsed());
+        let remaining = wait.saturating_sub(started.elapsed());
         let begun = tokio::time::timeout(remaining, async {
             for sql in &statements {
                 conn.run(Op::Unprepared(sql), None).await?;
@@ -67,7 +69,7 @@ impl DbService {
         .await;
         match begun {
             Ok(Ok(())) => Ok(Transaction::new(conn, started, opts.timeout, self.clone())),
-            // No answer within max_wait: the connection is closed when dropped here, since it
+            // No answer within the wait: the connection is closed when dropped here, since it
             // may be inside a transaction.
             Err(_) => Err(max_wait()),
             Ok(Err(e)) => {
@@ -104,7 +106,8 @@ impl DbService {
         let site = Some(Location::caller());
         async move {
             let started = Instant::now();
-            self.begin_guarded(&opts, started, site).await
+            self.begin_guarded(&opts, opts.max_wait, started, site)
+                .await
         }
     }
 }

@@ -13,7 +13,10 @@
 //!   where SeaORM alone spends one on `SET TRANSACTION` already;
 //! - `isolation` and `read_only`;
 //! - `retries` re-runs the closure after a serialization failure or deadlock (SQLSTATE 40001,
-//!   40P01; MySQL reports deadlocks as 40001), with exponential backoff and jitter.
+//!   40P01; MySQL reports deadlocks as 40001), with exponential backoff and jitter;
+//! - a transaction that lost its server before its `COMMIT` was sent (a failover, a
+//!   switchover, a dropped connection) is run again on a new connection within `max_wait`
+//!   (below).
 //!
 //! The body receives a [`Transaction`]: our handle on the transaction's pooled connection,
 //! which implements SeaORM's `ConnectionTrait`.
@@ -25,6 +28,44 @@
 //! `ROLLBACK` run in spawned tasks that the caller cannot cancel; if the caller goes away (an
 //! HTTP client disconnects), the body future is dropped first and the transaction is rolled
 //! back explicitly in a task of its own.
+//!
+//! **Across a failover or switchover.** A transaction is run again, on a new connection, when
+//! its `BEGIN` (with the wait for a connection) or its body failed, *before its `COMMIT` was
+//! sent*, with an error that says the server can no longer serve it:
+//!
+//! - SQLSTATE 25006 (`read_only_sql_transaction`): the server turned read-only (a primary
+//!   demoted in place, a standby that a DNS name still points at). Not when the transaction was
+//!   opened with [`TxOptions::read_only`]: there 25006 is the body's own write;
+//! - 57P01, 57P02, 57P03: the server is shutting down (smart or fast, immediate) or starting;
+//! - class 08, or a driver error without SQLSTATE (I/O, TLS, protocol, a crashed connection
+//!   worker): the connection broke;
+//! - the pool's fail-fast "database unreachable" (no host can be had right now).
+//!
+//! The error is looked for as serialization failures are: [`TxError::Database`] itself, or a
+//! `DbErr` in the `source()` chain of the body's error. Nothing of such an attempt committed: the
+//! server rolls back a transaction whose `COMMIT` it never received, and a read-only server
+//! refused the write before it changed anything. The closure runs again, so the same rule as
+//! for serialization retries holds: no effects outside the transaction that cannot be repeated.
+//!
+//! These retries are bounded by time, not by `retries`: the budget is `max_wait`, counted from
+//! the start of the call (the caller's bound on getting a working connection). Before each
+//! retry, a pause that starts at 50–100 ms and doubles up to 0.5–1 s (exponential backoff,
+//! with jitter adding up to as much again); a retry is made only if its pause ends before the
+//! budget does, so the caller hears back at most one pause (under 1 s) before `max_wait` is up,
+//! rather than after a pause with no time left to try. The retry waits for its connection and
+//! `BEGIN` at most what is left of the budget, and once it has begun it has the whole
+//! `timeout`, as every attempt does. So a call takes at most about `max_wait` + `timeout`
+//! (+ the `COMMIT` bound). When the budget is spent the caller gets the
+//! last attempt's error, except that a last attempt that ran out of the budget waiting for its
+//! connection or `BEGIN` ([`TxError::MaxWait`]) reports the error that caused the retry: the
+//! server's state is what the caller needs to hear (both answer HTTP 503 + `Retry-After`). Each
+//! retry counts in `transactions.retry` and is logged at DEBUG; giving up is logged at WARN.
+//!
+//! Never run again: a transaction whose `COMMIT` was sent. A `COMMIT` that got no answer, or an
+//! answer that the session is ending (57P01, 57P02, class 08: a backend terminated while
+//! waiting for a synchronous standby says so *after* its local commit), is
+//! [`TxError::CommitOutcomeUnknown`]. Neither are [`TxError::Timeout`],
+//! [`TxError::FailedBeforeCommit`], or a body error with no such `DbErr` in it.
 //!
 //! [`savepoint`] nests: inside a transaction it runs a closure in a savepoint, so an inner
 //! failure undoes only the inner part.
@@ -49,7 +90,7 @@ use self::finish::{IN_FAILED_TRANSACTION, commit_bound, finish_detached, map_ser
 pub use self::handle::Transaction;
 pub use self::options::{Isolation, TxOptions};
 pub use self::savepoint::savepoint;
-use crate::classify::{find_db_err, is_retryable, sqlstate};
+use crate::classify::{find_db_err, is_retryable, is_server_lost, sqlstate};
 use crate::pool::Site;
 use crate::service::DbService;
 
@@ -59,7 +100,63 @@ pub(super) fn bump(counter: &AtomicU64) {
 
 enum Attempt<T, E> {
     Done(T),
+    /// Failed before its `COMMIT` was sent (getting a connection, `BEGIN`, the body, the
+    /// timeout).
     Failed(TxError<E>),
+    /// `COMMIT` was sent and did not succeed.
+    CommitFailed(TxError<E>),
+}
+
+/// The pauses between retries after a lost server: 50–100 ms, doubling to 0.5–1 s (backon's
+/// jitter adds up to the delay again), for as long as the time budget lasts.
+fn failover_backoff() -> backon::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_millis(500))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// The WARN line of a transaction whose server did not come back within its budget.
+fn give_up(error: &dyn std::fmt::Display, max_wait: Duration) {
+    tracing::warn!(error = %error, max_wait_ms = max_wait.as_millis() as u64, "giving up on the transaction: its server did not come back within max_wait");
+}
+
+/// What to do after a failed attempt.
+enum Next {
+    /// Run the body again after a serialization failure or deadlock (counted by `retries`).
+    Conflict,
+    /// Run it again after a lost server (bounded by `max_wait`).
+    Failover,
+    /// Return the error.
+    GiveUp,
+}
+
+/// Which retry, if any, `error` calls for. `committing` says the error came from `COMMIT`
+/// (only a conflict, which the server answered by rolling back, is run again then).
+fn next_step<E>(error: &TxError<E>, committing: bool, read_only: bool) -> Next
+where
+    E: std::error::Error + 'static,
+{
+    let db = match error {
+        TxError::Database(db) => Some(db),
+        TxError::Aborted(e) => find_db_err(e),
+        _ => None,
+    };
+    let Some(db) = db else {
+        return Next::GiveUp;
+    };
+    if is_retryable(db) {
+        Next::Conflict
+    } else if committing || !is_server_lost(db) {
+        Next::GiveUp
+    } else if read_only && sqlstate(db).as_deref() == Some("25006") {
+        // The body wrote in the read-only transaction it asked for.
+        Next::GiveUp
+    } else {
+        Next::Failover
+    }
 }
 
 impl DbService {
@@ -98,8 +195,10 @@ impl DbService {
     }
 
     /// Runs `body` in a transaction with `opts`; commits if it returns `Ok`, rolls back
-    /// otherwise. The closure may run more than once (see [`TxOptions::retries`]), so it must
-    /// not have effects outside the transaction that cannot be repeated.
+    /// otherwise. The closure may run more than once (after a serialization failure, see
+    /// [`TxOptions::retries`]; after the server was lost before `COMMIT` was sent, within
+    /// [`TxOptions::max_wait`]), so it must not have effects outside the transaction that
+    /// cannot be repeated.
     ///
     /// The closure's error type must be an `Error` so a serialization failure can be found in
     /// its `source()` chain (e.g. a `thiserror` variant `Db(#[from] DbErr)`) and retried.
@@ -143,42 +242,81 @@ impl DbService {
         T: Send,
         E: std::error::Error + Send + 'static,
     {
-        let mut delays = ExponentialBuilder::default()
+        let called = Instant::now();
+        let mut conflicts = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(10))
             .with_max_delay(Duration::from_millis(500))
             .with_jitter()
             .with_max_times(opts.retries as usize)
             .build();
+        let mut failovers = failover_backoff();
+        // The wait for a connection and BEGIN: the whole `max_wait`, except for a retry after a
+        // lost server, which has what is left of it.
+        let mut wait = opts.max_wait;
+        // The error that caused the pending failover retry.
+        let mut cause: Option<TxError<E>> = None;
         loop {
-            let error = match self.attempt(&opts, &mut body, site).await {
+            let (error, committing) = match self.attempt(&opts, wait, &mut body, site).await {
                 Attempt::Done(value) => return Ok(value),
-                Attempt::Failed(e) => e,
+                Attempt::Failed(e) => (e, false),
+                Attempt::CommitFailed(e) => (e, true),
             };
-            let retryable = match &error {
-                TxError::Database(db) => is_retryable(db),
-                TxError::Aborted(e) => find_db_err(e).is_some_and(is_retryable),
-                _ => false,
-            };
-            match delays.next() {
-                Some(delay) if retryable => {
-                    bump(&self.tx_counters().retry);
-                    tracing::debug!(delay_ms = delay.as_millis() as u64, error = %error, "retrying transaction");
-                    tokio::time::sleep(delay).await;
+            // A failover retry that ran out of the budget before it began: the lost server is
+            // the news, not the wait.
+            let error = match (error, cause.take()) {
+                (TxError::MaxWait(_), Some(cause)) => {
+                    give_up(&cause, opts.max_wait);
+                    return Err(cause);
                 }
-                _ => return Err(error),
+                (error, _) => error,
+            };
+            match next_step(&error, committing, opts.read_only) {
+                Next::Conflict => match conflicts.next() {
+                    Some(delay) => {
+                        bump(&self.tx_counters().retry);
+                        tracing::debug!(delay_ms = delay.as_millis() as u64, error = %error, "retrying transaction");
+                        tokio::time::sleep(delay).await;
+                        wait = opts.max_wait;
+                    }
+                    None => return Err(error),
+                },
+                Next::Failover => {
+                    let left = opts.max_wait.saturating_sub(called.elapsed());
+                    // Without a limit the iterator never ends: the budget is the limit.
+                    let delay = failovers.next().unwrap_or(left);
+                    if delay >= left {
+                        give_up(&error, opts.max_wait);
+                        return Err(error);
+                    }
+                    bump(&self.tx_counters().retry);
+                    tracing::debug!(delay_ms = delay.as_millis() as u64, left_ms = left.as_millis() as u64, error = %error, "the transaction lost its server before COMMIT; retrying on a new connection");
+                    tokio::time::sleep(delay).await;
+                    // Positive but for a scheduler stall; then the retry's wait ends at once
+                    // and reports `error`, as a retry that ran out of the budget does.
+                    wait = opts.max_wait.saturating_sub(called.elapsed());
+                    cause = Some(error);
+                }
+                Next::GiveUp => return Err(error),
             }
         }
     }
 
-    async fn attempt<F, T, E>(&self, opts: &TxOptions, body: &mut F, site: Site) -> Attempt<T, E>
+    /// One run of `body`; `wait` bounds getting a connection and `BEGIN`.
+    async fn attempt<F, T, E>(
+        &self,
+        opts: &TxOptions,
+        wait: Duration,
+        body: &mut F,
+        site: Site,
+    ) -> Attempt<T, E>
     where
         F: AsyncFnMut(&Transaction) -> Result<T, E> + Send,
         T: Send,
-        E: Send,
+        E: std::error::Error + Send + 'static,
     {
         let counters = self.tx_counters();
         let started = Instant::now();
-        let mut tx = match self.begin_guarded(opts, started, site).await {
+        let mut tx = match self.begin_guarded(opts, wait, started, site).await {
             Ok(tx) => tx,
             Err(e) => return Attempt::Failed(e.widen()),
         };
@@ -199,13 +337,19 @@ impl DbService {
                 let result = finish_detached(self.tasks(), conn, true, bound, track).await;
                 match self.commit_outcome(result, opts.timeout) {
                     Ok(()) => Attempt::Done(value),
-                    Err(e) => Attempt::Failed(e.widen()),
+                    Err(e) => Attempt::CommitFailed(e.widen()),
                 }
             }
             Ok(Err(e)) => {
-                if let Err(e) = finish_detached(self.tasks(), conn, false, ping_timeout, None).await
+                if let Err(rollback) =
+                    finish_detached(self.tasks(), conn, false, ping_timeout, None).await
                 {
-                    tracing::warn!(error = %e, "rollback failed; the connection is closed");
+                    // Expected on a connection the server dropped: no news worth a WARN then.
+                    if find_db_err(&e).is_some_and(is_server_lost) {
+                        tracing::debug!(error = %rollback, "rollback after a lost server failed; the connection is closed");
+                    } else {
+                        tracing::warn!(error = %rollback, "rollback failed; the connection is closed");
+                    }
                 }
                 bump(&counters.rollback);
                 Attempt::Failed(TxError::Aborted(e))
@@ -223,8 +367,11 @@ impl DbService {
     /// Counts and classifies the result of a COMMIT. An error the server answered (it carries
     /// a SQLSTATE) means the transaction did not commit: [`IN_FAILED_TRANSACTION`] says a
     /// statement inside it had failed before (its error swallowed by the body), anything else
-    /// is the COMMIT's own failure. Any other error (no answer in time, the connection broke,
-    /// the task died) leaves the outcome unknown.
+    /// is the COMMIT's own failure; except an answer that the session is ending (57P01, 57P02,
+    /// class 08), which is no answer about the COMMIT: a backend terminated while it waited for
+    /// a synchronous standby reports 57P01 after it committed locally. That, and any other
+    /// error (no answer in time, the connection broke, the task died), leaves the outcome
+    /// unknown.
     pub(super) fn commit_outcome(
         &self,
         result: Result<(), DbErr>,
@@ -242,7 +389,7 @@ impl DbService {
                 tracing::error!(error = %e, "a statement failed inside the transaction and its error was not returned; rolled back instead of committed");
                 Err(TxError::FailedBeforeCommit(e))
             }
-            Err(e) if sqlstate(&e).is_some() => {
+            Err(e) if sqlstate(&e).is_some() && !session_ended(&e) => {
                 self.instruments().on_error(&e);
                 bump(&counters.rollback);
                 Err(map_server_timeout(e, timeout, counters))
@@ -258,5 +405,97 @@ impl DbService {
 
     fn backend_kind(&self) -> DbBackend {
         self.conn().get_database_backend()
+    }
+}
+
+/// The server's answer says it is ending the session (terminated, shutting down, the
+/// connection failed), not how the statement went.
+fn session_ended(err: &DbErr) -> bool {
+    sqlstate(err)
+        .is_some_and(|code| matches!(code.as_str(), "57P01" | "57P02") || code.starts_with("08"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::tests::server;
+
+    /// A body's own error type that carries a `DbErr` as its source.
+    #[derive(Debug, thiserror::Error)]
+    #[error("the transfer failed")]
+    struct Transfer(#[source] DbErr);
+
+    fn step<E: std::error::Error + 'static>(e: &TxError<E>, committing: bool) -> &'static str {
+        match next_step(e, committing, false) {
+            Next::Conflict => "conflict",
+            Next::Failover => "failover",
+            Next::GiveUp => "give up",
+        }
+    }
+
+    #[test]
+    fn a_lost_server_before_commit_is_retried_and_never_after() {
+        for code in ["25006", "57P01", "57P02", "08006"] {
+            let begin = TxError::<Transfer>::Database(server(code));
+            assert_eq!(step(&begin, false), "failover", "BEGIN {code}");
+            let body = TxError::Aborted(Transfer(server(code)));
+            assert_eq!(step(&body, false), "failover", "body {code}");
+            assert_eq!(step(&begin, true), "give up", "COMMIT {code}");
+        }
+        // A conflict is answered by a rollback wherever it comes from.
+        assert_eq!(
+            step(&TxError::<Transfer>::Database(server("40001")), true),
+            "conflict"
+        );
+        assert_eq!(
+            step(&TxError::Aborted(Transfer(server("40P01"))), false),
+            "conflict"
+        );
+        // The body's own write in the read-only transaction it asked for.
+        let own = TxError::Aborted(Transfer(server("25006")));
+        assert!(matches!(next_step(&own, false, true), Next::GiveUp));
+        assert!(matches!(
+            next_step(&TxError::Aborted(Transfer(server("57P01"))), false, true),
+            Next::Failover
+        ));
+        // Nothing to find, or nothing about the server.
+        let user = TxError::Aborted(std::io::Error::other("insufficient funds"));
+        assert_eq!(step(&user, false), "give up");
+        assert_eq!(
+            step(&TxError::Aborted(Transfer(server("23505"))), false),
+            "give up"
+        );
+        assert_eq!(
+            step(&TxError::<Transfer>::Timeout(Duration::from_secs(1)), false),
+            "give up"
+        );
+        assert_eq!(
+            step(&TxError::<Transfer>::MaxWait(Duration::from_secs(1)), false),
+            "give up"
+        );
+    }
+
+    #[test]
+    fn a_commit_answered_with_the_end_of_the_session_is_not_a_rollback() {
+        for code in ["57P01", "57P02", "08006"] {
+            assert!(session_ended(&server(code)), "{code}");
+        }
+        for code in ["40001", "23505", "25P02", "57014"] {
+            assert!(!session_ended(&server(code)), "{code}");
+        }
+    }
+
+    #[test]
+    fn failover_pauses_grow_from_50_ms_to_at_most_1_s() {
+        let pauses: Vec<Duration> = failover_backoff().take(12).collect();
+        assert!(
+            (Duration::from_millis(50)..=Duration::from_millis(100)).contains(&pauses[0]),
+            "{pauses:?}"
+        );
+        assert!(
+            pauses.iter().all(|p| *p <= Duration::from_secs(1)),
+            "{pauses:?}"
+        );
+        assert!(pauses[11] >= Duration::from_millis(500), "{pauses:?}");
     }
 }

@@ -57,6 +57,20 @@ impl Default for TxOptions {
 
 impl TxOptions {
     /// Longest wait for a connection and `BEGIN`. Default 2 s.
+    ///
+    /// Also the budget for running the transaction again after it lost its server before its
+    /// `COMMIT` was sent (a failover or switchover: the server turned read-only, SQLSTATE
+    /// 25006; shut down, 57P01/57P02/57P03; the connection broke, class 08 or an I/O error; or
+    /// the pool is failing fast because no host can be had): such retries are not counted by
+    /// [`retries`](Self::retries) but go on, with pauses from 50–100 ms doubling to 0.5–1 s,
+    /// while less than `max_wait` has passed since the call began, and each retry waits for its
+    /// connection and `BEGIN` at most what is left of it; a retry is made only if its pause
+    /// ends before the budget does. When the budget is spent the last error is returned (if
+    /// the last retry ran out of it before `BEGIN`, the error that caused that retry rather
+    /// than [`TxError::MaxWait`](crate::TxError::MaxWait)). A write inside a transaction opened
+    /// [`read_only`](Self::read_only) is the body's own 25006 and is not retried. A `COMMIT`
+    /// that was sent is never retried: no answer, or an answer that the session is ending, is
+    /// [`TxError::CommitOutcomeUnknown`](crate::TxError::CommitOutcomeUnknown).
     pub fn max_wait(mut self, d: Duration) -> Self {
         self.max_wait = d;
         self
@@ -82,7 +96,8 @@ impl TxOptions {
     }
 
     /// How many times the closure is re-run after a serialization failure or deadlock.
-    /// Default 3; 0 disables retries.
+    /// Default 3; 0 disables retries. Retries after a lost server are bounded by
+    /// [`max_wait`](Self::max_wait) instead, and happen with 0 too.
     pub fn retries(mut self, n: u32) -> Self {
         self.retries = n;
         self

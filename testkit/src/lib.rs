@@ -219,6 +219,7 @@ pub async fn warm(db: &DbService, n: usize) {
 
 /// A private cluster of the test's own (it may be paused, stopped or restarted).
 pub async fn private_cluster() -> std::sync::Arc<PgCluster> {
+    LazyLock::force(&TRACING);
     std::sync::Arc::new(
         tokio::task::spawn_blocking(PgCluster::start)
             .await
@@ -245,6 +246,24 @@ pub async fn cluster_with_pgbouncer(
 pub fn with_params(url: &str, params: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{params}")
+}
+
+/// A libpq multi-host URL naming `clusters` in order:
+/// `postgres://postgres:<PASSWORD>@127.0.0.1:<p1>,127.0.0.1:<p2>/<database>?<query>` (the
+/// user, password and host form of [`PgCluster::url`]); `query` may be empty.
+pub fn multi_host_url(clusters: &[&PgCluster], database: &str, query: &str) -> String {
+    assert!(
+        !clusters.is_empty(),
+        "multi_host_url needs at least one cluster"
+    );
+    let hosts = clusters
+        .iter()
+        .map(|c| format!("127.0.0.1:{}", c.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let query = query.trim_start_matches('?');
+    let sep = if query.is_empty() { "" } else { "?" };
+    format!("postgres://postgres:{PASSWORD}@{hosts}/{database}{sep}{query}")
 }
 
 /// A private cluster and a streaming replica of it (each may be stopped, paused, restarted).

@@ -6,6 +6,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -267,6 +268,108 @@ impl PgCluster {
         psql.args(self.superuser_args())
             .args(["-d", "postgres", "-c", sql]);
         run(psql, sql);
+    }
+
+    /// The first column of the first row `sql` returns, as text, on a new superuser session;
+    /// `None` if psql could not run it (the server is down, starting, refusing).
+    fn try_value(&self, sql: &str) -> Option<String> {
+        let mut psql = as_pg(&self.bin.join("psql"));
+        psql.args(self.superuser_args())
+            .args(["-d", "postgres", "-X", "-A", "-t", "-c", sql])
+            .env("PGCONNECT_TIMEOUT", "5");
+        let out = psql.output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Polls `sql` every 50 ms until it returns `want`, at most `bound`; panics naming `what`
+    /// (and the last answer) if it never does.
+    fn wait_for_value(&self, sql: &str, want: &str, bound: Duration, what: &str) {
+        let deadline = Instant::now() + bound;
+        loop {
+            let got = self.try_value(sql);
+            if got.as_deref() == Some(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: `{sql}` did not return {want:?} within {bound:?} (last: {got:?}); \
+                 server log: {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// On a standby: promotes it to a primary (`pg_ctl promote`, which waits for the
+    /// promotion), then waits until a new session sees it out of recovery (at most 30 s).
+    pub fn promote(&self) {
+        let mut c = self.pg_ctl();
+        c.args(["-w", "-t", "60", "promote"]);
+        run(c, "pg_ctl promote");
+        self.wait_for_value(
+            "SELECT pg_is_in_recovery()",
+            "f",
+            Duration::from_secs(30),
+            "the promoted standby leaves recovery",
+        );
+    }
+
+    /// Turns this (stopped, or stopped here with `-m fast`) former primary into a streaming
+    /// standby of `primary`, as Patroni or CloudNativePG rejoin an old primary after a
+    /// switchover: `standby.signal` and `primary_conninfo`, then a start. No `pg_rewind`: that
+    /// works when this server was stopped cleanly (`-m fast`) before `primary` was promoted,
+    /// since the fast shutdown's last WAL reaches the standby first, so nothing here diverged.
+    /// Waits until it streams from `primary` (at most 30 s); panics naming the log otherwise.
+    pub fn follow(&self, primary: &PgCluster) {
+        if !self.processes().is_empty() {
+            self.stop_server();
+        }
+        let conf = self.data.join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("read postgresql.auto.conf");
+        // A later line wins over an earlier one.
+        text.push_str(&format!(
+            "primary_conninfo = 'host=127.0.0.1 port={} user=postgres'\n\
+             recovery_target_timeline = 'latest'\n",
+            primary.port
+        ));
+        std::fs::write(&conf, text).expect("write postgresql.auto.conf");
+        let signal = self.data.join("standby.signal");
+        std::fs::write(&signal, "").expect("write standby.signal");
+        if is_root() {
+            let pg = nix::unistd::User::from_name("postgres")
+                .expect("look up user postgres")
+                .expect("a `postgres` OS user");
+            nix::unistd::chown(&signal, Some(pg.uid), Some(pg.gid)).expect("chown standby.signal");
+        }
+        self.start_server();
+        self.wait_for_value(
+            "SELECT status FROM pg_stat_wal_receiver",
+            "streaming",
+            Duration::from_secs(30),
+            "the old primary streams from the new one",
+        );
+    }
+
+    /// Turns the whole server read-only (`on`) or writable again, as a primary demoted in
+    /// place looks to its clients: `ALTER SYSTEM SET default_transaction_read_only` and a
+    /// reload. Returns once a new session sees the setting (at most 10 s); sessions already
+    /// open take it at their next transaction (PostgreSQL applies a reload between
+    /// statements).
+    pub fn set_read_only(&self, on: bool) {
+        let value = if on { "on" } else { "off" };
+        // ALTER SYSTEM is allowed in a read-only session, so this also undoes itself.
+        self.psql(&format!(
+            "ALTER SYSTEM SET default_transaction_read_only = {value}"
+        ));
+        self.psql("SELECT pg_reload_conf()");
+        self.wait_for_value(
+            "SHOW default_transaction_read_only",
+            value,
+            Duration::from_secs(10),
+            "the server takes default_transaction_read_only",
+        );
     }
 
     /// Makes the server re-read its configuration.

@@ -22,4 +22,5 @@ mod replicas;
 mod server_full;
 mod session;
 mod stale_plans;
+mod switchover_tx;
 mod transactions;
