@@ -275,9 +275,11 @@ pub struct TxStats {
     pub timeout: u64,
     /// Transactions that could not start within `max_wait`.
     pub max_wait: u64,
-    /// Re-runs after a serialization failure or deadlock.
+    /// Re-runs after a serialization failure or deadlock, or after the server was lost before
+    /// the `COMMIT` was sent (a failover: see `CONNECTION_POOLING.md`, "Failover").
     pub retry: u64,
-    /// Transactions whose `COMMIT` got no answer in time: committed or not, nobody knows.
+    /// Transactions whose `COMMIT` got no answer in time, or was answered by the end of its
+    /// session (57P01, 57P02, class 08): committed or not, nobody knows.
     pub commit_unknown: u64,
     /// Transactions whose body returned `Ok` after a statement inside had failed: rolled
     /// back at `COMMIT` and reported as [`TxError::FailedBeforeCommit`](crate::TxError).
