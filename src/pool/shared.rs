@@ -128,6 +128,22 @@ impl Shared {
                 };
                 if topology.mark(host, why) {
                     shared.maintain_now.notify_one();
+                    // Find out now whether another host matches, so that readiness and
+                    // callers learn of a pool with nowhere to go without waiting for a
+                    // caller's connect.
+                    match shared.open_checked().await {
+                        Ok(opened) => {
+                            raw::close(opened.raw, shared.limits.ping_timeout).await;
+                            shared.reach.connected();
+                        }
+                        Err(ConnectFailed::Driver(e)) => {
+                            shared.connect_failed(&shared.describe(&e), Failure::of(&e));
+                        }
+                        Err(ConnectFailed::TimedOut(bound)) => shared.connect_failed(
+                            &format!("no connection within connect_timeout ({bound:?})"),
+                            Failure::Unreachable,
+                        ),
+                    }
                 }
             });
         }

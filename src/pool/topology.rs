@@ -69,6 +69,9 @@ pub(crate) struct Host {
     epoch: AtomicU64,
     /// A check of a refused write is under way (one at a time).
     verifying: AtomicBool,
+    /// Marked for refusing writes: taken back only once a connection finds it writable
+    /// (whatever it is found to be meanwhile, unreachable included).
+    marked: AtomicBool,
 }
 
 /// The hosts of one endpoint and the rules for choosing among them.
@@ -95,6 +98,7 @@ impl Host {
             state: Mutex::new((HostState::Unknown, Instant::now())),
             epoch: AtomicU64::new(0),
             verifying: AtomicBool::new(false),
+            marked: AtomicBool::new(false),
         }
     }
 
@@ -114,7 +118,7 @@ impl Host {
     }
 
     fn marked(&self) -> bool {
-        matches!(self.state().0, HostState::Mismatch(_))
+        self.marked.load(Ordering::Acquire)
     }
 
     fn recently_bad(&self) -> bool {
@@ -220,7 +224,7 @@ impl Topology {
                     .await
                 {
                     Ok(opened) => {
-                        self.kept(i, host);
+                        self.kept(i, host, opened.epoch);
                         return Ok(opened);
                     }
                     Err(Attempt::Mismatch(why)) => {
@@ -285,7 +289,14 @@ impl Topology {
     }
 
     /// A connection was kept on `host`: note it, and say so when the pool moved.
-    fn kept(&self, i: usize, host: &Host) {
+    fn kept(&self, i: usize, host: &Host, epoch: u64) {
+        if host.epoch() != epoch {
+            // Marked while this connection was being checked: the mark stands (the connection
+            // is closed when it comes back).
+            return;
+        }
+        // A marked host passed a check that asked for a writable session.
+        host.marked.store(false, Ordering::Release);
         host.set(HostState::Matching);
         let Ok(mut current) = self.current.lock() else {
             return;
@@ -379,7 +390,7 @@ impl Topology {
         let Some(host) = self.hosts.get(i) else {
             return false;
         };
-        let was = host.marked();
+        let was = host.marked.swap(true, Ordering::AcqRel);
         host.set(HostState::Mismatch(why.to_owned()));
         host.epoch.fetch_add(1, Ordering::AcqRel);
         if !was {
