@@ -21,9 +21,9 @@ use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sea_orm::sqlx::{self, ConnectOptions, pool::PoolOptions as SqlxPoolOptions};
 
+use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
 #[cfg(feature = "postgres")]
 use crate::config::{HostSpec, TargetSessionAttrs};
-use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
 use crate::observe::Instruments;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use crate::pool::session_sql;
@@ -134,7 +134,10 @@ pub(crate) fn migration_connector(
     Ok(match pool {
         #[cfg(feature = "postgres")]
         Connector::Postgres(_) => Connector::Postgres(Arc::new(topology(
-            postgres_options(PgConnectOptions::from_str(url).map_err(driver_err)?, &direct),
+            postgres_options(
+                PgConnectOptions::from_str(url).map_err(driver_err)?,
+                &direct,
+            ),
             config.direct_hosts().unwrap_or_default(),
             // Migrations write: whatever the pool looks for, they need the primary.
             TargetSessionAttrs::ReadWrite,
@@ -164,11 +167,8 @@ pub(crate) async fn find_writable(connector: &Connector, connect_timeout: Durati
     {
         let bound = connector.connect_bound(connect_timeout);
         let scrub = |e: &sqlx::Error| e.to_string();
-        if let Ok(Ok(opened)) = tokio::time::timeout(
-            bound,
-            connector.connect(connect_timeout, false, &scrub),
-        )
-        .await
+        if let Ok(Ok(opened)) =
+            tokio::time::timeout(bound, connector.connect(connect_timeout, false, &scrub)).await
         {
             crate::pool::close_raw(opened.raw, Duration::from_secs(1)).await;
         }
@@ -251,7 +251,9 @@ fn topology(
     let list = if hosts.len() <= 1 {
         // One host: the driver's options exactly as it read the URL (its `PGPORT` and
         // `PGHOST` defaults included), as before hosts were lists.
-        let host = hosts.first().map_or_else(|| opts.get_host().to_owned(), |h| h.host.clone());
+        let host = hosts
+            .first()
+            .map_or_else(|| opts.get_host().to_owned(), |h| h.host.clone());
         // An IPv6 address without its brackets: sqlx's tokio connect does not strip them.
         let opts = if host.contains(':') {
             opts.host(&host)

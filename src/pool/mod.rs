@@ -29,12 +29,12 @@ mod plans;
 mod pooled;
 mod raw;
 mod reach;
+#[cfg(feature = "postgres")]
+mod role;
 pub(crate) mod session_sql;
 mod shared;
 pub(crate) mod stream;
 mod tidy;
-#[cfg(feature = "postgres")]
-mod role;
 #[cfg(feature = "postgres")]
 mod topology;
 
@@ -51,16 +51,16 @@ pub(crate) use self::holds::Site;
 pub(crate) use self::manager::{ConnectFailed, Connector, Manager};
 pub(crate) use self::op::{Op, Output, unexpected};
 pub(crate) use self::pooled::Pooled;
+pub(crate) use self::raw::RawConn;
 #[cfg(feature = "postgres")]
 pub(crate) use self::raw::close as close_raw;
-pub(crate) use self::raw::RawConn;
 use self::reach::Reachability;
 pub(crate) use self::reach::{Failure, describe, is_transient_connect};
-#[cfg(feature = "postgres")]
-pub(crate) use self::topology::{Host, Topology};
 pub(crate) use self::shared::Shared;
 use self::shared::{Limits, sqlite_in_memory, statement_mode};
 pub(crate) use self::stream::RowStream;
+#[cfg(feature = "postgres")]
+pub(crate) use self::topology::{Host, Topology};
 use crate::classify::{AcquireError, acquire_failed};
 use crate::config::{ConfigError, DbConfig};
 use crate::observe::Instruments;

@@ -51,7 +51,10 @@ impl Need {
 }
 
 /// The session's id and its server's role in one round trip within `bound`.
-pub(super) async fn ask_session(raw: &mut RawConn, bound: Duration) -> (Option<SessionId>, Option<Role>) {
+pub(super) async fn ask_session(
+    raw: &mut RawConn,
+    bound: Duration,
+) -> (Option<SessionId>, Option<Role>) {
     #[allow(irrefutable_let_patterns)] // the only variant in a PostgreSQL-only build
     let RawConn::Postgres(c) = raw else {
         return (None, None);

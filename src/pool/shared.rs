@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use sea_orm::sqlx;
 
-use super::holds::Holds;
 use super::conn::Conn;
+use super::holds::Holds;
 use super::manager::{ConnectFailed, Connector};
 use super::raw::Opened;
 use super::reach::{Failure, Reachability, describe};

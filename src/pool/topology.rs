@@ -316,7 +316,11 @@ impl Topology {
         } else if let Some((from, _)) =
             had.filter(|_| moved && self.balance == LoadBalanceHosts::Disable)
         {
-            let from = self.hosts.get(from).map(|h| h.spec.label()).unwrap_or_default();
+            let from = self
+                .hosts
+                .get(from)
+                .map(|h| h.spec.label())
+                .unwrap_or_default();
             tracing::info!(host = %host.spec, from = %from, "connections now go to {}", host.spec);
         }
     }
@@ -472,4 +476,3 @@ enum Attempt {
     Failed(sqlx::Error),
     TimedOut,
 }
-

@@ -14,8 +14,8 @@ pub use self::readiness::Readiness;
 use self::readiness::ReadinessSlot;
 use crate::config::{Backend, DbConfig};
 use crate::endpoint::{
-    DbConn, Endpoint, HighWater, LastError, Phase, PingError, Retire, WalPosition, log_summaries,
-    find_writable, migration_connector, seaorm_connection,
+    DbConn, Endpoint, HighWater, LastError, Phase, PingError, Retire, WalPosition, find_writable,
+    log_summaries, migration_connector, seaorm_connection,
 };
 use crate::error::{Error, Result};
 use crate::observe::Instruments;

@@ -71,8 +71,15 @@ async fn each_target_session_attrs_picks_its_server_with_the_standby_listed_firs
             "target_session_attrs={attrs}"
         );
         let hosts = db.hosts().expect("a PostgreSQL pool reports its hosts");
-        let expected = format!("127.0.0.1:{}", if wants_standby { ports[0] } else { ports[1] });
-        assert_eq!(hosts.current.as_deref(), Some(expected.as_str()), "{hosts:?}");
+        let expected = format!(
+            "127.0.0.1:{}",
+            if wants_standby { ports[0] } else { ports[1] }
+        );
+        assert_eq!(
+            hosts.current.as_deref(),
+            Some(expected.as_str()),
+            "{hosts:?}"
+        );
         assert_eq!(hosts.hosts.len(), 2, "{hosts:?}");
         db.close(Duration::from_secs(5)).await;
     }
@@ -87,7 +94,10 @@ async fn each_target_session_attrs_picks_its_server_with_the_standby_listed_firs
         "target_session_attrs=prefer-standby&connection_limit=2&connect_timeout=2s",
     ))
     .await;
-    assert!(!on_standby(&db).await.expect("read"), "fell back to the primary");
+    assert!(
+        !on_standby(&db).await.expect("read"),
+        "fell back to the primary"
+    );
     // …while `standby` has nowhere to go, and says why for each host.
     let config = DbConfig::from_url(&hosts_url(
         &ports,
@@ -119,7 +129,10 @@ async fn a_write_refused_by_a_standby_moves_the_pool_to_the_writable_host() {
         "connection_limit=3&pool_timeout=5s",
     ))
     .await;
-    assert!(on_standby(&db).await.expect("read"), "landed on the standby");
+    assert!(
+        on_standby(&db).await.expect("read"),
+        "landed on the standby"
+    );
     // Refused as read-only, so run once more on another connection (it may then already be
     // on the primary); if it still fails, it is retry-able like a connection failure: the
     // demo answers 503, never 500.
@@ -127,7 +140,10 @@ async fn a_write_refused_by_a_standby_moves_the_pool_to_the_writable_host() {
         assert_eq!(ErrorKind::of(&refused), ErrorKind::Connection, "{refused}");
     }
     assert!(
-        eventually(Duration::from_secs(10), || async { write(&db).await.is_ok() }).await,
+        eventually(Duration::from_secs(10), || async {
+            write(&db).await.is_ok()
+        })
+        .await,
         "writes went to the primary: {:?}",
         db.hosts()
     );
@@ -169,25 +185,39 @@ async fn a_host_turned_read_only_fails_fast_and_comes_back_without_a_restart() {
         "the pool knows it has no writable server: {:?}",
         db.stats()
     );
-    assert!(db.stats().closed.host_mismatch >= 1, "{:?}", db.stats().closed);
+    assert!(
+        db.stats().closed.host_mismatch >= 1,
+        "{:?}",
+        db.stats().closed
+    );
     // Fast and honest: no pool_timeout wait, the cause names the host.
     let started = Instant::now();
     let err = write(&db).await.expect_err("still read-only");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(ErrorKind::of(&err), ErrorKind::Connection, "{err}");
     let text = err.to_string();
     assert!(
         text.contains(&format!("127.0.0.1:{}", cluster.port)) && text.contains("read-only"),
         "{text}"
     );
-    assert!(db.readiness().await.result.is_err(), "not ready while read-only");
+    assert!(
+        db.readiness().await.result.is_err(),
+        "not ready while read-only"
+    );
 
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.set_read_only(false))
         .await
         .expect("writable again");
     assert!(
-        eventually(Duration::from_secs(10), || async { write(&db).await.is_ok() }).await,
+        eventually(Duration::from_secs(10), || async {
+            write(&db).await.is_ok()
+        })
+        .await,
         "writes came back with no restart: {:?}",
         db.hosts()
     );

@@ -136,7 +136,10 @@ async fn a_switchover_under_load_loses_nothing_and_writes_resume_by_themselves()
                 if let Some(id) = id {
                     break (promoted.elapsed(), id);
                 }
-                assert!(promoted.elapsed() < Duration::from_secs(30), "writes never came back");
+                assert!(
+                    promoted.elapsed() < Duration::from_secs(30),
+                    "writes never came back"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             };
             tokio::time::sleep(Duration::from_secs(1)).await;
