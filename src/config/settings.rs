@@ -229,8 +229,16 @@ impl Settings {
         if let Some(urls) = &self.replica_urls {
             let (wait, max_lag, every) = self.replica_bounds;
             // The file's and environment's pool parameters apply to the replicas too (each
-            // replica's own URL query wins), so they are sized like the primary by default.
-            let replicas = ReplicaConfig::from_urls(urls, &self.pool)?
+            // replica's own URL query wins), so they are sized like the primary by default;
+            // but which host a primary looks for (`read-write`) is not what a replica's pool
+            // looks for: that comes from each replica's own URL only.
+            let inherited: Vec<(String, String)> = self
+                .pool
+                .iter()
+                .filter(|(k, _)| !PRIMARY_ONLY.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            let replicas = ReplicaConfig::from_urls(urls, &inherited)?
                 .wait(wait)
                 .max_lag(max_lag)
                 .check_interval(every);
@@ -244,6 +252,10 @@ impl Settings {
         self.replica_urls = Some(urls.into());
     }
 }
+
+/// Parameters of the primary's pool that its replicas do not inherit from the file or the
+/// environment.
+const PRIMARY_ONLY: [&str; 2] = ["target_session_attrs", "load_balance_hosts"];
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -2,6 +2,7 @@
 //! pool, and the one-connection SeaORM `DatabaseConnection` kept for migrations and for
 //! code that needs SeaORM's own connection type.
 
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,15 +22,15 @@ use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sea_orm::sqlx::{self, ConnectOptions, pool::PoolOptions as SqlxPoolOptions};
 
-use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
 #[cfg(feature = "postgres")]
-use crate::config::{HostSpec, TargetSessionAttrs};
+use super::hosts::{self, Role};
+#[cfg(feature = "postgres")]
+use crate::config::TargetSessionAttrs;
+use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
 use crate::observe::Instruments;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use crate::pool::session_sql;
 use crate::pool::{Connector, Pool};
-#[cfg(feature = "postgres")]
-use crate::pool::{Host, Topology};
 use crate::tasks::Tasks;
 
 /// How long the migration connection stays open after its last use.
@@ -52,13 +53,14 @@ pub(crate) fn build(
     };
     let connector = match config.backend() {
         #[cfg(feature = "postgres")]
-        Backend::Postgres => Connector::Postgres(Arc::new(topology(
-            postgres_options(PgConnectOptions::from_str(url).map_err(driver_err)?, p),
+        Backend::Postgres => Connector::Postgres(Arc::new(hosts::topology(
+            url,
             config.hosts(),
             p.session.target_session_attrs,
             p,
             if writes { Role::Writer } else { Role::Reader },
-        ))),
+            &driver_err,
+        )?)),
         #[cfg(feature = "mysql")]
         Backend::MySql => {
             let mut opts = MySqlConnectOptions::from_str(url)
@@ -106,20 +108,18 @@ pub(crate) fn migration_connector(
         #[cfg(feature = "postgres")]
         #[allow(irrefutable_let_patterns)] // the only variant in a PostgreSQL-only build
         if let Connector::Postgres(_) = pool {
-            let p = config.pool();
-            let opts = PgConnectOptions::from_str(config.driver_url()).map_err(|e| {
-                ConfigError::Driver {
-                    url: config.redacted_url(),
-                    message: config.scrub(&e.to_string()),
-                }
-            })?;
-            return Ok(Connector::Postgres(Arc::new(topology(
-                postgres_options(opts, p),
+            let driver_err = |e: sqlx::Error| ConfigError::Driver {
+                url: config.redacted_url(),
+                message: config.scrub(&e.to_string()),
+            };
+            return Ok(Connector::Postgres(Arc::new(hosts::topology(
+                config.driver_url(),
                 config.hosts(),
                 TargetSessionAttrs::ReadWrite,
-                p,
+                config.pool(),
                 Role::Migrations,
-            ))));
+                &driver_err,
+            )?)));
         }
         return Ok(pool.clone());
     };
@@ -133,17 +133,15 @@ pub(crate) fn migration_connector(
     direct.session.pgbouncer = false;
     Ok(match pool {
         #[cfg(feature = "postgres")]
-        Connector::Postgres(_) => Connector::Postgres(Arc::new(topology(
-            postgres_options(
-                PgConnectOptions::from_str(url).map_err(driver_err)?,
-                &direct,
-            ),
+        // Migrations write: whatever the pool looks for, they need the primary.
+        Connector::Postgres(_) => Connector::Postgres(Arc::new(hosts::topology(
+            url,
             config.direct_hosts().unwrap_or_default(),
-            // Migrations write: whatever the pool looks for, they need the primary.
             TargetSessionAttrs::ReadWrite,
             &direct,
             Role::Migrations,
-        ))),
+            &driver_err,
+        )?)),
         #[cfg(feature = "mysql")]
         Connector::MySql(_, session) => Connector::MySql(
             MySqlConnectOptions::from_str(url)
@@ -195,9 +193,15 @@ pub(crate) fn seaorm_connection(
 ) -> DatabaseConnection {
     match connector {
         #[cfg(feature = "postgres")]
-        Connector::Postgres(t) => SqlxPostgresConnector::from_sqlx_postgres_pool(
-            raw_pool(p, retire).connect_lazy_with(t.preferred()),
-        ),
+        Connector::Postgres(t) => {
+            let pool = raw_pool(p, retire).connect_lazy_with(t.preferred());
+            if retire == Retire::WhenIdle {
+                // `DbConn::raw()` follows the pool to the host it moves to.
+                let follower = pool.clone();
+                t.follow(Box::new(move |o| follower.set_connect_options(o.clone())));
+            }
+            SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
+        }
         #[cfg(feature = "mysql")]
         Connector::MySql(o, _) => SqlxMySqlConnector::from_sqlx_mysql_pool(
             raw_pool(p, retire).connect_lazy_with(o.clone()),
@@ -226,63 +230,8 @@ fn raw_pool<DB: sqlx::Database>(p: &PoolOptions, retire: Retire) -> SqlxPoolOpti
     }
 }
 
-/// Who connects through a topology.
 #[cfg(feature = "postgres")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// A primary's pool: writes unless told to look for a standby or a read-only session.
-    Writer,
-    /// A replica's pool: never writes.
-    Reader,
-    /// Migrations: always a writable server.
-    Migrations,
-}
-
-/// The hosts of a PostgreSQL URL, each with the URL's options (`opts`, built for the first)
-/// and its own host and port; a URL without a host (the driver's default socket) is one host.
-#[cfg(feature = "postgres")]
-fn topology(
-    opts: PgConnectOptions,
-    hosts: &[HostSpec],
-    attrs: TargetSessionAttrs,
-    p: &PoolOptions,
-    role: Role,
-) -> Topology {
-    let list = if hosts.len() <= 1 {
-        // One host: the driver's options exactly as it read the URL (its `PGPORT` and
-        // `PGHOST` defaults included), as before hosts were lists.
-        let host = hosts
-            .first()
-            .map_or_else(|| opts.get_host().to_owned(), |h| h.host.clone());
-        // An IPv6 address without its brackets: sqlx's tokio connect does not strip them.
-        let opts = if host.contains(':') {
-            opts.host(&host)
-        } else {
-            opts
-        };
-        let spec = HostSpec {
-            host,
-            port: opts.get_port(),
-        };
-        vec![Host::new(spec, opts)]
-    } else {
-        hosts
-            .iter()
-            // The bare host (an IPv6 address without brackets): sqlx's tokio connect does not
-            // strip them, and TLS checks the name against this same value.
-            .map(|h| Host::new(h.clone(), opts.clone().host(&h.host).port(h.port)))
-            .collect()
-    };
-    let wants_writes = match role {
-        Role::Migrations => true,
-        Role::Writer => attrs.wants_writes(),
-        Role::Reader => false,
-    };
-    Topology::new(list, attrs, p.session.load_balance_hosts, wants_writes)
-}
-
-#[cfg(feature = "postgres")]
-fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOptions {
+pub(super) fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOptions {
     opts = opts
         .application_name(&p.session.application_name)
         .disable_statement_logging();

@@ -10,6 +10,8 @@ mod build;
 mod check;
 mod conn;
 mod connect;
+#[cfg(feature = "postgres")]
+mod hosts;
 mod lifecycle;
 mod position;
 

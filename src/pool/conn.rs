@@ -44,6 +44,11 @@ pub(crate) struct Conn {
     pub host: usize,
     /// That host's epoch when it was opened: a host marked since has its connections closed.
     pub epoch: u64,
+    /// Inside a read-only transaction we began.
+    pub read_only_tx: bool,
+    /// A write on it was refused as read-only outside such a transaction: the server behind it
+    /// may not be the writable one any more, so it is closed when it comes back.
+    pub refused_write: bool,
     /// Failed in a way that makes it useless (closed when released).
     pub broken: bool,
     /// Checkouts served so far.
@@ -93,6 +98,8 @@ impl Conn {
             session: None,
             host: 0,
             epoch: 0,
+            read_only_tx: false,
+            refused_write: false,
             broken: false,
             uses: 0,
             max_uses,

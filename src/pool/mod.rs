@@ -19,6 +19,8 @@ mod effects;
 mod exec;
 mod holds;
 #[cfg(feature = "postgres")]
+mod host;
+#[cfg(feature = "postgres")]
 mod inline;
 #[cfg(feature = "postgres")]
 mod literal;
@@ -48,6 +50,8 @@ use sea_orm::sqlx;
 
 use self::holds::Holds;
 pub(crate) use self::holds::Site;
+#[cfg(feature = "postgres")]
+pub(crate) use self::host::Host;
 pub(crate) use self::manager::{ConnectFailed, Connector, Manager};
 pub(crate) use self::op::{Op, Output, unexpected};
 pub(crate) use self::pooled::Pooled;
@@ -60,7 +64,7 @@ pub(crate) use self::shared::Shared;
 use self::shared::{Limits, sqlite_in_memory, statement_mode};
 pub(crate) use self::stream::RowStream;
 #[cfg(feature = "postgres")]
-pub(crate) use self::topology::{Host, Topology};
+pub(crate) use self::topology::Topology;
 use crate::classify::{AcquireError, acquire_failed};
 use crate::config::{ConfigError, DbConfig};
 use crate::observe::Instruments;
@@ -345,19 +349,19 @@ impl Pool {
         None
     }
 
-    /// Leaves the host the pool is on (a replica found promoted): its connections close and
-    /// new ones go to the other hosts. Only where `target_session_attrs` looks for a standby
-    /// or a read-only session, so that there is somewhere else to go.
-    pub fn leave_current_host(&self, why: &str) {
+    /// Leaves `host` (a replica found promoted on it): its connections close and new ones go
+    /// to the other hosts. Only where `target_session_attrs` looks for a standby or a
+    /// read-only session, so that there is somewhere else to go (and a single-host replica's
+    /// connections are not closed at every check).
+    pub fn leave_host(&self, host: usize, why: &str) {
         #[cfg(feature = "postgres")]
         if let Some(t) = self.shared.connector.topology()
             && !matches!(t.attrs, crate::config::TargetSessionAttrs::Any)
-            && let Some((host, _)) = t.current()
             && t.mark(host, why)
         {
             self.shared.maintain_now.notify_one();
         }
-        let _ = why;
+        let _ = (host, why);
     }
 
     /// Times the pool moved to another host or lost the one it was on.

@@ -145,10 +145,12 @@ impl Pooled {
             Ok(Err(e)) => {
                 if breaks_connection(&e) {
                     conn.broken = true;
-                } else if is_read_only_refusal(&e) {
-                    // The server may have turned read-only under us (a failover): checked
-                    // on a connection of its own, so a caller's read-only transaction does
-                    // not count.
+                } else if is_read_only_refusal(&e) && !conn.read_only_tx {
+                    // The server may have turned read-only under us (a failover), or a name
+                    // may now lead elsewhere: this connection is closed when it comes back,
+                    // and the host is checked on a connection of its own (so a caller's own
+                    // read-only transaction does not evict a healthy host).
+                    conn.refused_write = true;
                     self.shared.write_refused(conn);
                     conn.suspect = !clean_after(conn);
                 } else if matches!(e, sqlx::Error::Database(_)) {
@@ -163,27 +165,85 @@ impl Pooled {
         result
     }
 
+    /// Which of the endpoint's hosts the connection is on.
+    pub fn host(&self) -> usize {
+        self.obj.as_deref().map_or(0, |c| c.host)
+    }
+
     /// Marks the connection as inside a transaction we began (or not, once it ended).
     pub fn set_in_transaction(&mut self, inside: bool) {
         if let Some(conn) = self.conn() {
             conn.in_tx = inside;
             conn.suspect = inside;
+            if !inside {
+                conn.read_only_tx = false;
+            }
         }
     }
 
-    /// A liveness round trip within `bound`.
-    pub async fn ping(&mut self, bound: Duration) -> Result<(), sqlx::Error> {
-        let Some(raw) = self.conn().and_then(|c| c.raw.as_mut()) else {
-            return Err(sqlx::Error::PoolClosed);
-        };
-        match tokio::time::timeout(bound, raw::ping(raw)).await {
-            Ok(r) => r,
-            Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer to a ping within {bound:?}"),
-            ))),
+    /// The transaction we began is read-only: a write refused there (25006) is the caller's
+    /// own, not news about the server.
+    pub fn set_read_only_transaction(&mut self, read_only: bool) {
+        if let Some(conn) = self.conn() {
+            conn.read_only_tx = read_only;
         }
     }
+
+    /// A liveness round trip within `bound`. Where the pool must be on a writable primary
+    /// (`target_session_attrs` = `read-write` or `primary`), the round trip asks the server's
+    /// role instead, and a server that no longer matches (a ping passes on a standby) has its
+    /// host left (see [`Shared::leave_host`]) and fails the check.
+    pub async fn ping(&mut self, bound: Duration) -> Result<(), sqlx::Error> {
+        let shared = self.shared.clone();
+        let Some(conn) = self.conn() else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        let host = conn.host;
+        let Some(raw) = conn.raw.as_mut() else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        #[cfg(feature = "postgres")]
+        if let Some(t) = shared.connector.topology().filter(|t| t.strict())
+            && raw.is_postgres()
+        {
+            let asked = tokio::time::timeout(bound, super::role::role_of(raw)).await;
+            return match asked {
+                Ok(Ok(role)) => match t.judge(host, role) {
+                    Ok(()) => Ok(()),
+                    Err(why) => {
+                        let label = t.label(host);
+                        // In the background: leaving may open a connection per host, and the
+                        // check must answer within its bound.
+                        let (leaving, reason) = (shared.clone(), why.clone());
+                        shared
+                            .tasks
+                            .spawn(async move { leaving.leave_host(host, &reason).await });
+                        Err(sqlx::Error::Io(std::io::Error::other(
+                            super::reach::HostsFailed {
+                                summary: format!("{label} {why}"),
+                                mismatch: true,
+                                transient: true,
+                            },
+                        )))
+                    }
+                },
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(no_answer(bound)),
+            };
+        }
+        let _ = (host, &shared);
+        match tokio::time::timeout(bound, raw::ping(raw)).await {
+            Ok(r) => r,
+            Err(_) => Err(no_answer(bound)),
+        }
+    }
+}
+
+fn no_answer(bound: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer to a ping within {bound:?}"),
+    ))
 }
 
 fn wrap(op: Op<'_>, e: sqlx::Error) -> DbErr {
@@ -209,7 +269,7 @@ impl Drop for Pooled {
         obj.alive_at = now;
         let retire = if obj.broken {
             Some(CloseReason::Broken)
-        } else if self.shared.host_left(&obj) && !obj.in_flight {
+        } else if (obj.refused_write || self.shared.host_left(&obj)) && !obj.in_flight {
             Some(CloseReason::HostMismatch)
         } else if obj.suspect && obj.in_tx && !obj.in_flight {
             // Left inside a transaction (its end never completed): no one gets it again.

@@ -77,6 +77,21 @@ pub(super) async fn ask_session(
     (session, role)
 }
 
+/// The server's role, or the driver's error (a check at readiness, where a failure is news).
+pub(super) async fn role_of(raw: &mut RawConn) -> Result<Role, sqlx::Error> {
+    #[allow(irrefutable_let_patterns)] // the only variant in a PostgreSQL-only build
+    let RawConn::Postgres(c) = raw else {
+        return Err(sqlx::Error::Configuration(
+            "not a PostgreSQL connection".into(),
+        ));
+    };
+    let row = sqlx::raw_sql(ROLE_SQL).fetch_one(&mut *c).await?;
+    Ok(Role {
+        in_recovery: row.try_get::<bool, _>(0)?,
+        read_only: row.try_get::<bool, _>(1)?,
+    })
+}
+
 /// The server's role alone, within `bound`.
 pub(super) async fn ask_role(raw: &mut RawConn, bound: Duration) -> Option<Role> {
     #[allow(irrefutable_let_patterns)] // the only variant in a PostgreSQL-only build

@@ -108,6 +108,8 @@ impl Shared {
         #[cfg(feature = "postgres")]
         if let Some(t) = self.connector.topology()
             && t.wants_writes
+            && t.needs_verify(conn.host)
+            && !self.closing.load(Ordering::Acquire)
         {
             let (host, shared, topology) = (conn.host, self.clone(), t.clone());
             self.tasks.spawn(async move {
@@ -123,31 +125,43 @@ impl Shared {
                 } else if role.read_only {
                     "is read-only"
                 } else {
-                    // The caller's own read-only transaction: the host is fine.
+                    // The caller's own `SET TRANSACTION READ ONLY`, or the name leads to
+                    // another server now: the host is fine (the refusing connection closes).
+                    topology.verified(host);
                     return;
                 };
-                if topology.mark(host, why) {
-                    shared.maintain_now.notify_one();
-                    // Find out now whether another host matches, so that readiness and
-                    // callers learn of a pool with nowhere to go without waiting for a
-                    // caller's connect.
-                    match shared.open_checked().await {
-                        Ok(opened) => {
-                            raw::close(opened.raw, shared.limits.ping_timeout).await;
-                            shared.reach.connected();
-                        }
-                        Err(ConnectFailed::Driver(e)) => {
-                            shared.connect_failed(&shared.describe(&e), Failure::of(&e));
-                        }
-                        Err(ConnectFailed::TimedOut(bound)) => shared.connect_failed(
-                            &format!("no connection within connect_timeout ({bound:?})"),
-                            Failure::Unreachable,
-                        ),
-                    }
-                }
+                shared.leave_host(host, why).await;
             });
         }
         let _ = conn;
+    }
+
+    /// Marks `host` as no longer matching (see [`super::topology::Topology::mark`]), wakes the
+    /// maintenance task to close its idle connections, and opens one connection the pool's
+    /// way at once, so that readiness and callers learn whether the pool has anywhere to go
+    /// without waiting for a caller's connect.
+    #[cfg(feature = "postgres")]
+    pub(super) async fn leave_host(self: &Arc<Self>, host: usize, why: &str) {
+        let Some(topology) = self.connector.topology() else {
+            return;
+        };
+        if !topology.mark(host, why) {
+            return;
+        }
+        self.maintain_now.notify_one();
+        match self.open_checked().await {
+            Ok(opened) => {
+                raw::close(opened.raw, self.limits.ping_timeout).await;
+                self.reach.connected();
+            }
+            Err(ConnectFailed::Driver(e)) => {
+                self.connect_failed(&self.describe(&e), Failure::of(&e));
+            }
+            Err(ConnectFailed::TimedOut(bound)) => self.connect_failed(
+                &format!("no connection within connect_timeout ({bound:?})"),
+                Failure::Unreachable,
+            ),
+        }
     }
 
     /// A connection attempt failed: note it, and start the background probe when this makes
@@ -187,8 +201,19 @@ impl Shared {
                 .with_jitter()
                 .without_max_times()
                 .build();
-            while shared.reach.is_down() && !shared.closing.load(Ordering::Acquire) {
-                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            loop {
+                if !shared.reach.is_down() || shared.closing.load(Ordering::Acquire) {
+                    shared.probing.store(false, Ordering::Release);
+                    // A failure that marked the pool down between the check above and the
+                    // store found `probing` set and started nothing: take it on.
+                    if !shared.reach.is_down()
+                        || shared.closing.load(Ordering::Acquire)
+                        || shared.probing.swap(true, Ordering::AcqRel)
+                    {
+                        return;
+                    }
+                }
+                let delay = delays.next().unwrap_or(Duration::from_secs(1));
                 tokio::time::sleep(delay).await;
                 match shared.open_checked().await {
                     Ok(opened) => {
@@ -206,7 +231,6 @@ impl Shared {
                     }
                 }
             }
-            shared.probing.store(false, Ordering::Release);
         });
     }
 }

@@ -13,69 +13,17 @@ use std::time::{Duration, Instant};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::{self, ConnectOptions};
 
+use super::host::{Attempting, Host, HostState, VerifyGuard};
 use super::raw::{self, Opened, RawConn};
 use super::reach::HostsFailed;
 use super::role::{Need, Role, ask_role, ask_session};
-use crate::config::{HostSpec, LoadBalanceHosts, TargetSessionAttrs};
+use crate::config::{LoadBalanceHosts, TargetSessionAttrs};
 use crate::stats::{HostReport, HostsReport};
 
-/// A host found bad (refused, unreachable, not matching) within this long is tried after the
-/// others, so that a dead first host does not cost every new connection a `connect_timeout`
-/// (pgJDBC's `hostRecheckSeconds`, with its default).
-const RECHECK: Duration = Duration::from_secs(10);
-
-/// What a host was last found to be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum HostState {
-    /// Not tried yet.
-    Unknown,
-    /// Its last connection was kept.
-    Matching,
-    /// It answered but was passed over (or marked after a write it refused).
-    Mismatch(String),
-    /// It could not be reached.
-    Unreachable(String),
-}
-
-impl HostState {
-    pub fn label(&self) -> &'static str {
-        match self {
-            HostState::Unknown => "unknown",
-            HostState::Matching => "matching",
-            HostState::Mismatch(_) => "mismatch",
-            HostState::Unreachable(_) => "unreachable",
-        }
-    }
-
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            HostState::Mismatch(r) | HostState::Unreachable(r) => Some(r),
-            _ => None,
-        }
-    }
-
-    fn bad(&self) -> bool {
-        matches!(self, HostState::Mismatch(_) | HostState::Unreachable(_))
-    }
-}
-
-/// One candidate host.
-#[derive(Debug)]
-pub(crate) struct Host {
-    pub spec: HostSpec,
-    pub opts: PgConnectOptions,
-    state: Mutex<(HostState, Instant)>,
-    /// Bumped when the host is marked: connections opened before are closed.
-    epoch: AtomicU64,
-    /// A check of a refused write is under way (one at a time).
-    verifying: AtomicBool,
-    /// Marked for refusing writes: taken back only once a connection finds it writable
-    /// (whatever it is found to be meanwhile, unreachable included).
-    marked: AtomicBool,
-}
+/// What follows the pool to the host it moves to (see [`Topology::follow`]).
+pub(crate) type Follower = Box<dyn Fn(&PgConnectOptions) + Send + Sync>;
 
 /// The hosts of one endpoint and the rules for choosing among them.
-#[derive(Debug)]
 pub(crate) struct Topology {
     pub hosts: Vec<Host>,
     pub attrs: TargetSessionAttrs,
@@ -88,46 +36,17 @@ pub(crate) struct Topology {
     /// No host matched, or the one in use was marked: said once at WARN, and once at INFO
     /// when a connection is kept again.
     lost: AtomicBool,
+    /// Told the new host's options when the pool moves (see [`Topology::follow`]).
+    follower: std::sync::OnceLock<Follower>,
 }
 
-impl Host {
-    pub fn new(spec: HostSpec, opts: PgConnectOptions) -> Self {
-        Self {
-            spec,
-            opts,
-            state: Mutex::new((HostState::Unknown, Instant::now())),
-            epoch: AtomicU64::new(0),
-            verifying: AtomicBool::new(false),
-            marked: AtomicBool::new(false),
-        }
-    }
-
-    pub fn state(&self) -> (HostState, Instant) {
-        self.state
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or((HostState::Unknown, Instant::now()))
-    }
-
-    fn set(&self, state: HostState) {
-        if let Ok(mut s) = self.state.lock()
-            && s.0 != state
-        {
-            *s = (state, Instant::now());
-        }
-    }
-
-    fn marked(&self) -> bool {
-        self.marked.load(Ordering::Acquire)
-    }
-
-    fn recently_bad(&self) -> bool {
-        let (state, since) = self.state();
-        state.bad() && since.elapsed() < RECHECK
-    }
-
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topology")
+            .field("hosts", &self.hosts)
+            .field("attrs", &self.attrs)
+            .field("balance", &self.balance)
+            .finish_non_exhaustive()
     }
 }
 
@@ -146,19 +65,42 @@ impl Topology {
             current: Mutex::new(None),
             changes: AtomicU64::new(0),
             lost: AtomicBool::new(false),
+            follower: std::sync::OnceLock::new(),
         }
     }
 
     /// How many connection attempts one connect may make (each within `connect_timeout`).
     pub fn attempts(&self) -> u32 {
-        let passes = if self.attrs == TargetSessionAttrs::PreferStandby {
-            2
-        } else {
-            1
-        };
+        let passes = 1 + u32::from(self.attrs == TargetSessionAttrs::PreferStandby);
         u32::try_from(self.hosts.len().max(1))
             .unwrap_or(u32::MAX)
             .saturating_mul(passes)
+    }
+
+    /// Whether the pool must be on a writable primary whatever happens (`read-write`,
+    /// `primary`): then readiness asks the role, since a ping passes on a standby.
+    pub fn strict(&self) -> bool {
+        self.wants_writes
+            && matches!(
+                self.attrs,
+                TargetSessionAttrs::ReadWrite | TargetSessionAttrs::Primary
+            )
+    }
+
+    /// Whether a server of `role` on `host` is still what the pool needs.
+    pub fn judge(&self, host: usize, role: Role) -> Result<(), String> {
+        match self.hosts.get(host) {
+            Some(h) => self.need(h, false).map_or(Ok(()), |n| n.judge(role)),
+            None => Ok(()),
+        }
+    }
+
+    /// How logs and errors name `host`.
+    pub fn label(&self, host: usize) -> String {
+        self.hosts
+            .get(host)
+            .map(|h| h.spec.label())
+            .unwrap_or_default()
     }
 
     /// Whether a connection opened on `host` at `epoch` is still on a host the pool may use.
@@ -187,12 +129,11 @@ impl Topology {
     /// or shuffled.
     fn order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.hosts.len()).collect();
-        match self.balance {
-            LoadBalanceHosts::Random => fastrand::shuffle(&mut order),
-            LoadBalanceHosts::Disable => {
-                order.sort_by_key(|&i| self.hosts.get(i).is_some_and(Host::recently_bad));
-            }
+        if self.balance == LoadBalanceHosts::Random {
+            fastrand::shuffle(&mut order);
         }
+        // Stable: the written (or shuffled) order among the good and among the bad.
+        order.sort_by_key(|&i| self.hosts.get(i).is_some_and(Host::recently_bad));
         order
     }
 
@@ -219,26 +160,41 @@ impl Topology {
                 let Some(host) = self.hosts.get(i) else {
                     continue;
                 };
-                match self
+                let mut attempting = Attempting { host, done: false };
+                let attempt = self
                     .try_host(i, host, second_pass, connect_timeout, inline)
-                    .await
-                {
+                    .await;
+                attempting.done = true;
+                match attempt {
                     Ok(opened) => {
-                        self.kept(i, host, opened.epoch);
-                        return Ok(opened);
+                        if self.kept(i, host, opened.epoch) {
+                            return Ok(opened);
+                        }
+                        // Marked while this connection was being checked: not handed out.
+                        raw::close(opened.raw, Duration::from_millis(200)).await;
+                        mismatch = true;
+                        transient = true;
+                        let (state, _) = host.state();
+                        let why = state.reason().unwrap_or("was left while connecting");
+                        causes.push(format!("{} {why}", host.spec));
                     }
                     Err(Attempt::Mismatch(why)) => {
                         mismatch = true;
                         transient = true;
-                        host.set(HostState::Mismatch(why.clone()));
+                        host.failed(HostState::Mismatch(why.clone()));
                         causes.push(format!("{} {why}", host.spec));
                     }
                     Err(Attempt::Failed(e)) => {
                         let why = scrub(&e);
                         transient |= crate::classify::is_transient(&e);
-                        host.set(HostState::Unreachable(why.clone()));
+                        host.failed(HostState::Unreachable(why.clone()));
                         causes.push(format!("{} {why}", host.spec));
                         only = Some(e);
+                    }
+                    Err(Attempt::NoAnswer(why)) => {
+                        transient = true;
+                        host.failed(HostState::Unreachable(why.clone()));
+                        causes.push(format!("{} {why}", host.spec));
                     }
                     Err(Attempt::TimedOut) => {
                         transient = true;
@@ -246,7 +202,7 @@ impl Topology {
                             "no connection within connect_timeout ({})",
                             humantime::format_duration(connect_timeout)
                         );
-                        host.set(HostState::Unreachable(why.clone()));
+                        host.failed(HostState::Unreachable(why.clone()));
                         causes.push(format!("{} {why}", host.spec));
                     }
                 }
@@ -288,18 +244,15 @@ impl Topology {
         })))
     }
 
-    /// A connection was kept on `host`: note it, and say so when the pool moved.
-    fn kept(&self, i: usize, host: &Host, epoch: u64) {
-        if host.epoch() != epoch {
-            // Marked while this connection was being checked: the mark stands (the connection
-            // is closed when it comes back).
-            return;
+    /// A connection was kept on `host`: note it, and say so when the pool moved. Returns
+    /// false when the host was marked while the connection was being checked (then it is not
+    /// kept).
+    fn kept(&self, i: usize, host: &Host, epoch: u64) -> bool {
+        if !host.keep(epoch) {
+            return false;
         }
-        // A marked host passed a check that asked for a writable session.
-        host.marked.store(false, Ordering::Release);
-        host.set(HostState::Matching);
         let Ok(mut current) = self.current.lock() else {
-            return;
+            return true;
         };
         let moved = current.is_none_or(|(c, _)| c != i);
         let had = *current;
@@ -311,6 +264,9 @@ impl Topology {
             }
         }
         drop(current);
+        if moved && let Some(follow) = self.follower.get() {
+            follow(&host.opts);
+        }
         if self.lost.swap(false, Ordering::AcqRel) {
             tracing::info!(host = %host.spec, "a matching server again: connections go to {}", host.spec);
         } else if let Some((from, _)) =
@@ -323,6 +279,7 @@ impl Topology {
                 .unwrap_or_default();
             tracing::info!(host = %host.spec, from = %from, "connections now go to {}", host.spec);
         }
+        true
     }
 
     async fn try_host(
@@ -349,11 +306,16 @@ impl Topology {
             (false, _) => ask_session(&mut raw, left).await,
         };
         if let Some(need) = need {
-            let verdict = match role {
-                Some(role) => need.judge(role),
-                None => Err("did not say whether it is a standby or read-only".to_owned()),
+            let Some(role) = role else {
+                // No verdict: the server did not answer the question in time (or failed it),
+                // which says it is slow or broken, not that it is the wrong kind.
+                raw::close(raw, Duration::from_millis(200)).await;
+                return Err(Attempt::NoAnswer(
+                    "did not say within connect_timeout whether it is a standby or read-only"
+                        .to_owned(),
+                ));
             };
-            if let Err(why) = verdict {
+            if let Err(why) = need.judge(role) {
                 raw::close(raw, Duration::from_millis(200)).await;
                 return Err(Attempt::Mismatch(why));
             }
@@ -394,9 +356,7 @@ impl Topology {
         let Some(host) = self.hosts.get(i) else {
             return false;
         };
-        let was = host.marked.swap(true, Ordering::AcqRel);
-        host.set(HostState::Mismatch(why.to_owned()));
-        host.epoch.fetch_add(1, Ordering::AcqRel);
+        let was = host.mark(why);
         if !was {
             self.changes.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut current) = self.current.lock()
@@ -413,6 +373,25 @@ impl Topology {
             );
         }
         !was
+    }
+
+    /// Notes that a check after a refused write found `host` writable (the refusal was the
+    /// caller's own, or the name now leads elsewhere): no new check for a while.
+    pub fn verified(&self, i: usize) {
+        if let Some(host) = self.hosts.get(i) {
+            host.verified();
+        }
+    }
+
+    /// Whether a refused write on `host` calls for a check: not while one is fresh.
+    pub fn needs_verify(&self, i: usize) -> bool {
+        self.hosts.get(i).is_some_and(Host::needs_verify)
+    }
+
+    /// Registers what to do when the pool moves to another host: the one-connection SeaORM
+    /// pool behind `DbConn::raw()` follows it.
+    pub fn follow(&self, f: Follower) {
+        let _ = self.follower.set(f);
     }
 
     /// The hosts as last found, for `/health/db`.
@@ -443,8 +422,7 @@ impl Topology {
 
     /// Claims the one check of a refused write on `host`; `None` when one is under way.
     pub fn claim_verify(&self, i: usize) -> Option<VerifyGuard<'_>> {
-        let host = self.hosts.get(i)?;
-        (!host.verifying.swap(true, Ordering::AcqRel)).then_some(VerifyGuard(host))
+        self.hosts.get(i)?.claim_verify()
     }
 
     /// Whether `host` is read-only now, on a connection of its own within `bound`: a write
@@ -462,17 +440,11 @@ impl Topology {
     }
 }
 
-/// Releases the claim of [`Topology::claim_verify`].
-pub(crate) struct VerifyGuard<'a>(&'a Host);
-
-impl Drop for VerifyGuard<'_> {
-    fn drop(&mut self) {
-        self.0.verifying.store(false, Ordering::Release);
-    }
-}
-
 enum Attempt {
+    /// It answered, and is not what the pool needs.
     Mismatch(String),
     Failed(sqlx::Error),
+    /// Connected, but the question of its role went unanswered.
+    NoAnswer(String),
     TimedOut,
 }

@@ -11,7 +11,7 @@ use sea_orm::{DbBackend, Statement};
 use super::set::{Replica, Replicas};
 use crate::classify::ErrorKind;
 use crate::endpoint::WalPosition;
-use crate::pool::{Op, Output};
+use crate::pool::{Op, Output, to_db_err};
 
 /// One round trip: whether the server replays WAL, how far it has replayed and received,
 /// and how long ago the last replayed commit happened on the primary.
@@ -48,12 +48,17 @@ async fn check(replica: &Replica, max_lag: Duration, primary_at: u64) {
         .instruments()
         .opened
         .load(Ordering::Acquire);
-    let asked = replica
-        .endpoint
-        .conn()
-        .run_within(Op::One(&stmt), Some(bound));
-    let row = match tokio::time::timeout(bound, asked).await {
-        Ok(Ok(Output::One(Some(row)))) => row,
+    // On a connection of its own checkout, to know which of the replica's hosts answered.
+    let pool = replica.endpoint.pool();
+    let asked = async {
+        let mut conn = pool.acquire(Some(bound), None).await.map_err(to_db_err)?;
+        let host = conn.host();
+        conn.run(Op::One(&stmt), Some(bound))
+            .await
+            .map(|out| (out, host))
+    };
+    let (row, host) = match tokio::time::timeout(bound, asked).await {
+        Ok(Ok((Output::One(Some(row)), host))) => (row, host),
         Ok(Ok(_)) => return replica.check_failed("the status query returned no row".into()),
         // Every connection busy: no verdict this round (reads skip it while it is saturated).
         Ok(Err(e)) if ErrorKind::of(&e) == ErrorKind::PoolTimeout => return,
@@ -73,10 +78,7 @@ async fn check(replica: &Replica, max_lag: Duration, primary_at: u64) {
     };
     let (Some(replayed), true) = (position(1), in_recovery) else {
         // Promoted: a replica URL that lists other hosts moves to a standby among them.
-        replica
-            .endpoint
-            .pool()
-            .leave_current_host("is not in hot standby mode");
+        pool.leave_host(host, "is not in hot standby mode");
         return replica.check_failed(
             "not a replica: the server is not in recovery (promoted, or the primary's URL)".into(),
         );

@@ -6,7 +6,7 @@ use std::time::Instant;
 use sea_orm::{DbBackend, DbErr, Statement};
 
 use super::set::{Fallback, Replicas};
-use crate::classify::ErrorKind;
+use crate::classify::{ErrorKind, sqlstate};
 use crate::endpoint::{CURRENT_POSITION_SQL, Endpoint, WalPosition};
 use crate::pool::{Op, Output};
 use crate::reads::check_read;
@@ -198,6 +198,9 @@ impl Reader {
                         set.served(&chosen);
                         return Ok(out);
                     }
+                    // 25006 (read-only transaction): a function that writes. The reader
+                    // promised reads only; the primary would run it.
+                    Err(e) if sqlstate(&e).as_deref() == Some("25006") => return Err(e),
                     Err(e) => match ErrorKind::of(&e) {
                         // Busy: the primary serves this one; the replica stays in rotation.
                         ErrorKind::PoolTimeout => Fallback::Unavailable,
@@ -210,8 +213,6 @@ impl Reader {
                         // The caller's deadline is spent: no second try on the primary. A slow
                         // query is not the replica's fault; a frozen replica fails its check.
                         ErrorKind::QueryTimeout => return Err(e),
-                        // Among the rest, 25006 (read-only transaction): a function that
-                        // writes. The reader promised reads only; the primary would run it.
                         _ => return Err(e),
                     },
                 }

@@ -59,6 +59,7 @@ impl DbService {
             },
         );
         conn.set_in_transaction(true);
+        conn.set_read_only_transaction(opts.read_only);
         let remaining = wait.saturating_sub(started.elapsed());
         let begun = tokio::time::timeout(remaining, async {
             for sql in &statements {

@@ -100,6 +100,8 @@ pub(super) fn bump(counter: &AtomicU64) {
 
 enum Attempt<T, E> {
     Done(T),
+    /// No connection or no `BEGIN`: the body never ran.
+    NotBegun(TxError<E>),
     /// Failed before its `COMMIT` was sent (getting a connection, `BEGIN`, the body, the
     /// timeout).
     Failed(TxError<E>),
@@ -256,11 +258,13 @@ impl DbService {
         // The error that caused the pending failover retry.
         let mut cause: Option<TxError<E>> = None;
         loop {
-            let (error, committing) = match self.attempt(&opts, wait, &mut body, site).await {
-                Attempt::Done(value) => return Ok(value),
-                Attempt::Failed(e) => (e, false),
-                Attempt::CommitFailed(e) => (e, true),
-            };
+            let (error, committing, body_ran) =
+                match self.attempt(&opts, wait, &mut body, site).await {
+                    Attempt::Done(value) => return Ok(value),
+                    Attempt::NotBegun(e) => (e, false, false),
+                    Attempt::Failed(e) => (e, false, true),
+                    Attempt::CommitFailed(e) => (e, true, true),
+                };
             // A failover retry that ran out of the budget before it began: the lost server is
             // the news, not the wait.
             let error = match (error, cause.take()) {
@@ -280,6 +284,8 @@ impl DbService {
                     }
                     None => return Err(error),
                 },
+                // `retries(0)`: the caller's closure must run at most once.
+                Next::Failover if body_ran && opts.retries == 0 => return Err(error),
                 Next::Failover => {
                     let left = opts.max_wait.saturating_sub(called.elapsed());
                     // Without a limit the iterator never ends: the budget is the limit.
@@ -318,7 +324,7 @@ impl DbService {
         let started = Instant::now();
         let mut tx = match self.begin_guarded(opts, wait, started, site).await {
             Ok(tx) => tx,
-            Err(e) => return Attempt::Failed(e.widen()),
+            Err(e) => return Attempt::NotBegun(e.widen()),
         };
         let budget = opts.timeout.saturating_sub(started.elapsed());
         let outcome = tokio::time::timeout(budget, body(&tx)).await;

@@ -97,7 +97,9 @@ impl TxOptions {
 
     /// How many times the closure is re-run after a serialization failure or deadlock.
     /// Default 3; 0 disables retries. Retries after a lost server are bounded by
-    /// [`max_wait`](Self::max_wait) instead, and happen with 0 too.
+    /// [`max_wait`](Self::max_wait) instead, not by this count; but with 0 the closure runs at
+    /// most once (only a retry whose connection or `BEGIN` failed, before the closure ran, is
+    /// made).
     pub fn retries(mut self, n: u32) -> Self {
         self.retries = n;
         self

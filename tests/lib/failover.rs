@@ -265,3 +265,48 @@ async fn an_unreachable_first_host_costs_one_connect_timeout() {
     assert_eq!(hosts.hosts[0].state, "unreachable", "{hosts:?}");
     db.close(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_read_write_readiness_sees_a_read_only_server_without_any_write() {
+    let cluster = private_cluster().await;
+    let db = service(&format!(
+        "{}?target_session_attrs=read-write&connection_limit=2",
+        cluster.url("postgres")
+    ))
+    .await;
+    assert!(db.readiness().await.result.is_ok());
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.set_read_only(true))
+        .await
+        .expect("read-only");
+    // A ping passes on a read-only server; readiness asks the role instead.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            db.readiness().await.result.is_err()
+        })
+        .await,
+        "readiness failed without a write"
+    );
+    // The host is left in the background, right after the failed check.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            db.hosts().is_some_and(|h| h.hosts[0].state == "mismatch") && db.stats().database_down
+        })
+        .await,
+        "{:?} {:?}",
+        db.hosts(),
+        db.stats()
+    );
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.set_read_only(false))
+        .await
+        .expect("writable");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            db.readiness().await.result.is_ok()
+        })
+        .await,
+        "ready again with no restart"
+    );
+    db.close(Duration::from_secs(5)).await;
+}

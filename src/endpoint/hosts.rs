@@ -1,0 +1,93 @@
+//! A PostgreSQL endpoint's hosts as the pool's topology: one set of connect options per host
+//! of the URL, and whether the pool writes.
+
+use std::str::FromStr;
+
+use sea_orm::sqlx::{self, postgres::PgConnectOptions};
+
+use super::build::postgres_options;
+use crate::config::{ConfigError, HostSpec, PoolOptions, TargetSessionAttrs};
+use crate::pool::{Host, Topology};
+
+/// Who connects through a topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// A primary's pool: writes unless told to look for a standby or a read-only session.
+    Writer,
+    /// A replica's pool: never writes.
+    Reader,
+    /// Migrations: always a writable server.
+    Migrations,
+}
+
+/// The hosts of the driver URL `url` (with `hosts` as the configuration read them). One host
+/// keeps the driver's options exactly as it read the URL (its `PGPORT` and `PGHOST` defaults
+/// included), as before hosts were lists. Several hosts each get the options of the URL with
+/// that host alone in it, so that a socket directory, a `.pgpass` line and a TLS server name
+/// are each host's own.
+pub(super) fn topology(
+    url: &str,
+    hosts: &[HostSpec],
+    attrs: TargetSessionAttrs,
+    p: &PoolOptions,
+    role: Role,
+    driver_err: &dyn Fn(sqlx::Error) -> ConfigError,
+) -> Result<Topology, ConfigError> {
+    let list = if hosts.len() <= 1 {
+        let opts = postgres_options(PgConnectOptions::from_str(url).map_err(driver_err)?, p);
+        let host = hosts
+            .first()
+            .map_or_else(|| opts.get_host().to_owned(), |h| h.host.clone());
+        let opts = bare_ipv6(opts, &host);
+        let spec = HostSpec {
+            host,
+            port: opts.get_port(),
+        };
+        vec![Host::new(spec, opts)]
+    } else {
+        let base = url::Url::parse(url).map_err(|e| ConfigError::InvalidUrl {
+            reason: e.to_string(),
+        })?;
+        hosts
+            .iter()
+            .map(|h| {
+                let mut one = base.clone();
+                one.set_host(Some(&h.url_host()))
+                    .and_then(|()| {
+                        one.set_port(Some(h.port))
+                            .map_err(|()| url::ParseError::InvalidPort)
+                    })
+                    .map_err(|e| ConfigError::InvalidHosts {
+                        part: format!("host {}", h.label()),
+                        reason: e.to_string(),
+                    })?;
+                let opts = postgres_options(
+                    PgConnectOptions::from_str(one.as_str()).map_err(driver_err)?,
+                    p,
+                );
+                Ok(Host::new(h.clone(), bare_ipv6(opts, &h.host)))
+            })
+            .collect::<Result<_, ConfigError>>()?
+    };
+    let wants_writes = match role {
+        Role::Migrations => true,
+        Role::Writer => attrs.wants_writes(),
+        Role::Reader => false,
+    };
+    Ok(Topology::new(
+        list,
+        attrs,
+        p.session.load_balance_hosts,
+        wants_writes,
+    ))
+}
+
+/// An IPv6 address without its brackets: sqlx's tokio connect does not strip them, and TLS
+/// checks the name against this same value.
+fn bare_ipv6(opts: PgConnectOptions, host: &str) -> PgConnectOptions {
+    if host.contains(':') && !host.starts_with('/') {
+        opts.host(host)
+    } else {
+        opts
+    }
+}
