@@ -158,20 +158,24 @@ pub(crate) fn migration_connector(
 /// hosts, opens one connection the topology's way (each host within `connect_timeout`), so
 /// that [`seaorm_connection`] starts on the host it found; a failure is left for that
 /// connection to report.
-pub(crate) async fn find_writable(connector: &Connector, connect_timeout: Duration) {
+pub(crate) async fn find_writable(
+    connector: &Connector,
+    connect_timeout: Duration,
+    config: &DbConfig,
+) {
     #[cfg(feature = "postgres")]
     if let Some(t) = connector.topology()
         && t.hosts.len() > 1
     {
         let bound = connector.connect_bound(connect_timeout);
-        let scrub = |e: &sqlx::Error| e.to_string();
+        let scrub = |e: &sqlx::Error| crate::pool::describe(config, e);
         if let Ok(Ok(opened)) =
             tokio::time::timeout(bound, connector.connect(connect_timeout, false, &scrub)).await
         {
             crate::pool::close_raw(opened.raw, Duration::from_secs(1)).await;
         }
     }
-    let _ = (connector, connect_timeout);
+    let _ = (connector, connect_timeout, config);
 }
 
 /// A lazy SeaORM connection of one connection with the pool's connect options (for an

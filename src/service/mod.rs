@@ -201,7 +201,12 @@ impl DbService {
     /// their connection stays on the host it starts on).
     pub(crate) async fn migration_connection(&self) -> sea_orm::DatabaseConnection {
         let p = self.config().pool();
-        find_writable(&self.inner.migrations, p.limits.connect_timeout).await;
+        find_writable(
+            &self.inner.migrations,
+            p.limits.connect_timeout,
+            self.config(),
+        )
+        .await;
         seaorm_connection(&self.inner.migrations, p, Retire::Never)
     }
 
