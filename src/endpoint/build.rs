@@ -14,13 +14,13 @@ use sea_orm::SqlxMySqlConnector;
 use sea_orm::SqlxPostgresConnector;
 #[cfg(feature = "sqlite")]
 use sea_orm::SqlxSqliteConnector;
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+use sea_orm::sqlx::ConnectOptions;
 #[cfg(feature = "mysql")]
 use sea_orm::sqlx::mysql::MySqlConnectOptions;
-#[cfg(feature = "postgres")]
-use sea_orm::sqlx::postgres::PgConnectOptions;
 #[cfg(feature = "sqlite")]
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
-use sea_orm::sqlx::{self, ConnectOptions, pool::PoolOptions as SqlxPoolOptions};
+use sea_orm::sqlx::{self, pool::PoolOptions as SqlxPoolOptions};
 
 #[cfg(feature = "postgres")]
 use super::hosts::{self, Role};
@@ -28,7 +28,7 @@ use super::hosts::{self, Role};
 use crate::config::TargetSessionAttrs;
 use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
 use crate::observe::Instruments;
-#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg(feature = "mysql")]
 use crate::pool::session_sql;
 use crate::pool::{Connector, Pool};
 use crate::tasks::Tasks;
@@ -232,26 +232,4 @@ fn raw_pool<DB: sqlx::Database>(p: &PoolOptions, retire: Retire) -> SqlxPoolOpti
             .max_lifetime(None)
             .test_before_acquire(false),
     }
-}
-
-#[cfg(feature = "postgres")]
-pub(super) fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOptions {
-    opts = opts
-        .application_name(&p.session.application_name)
-        .disable_statement_logging();
-    if let Some(n) = p.session.statement_cache_size {
-        opts = opts.statement_cache_capacity(n);
-    }
-    if p.session.pgbouncer {
-        // PgBouncer (transaction mode) hands each transaction to any server connection, so a
-        // cached prepared statement may not exist there; and it rejects unknown startup
-        // parameters such as sqlx's `extra_float_digits`.
-        opts = opts.statement_cache_capacity(0).extra_float_digits(None);
-    }
-    // Session settings travel in the startup packet: no extra round trip per connection.
-    let session = session_sql::postgres_startup(p);
-    if !session.is_empty() {
-        opts = opts.options(session);
-    }
-    opts
 }

@@ -3,10 +3,10 @@
 
 use std::str::FromStr;
 
-use sea_orm::sqlx::{self, postgres::PgConnectOptions};
+use sea_orm::sqlx::{self, ConnectOptions, postgres::PgConnectOptions};
 
-use super::build::postgres_options;
 use crate::config::{ConfigError, HostSpec, PoolOptions, TargetSessionAttrs};
+use crate::pool::session_sql;
 use crate::pool::{Host, Topology};
 
 /// Who connects through a topology.
@@ -90,4 +90,26 @@ fn bare_ipv6(opts: PgConnectOptions, host: &str) -> PgConnectOptions {
     } else {
         opts
     }
+}
+
+/// The connect options every PostgreSQL connection of the pool carries.
+fn postgres_options(mut opts: PgConnectOptions, p: &PoolOptions) -> PgConnectOptions {
+    opts = opts
+        .application_name(&p.session.application_name)
+        .disable_statement_logging();
+    if let Some(n) = p.session.statement_cache_size {
+        opts = opts.statement_cache_capacity(n);
+    }
+    if p.session.pgbouncer {
+        // PgBouncer (transaction mode) hands each transaction to any server connection, so a
+        // cached prepared statement may not exist there; and it rejects unknown startup
+        // parameters such as sqlx's `extra_float_digits`.
+        opts = opts.statement_cache_capacity(0).extra_float_digits(None);
+    }
+    // Session settings travel in the startup packet: no extra round trip per connection.
+    let session = session_sql::postgres_startup(p);
+    if !session.is_empty() {
+        opts = opts.options(session);
+    }
+    opts
 }
