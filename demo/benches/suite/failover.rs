@@ -33,6 +33,9 @@ const PAUSE: Duration = Duration::from_millis(50);
 const ROUND_BOUND: Duration = Duration::from_secs(60);
 /// Each request's bound (the demo's own bounds are a few seconds).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long past the end of the load a transfer of unknown outcome is still sent again.
+const SETTLE: Duration = Duration::from_secs(10);
+const UNKNOWN: &str = "commit_outcome_unknown";
 /// The target: writes back within this long of the promotion (median over rounds).
 const TARGET_S: f64 = 10.0;
 
@@ -45,6 +48,11 @@ struct Answer {
     retry_after: bool,
     /// The error code of an answer other than 201 or 503 (`{"error": {"code": ...}}`).
     code: Option<String>,
+    /// On the 201 that settles a transfer first answered `commit_outcome_unknown`: whether it
+    /// had committed (answered as a replay of the original) or not (created by the retry).
+    settles: Option<bool>,
+    /// Whether this was a transfer of unknown outcome sent again.
+    retry: bool,
 }
 
 /// What one round measured.
@@ -63,6 +71,11 @@ struct Round {
     n503_bare: u64,
     /// Every other answer than 201 or 503 (status, or transport error), with its count.
     other: BTreeMap<String, u64>,
+    /// Transfers answered `commit_outcome_unknown` (504), and what sending them again with the
+    /// same key found: they had committed, they had not, or no answer came.
+    unknown: u64,
+    unknown_committed: u64,
+    unknown_not_committed: u64,
     acknowledged: u64,
     slowest: f64,
     /// Why the round failed, if it did.
@@ -93,6 +106,12 @@ pub(crate) async fn section(opts: &Opts, dir: &Path) -> String {
                 .as_ref()
                 .map_or(String::new(), |f| format!(", FAILED: {f}"))
         );
+        if r.unknown > 0 {
+            eprintln!(
+                "round {round}: failover: {} × {UNKNOWN}, sent again with the same key: {} had committed, {} had not",
+                r.unknown, r.unknown_committed, r.unknown_not_committed
+            );
+        }
         if r.other_total() > 0 {
             eprintln!(
                 "!!! round {round}: failover: UNEXPECTED answers (neither 201 nor 503): {}",
@@ -201,6 +220,21 @@ fn render(opts: &Opts, rounds: &[Round]) -> String {
                 breakdown(&r.other)
             );
         }
+        if r.unknown > 0 {
+            let _ = writeln!(
+                out,
+                "Round {}: {} transfer(s) answered 504 `{UNKNOWN}`; sent again with the same \
+                 key (as the demo asks): {} had committed (answered as a replay), {} had not \
+                 (created by the retry), {} unsettled after {} s.\n",
+                i + 1,
+                r.unknown,
+                r.unknown_committed,
+                r.unknown_not_committed,
+                r.unknown
+                    .saturating_sub(r.unknown_committed + r.unknown_not_committed),
+                SETTLE.as_secs()
+            );
+        }
         if r.n503_outside > 0 || r.n503_bare > 0 {
             let _ = writeln!(
                 out,
@@ -291,10 +325,23 @@ async fn client(
     let mut rng = fastrand::Rng::new();
     let mut answers = Vec::new();
     let mut n = 0u64;
-    while running.load(Ordering::Relaxed) {
-        n += 1;
-        let from = rng.usize(1..=ACCOUNTS);
-        let to = (from + rng.usize(1..ACCOUNTS) - 1) % ACCOUNTS + 1;
+    // A transfer answered `commit_outcome_unknown`, sent again with its key until settled, as
+    // the demo asks (bounded: SETTLE past the end of the load).
+    let mut unsettled: Option<(u64, usize, usize)> = None;
+    let mut ended: Option<Instant> = None;
+    loop {
+        if !running.load(Ordering::Relaxed) {
+            let at = *ended.get_or_insert_with(Instant::now);
+            if unsettled.is_none() || at.elapsed() > SETTLE {
+                break;
+            }
+        }
+        let retry = unsettled.is_some();
+        let (key_n, from, to) = unsettled.take().unwrap_or_else(|| {
+            n += 1;
+            let from = rng.usize(1..=ACCOUNTS);
+            (n, from, (from + rng.usize(1..ACCOUNTS) - 1) % ACCOUNTS + 1)
+        });
         let body = serde_json::json!({
             "from_account_id": from,
             "to_account_id": to,
@@ -305,14 +352,15 @@ async fn client(
             .post(format!("{base}/api/transfers"))
             .header(
                 "Idempotency-Key",
-                format!("failover-{}-{round}-{task}-{n}", std::process::id()),
+                format!("failover-{}-{round}-{task}-{key_n}", std::process::id()),
             )
             .json(&body)
             .send()
             .await;
-        let (status, retry_after, code) = match res {
+        let (status, retry_after, code, replayed) = match res {
             Ok(r) => {
                 let retry_after = r.headers().contains_key("retry-after");
+                let replayed = r.headers().contains_key("idempotent-replayed");
                 let status = r.status().as_u16();
                 // Read the body so the connection is reused.
                 let body = r.bytes().await.unwrap_or_default();
@@ -322,7 +370,7 @@ async fn client(
                         .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
                         .unwrap_or_else(|| "no error code".into())
                 });
-                (Ok(status), retry_after, code)
+                (Ok(status), retry_after, code, replayed)
             }
             Err(e) => (
                 Err(if e.is_timeout() {
@@ -334,6 +382,7 @@ async fn client(
                 }),
                 false,
                 None,
+                false,
             ),
         };
         let done = Instant::now();
@@ -341,12 +390,18 @@ async fn client(
         if ok && let Ok(mut last) = last_write.lock() {
             *last = Some(last.map_or(done, |l| l.max(done)));
         }
+        // Still unknown while there is no primary (503) or the outcome is unknown again.
+        if (retry && status == Ok(503)) || code.as_deref() == Some(UNKNOWN) {
+            unsettled = Some((key_n, from, to));
+        }
         answers.push(Answer {
             done,
             took: done - started,
             status,
             retry_after,
             code,
+            settles: (retry && ok).then_some(replayed),
+            retry,
         });
         if !ok {
             tokio::time::sleep(PAUSE).await;
@@ -496,6 +551,11 @@ async fn run_round(round: usize, dir: &Path) -> Round {
     let window_end = first_write.unwrap_or(deadline);
     for a in &answers {
         r.slowest = r.slowest.max(a.took.as_secs_f64());
+        match a.settles {
+            Some(true) => r.unknown_committed += 1,
+            Some(false) => r.unknown_not_committed += 1,
+            None => {}
+        }
         match &a.status {
             Ok(201) => r.acknowledged += 1,
             Ok(503) => {
@@ -510,6 +570,7 @@ async fn run_round(round: usize, dir: &Path) -> Round {
             }
             Ok(s) => {
                 let code = a.code.as_deref().unwrap_or_default();
+                r.unknown += u64::from(code == UNKNOWN && !a.retry);
                 *r.other.entry(format!("HTTP {s} {code}")).or_default() += 1;
             }
             Err(e) => *r.other.entry(e.clone()).or_default() += 1,
