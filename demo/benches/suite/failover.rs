@@ -520,8 +520,12 @@ async fn run_round(round: usize, dir: &Path) -> Round {
     }
     running.store(false, Ordering::Relaxed);
     let mut answers = Vec::new();
-    for t in tasks {
-        match tokio::time::timeout(REQUEST_TIMEOUT + Duration::from_secs(5), t).await {
+    for mut t in tasks {
+        // A task may still be settling a transfer of unknown outcome (SETTLE, plus a request).
+        let bound = SETTLE + REQUEST_TIMEOUT + Duration::from_secs(5);
+        let joined = tokio::time::timeout(bound, &mut t).await;
+        t.abort();
+        match joined {
             Ok(Ok(a)) => answers.extend(a),
             Ok(Err(e)) => {
                 *r.other
