@@ -26,6 +26,17 @@ impl Server {
     /// The demo binary with `env` on top of a clean environment (no `.env` is read: the
     /// working directory is a temp dir).
     pub fn demo(name: &'static str, url: &str, env: &[(&str, &str)], dir: &Path) -> Server {
+        Server::demo_logged(name, url, env, dir, None)
+    }
+
+    /// [`Server::demo`] with its log (stdout) written to `log` instead of discarded.
+    pub fn demo_logged(
+        name: &'static str,
+        url: &str,
+        env: &[(&str, &str)],
+        dir: &Path,
+        log: Option<&Path>,
+    ) -> Server {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbservice"));
         cmd.env_clear()
@@ -36,7 +47,12 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Server::spawn(name, port, cmd)
+        let stdout = log.map_or_else(Stdio::null, |path| {
+            std::fs::File::create(path)
+                .map(Stdio::from)
+                .expect("create the server's log file")
+        });
+        Server::spawn(name, port, cmd, stdout)
     }
 
     /// The minimal bare-SeaORM server (this benchmark, re-executed) in `mode`.
@@ -44,12 +60,12 @@ impl Server {
         let port = free_port();
         let mut cmd = Command::new(std::env::current_exe().expect("own path"));
         cmd.args(["--serve-minimal", mode, &port.to_string(), url]);
-        Server::spawn(name, port, cmd)
+        Server::spawn(name, port, cmd, Stdio::null())
     }
 
-    fn spawn(name: &'static str, port: u16, mut cmd: Command) -> Server {
+    fn spawn(name: &'static str, port: u16, mut cmd: Command, stdout: Stdio) -> Server {
         let child = cmd
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("server starts");

@@ -8,12 +8,13 @@
 //! cargo bench --bench suite -- --full-grid   # every C x N cell of the scaling grid
 //! ```
 //!
-//! Options: `--rounds N`, `--seconds S`, `--only pool,tx,http,grid,replica,batch`. `BENCH_DATABASE_URL`
+//! Options: `--rounds N`, `--seconds S`, `--only pool,tx,http,grid,replica,batch,failover`. `BENCH_DATABASE_URL`
 //! points it at an existing PostgreSQL; otherwise it starts a private cluster (the test
 //! harness's). `BENCH_OUT` is where the report and the plot go (default: the workspace's `target/bench`).
 //! Everything talks to 127.0.0.1 only.
 
 mod batch;
+mod failover;
 mod grid;
 mod http;
 mod minimal;
@@ -82,7 +83,8 @@ pub fn postgres_bin(name: &str) -> Option<PathBuf> {
     found.pop()
 }
 
-async fn load(url: &str) {
+/// Migrates the schema at `url` and loads `rows` accounts (ids 1..=rows, 1,000,000 cents each).
+async fn load(url: &str, rows: i64) {
     let setup = DbService::new(DbConfig::from_url(url).expect("valid URL")).expect("service");
     setup
         .start(|db| async move { dbservice::migrate::run::<migration::Migrator>(&db).await })
@@ -93,10 +95,10 @@ async fn load(url: &str) {
         .execute_unprepared(&format!(
             "TRUNCATE transfers, accounts RESTART IDENTITY CASCADE; \
              INSERT INTO accounts (owner, balance_cents) \
-             SELECT 'owner-' || g, 1000000 FROM generate_series(1, {ROWS}) g;"
+             SELECT 'owner-' || g, 1000000 FROM generate_series(1, {rows}) g;"
         ))
         .await
-        .expect("load 100,000 accounts");
+        .expect("load the accounts");
     // VACUUM cannot run inside the implicit transaction of a multi-statement string.
     setup
         .conn()
@@ -149,7 +151,7 @@ async fn run(opts: Opts) {
     let out_dir = PathBuf::from(std::env::var("BENCH_OUT").unwrap_or_else(|_| DEFAULT_OUT.into()));
     std::fs::create_dir_all(&out_dir).expect("output directory");
     let work_dir = tempfile::tempdir().expect("temp dir");
-    load(&url).await;
+    load(&url, ROWS).await;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let our_default_size = (cores * 2 + 1) as u32;
     let seconds = Duration::from_secs(opts.seconds);
@@ -345,6 +347,12 @@ async fn run(opts: Opts) {
         String::new()
     };
 
+    let failover_section = if opts.runs("failover") {
+        failover::section(&opts, work_dir.path()).await
+    } else {
+        String::new()
+    };
+
     let readiness = Sample::from_latencies(ready_latencies, not_ready, 1.0);
     let mut report = report(
         &opts,
@@ -365,6 +373,7 @@ async fn run(opts: Opts) {
     );
     report.push_str(&replica_section);
     report.push_str(&batch_section);
+    report.push_str(&failover_section);
     println!("\n{report}");
     let report_path = out_dir.join("report.md");
     std::fs::write(&report_path, &report).expect("write the report");
