@@ -6,6 +6,8 @@
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+#[cfg(feature = "postgres")]
+use std::time::Instant;
 
 use sea_orm::DatabaseConnection;
 #[cfg(feature = "mysql")]
@@ -198,11 +200,29 @@ pub(crate) fn seaorm_connection(
     match connector {
         #[cfg(feature = "postgres")]
         Connector::Postgres(t) => {
-            let pool = raw_pool(p, retire).connect_lazy_with(t.preferred());
+            let mut options = raw_pool(p, retire);
+            // `DbConn::raw()` follows the pool to the host it moves to: new connections go
+            // there, and the one opened before the move is closed instead of handed out.
+            let moved: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
             if retire == Retire::WhenIdle {
-                // `DbConn::raw()` follows the pool to the host it moves to.
+                let seen = moved.clone();
+                options = options.before_acquire(move |_, meta| {
+                    let keep = seen
+                        .lock()
+                        .map(|m| m.is_none_or(|at| meta.age < at.elapsed()))
+                        .unwrap_or(true);
+                    Box::pin(async move { Ok(keep) })
+                });
+            }
+            let pool = options.connect_lazy_with(t.preferred());
+            if retire == Retire::WhenIdle {
                 let follower = pool.clone();
-                t.follow(Box::new(move |o| follower.set_connect_options(o.clone())));
+                t.follow(Box::new(move |o| {
+                    follower.set_connect_options(o.clone());
+                    if let Ok(mut m) = moved.lock() {
+                        *m = Some(Instant::now());
+                    }
+                }));
             }
             SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
         }

@@ -5,14 +5,24 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use sea_orm::sqlx::ConnectOptions;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 
+use super::raw::{self, RawConn};
+use super::role::{Role, ask_role};
+
 use crate::config::HostSpec;
+use crate::stats::HostReport;
 
 /// A host found bad (refused, unreachable, not matching) within this long is tried after the
 /// others, so that a dead first host does not cost every new connection a `connect_timeout`
 /// (pgJDBC's `hostRecheckSeconds`, with its default).
 pub(super) const RECHECK: Duration = Duration::from_secs(10);
+
+/// A check after a refused write that found the host writable is not repeated for this long
+/// (the refusal was the caller's own `SET TRANSACTION READ ONLY`, or a name now leads
+/// elsewhere); short, so that a server that really turns read-only soon after is still found.
+const VERIFIED_FOR: Duration = Duration::from_secs(1);
 
 /// What a host was last found to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +68,12 @@ struct Known {
     /// (whatever it is found to be meanwhile, unreachable included).
     marked: bool,
     /// When a check found it writable after a refused write (checks are not repeated within
-    /// [`RECHECK`] of that).
+    /// [`VERIFIED_FOR`] of that).
     verified_at: Option<Instant>,
+    /// A connection found it writable once: a refused write there is news (a server that
+    /// never accepted writes, e.g. a role with `default_transaction_read_only`, is not marked
+    /// for refusing one).
+    seen_writable: bool,
 }
 
 /// One candidate host.
@@ -112,6 +126,7 @@ impl Host {
                 bad_at: None,
                 marked: false,
                 verified_at: None,
+                seen_writable: false,
             }),
             epoch: AtomicU64::new(0),
             verifying: AtomicBool::new(false),
@@ -126,9 +141,11 @@ impl Host {
     }
 
     /// Records a failed or passed-over attempt.
-    pub(super) fn failed(&self, state: HostState) {
+    pub(super) fn failed(&self, state: HostState, bad: bool) {
         if let Ok(mut k) = self.known.lock() {
-            k.bad_at = Some(Instant::now());
+            if bad {
+                k.bad_at = Some(Instant::now());
+            }
             if k.state != state {
                 k.state = state;
                 k.since = Instant::now();
@@ -150,6 +167,14 @@ impl Host {
         self.epoch.load(Ordering::Acquire)
     }
 
+    /// The epoch and whether it is marked, read together.
+    pub(super) fn snapshot(&self) -> (u64, bool) {
+        match self.known.lock() {
+            Ok(k) => (self.epoch(), k.marked),
+            Err(_) => (self.epoch(), true),
+        }
+    }
+
     /// Keeps a connection opened at `epoch` as matching; false when the host was marked
     /// since (then the mark stands and the connection is not kept). Under the lock, so that a
     /// mark at the same moment is not undone.
@@ -162,6 +187,7 @@ impl Host {
         }
         // A marked host passed a check that asked for a writable session.
         k.marked = false;
+        k.bad_at = None;
         if k.state != HostState::Matching {
             k.state = HostState::Matching;
             k.since = Instant::now();
@@ -187,6 +213,42 @@ impl Host {
         was
     }
 
+    /// What the host is now, on a connection of its own within `bound`: a write refused as
+    /// read-only may have been the caller's own `SET TRANSACTION READ ONLY`, which must not
+    /// evict a healthy host.
+    pub(super) async fn role_now(&self, bound: Duration) -> Option<Role> {
+        let check = async {
+            let mut raw = RawConn::Postgres(self.opts.connect().await.ok()?);
+            let role = ask_role(&mut raw, bound).await;
+            raw::close(raw, Duration::from_millis(200)).await;
+            role
+        };
+        tokio::time::timeout(bound, check).await.ok().flatten()
+    }
+
+    /// This host as last found, for `/health/db`.
+    pub(super) fn report(&self) -> HostReport {
+        let (state, since) = self.state();
+        HostReport {
+            host: self.spec.label(),
+            state: state.label(),
+            reason: state.reason().map(str::to_owned),
+            since_ms: millis(since.elapsed()),
+        }
+    }
+
+    /// A connection found it writable.
+    pub(super) fn saw_writable(&self) {
+        if let Ok(mut k) = self.known.lock() {
+            k.seen_writable = true;
+        }
+    }
+
+    /// Whether a connection ever found it writable.
+    pub(super) fn seen_writable(&self) -> bool {
+        self.known.lock().is_ok_and(|k| k.seen_writable)
+    }
+
     /// A check after a refused write found it writable.
     pub(super) fn verified(&self) {
         if let Ok(mut k) = self.known.lock() {
@@ -198,7 +260,7 @@ impl Host {
     pub(super) fn needs_verify(&self) -> bool {
         self.known
             .lock()
-            .is_ok_and(|k| !k.marked && k.verified_at.is_none_or(|t| t.elapsed() >= RECHECK))
+            .is_ok_and(|k| !k.marked && k.verified_at.is_none_or(|t| t.elapsed() >= VERIFIED_FOR))
     }
 
     /// Claims the one check of a refused write; `None` when one is under way.
@@ -214,4 +276,9 @@ impl Drop for VerifyGuard<'_> {
     fn drop(&mut self) {
         self.0.verifying.store(false, Ordering::Release);
     }
+}
+
+/// Whole milliseconds, as `/health/db` shows durations.
+pub(super) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -237,7 +237,7 @@ impl managed::Manager for Manager {
             conn.retire(reason);
             return Err(RecycleError::message(reason.label()));
         }
-        if self.shared.host_left(conn) {
+        if conn.refused_write || self.shared.host_left(conn) {
             conn.retire(CloseReason::HostMismatch);
             return Err(RecycleError::message("its host stopped matching"));
         }

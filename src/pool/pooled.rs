@@ -146,12 +146,11 @@ impl Pooled {
                 if breaks_connection(&e) {
                     conn.broken = true;
                 } else if is_read_only_refusal(&e) && !conn.read_only_tx {
-                    // The server may have turned read-only under us (a failover), or a name
-                    // may now lead elsewhere: this connection is closed when it comes back,
-                    // and the host is checked on a connection of its own (so a caller's own
-                    // read-only transaction does not evict a healthy host).
-                    conn.refused_write = true;
-                    self.shared.write_refused(conn);
+                    // On a pool that writes, the server may have turned read-only under us (a
+                    // failover), or a name may now lead elsewhere: this connection is closed
+                    // when it comes back, and the host is checked on a connection of its own
+                    // (so a caller's own read-only transaction does not evict a healthy host).
+                    conn.refused_write = self.shared.write_refused(conn);
                     conn.suspect = !clean_after(conn);
                 } else if matches!(e, sqlx::Error::Database(_)) {
                     // The server answered: the session is as the error left it.
@@ -269,11 +268,11 @@ impl Drop for Pooled {
         obj.alive_at = now;
         let retire = if obj.broken {
             Some(CloseReason::Broken)
-        } else if (obj.refused_write || self.shared.host_left(&obj)) && !obj.in_flight {
-            Some(CloseReason::HostMismatch)
         } else if obj.suspect && obj.in_tx && !obj.in_flight {
             // Left inside a transaction (its end never completed): no one gets it again.
             Some(CloseReason::Unclean)
+        } else if (obj.refused_write || self.shared.host_left(&obj)) && !obj.in_flight {
+            Some(CloseReason::HostMismatch)
         } else if obj.in_flight {
             // Cancelled first (below), so that its statement stops on the server.
             None

@@ -6,6 +6,7 @@ use std::time::Duration;
 use sea_orm::sqlx::{self, Row};
 
 use super::raw::{RawConn, SessionId};
+use crate::config::TargetSessionAttrs;
 
 /// One round trip that names the session (for cancels) and tells its server's role.
 const SESSION_SQL: &str = "SELECT pid::int8, backend_start::text, pg_catalog.pg_is_in_recovery(), \
@@ -34,6 +35,27 @@ pub(super) enum Need {
 }
 
 impl Need {
+    /// What a session must be under `attrs` (in `prefer-standby`'s second pass: anything),
+    /// and writable too when `writable` (a host marked for refusing writes).
+    pub(super) fn of(attrs: TargetSessionAttrs, second_pass: bool, writable: bool) -> Option<Self> {
+        let by_attrs = match attrs {
+            TargetSessionAttrs::Any => None,
+            TargetSessionAttrs::ReadWrite => Some(Need::Writable),
+            TargetSessionAttrs::ReadOnly => Some(Need::ReadOnly),
+            TargetSessionAttrs::Primary => Some(Need::Primary),
+            TargetSessionAttrs::Standby => Some(Need::Standby),
+            TargetSessionAttrs::PreferStandby if second_pass => None,
+            TargetSessionAttrs::PreferStandby => Some(Need::Standby),
+        };
+        if !writable {
+            return by_attrs;
+        }
+        Some(match by_attrs {
+            Some(Need::Primary) => Need::WritablePrimary,
+            _ => Need::Writable,
+        })
+    }
+
     /// libpq's verdicts, in its words.
     pub(super) fn judge(self, role: Role) -> Result<(), String> {
         let fail = |why: &str| Err(why.to_owned());

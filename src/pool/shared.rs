@@ -104,18 +104,36 @@ impl Shared {
     /// session (a standby, an old primary, `default_transaction_read_only`), the host is
     /// marked: its connections close and new ones go to the other hosts (or wait for this one
     /// to accept writes again).
-    pub fn write_refused(self: &Arc<Self>, conn: &Conn) {
+    ///
+    /// Returns whether this pool writes (then the refusing connection is closed when it comes
+    /// back: the server behind it may not be the writable one any more).
+    pub fn write_refused(self: &Arc<Self>, conn: &Conn) -> bool {
         #[cfg(feature = "postgres")]
         if let Some(t) = self.connector.topology()
             && t.wants_writes
-            && t.needs_verify(conn.host)
-            && !self.closing.load(Ordering::Acquire)
         {
-            let (host, shared, topology) = (conn.host, self.clone(), t.clone());
+            if t.needs_verify(conn.host) && !self.closing.load(Ordering::Acquire) {
+                self.verify_host(t, conn.host);
+            }
+            return true;
+        }
+        let _ = conn;
+        false
+    }
+
+    /// Checks `host` on a connection of its own after a refused write, in the background.
+    #[cfg(feature = "postgres")]
+    fn verify_host(self: &Arc<Self>, t: &Arc<super::Topology>, host: usize) {
+        {
+            let (shared, topology) = (self.clone(), t.clone());
             self.tasks.spawn(async move {
                 let Some(_claim) = topology.claim_verify(host) else {
                     return;
                 };
+                // Another check may have just ended (queued behind the same claim).
+                if !topology.needs_verify(host) {
+                    return;
+                }
                 let bound = shared.limits.connect_timeout;
                 let Some(role) = topology.read_only_now(host, bound).await else {
                     return;
@@ -133,7 +151,6 @@ impl Shared {
                 shared.leave_host(host, why).await;
             });
         }
-        let _ = conn;
     }
 
     /// Marks `host` as no longer matching (see [`super::topology::Topology::mark`]), wakes the
@@ -145,7 +162,7 @@ impl Shared {
         let Some(topology) = self.connector.topology() else {
             return;
         };
-        if !topology.mark(host, why) {
+        if self.closing.load(Ordering::Acquire) || !topology.mark(host, why) {
             return;
         }
         self.maintain_now.notify_one();

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::{self, ConnectOptions};
 
-use super::host::{Attempting, Host, HostState, VerifyGuard};
+use super::host::{Attempting, Host, HostState, VerifyGuard, millis};
 use super::raw::{self, Opened, RawConn};
 use super::reach::HostsFailed;
 use super::role::{Need, Role, ask_role, ask_session};
 use crate::config::{LoadBalanceHosts, TargetSessionAttrs};
-use crate::stats::{HostReport, HostsReport};
+use crate::stats::HostsReport;
 
 /// What follows the pool to the host it moves to (see [`Topology::follow`]).
 pub(crate) type Follower = Box<dyn Fn(&PgConnectOptions) + Send + Sync>;
@@ -132,9 +132,12 @@ impl Topology {
         if self.balance == LoadBalanceHosts::Random {
             fastrand::shuffle(&mut order);
         }
-        // Stable: the written (or shuffled) order among the good and among the bad.
-        order.sort_by_key(|&i| self.hosts.get(i).is_some_and(Host::recently_bad));
-        order
+        // Stable: the written (or shuffled) order among the good and among the bad. The keys
+        // are read once (a key changing mid-sort would make the order inconsistent).
+        let (good, bad): (Vec<usize>, Vec<usize>) = order
+            .into_iter()
+            .partition(|&i| !self.hosts.get(i).is_some_and(Host::recently_bad));
+        good.into_iter().chain(bad).collect()
     }
 
     /// Opens a connection to the first host whose session matches, each attempt (connect and
@@ -155,11 +158,17 @@ impl Topology {
         let mut mismatch = false;
         let mut transient = false;
         let mut only: Option<sqlx::Error> = None;
+        // Hosts that could not be reached in this connect's first pass are not tried again in
+        // the second (a dead standby would cost `prefer-standby` two `connect_timeout`s).
+        let mut unreachable = vec![false; self.hosts.len()];
         for &second_pass in passes {
             for i in self.order() {
                 let Some(host) = self.hosts.get(i) else {
                     continue;
                 };
+                if unreachable.get(i).copied().unwrap_or(false) {
+                    continue;
+                }
                 let mut attempting = Attempting { host, done: false };
                 let attempt = self
                     .try_host(i, host, second_pass, connect_timeout, inline)
@@ -181,19 +190,23 @@ impl Topology {
                     Err(Attempt::Mismatch(why)) => {
                         mismatch = true;
                         transient = true;
-                        host.failed(HostState::Mismatch(why.clone()));
+                        host.failed(HostState::Mismatch(why.clone()), true);
                         causes.push(format!("{} {why}", host.spec));
                     }
                     Err(Attempt::Failed(e)) => {
                         let why = scrub(&e);
                         transient |= crate::classify::is_transient(&e);
-                        host.failed(HostState::Unreachable(why.clone()));
+                        // A server that answered "full" is up: not a reason to try it last.
+                        let full = crate::classify::is_server_full(&e);
+                        host.failed(HostState::Unreachable(why.clone()), !full);
+                        mark_unreachable(&mut unreachable, i);
                         causes.push(format!("{} {why}", host.spec));
                         only = Some(e);
                     }
                     Err(Attempt::NoAnswer(why)) => {
                         transient = true;
-                        host.failed(HostState::Unreachable(why.clone()));
+                        host.failed(HostState::Unreachable(why.clone()), true);
+                        mark_unreachable(&mut unreachable, i);
                         causes.push(format!("{} {why}", host.spec));
                     }
                     Err(Attempt::TimedOut) => {
@@ -202,7 +215,8 @@ impl Topology {
                             "no connection within connect_timeout ({})",
                             humantime::format_duration(connect_timeout)
                         );
-                        host.failed(HostState::Unreachable(why.clone()));
+                        host.failed(HostState::Unreachable(why.clone()), true);
+                        mark_unreachable(&mut unreachable, i);
                         causes.push(format!("{} {why}", host.spec));
                     }
                 }
@@ -291,13 +305,14 @@ impl Topology {
         inline: bool,
     ) -> Result<Opened, Attempt> {
         let started = Instant::now();
-        let epoch = host.epoch();
         let mut raw = match tokio::time::timeout(bound, host.opts.connect()).await {
             Ok(Ok(c)) => RawConn::Postgres(c),
             Ok(Err(e)) => return Err(Attempt::Failed(e)),
             Err(_) => return Err(Attempt::TimedOut),
         };
-        let need = self.need(host, second_pass);
+        // One snapshot: the check asked for and the epoch it vouches for go together.
+        let (epoch, marked) = host.snapshot();
+        let need = self.need_for(marked, second_pass);
         let left = bound.saturating_sub(started.elapsed());
         let (session, role) = match (inline, need) {
             // Behind PgBouncer and nothing to check: no round trip at all.
@@ -305,13 +320,16 @@ impl Topology {
             (true, Some(_)) => (None, ask_role(&mut raw, left).await),
             (false, _) => ask_session(&mut raw, left).await,
         };
+        if role.is_some_and(|r| !r.read_only) {
+            host.saw_writable();
+        }
         if let Some(need) = need {
             let Some(role) = role else {
                 // No verdict: the server did not answer the question in time (or failed it),
                 // which says it is slow or broken, not that it is the wrong kind.
                 raw::close(raw, Duration::from_millis(200)).await;
                 return Err(Attempt::NoAnswer(
-                    "did not say within connect_timeout whether it is a standby or read-only"
+                    "did not say whether it is a standby or read-only (no answer in time, or an error)"
                         .to_owned(),
                 ));
             };
@@ -330,23 +348,12 @@ impl Topology {
 
     /// What `host`'s session must be in this pass, if anything.
     fn need(&self, host: &Host, second_pass: bool) -> Option<Need> {
-        let by_attrs = match self.attrs {
-            TargetSessionAttrs::Any => None,
-            TargetSessionAttrs::ReadWrite => Some(Need::Writable),
-            TargetSessionAttrs::ReadOnly => Some(Need::ReadOnly),
-            TargetSessionAttrs::Primary => Some(Need::Primary),
-            TargetSessionAttrs::Standby => Some(Need::Standby),
-            TargetSessionAttrs::PreferStandby if second_pass => None,
-            TargetSessionAttrs::PreferStandby => Some(Need::Standby),
-        };
-        // A host marked for refusing writes is taken back only once it accepts them.
-        if self.wants_writes && host.marked() {
-            return Some(match by_attrs {
-                Some(Need::Primary) => Need::WritablePrimary,
-                _ => Need::Writable,
-            });
-        }
-        by_attrs
+        self.need_for(host.marked(), second_pass)
+    }
+
+    /// [`need`](Self::need) for a host marked or not.
+    fn need_for(&self, marked: bool, second_pass: bool) -> Option<Need> {
+        Need::of(self.attrs, second_pass, self.wants_writes && marked)
     }
 
     /// Marks `host` as no longer matching: its connections close (idle ones when the pool's
@@ -383,9 +390,13 @@ impl Topology {
         }
     }
 
-    /// Whether a refused write on `host` calls for a check: not while one is fresh.
+    /// Whether a refused write on `host` calls for a check: not while one is fresh, and not
+    /// for the only host when it never accepted a write (a role or database that is read-only
+    /// by configuration: marking it would lock the pool out for good).
     pub fn needs_verify(&self, i: usize) -> bool {
-        self.hosts.get(i).is_some_and(Host::needs_verify)
+        self.hosts
+            .get(i)
+            .is_some_and(|h| h.needs_verify() && (self.hosts.len() > 1 || h.seen_writable()))
     }
 
     /// Registers what to do when the pool moves to another host: the one-connection SeaORM
@@ -396,27 +407,14 @@ impl Topology {
 
     /// The hosts as last found, for `/health/db`.
     pub fn report(&self) -> HostsReport {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let current = self.current();
         HostsReport {
             target_session_attrs: self.attrs.to_string(),
             load_balance_hosts: self.balance.to_string(),
             current: current.and_then(|(i, _)| self.hosts.get(i).map(|h| h.spec.label())),
-            current_since_ms: current.map(|(_, ago)| ms(ago)),
+            current_since_ms: current.map(|(_, ago)| millis(ago)),
             changes: self.changes.load(Ordering::Relaxed),
-            hosts: self
-                .hosts
-                .iter()
-                .map(|h| {
-                    let (state, since) = h.state();
-                    HostReport {
-                        host: h.spec.label(),
-                        state: state.label(),
-                        reason: state.reason().map(str::to_owned),
-                        since_ms: ms(since.elapsed()),
-                    }
-                })
-                .collect(),
+            hosts: self.hosts.iter().map(Host::report).collect(),
         }
     }
 
@@ -425,18 +423,16 @@ impl Topology {
         self.hosts.get(i)?.claim_verify()
     }
 
-    /// Whether `host` is read-only now, on a connection of its own within `bound`: a write
-    /// refused as read-only may have been the caller's own `SET TRANSACTION READ ONLY`, which
-    /// must not evict a healthy host.
+    /// What `host` is now, on a connection of its own within `bound` (see
+    /// [`Host::role_now`]).
     pub async fn read_only_now(&self, i: usize, bound: Duration) -> Option<Role> {
-        let host = self.hosts.get(i)?;
-        let check = async {
-            let mut raw = RawConn::Postgres(host.opts.connect().await.ok()?);
-            let role = ask_role(&mut raw, bound).await;
-            raw::close(raw, Duration::from_millis(200)).await;
-            role
-        };
-        tokio::time::timeout(bound, check).await.ok().flatten()
+        self.hosts.get(i)?.role_now(bound).await
+    }
+}
+
+fn mark_unreachable(list: &mut [bool], i: usize) {
+    if let Some(slot) = list.get_mut(i) {
+        *slot = true;
     }
 }
 

@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use sea_orm::{DbBackend, Statement};
 
 use super::set::{Replica, Replicas};
-use crate::classify::ErrorKind;
+use crate::classify::{ErrorKind, safe_to_rerun, sqlstate};
 use crate::endpoint::WalPosition;
 use crate::pool::{Op, Output, to_db_err};
 
@@ -50,12 +50,26 @@ async fn check(replica: &Replica, max_lag: Duration, primary_at: u64) {
         .load(Ordering::Acquire);
     // On a connection of its own checkout, to know which of the replica's hosts answered.
     let pool = replica.endpoint.pool();
-    let asked = async {
-        let mut conn = pool.acquire(Some(bound), None).await.map_err(to_db_err)?;
+    let ins = replica.endpoint.instruments();
+    let ask = async || {
+        // Quiet: a saturated replica is no news here (no verdict this round).
+        let mut conn = pool.acquire_quiet(Some(bound)).await.map_err(to_db_err)?;
         let host = conn.host();
         conn.run(Op::One(&stmt), Some(bound))
             .await
             .map(|out| (out, host))
+    };
+    let asked = async {
+        match ask().await {
+            // A connection the server ended while it sat idle (a replica restarted): the
+            // question never ran; asked once more on another connection, as reads are.
+            Err(e) if safe_to_rerun(sqlstate(&e).as_deref(), STATUS_SQL) => {
+                ins.on_error(&e);
+                ask().await
+            }
+            other => other,
+        }
+        .inspect_err(|e| ins.on_error(e))
     };
     let (row, host) = match tokio::time::timeout(bound, asked).await {
         Ok(Ok((Output::One(Some(row)), host))) => (row, host),
