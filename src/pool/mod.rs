@@ -350,13 +350,17 @@ impl Pool {
     }
 
     /// Leaves `host` (a replica found promoted on it): its connections close and new ones go
-    /// to the other hosts. Only where `target_session_attrs` looks for a standby or a
-    /// read-only session, so that there is somewhere else to go (and a single-host replica's
-    /// connections are not closed at every check).
+    /// to the other hosts. Only where `target_session_attrs` demands a standby or a read-only
+    /// session (`prefer-standby` takes a primary when no standby answers, and `any` anything,
+    /// so leaving would only close and reopen the same connections at every check).
     pub fn leave_host(&self, host: usize, why: &str) {
         #[cfg(feature = "postgres")]
         if let Some(t) = self.shared.connector.topology()
-            && !matches!(t.attrs, crate::config::TargetSessionAttrs::Any)
+            && matches!(
+                t.attrs,
+                crate::config::TargetSessionAttrs::Standby
+                    | crate::config::TargetSessionAttrs::ReadOnly
+            )
             && t.mark(host, why)
         {
             self.shared.maintain_now.notify_one();
