@@ -166,18 +166,25 @@ impl Shared {
             return;
         }
         self.maintain_now.notify_one();
+        if let Err((cause, kind)) = self.reconnect().await {
+            self.connect_failed(&cause, kind);
+        }
+    }
+
+    /// Opens one connection the pool's way and closes it again: the database is reachable
+    /// (noted), or the failure's cause and kind for the caller to record.
+    async fn reconnect(&self) -> Result<(), (String, Failure)> {
         match self.open_checked().await {
             Ok(opened) => {
                 raw::close(opened.raw, self.limits.ping_timeout).await;
                 self.reach.connected();
+                Ok(())
             }
-            Err(ConnectFailed::Driver(e)) => {
-                self.connect_failed(&self.describe(&e), Failure::of(&e));
-            }
-            Err(ConnectFailed::TimedOut(bound)) => self.connect_failed(
-                &format!("no connection within connect_timeout ({bound:?})"),
+            Err(ConnectFailed::Driver(e)) => Err((self.describe(&e), Failure::of(&e))),
+            Err(ConnectFailed::TimedOut(bound)) => Err((
+                format!("no connection within connect_timeout ({bound:?})"),
                 Failure::Unreachable,
-            ),
+            )),
         }
     }
 
@@ -232,20 +239,9 @@ impl Shared {
                 }
                 let delay = delays.next().unwrap_or(Duration::from_secs(1));
                 tokio::time::sleep(delay).await;
-                match shared.open_checked().await {
-                    Ok(opened) => {
-                        raw::close(opened.raw, shared.limits.ping_timeout).await;
-                        shared.reach.connected();
-                    }
-                    Err(ConnectFailed::Driver(e)) => {
-                        let _ = shared.reach.failed(&shared.describe(&e), Failure::of(&e));
-                    }
-                    Err(ConnectFailed::TimedOut(bound)) => {
-                        let _ = shared.reach.failed(
-                            &format!("no connection within connect_timeout ({bound:?})"),
-                            Failure::Unreachable,
-                        );
-                    }
+                // Recorded without starting another probe: this one goes on.
+                if let Err((cause, kind)) = shared.reconnect().await {
+                    let _ = shared.reach.failed(&cause, kind);
                 }
             }
         });
