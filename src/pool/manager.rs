@@ -141,6 +141,7 @@ impl Manager {
         let started = Instant::now();
         let inline = matches!(*self.shared.mode, op::Mode::Inline { .. });
         let scrub = |e: &sqlx::Error| self.shared.describe_bare(e);
+        let stamp = self.shared.reach.stamp();
         let result = self
             .connector
             .connect(limits.connect_timeout, inline, &scrub)
@@ -154,13 +155,14 @@ impl Manager {
             }
             Err(ConnectFailed::Driver(e)) => {
                 let cause = self.shared.describe(&e);
-                self.shared.connect_failed(&cause, super::Failure::of(&e));
+                self.shared
+                    .connect_failed(&cause, super::Failure::of(&e), stamp);
                 Err(ManagerError::Connect(e))
             }
             Err(ConnectFailed::TimedOut(bound)) => {
                 let e = ManagerError::ConnectTimeout(bound);
                 self.shared
-                    .connect_failed(&e.to_string(), super::Failure::Unreachable);
+                    .connect_failed(&e.to_string(), super::Failure::Unreachable, stamp);
                 Err(e)
             }
         }

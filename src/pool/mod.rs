@@ -314,10 +314,8 @@ impl Pool {
                 // A refusal for want of a slot is news about the server (it is full, not
                 // down); other failures here are the caller's to report, not counted.
                 if Failure::of(&e) == Failure::Full {
-                    let _ = self
-                        .shared
-                        .reach
-                        .failed(&self.shared.describe(&e), Failure::Full);
+                    let reach = &self.shared.reach;
+                    let _ = reach.failed(&self.shared.describe(&e), Failure::Full, reach.stamp());
                 }
                 return Err(e);
             }

@@ -5,7 +5,7 @@
 //! scrubbed description of a failed connect that every report of it uses.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sea_orm::sqlx;
@@ -48,6 +48,9 @@ pub(crate) struct Reachability {
     /// The last connect attempt was refused for want of a slot (cleared by a connect).
     full: AtomicBool,
     last: Mutex<Option<(Instant, String, Failure)>>,
+    /// Bumped by every connection opened: an attempt that began before the latest success
+    /// and failed after it is stale news (the server was back in between).
+    generation: AtomicU64,
 }
 
 /// The last connect failure.
@@ -66,11 +69,18 @@ impl Reachability {
             down: AtomicBool::new(false),
             full: AtomicBool::new(false),
             last: Mutex::new(None),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The stamp a connect attempt takes when it begins, for [`Reachability::failed`].
+    pub fn stamp(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// A connection was opened: the database is up and has room.
     pub fn connected(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.failures.store(0, Ordering::Relaxed);
         // The hosts' own log lines tell of a server that stopped and started matching.
         let mismatch = self
@@ -88,8 +98,13 @@ impl Reachability {
 
     /// A connection attempt failed with `cause`; returns true when this failure marks the
     /// database down (the caller then starts the background probe). A server that refused for
-    /// want of a slot answered, so that ends a run of failures instead of adding to it.
-    pub fn failed(&self, cause: &str, kind: Failure) -> bool {
+    /// want of a slot answered, so that ends a run of failures instead of adding to it. An
+    /// attempt stamped before a connection was opened since (a reset that outlived the
+    /// recovery) is ignored: it must not mark a pool down that the probe has just found up.
+    pub fn failed(&self, cause: &str, kind: Failure, stamp: u64) -> bool {
+        if kind != Failure::Full && stamp != self.stamp() {
+            return false;
+        }
         if let Ok(mut last) = self.last.lock() {
             *last = Some((Instant::now(), cause.to_owned(), kind));
         }

@@ -166,8 +166,9 @@ impl Shared {
             return;
         }
         self.maintain_now.notify_one();
+        let stamp = self.reach.stamp();
         if let Err((cause, kind)) = self.reconnect().await {
-            self.connect_failed(&cause, kind);
+            self.connect_failed(&cause, kind, stamp);
         }
     }
 
@@ -190,9 +191,11 @@ impl Shared {
 
     /// A connection attempt failed: note it, and start the background probe when this makes
     /// the database count as down.
-    pub fn connect_failed(self: &Arc<Self>, cause: &str, kind: Failure) {
+    /// `stamp` is [`Reachability::stamp`](super::reach::Reachability::stamp) taken when the
+    /// attempt began.
+    pub fn connect_failed(self: &Arc<Self>, cause: &str, kind: Failure, stamp: u64) {
         self.instruments.connection_failed();
-        if self.reach.failed(cause, kind) {
+        if self.reach.failed(cause, kind, stamp) {
             self.start_probe();
         }
     }
@@ -240,8 +243,9 @@ impl Shared {
                 let delay = delays.next().unwrap_or(Duration::from_secs(1));
                 tokio::time::sleep(delay).await;
                 // Recorded without starting another probe: this one goes on.
+                let stamp = shared.reach.stamp();
                 if let Err((cause, kind)) = shared.reconnect().await {
-                    let _ = shared.reach.failed(&cause, kind);
+                    let _ = shared.reach.failed(&cause, kind, stamp);
                 }
             }
         });
