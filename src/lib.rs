@@ -105,6 +105,7 @@ mod observe;
 mod pool;
 mod reads;
 pub mod replica;
+mod secrets;
 mod service;
 pub mod shutdown;
 mod sql_text;

@@ -10,6 +10,7 @@
 //! - [`RedactedUrl`] is the only form in which a URL is ever shown.
 
 mod backend;
+mod credentials;
 mod db_config;
 pub(crate) mod duration;
 mod error;
@@ -33,6 +34,8 @@ mod validate;
 use std::time::Duration;
 
 pub use self::backend::Backend;
+pub(crate) use self::credentials::{CredentialSources, NamedPath};
+pub use self::credentials::{Credentials, CredentialsProvider, CredentialsRequest, ProviderError};
 pub use self::db_config::DbConfig;
 pub use self::duration::MAX_DURATION;
 pub use self::error::ConfigError;
