@@ -206,6 +206,14 @@ fn is_select(sql: &str) -> bool {
 pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
     use std::io::ErrorKind;
     match err {
+        // A credentials provider that failed may answer next time; a bad file will not.
+        sqlx::Error::Io(io)
+            if let Some(e) = io
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<crate::secrets::SecretError>()) =>
+        {
+            e.is_transient()
+        }
         sqlx::Error::Io(io) => matches!(
             io.kind(),
             ErrorKind::ConnectionRefused

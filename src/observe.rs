@@ -239,6 +239,7 @@ impl Instruments {
             unclean: get(CloseReason::Unclean),
             shutdown: get(CloseReason::Shutdown),
             host_mismatch: get(CloseReason::HostMismatch),
+            evicted: get(CloseReason::Evicted),
         }
     }
 

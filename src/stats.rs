@@ -24,11 +24,14 @@ pub enum CloseReason {
     /// Its host stopped matching what the pool needs (`target_session_attrs`, or a write
     /// refused as read-only): a standby, an old primary, a server turned read-only.
     HostMismatch,
+    /// Opened before [`DbService::soft_evict`](crate::DbService::soft_evict) (a rotated or
+    /// revoked credential): closed when idle, or at check-in.
+    Evicted,
 }
 
 impl CloseReason {
     /// Every reason, in the order of [`ClosedCounts`](crate::ClosedCounts)' fields.
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 8] = [
         CloseReason::Idle,
         CloseReason::Lifetime,
         CloseReason::MaxUses,
@@ -36,6 +39,7 @@ impl CloseReason {
         CloseReason::Unclean,
         CloseReason::Shutdown,
         CloseReason::HostMismatch,
+        CloseReason::Evicted,
     ];
 
     /// The metric label.
@@ -48,6 +52,7 @@ impl CloseReason {
             CloseReason::Unclean => "unclean",
             CloseReason::Shutdown => "shutdown",
             CloseReason::HostMismatch => "host_mismatch",
+            CloseReason::Evicted => "evicted",
         }
     }
 
@@ -226,6 +231,8 @@ pub struct ClosedCounts {
     /// Their host stopped matching what the pool needs (a failover, a server turned
     /// read-only).
     pub host_mismatch: u64,
+    /// Opened before a [`soft_evict`](crate::DbService::soft_evict).
+    pub evicted: u64,
 }
 
 impl ClosedCounts {
@@ -238,6 +245,7 @@ impl ClosedCounts {
             + self.unclean
             + self.shutdown
             + self.host_mismatch
+            + self.evicted
     }
 }
 

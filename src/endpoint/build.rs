@@ -32,7 +32,10 @@ use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
 use crate::observe::Instruments;
 #[cfg(feature = "mysql")]
 use crate::pool::session_sql;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use crate::pool::login::Login;
 use crate::pool::{Connector, Pool};
+use crate::secrets::Secrets;
 use crate::tasks::Tasks;
 
 /// How long the migration connection stays open after its last use.
@@ -44,9 +47,14 @@ pub(crate) fn build(
     instruments: &Arc<Instruments>,
     tasks: &Arc<Tasks>,
     writes: bool,
+    secrets: &Arc<Secrets>,
 ) -> Result<(Pool, DatabaseConnection), ConfigError> {
     #[cfg(not(feature = "postgres"))]
     let _ = writes;
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    let login = || Login::new(secrets.clone(), config.url_has_password());
+    #[cfg(not(any(feature = "postgres", feature = "mysql")))]
+    let _ = secrets;
     let url = config.driver_url();
     let p = config.pool();
     let driver_err = |e: sqlx::Error| ConfigError::Driver {
@@ -61,6 +69,7 @@ pub(crate) fn build(
             p.session.target_session_attrs,
             p,
             if writes { Role::Writer } else { Role::Reader },
+            login(),
             &driver_err,
         )?)),
         #[cfg(feature = "mysql")]
@@ -71,7 +80,7 @@ pub(crate) fn build(
             if let Some(n) = p.session.statement_cache_size {
                 opts = opts.statement_cache_capacity(n);
             }
-            Connector::MySql(opts, session_sql::mysql_session(p))
+            Connector::MySql(opts, session_sql::mysql_session(p), Arc::new(login()))
         }
         #[cfg(feature = "sqlite")]
         Backend::Sqlite => {
@@ -104,7 +113,10 @@ pub(crate) fn build(
 pub(crate) fn migration_connector(
     config: &DbConfig,
     pool: &Connector,
+    secrets: &Arc<Secrets>,
 ) -> Result<Connector, ConfigError> {
+    #[cfg(not(any(feature = "postgres", feature = "mysql")))]
+    let _ = secrets;
     let Some(url) = config.direct_driver_url() else {
         // PostgreSQL: the pool's hosts, but always looking for the writable one.
         #[cfg(feature = "postgres")]
@@ -120,6 +132,7 @@ pub(crate) fn migration_connector(
                 TargetSessionAttrs::ReadWrite,
                 config.pool(),
                 Role::Migrations,
+                Login::new(secrets.clone(), config.url_has_password()),
                 &driver_err,
             )?)));
         }
@@ -142,14 +155,16 @@ pub(crate) fn migration_connector(
             TargetSessionAttrs::ReadWrite,
             &direct,
             Role::Migrations,
+            Login::new(secrets.clone(), config.direct_url_has_password()),
             &driver_err,
         )?)),
         #[cfg(feature = "mysql")]
-        Connector::MySql(_, session) => Connector::MySql(
+        Connector::MySql(_, session, _) => Connector::MySql(
             MySqlConnectOptions::from_str(url)
                 .map_err(driver_err)?
                 .disable_statement_logging(),
             session.clone(),
+            Arc::new(Login::new(secrets.clone(), config.direct_url_has_password())),
         ),
         #[cfg(feature = "sqlite")]
         Connector::Sqlite(o) => Connector::Sqlite(o.clone()),
@@ -158,17 +173,23 @@ pub(crate) fn migration_connector(
 
 /// Before a connection that must stay on one host (migrations): on PostgreSQL with several
 /// hosts, opens one connection the topology's way (each host within `connect_timeout`), so
-/// that [`seaorm_connection`] starts on the host it found; a failure is left for that
+/// that [`seaorm_connection`] starts on the host it found; with credentials from files or a
+/// provider, so that it logs in with the ones read now. A failure is left for that
 /// connection to report.
 pub(crate) async fn find_writable(
     connector: &Connector,
     connect_timeout: Duration,
     config: &DbConfig,
 ) {
-    #[cfg(feature = "postgres")]
-    if let Some(t) = connector.topology()
-        && t.hosts.len() > 1
-    {
+    let needed = match connector {
+        #[cfg(feature = "postgres")]
+        Connector::Postgres(t) => t.hosts.len() > 1 || t.login.replaces_password(),
+        #[cfg(feature = "mysql")]
+        Connector::MySql(_, _, login) => login.replaces_password(),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    };
+    if needed {
         let bound = connector.connect_bound(connect_timeout);
         let scrub = |e: &sqlx::Error| crate::pool::describe(config, e);
         if let Ok(Ok(opened)) =
@@ -227,8 +248,8 @@ pub(crate) fn seaorm_connection(
             SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
         }
         #[cfg(feature = "mysql")]
-        Connector::MySql(o, _) => SqlxMySqlConnector::from_sqlx_mysql_pool(
-            raw_pool(p, retire).connect_lazy_with(o.clone()),
+        Connector::MySql(o, _, login) => SqlxMySqlConnector::from_sqlx_mysql_pool(
+            raw_pool(p, retire).connect_lazy_with(login.current(o)),
         ),
         #[cfg(feature = "sqlite")]
         Connector::Sqlite(o) => SqlxSqliteConnector::from_sqlx_sqlite_pool(

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use sea_orm::sqlx::{self, ConnectOptions, postgres::PgConnectOptions};
 
 use crate::config::{ConfigError, HostSpec, PoolOptions, TargetSessionAttrs};
+use crate::pool::login::Login;
 use crate::pool::session_sql;
 use crate::pool::{Host, Topology};
 
@@ -31,8 +32,11 @@ pub(super) fn topology(
     attrs: TargetSessionAttrs,
     p: &PoolOptions,
     role: Role,
+    login: Login,
     driver_err: &dyn Fn(sqlx::Error) -> ConfigError,
 ) -> Result<Topology, ConfigError> {
+    let stand_in = stand_in_password(url, &login);
+    let url = stand_in.as_deref().unwrap_or(url);
     let list = if hosts.len() <= 1 {
         let opts = postgres_options(PgConnectOptions::from_str(url).map_err(driver_err)?, p);
         let host = hosts
@@ -79,7 +83,24 @@ pub(super) fn topology(
         attrs,
         p.session.load_balance_hosts,
         wants_writes,
+        login,
     ))
+}
+
+/// The URL with a stand-in password when it has none and the credentials come from our
+/// sources: sqlx would otherwise read `~/.pgpass` itself when parsing it, once, and log a
+/// malformed line's text (which may hold a password). Every connection's options get the
+/// password read for it (or none) in place of the stand-in.
+fn stand_in_password(url: &str, login: &Login) -> Option<String> {
+    if !login.replaces_password() {
+        return None;
+    }
+    let mut u = url::Url::parse(url).ok()?;
+    if !u.password().unwrap_or_default().is_empty() {
+        return None;
+    }
+    u.set_password(Some("stand-in")).ok()?;
+    Some(u.into())
 }
 
 /// An IPv6 address without its brackets: sqlx's tokio connect does not strip them, and TLS

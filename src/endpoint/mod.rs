@@ -94,6 +94,7 @@ impl Endpoint {
         config: DbConfig,
         high_water: Option<Arc<HighWater>>,
         writes: bool,
+        secrets: &Arc<crate::secrets::Secrets>,
     ) -> Result<Self> {
         let p = config.pool();
         let instruments = Arc::new(
@@ -101,7 +102,7 @@ impl Endpoint {
                 .with_statement_log(p.monitoring.log_statements),
         );
         let tasks = Tasks::current();
-        let (pool, raw) = build::build(&config, &instruments, &tasks, writes)?;
+        let (pool, raw) = build::build(&config, &instruments, &tasks, writes, secrets)?;
         if let Some(warning) = config.tls_warning() {
             tracing::warn!("{warning}");
         }
@@ -227,6 +228,16 @@ impl Endpoint {
     /// (PostgreSQL; `None` for the other backends).
     pub fn hosts(&self) -> Option<crate::stats::HostsReport> {
         self.inner.pool.hosts()
+    }
+
+    /// Closes the connections opened so far: idle ones now, busy ones at check-in (see
+    /// [`DbService::soft_evict`](crate::DbService::soft_evict)).
+    pub fn soft_evict(&self) {
+        tracing::info!(
+            pool = %self.name(),
+            "soft eviction: the connections opened so far close when idle or given back"
+        );
+        self.inner.pool.soft_evict();
     }
 
     /// A snapshot of the pool's connections.

@@ -158,6 +158,7 @@ fn labelled(s: &PoolStats) -> Vec<LabelledFamily> {
                     c.unclean,
                     c.shutdown,
                     c.host_mismatch,
+                    c.evicted,
                 ])
                 .collect(),
         ),

@@ -44,6 +44,9 @@ pub(crate) struct Conn {
     pub host: usize,
     /// That host's epoch when it was opened: a host marked since has its connections closed.
     pub epoch: u64,
+    /// The pool's eviction generation when its opening began: a
+    /// [`soft_evict`](super::Pool::soft_evict) since closes it.
+    pub generation: u64,
     /// Inside a read-only transaction we began.
     pub read_only_tx: bool,
     /// A write on it was refused as read-only outside such a transaction: the server behind it
@@ -98,6 +101,7 @@ impl Conn {
             session: None,
             host: 0,
             epoch: 0,
+            generation: 0,
             read_only_tx: false,
             refused_write: false,
             broken: false,

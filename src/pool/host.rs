@@ -216,9 +216,10 @@ impl Host {
     /// What the host is now, on a connection of its own within `bound`: a write refused as
     /// read-only may have been the caller's own `SET TRANSACTION READ ONLY`, which must not
     /// evict a healthy host.
-    pub(super) async fn role_now(&self, bound: Duration) -> Option<Role> {
+    pub(super) async fn role_now(&self, login: &super::login::Login, bound: Duration) -> Option<Role> {
         let check = async {
-            let mut raw = RawConn::Postgres(self.opts.connect().await.ok()?);
+            let (conn, _) = login.connect(&self.opts, bound).await.ok()?;
+            let mut raw = RawConn::Postgres(conn);
             let role = ask_role(&mut raw, bound).await;
             raw::close(raw, Duration::from_millis(200)).await;
             role

@@ -89,6 +89,11 @@ impl Pool {
                 open = open.saturating_sub(1);
                 return false;
             }
+            if self.shared.evicted(conn) {
+                conn.retire(CloseReason::Evicted);
+                open = open.saturating_sub(1);
+                return false;
+            }
             if let Some(reason) = conn.worn_out() {
                 conn.retire(reason);
                 open = open.saturating_sub(1);

@@ -29,11 +29,15 @@ pub(crate) enum Connector {
     /// The endpoint's hosts, and which of them a connection may go to.
     Postgres(Arc<Topology>),
     #[cfg(feature = "mysql")]
-    /// With the session settings sent once per connection.
-    MySql(MySqlConnectOptions, String),
+    /// With the session settings sent once per connection, and the credentials of each.
+    MySql(MySqlConnectOptions, String, Arc<super::login::Login>),
     #[cfg(feature = "sqlite")]
     Sqlite(SqliteConnectOptions),
 }
+
+/// How long a credentials provider may take for a connection opened outside a connect's own
+/// bound (the caller's bound still applies around it).
+const OPEN_LOGIN_BOUND: Duration = Duration::from_secs(10);
 
 impl Connector {
     /// Opens one connection: on PostgreSQL to the first host whose session matches, each
@@ -84,12 +88,16 @@ impl Connector {
         match self {
             #[cfg(feature = "postgres")]
             Connector::Postgres(t) => match t.hosts.get(host).or(t.hosts.first()) {
-                Some(h) => h.opts.connect().await.map(RawConn::Postgres),
+                Some(h) => t
+                    .login
+                    .connect(&h.opts, OPEN_LOGIN_BOUND)
+                    .await
+                    .map(|(c, _)| RawConn::Postgres(c)),
                 None => Err(sqlx::Error::Configuration("no host to connect to".into())),
             },
             #[cfg(feature = "mysql")]
-            Connector::MySql(o, session) => {
-                let mut c = o.connect().await?;
+            Connector::MySql(o, session, login) => {
+                let (mut c, _) = login.connect(o, OPEN_LOGIN_BOUND).await?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(session.as_str()))
                     .execute(&mut c)
                     .await?;
@@ -200,6 +208,11 @@ impl managed::Manager for Manager {
     type Error = ManagerError;
 
     async fn create(&self) -> Result<Conn, ManagerError> {
+        // Taken before the credentials are read: one read before an eviction is evicted too.
+        let generation = self
+            .shared
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
         let Opened {
             mut raw,
             host,
@@ -228,6 +241,7 @@ impl managed::Manager for Manager {
         conn.session = session;
         conn.host = host;
         conn.epoch = epoch;
+        conn.generation = generation;
         Ok(conn)
     }
 
@@ -242,6 +256,10 @@ impl managed::Manager for Manager {
         if conn.refused_write || self.shared.host_left(conn) {
             conn.retire(CloseReason::HostMismatch);
             return Err(RecycleError::message("its host stopped matching"));
+        }
+        if self.shared.evicted(conn) {
+            conn.retire(CloseReason::Evicted);
+            return Err(RecycleError::message("evicted"));
         }
         let limits = &self.shared.limits;
         if conn.raw.is_none() {

@@ -37,6 +37,8 @@ pub(crate) mod session_sql;
 mod shared;
 pub(crate) mod stream;
 mod tidy;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) mod login;
 #[cfg(feature = "postgres")]
 mod topology;
 
@@ -122,6 +124,7 @@ impl Pool {
             probing: AtomicBool::new(false),
             connector: connector.clone(),
             maintain_now: Arc::default(),
+            generation: Default::default(),
             limits,
         });
         let manager = Manager {
@@ -364,6 +367,14 @@ impl Pool {
             self.shared.maintain_now.notify_one();
         }
         let _ = (host, why);
+    }
+
+    /// Closes every connection opened so far: idle ones now (the maintenance task is woken),
+    /// busy ones when they come back; connections opened from here on stay. For a credential
+    /// revoked or rotated that must stop being used before connections end by themselves.
+    pub fn soft_evict(&self) {
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        self.shared.maintain_now.notify_one();
     }
 
     /// Times the pool moved to another host or lost the one it was on.

@@ -273,6 +273,8 @@ impl Drop for Pooled {
             Some(CloseReason::Unclean)
         } else if (obj.refused_write || self.shared.host_left(&obj)) && !obj.in_flight {
             Some(CloseReason::HostMismatch)
+        } else if self.shared.evicted(&obj) && !obj.in_flight {
+            Some(CloseReason::Evicted)
         } else if obj.in_flight {
             // Cancelled first (below), so that its statement stops on the server.
             None

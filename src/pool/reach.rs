@@ -228,6 +228,8 @@ pub(crate) fn describe(config: &DbConfig, err: &sqlx::Error) -> String {
         return config.scrub(&h.summary);
     }
     let text = match err {
+        #[cfg(any(feature = "postgres", feature = "mysql"))]
+        sqlx::Error::Io(e) if super::login::is_login_error(e) => e.to_string(),
         sqlx::Error::Database(db) => match db.code() {
             Some(code) => format!("{} (SQLSTATE {code})", db.message()),
             None => db.message().to_owned(),

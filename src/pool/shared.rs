@@ -76,6 +76,9 @@ pub(crate) struct Shared {
     pub(super) connector: Connector,
     /// Wakes the maintenance task at once (a host was marked: close its idle connections).
     pub(super) maintain_now: Arc<tokio::sync::Notify>,
+    /// Bumped by [`soft_evict`](super::Pool::soft_evict): connections whose opening began
+    /// before are closed (idle ones at once, busy ones at check-in).
+    pub(super) generation: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -97,6 +100,11 @@ impl Shared {
         }
         let _ = conn;
         false
+    }
+
+    /// Whether `conn` began opening before the latest soft eviction.
+    pub fn evicted(&self, conn: &Conn) -> bool {
+        conn.generation < self.generation.load(Ordering::Acquire)
     }
 
     /// A write on `conn`'s host was refused as read-only (25006). On a pool that writes, a

@@ -14,6 +14,7 @@ use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::{self, ConnectOptions};
 
 use super::host::{Attempting, Host, HostState, VerifyGuard, millis};
+use super::login::Login;
 use super::raw::{self, Opened, RawConn};
 use super::reach::HostsFailed;
 use super::role::{Need, Role, ask_role, ask_session};
@@ -38,6 +39,8 @@ pub(crate) struct Topology {
     lost: AtomicBool,
     /// Told the new host's options when the pool moves (see [`Topology::follow`]).
     follower: std::sync::OnceLock<Follower>,
+    /// The credentials of each new connection.
+    pub login: Login,
 }
 
 impl std::fmt::Debug for Topology {
@@ -56,6 +59,7 @@ impl Topology {
         attrs: TargetSessionAttrs,
         balance: LoadBalanceHosts,
         wants_writes: bool,
+        login: Login,
     ) -> Self {
         Self {
             hosts,
@@ -66,6 +70,7 @@ impl Topology {
             changes: AtomicU64::new(0),
             lost: AtomicBool::new(false),
             follower: std::sync::OnceLock::new(),
+            login,
         }
     }
 
@@ -116,13 +121,16 @@ impl Topology {
             .and_then(|c| c.map(|(i, at)| (i, at.elapsed())))
     }
 
-    /// The options of the host the pool is on (the first before any connection).
+    /// The options of the host the pool is on (the first before any connection), with the
+    /// credentials the last connection logged in with.
     pub fn preferred(&self) -> PgConnectOptions {
         let i = self.current().map_or(0, |(i, _)| i);
         self.hosts
             .get(i)
             .or(self.hosts.first())
-            .map_or_else(PgConnectOptions::new_without_pgpass, |h| h.opts.clone())
+            .map_or_else(PgConnectOptions::new_without_pgpass, |h| {
+                self.login.current(&h.opts)
+            })
     }
 
     /// The order this connect tries the hosts in: as written (hosts found bad lately last),
@@ -173,10 +181,12 @@ impl Topology {
                 let attempt = self
                     .try_host(i, host, second_pass, connect_timeout, inline)
                     .await;
+                let new_login = matches!(&attempt, Ok((_, true)));
+                let attempt = attempt.map(|(opened, _)| opened);
                 attempting.done = true;
                 match attempt {
                     Ok(opened) => {
-                        if self.kept(i, host, opened.epoch) {
+                        if self.kept(i, host, opened.epoch, new_login) {
                             return Ok(opened);
                         }
                         // Marked while this connection was being checked: not handed out.
@@ -261,7 +271,7 @@ impl Topology {
     /// A connection was kept on `host`: note it, and say so when the pool moved. Returns
     /// false when the host was marked while the connection was being checked (then it is not
     /// kept).
-    fn kept(&self, i: usize, host: &Host, epoch: u64) -> bool {
+    fn kept(&self, i: usize, host: &Host, epoch: u64, new_login: bool) -> bool {
         if !host.keep(epoch) {
             return false;
         }
@@ -278,8 +288,10 @@ impl Topology {
             }
         }
         drop(current);
-        if moved && let Some(follow) = self.follower.get() {
-            follow(&host.opts);
+        if (moved || new_login)
+            && let Some(follow) = self.follower.get()
+        {
+            follow(&self.login.current(&host.opts));
         }
         if self.lost.swap(false, Ordering::AcqRel) {
             tracing::info!(host = %host.spec, "a matching server again: connections go to {}", host.spec);
@@ -303,10 +315,15 @@ impl Topology {
         second_pass: bool,
         bound: Duration,
         inline: bool,
-    ) -> Result<Opened, Attempt> {
+    ) -> Result<(Opened, bool), Attempt> {
         let started = Instant::now();
-        let mut raw = match tokio::time::timeout(bound, host.opts.connect()).await {
-            Ok(Ok(c)) => RawConn::Postgres(c),
+        let mut new_login = false;
+        let mut raw = match tokio::time::timeout(bound, self.login.connect(&host.opts, bound)).await
+        {
+            Ok(Ok((c, changed))) => {
+                new_login = changed;
+                RawConn::Postgres(c)
+            }
             Ok(Err(e)) => return Err(Attempt::Failed(e)),
             Err(_) => return Err(Attempt::TimedOut),
         };
@@ -338,12 +355,15 @@ impl Topology {
                 return Err(Attempt::Mismatch(why));
             }
         }
-        Ok(Opened {
-            raw,
-            host: i,
-            epoch,
-            session,
-        })
+        Ok((
+            Opened {
+                raw,
+                host: i,
+                epoch,
+                session,
+            },
+            new_login,
+        ))
     }
 
     /// What `host`'s session must be in this pass, if anything.
@@ -426,7 +446,7 @@ impl Topology {
     /// What `host` is now, on a connection of its own within `bound` (see
     /// [`Host::role_now`]).
     pub async fn read_only_now(&self, i: usize, bound: Duration) -> Option<Role> {
-        self.hosts.get(i)?.role_now(bound).await
+        self.hosts.get(i)?.role_now(&self.login, bound).await
     }
 }
 

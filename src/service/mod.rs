@@ -13,6 +13,7 @@ use self::budget::{Budget, budget_line};
 pub use self::readiness::Readiness;
 use self::readiness::ReadinessSlot;
 use crate::config::{Backend, DbConfig};
+use crate::secrets::Secrets;
 use crate::endpoint::{
     DbConn, Endpoint, HighWater, LastError, Phase, PingError, Retire, WalPosition, find_writable,
     log_summaries, migration_connector, seaorm_connection,
@@ -64,14 +65,20 @@ impl DbService {
     /// from inside actix-web's per-worker app factory.
     pub fn new(config: DbConfig) -> Result<Self> {
         let high_water = config.replicas().map(|_| Arc::new(HighWater::default()));
-        let primary = Endpoint::new(config, high_water.clone(), true)?;
-        let migrations = migration_connector(primary.config(), primary.pool().connector())?;
+        // One set of sources for the primary, its replicas and migrations: each file is
+        // watched once, and a missing one stops the start here.
+        let secrets = Arc::new(Secrets::open(config.credential_sources().clone()).map_err(
+            |e| crate::Error::Config(e.into_config_error()),
+        )?);
+        let primary = Endpoint::new(config, high_water.clone(), true, &secrets)?;
+        let migrations =
+            migration_connector(primary.config(), primary.pool().connector(), &secrets)?;
         let replicas = match (primary.config().replicas(), high_water) {
             (Some(rc), Some(high_water)) => {
                 let mut list = Vec::with_capacity(rc.len());
                 for (i, replica) in rc.replicas.iter().enumerate() {
                     let name = format!("replica_{}", i + 1);
-                    let endpoint = Endpoint::new(replica.clone(), None, false)?;
+                    let endpoint = Endpoint::new(replica.clone(), None, false, &secrets)?;
                     endpoint.set_name(&name);
                     list.push(Replica::new(name, endpoint));
                 }
@@ -239,6 +246,18 @@ impl DbService {
     /// (PostgreSQL; `None` for the other backends).
     pub fn hosts(&self) -> Option<crate::stats::HostsReport> {
         self.inner.primary.hosts()
+    }
+
+    /// Closes every connection opened so far, on the primary and on each replica: idle ones
+    /// now, busy ones when their holder gives them back (nothing in flight is interrupted);
+    /// new connections read the credentials afresh. HikariCP's `softEvictConnections`: for a
+    /// role that was revoked, or old credentials that must stop being used now rather than at
+    /// `max_lifetime`. Counted as `closed_total{reason="evicted"}`.
+    pub fn soft_evict(&self) {
+        self.inner.primary.soft_evict();
+        for r in self.inner.replicas.iter().flat_map(|r| &r.list) {
+            r.endpoint.soft_evict();
+        }
     }
 
     /// Waits for the database (retrying transient failures with backoff, bounded by

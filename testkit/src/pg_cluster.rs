@@ -381,12 +381,23 @@ impl PgCluster {
 
     /// Makes `role` log in over TCP with `password` (scram-sha-256) instead of `trust`.
     pub fn require_password(&self, role: &str, password: &str) {
+        self.psql(&format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"));
+        self.require_scram(role);
+    }
+
+    /// Makes the users `users` names (a role, or `+group` for its members) log in over TCP
+    /// with scram-sha-256 instead of `trust`; the superuser keeps `trust`.
+    pub fn require_scram(&self, users: &str) {
         let hba = self.data.join("pg_hba.conf");
         let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
-        let line = format!("host all {role} 127.0.0.1/32 scram-sha-256\n");
+        let line = format!("host all {users} 127.0.0.1/32 scram-sha-256\n");
         std::fs::write(&hba, format!("{line}{old}")).expect("write pg_hba.conf");
-        self.psql(&format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"));
         self.reload();
+    }
+
+    /// Runs `sql` as the superuser (a role's password changed, a role created).
+    pub fn admin(&self, sql: &str) {
+        self.psql(sql);
     }
 
     /// Turns TLS on with a throwaway CA (openssl) and a server certificate for the IP address

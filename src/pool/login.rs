@@ -1,0 +1,250 @@
+//! Logging a new connection in: the credentials of each connection read from the endpoint's
+//! sources when it is opened (see [`crate::secrets`]), one retry with a fresh read when the
+//! server refuses a password that its source has replaced since, and a refusal that names
+//! where the password came from (never the password).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sea_orm::sqlx::{self, ConnectOptions};
+
+use crate::config::CredentialsRequest;
+use crate::secrets::{Resolved, SecretError, Secrets};
+
+/// The driver options that carry a user and a password.
+pub(crate) trait LoginOptions: ConnectOptions<Connection: Sized> + Clone {
+    /// `postgresql` or `mysql`, for a provider.
+    const BACKEND: &'static str;
+    fn host(&self) -> &str;
+    fn port(&self) -> u16;
+    fn user(&self) -> &str;
+    fn database(&self) -> Option<&str>;
+    /// These options with `r`'s user and password (no password: an empty one, which the
+    /// server refuses only if it asks for one).
+    fn logged_in(&self, r: &Resolved) -> Self;
+}
+
+#[cfg(feature = "postgres")]
+impl LoginOptions for sqlx::postgres::PgConnectOptions {
+    const BACKEND: &'static str = "postgresql";
+    fn host(&self) -> &str {
+        self.get_host()
+    }
+    fn port(&self) -> u16 {
+        self.get_port()
+    }
+    fn user(&self) -> &str {
+        self.get_username()
+    }
+    fn database(&self) -> Option<&str> {
+        self.get_database()
+    }
+    fn logged_in(&self, r: &Resolved) -> Self {
+        let mut o = self.clone();
+        if let Some(u) = &r.user {
+            o = o.username(u);
+        }
+        o.password(r.password.as_deref().unwrap_or_default())
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl LoginOptions for sqlx::mysql::MySqlConnectOptions {
+    const BACKEND: &'static str = "mysql";
+    fn host(&self) -> &str {
+        self.get_host()
+    }
+    fn port(&self) -> u16 {
+        self.get_port()
+    }
+    fn user(&self) -> &str {
+        self.get_username()
+    }
+    fn database(&self) -> Option<&str> {
+        self.get_database()
+    }
+    fn logged_in(&self, r: &Resolved) -> Self {
+        let mut o = self.clone();
+        if let Some(u) = &r.user {
+            o = o.username(u);
+        }
+        o.password(r.password.as_deref().unwrap_or_default())
+    }
+}
+
+/// The credentials side of an endpoint: its sources, and what the last connection logged in
+/// with (for the one-connection SeaORM pool behind `DbConn::raw()`, which connects by itself).
+pub(crate) struct Login {
+    secrets: Arc<Secrets>,
+    /// The URL carries its own password: only a provider replaces it.
+    url_password: bool,
+    last: Mutex<Option<Resolved>>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("secrets", &self.secrets)
+            .field("url_password", &self.url_password)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A password refused by the server, with where it came from: an error of its own so that
+/// the startup report names the file (the driver's error cannot be added to). Not transient:
+/// a wrong password fails the startup at once.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl Login {
+    pub fn new(secrets: Arc<Secrets>, url_password: bool) -> Self {
+        Self {
+            secrets,
+            url_password,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether every connection's password comes from our sources (not the URL's).
+    pub fn replaces_password(&self) -> bool {
+        self.active()
+    }
+
+    /// The sources (shared by the endpoints of one configuration).
+    pub fn secrets(&self) -> &Arc<Secrets> {
+        &self.secrets
+    }
+
+    /// Whether connections need anything beyond the driver's options as parsed.
+    fn active(&self) -> bool {
+        self.secrets.is_configured() && (!self.url_password || self.secrets.has_provider())
+    }
+
+    /// `base` with the credentials the last connection logged in with (`base` itself before
+    /// any): for a connection the driver opens by itself.
+    pub fn current<O: LoginOptions>(&self, base: &O) -> O {
+        match self.last.lock().ok().and_then(|l| l.clone()) {
+            Some(r) if self.active() => base.logged_in(&r),
+            _ => base.clone(),
+        }
+    }
+
+    /// `base` with the credentials read now, or the last ones if the sources fail (a reader
+    /// with nothing to wait on, for a connection opened without the pool's bound).
+    async fn options<O: LoginOptions>(
+        &self,
+        base: &O,
+        fresh: bool,
+        bound: Duration,
+    ) -> Result<(O, Resolved), sqlx::Error> {
+        let request = CredentialsRequest {
+            backend: O::BACKEND,
+            host: base.host(),
+            port: base.port(),
+            database: base.database(),
+            user: base.user(),
+        };
+        let r = self
+            .secrets
+            .resolve(&request, self.url_password, fresh, bound)
+            .await
+            .map_err(secret_error)?;
+        Ok((base.logged_in(&r), r))
+    }
+
+    /// Opens one connection with `base`'s options and the credentials read now. A password
+    /// refused (28P01, MySQL 1045) whose source may have changed since it was read is read
+    /// again, and if it did change, the connection is tried once more: a rotation caught
+    /// between the read and the server's check costs a round trip, not a failure. Returns
+    /// whether the credentials differ from the last connection's (the caller tells the
+    /// one-connection SeaORM pool).
+    pub async fn connect<O: LoginOptions>(
+        &self,
+        base: &O,
+        bound: Duration,
+    ) -> Result<(O::Connection, bool), sqlx::Error> {
+        if !self.active() {
+            return base.connect().await.map(|c| (c, false));
+        }
+        let started = Instant::now();
+        let (opts, used) = self.options(base, false, bound).await?;
+        let (conn, used) = match opts.connect().await {
+            Ok(c) => (c, used),
+            Err(e) if refused(&e) && used.rereadable => {
+                let left = bound.saturating_sub(started.elapsed());
+                let (again, fresh) = self.options(base, true, left).await?;
+                if fresh == used {
+                    return Err(annotate(e, &used));
+                }
+                tracing::info!(
+                    source = used.source.as_deref().unwrap_or("url"),
+                    "password refused; trying once more with the credentials read again"
+                );
+                match again.connect().await {
+                    Ok(c) => (c, fresh),
+                    Err(e) => return Err(annotate(e, &fresh)),
+                }
+            }
+            Err(e) => return Err(annotate(e, &used)),
+        };
+        let changed = match self.last.lock() {
+            Ok(mut last) => {
+                let changed = last.as_ref().is_some_and(|l| *l != used);
+                *last = Some(used);
+                changed
+            }
+            Err(_) => false,
+        };
+        Ok((conn, changed))
+    }
+}
+
+/// The server refused the credentials: PostgreSQL's 28P01 (and 28000, which `pg_hba.conf`
+/// rejections and some poolers use), MySQL's 1045.
+pub(crate) fn refused(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| matches!(c.as_ref(), "28P01" | "28000" | "1045")),
+        _ => false,
+    }
+}
+
+/// A refusal of a password that came from a file or a provider, named by that source.
+fn annotate(e: sqlx::Error, used: &Resolved) -> sqlx::Error {
+    match (&used.source, &e) {
+        (Some(source), sqlx::Error::Database(db)) if refused(&e) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            sqlx::Error::Io(std::io::Error::other(Refused {
+                message: format!(
+                    "{} (SQLSTATE {code}; password from {source})",
+                    db.message()
+                ),
+            }))
+        }
+        _ => e,
+    }
+}
+
+/// Whether `e` is one of ours (a refusal named by its source, a source that failed): its
+/// text is the whole story, not a network failure.
+pub(crate) fn is_login_error(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|e| e.is::<Refused>() || e.is::<SecretError>())
+}
+
+/// A source that could not be read, as a connect failure (transient when a provider may
+/// answer next time: see [`SecretError::is_transient`]).
+fn secret_error(e: SecretError) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::other(e))
+}
