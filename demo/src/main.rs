@@ -85,6 +85,7 @@ async fn main() -> ExitCode {
         url = %db.config().redacted_url(),
         sslmode = db.config().tls().map_or("none", |t| t.mode),
         sslmode_source = db.config().tls().map_or("-", |t| t.source),
+        password_source = %db.password_source(),
         pool = ?db.config().pool(),
         shutdown = ?settings.core.shutdown,
         "listening"

@@ -3,10 +3,6 @@
 //! secret is kept (with one WARN) when a file turns bad after startup, and a provider is asked
 //! within a bound. Nothing here logs or returns a secret in a message.
 
-// Nothing calls `Secrets` yet: the pool's wiring (connect options per new connection) lands
-// in the same change, and removes this.
-#![allow(dead_code)]
-
 mod file;
 mod pgpass;
 #[cfg(all(test, unix))]
@@ -57,6 +53,39 @@ pub(crate) enum SecretError {
 }
 
 impl SecretError {
+    /// As a configuration error at startup: the setting as the parameter, the file as the
+    /// value (a path, never the content).
+    pub fn into_config_error(self) -> crate::config::ConfigError {
+        use crate::config::ConfigError;
+        match self {
+            SecretError::File {
+                setting,
+                path,
+                reason,
+            } => ConfigError::InvalidValue {
+                param: setting,
+                value: path,
+                reason,
+            },
+            SecretError::Empty { setting, path } => ConfigError::InvalidValue {
+                param: setting,
+                value: path,
+                reason: "the file is empty".into(),
+            },
+            SecretError::Malformed {
+                setting,
+                path,
+                line,
+                reason,
+            } => ConfigError::InvalidValue {
+                param: setting,
+                value: path,
+                reason: format!("line {line}: {reason}"),
+            },
+            other => ConfigError::Source(other.to_string()),
+        }
+    }
+
     /// Worth retrying at startup: a provider may answer next time; a bad file will not change
     /// by itself within `connect_retry_timeout`... unless it is being written, which startup
     /// does not wait for.
@@ -150,6 +179,11 @@ impl Secrets {
             || s.passfile.is_some()
             || s.env_password.is_some()
             || s.default_passfile.is_some()
+    }
+
+    /// Whether a provider replaces every other source (the URL's password too).
+    pub fn has_provider(&self) -> bool {
+        self.sources.provider.is_some()
     }
 
     /// The credentials for one new connection to `request`'s server. `url_password`: the URL

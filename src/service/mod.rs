@@ -45,6 +45,8 @@ struct Inner {
     readiness: ReadinessSlot,
     /// `DATABASE_REPLICA_URLS`: the replicas reads go to, and this instance's write position.
     replicas: Option<Arc<Replicas>>,
+    /// Where new connections' passwords come from.
+    secrets: Arc<Secrets>,
 }
 
 impl std::fmt::Debug for DbService {
@@ -94,6 +96,7 @@ impl DbService {
                 migrations,
                 readiness: ReadinessSlot::default(),
                 replicas,
+                secrets,
             }),
         })
     }
@@ -246,6 +249,17 @@ impl DbService {
     /// (PostgreSQL; `None` for the other backends).
     pub fn hosts(&self) -> Option<crate::stats::HostsReport> {
         self.inner.primary.hosts()
+    }
+
+    /// Where new connections' passwords come from, in precedence order, never a value: e.g.
+    /// `DATABASE_PASSWORD_FILE /run/secrets/db_password > PGPASSWORD`, `credentials provider`,
+    /// `url` (see CONNECTION_POOLING.md, "Credentials and rotation").
+    pub fn password_source(&self) -> String {
+        let secrets = &self.inner.secrets;
+        if self.inner.primary.config().url_has_password() && !secrets.has_provider() {
+            return "url".into();
+        }
+        secrets.describe()
     }
 
     /// Closes every connection opened so far, on the primary and on each replica: idle ones

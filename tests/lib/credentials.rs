@@ -492,3 +492,54 @@ async fn a_missing_or_empty_password_file_is_refused_at_start_naming_it() {
         );
     }
 }
+
+/// sqlx reads `sslrootcert` at every TLS handshake: a CA file replaced under a running pool is
+/// used from the next connection on (a wrong one refuses it, the right one again accepts it).
+#[tokio::test(flavor = "current_thread")]
+async fn a_replaced_ca_file_is_read_by_the_next_connection() {
+    let c = cluster().await;
+    let served_ca = {
+        let c = c.clone();
+        tokio::task::spawn_blocking(move || c.enable_tls())
+            .await
+            .expect("tls")
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = dir.path().join("ca.pem");
+    let right = std::fs::read_to_string(&served_ca).expect("the cluster's CA");
+    write_atomically(&ca, &right);
+    let status = std::process::Command::new("openssl")
+        .current_dir(dir.path())
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out",
+            "other.pem", "-days", "2", "-subj", "/CN=another-ca",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    let wrong = std::fs::read_to_string(dir.path().join("other.pem")).expect("other CA");
+    let url = with_params(
+        &c.url("postgres"),
+        &format!(
+            "sslmode=verify-ca&sslrootcert={}&connection_limit=1&connect_timeout=2&pool_timeout=3s&fail_fast_after=0",
+            ca.display()
+        ),
+    );
+    let db = DbService::new(DbConfig::from_url(&url).expect("url")).expect("service");
+    db.connect().await.expect("connects with the right CA");
+    select_one(&db).await.expect("serves");
+
+    write_atomically(&ca, &wrong);
+    db.soft_evict();
+    assert!(
+        eventually(Duration::from_secs(10), || async { select_one(&db).await.is_err() }).await,
+        "a new connection read the replaced CA file and refused the server"
+    );
+    write_atomically(&ca, &right);
+    assert!(
+        eventually(Duration::from_secs(15), || async { select_one(&db).await.is_ok() }).await,
+        "the right CA file again: connections open again"
+    );
+    db.close(Duration::from_secs(5)).await;
+}
