@@ -4,8 +4,10 @@
 use serde::Serialize;
 
 use super::backend::Backend;
+use super::credentials::CredentialSources;
 use super::error::ConfigError;
 use super::params::{POOL_KEYS, PoolOptions};
+use super::password::{self, EnvLookup};
 use super::profile::{Source, Sources};
 use super::redact::{self, RedactedUrl};
 use super::tls::{self, TlsMode};
@@ -27,6 +29,8 @@ pub struct DbConfig {
     pub(super) secrets: Vec<String>,
     pub(super) pool: PoolOptions,
     pub(super) tls: Option<TlsMode>,
+    /// Where passwords come from besides the URLs (see [`super::password`]).
+    pub(super) credentials: CredentialSources,
 }
 
 impl DbConfig {
@@ -45,16 +49,27 @@ impl DbConfig {
     /// Builds the configuration from `url` on top of `settings` (pairs of parameter name and
     /// value, e.g. from a config file or the environment). A parameter in the URL query
     /// overrides the same parameter in `settings`.
+    ///
+    /// The password sources the driver would use are noted here, for the runtime to read at
+    /// each connect: `PGPASSWORD` / `MYSQL_PWD`, and on PostgreSQL the URL's `passfile`
+    /// parameter (taken out of the driver's URL), else `PGPASSFILE`, else `~/.pgpass`.
     pub fn from_parts(url: &str, settings: &[(String, String)]) -> Result<Self, ConfigError> {
+        Self::from_parts_in(url, settings, &|name| std::env::var(name).ok())
+    }
+
+    /// [`from_parts`](Self::from_parts) reading the environment through `env`, so tests need
+    /// not set process variables.
+    pub(crate) fn from_parts_in(
+        url: &str,
+        settings: &[(String, String)],
+        env: EnvLookup<'_>,
+    ) -> Result<Self, ConfigError> {
         let split = split(url)?;
         let pairs: Vec<&(String, String)> = settings.iter().chain(split.params.iter()).collect();
         let pool = pool_options(&pairs, split.backend)?;
-        let env_password = match split.backend {
-            Backend::Postgres => std::env::var("PGPASSWORD").ok(),
-            Backend::MySql => std::env::var("MYSQL_PWD").ok(),
-            Backend::Sqlite => None,
-        };
-        let secrets = redact::secrets_of(&split.driver_url, url, env_password.as_deref());
+        let credentials = password::sources_of(&split, env);
+        let env_password = credentials.env_password.as_ref().map(|(_, v)| v.as_str());
+        let secrets = redact::secrets_of(&split.driver_url, url, env_password);
         let mut sources: Sources = POOL_KEYS
             .iter()
             .map(|k| ((*k).to_owned(), Source::Default))
@@ -62,7 +77,7 @@ impl DbConfig {
         for (key, _) in &split.params {
             sources.insert(key.clone(), Source::Url);
         }
-        Ok(Self {
+        let mut config = Self {
             sources,
             tls: tls::resolve(&split),
             url: split,
@@ -70,7 +85,10 @@ impl DbConfig {
             replicas: None,
             secrets,
             pool,
-        })
+            credentials,
+        };
+        config.note_password();
+        Ok(config)
     }
 
     /// Adds `DATABASE_URL_DIRECT`: a URL straight to the database (not through PgBouncer) for
@@ -107,6 +125,7 @@ impl DbConfig {
                 reason: "the direct URL takes no pool parameters; set them on DATABASE_URL".into(),
             });
         }
+        password::passfile_elsewhere("DATABASE_URL_DIRECT", &direct)?;
         self.secrets
             .extend(redact::secrets_of(&direct.driver_url, url, None));
         self.direct = Some(direct);
@@ -139,7 +158,11 @@ impl DbConfig {
     }
 
     /// Where each pool parameter came from (`default`, `profile:<name>`, `file:<path>`,
-    /// `.env`, `environment`, `url`, `code`), and `database_url` where the URL did.
+    /// `.env`, `environment`, `url`, `code`), `database_url` where the URL did, and `password`
+    /// where the password in effect does (`url`; the password file's setting, also under
+    /// `database_password_file`; `url` or `environment` for a passfile; `environment` for
+    /// `PGPASSWORD`/`MYSQL_PWD`; `code` for a provider; `default` for `~/.pgpass` or none),
+    /// so an operator can tell which of several configured sources is used.
     pub fn sources(&self) -> &Sources {
         &self.sources
     }
@@ -147,7 +170,10 @@ impl DbConfig {
     /// Takes the settings' sources for what the URL did not set.
     pub(crate) fn note_sources(&mut self, settings: &Sources, url_configured: bool) {
         for (key, source) in self.sources.iter_mut() {
+            // The password's provenance is the URL's and the credentials' (an application
+            // key of that name is not it).
             if *source == Source::Default
+                && key != password::PASSWORD_KEY
                 && let Some(from) = settings.get(key)
             {
                 *source = from.clone();
@@ -221,6 +247,7 @@ impl std::fmt::Debug for DbConfig {
             .field("backend", &self.url.backend)
             .field("pool", &self.pool)
             .field("replicas", &self.replicas)
+            .field("credentials", &self.credentials)
             .finish()
     }
 }

@@ -18,6 +18,7 @@ mod host_list;
 mod hosts;
 mod params;
 mod parse;
+mod password;
 mod profile;
 mod redact;
 pub(crate) mod replica;

@@ -81,10 +81,13 @@ impl ReplicaConfig {
     pub fn from_urls(urls: &str, params: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut replicas = Vec::new();
         for (i, url) in split_urls(urls).into_iter().enumerate() {
-            let config = DbConfig::from_parts(url, params).map_err(|e| ConfigError::Replica {
+            let in_replica = |e| ConfigError::Replica {
                 replica: i + 1,
                 source: Box::new(e),
-            })?;
+            };
+            let config = DbConfig::from_parts(url, params).map_err(in_replica)?;
+            super::password::passfile_elsewhere("DATABASE_REPLICA_URLS", &config.url)
+                .map_err(in_replica)?;
             replicas.push(config);
         }
         if replicas.is_empty() {

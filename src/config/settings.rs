@@ -3,7 +3,7 @@
 //! | source | names |
 //! |---|---|
 //! | config file | TOML, flat keys: `database_url`, the pool parameters (`connection_limit`, ...), [`LIBRARY_KEYS`], and the application's own keys ([`AppKeys`]). Read from `$DBSERVICE_CONFIG` (must exist) or `./dbservice.toml` (optional). |
-//! | environment | `DATABASE_URL`, `LOG_FORMAT`, the application's bare names (e.g. `HOST`, `PORT`), and every other key as `DBSERVICE_<KEY>` (e.g. `DBSERVICE_CONNECTION_LIMIT=5`). |
+//! | environment | `DATABASE_URL`, `DATABASE_URL_DIRECT`, `DATABASE_REPLICA_URLS`, `DATABASE_PASSWORD_FILE`, `LOG_FORMAT`, the named pools' `DATABASE_URL_<NAME>` and `DATABASE_PASSWORD_FILE_<NAME>`, the application's bare names (e.g. `HOST`, `PORT`), and every other key as `DBSERVICE_<KEY>` (e.g. `DBSERVICE_CONNECTION_LIMIT=5`). |
 //! | `.env` | same names as the environment; a variable already set in the environment wins. |
 //!
 //! Pool parameters in the `DATABASE_URL` query override all of these (see
@@ -22,13 +22,14 @@ mod named;
 mod scalar;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use self::app::{AppKeys, AppValues};
 pub use self::named::NamedPool;
 use super::DbConfig;
 use super::error::ConfigError;
+use super::password::PASSWORD_FILE_KEY;
 use super::profile::{Profile, Source, Sources};
 use super::replica::ReplicaConfig;
 use super::shutdown::ShutdownSettings;
@@ -50,6 +51,9 @@ pub enum LogFormat {
 pub struct Settings {
     database_url: Option<String>,
     database_url_direct: Option<String>,
+    /// `DATABASE_PASSWORD_FILE`: the password of the primary's URLs (and its replicas'),
+    /// re-read when it changes.
+    password_file: Option<PathBuf>,
     /// `DATABASE_REPLICA_URLS` as written.
     replica_urls: Option<String>,
     /// `replica_wait`, `replica_max_lag`, `replica_check_interval`.
@@ -77,6 +81,7 @@ pub const LIBRARY_KEYS: &[&str] = &[
     "profile",
     "database_url",
     "database_url_direct",
+    "database_password_file",
     "database_replica_urls",
     "replica_wait",
     "replica_max_lag",
@@ -88,9 +93,10 @@ pub const LIBRARY_KEYS: &[&str] = &[
 ];
 
 /// The library's keys read from the environment under a bare name: (variable, key).
-const BARE: [(&str, &str); 4] = [
+const BARE: [(&str, &str); 5] = [
     ("DATABASE_URL", "database_url"),
     ("DATABASE_URL_DIRECT", "database_url_direct"),
+    ("DATABASE_PASSWORD_FILE", "database_password_file"),
     ("DATABASE_REPLICA_URLS", "database_replica_urls"),
     ("LOG_FORMAT", "log_format"),
 ];
@@ -177,6 +183,8 @@ impl Settings {
                     url,
                     params: Vec::new(),
                     required: false,
+                    password_file: None,
+                    password_file_from: None,
                 });
                 self.named.sort_by(|a, b| a.name.cmp(&b.name));
             }
@@ -186,6 +194,14 @@ impl Settings {
     /// Sets `DATABASE_URL_DIRECT` (see [`DbConfig::with_direct_url`]), replacing any configured.
     pub fn set_database_url_direct(&mut self, url: impl Into<String>) {
         self.database_url_direct = Some(url.into());
+    }
+
+    /// Sets `DATABASE_PASSWORD_FILE` (see [`DbConfig::with_password_file`]), replacing any
+    /// configured: for a test that writes its own secret, or an application that knows where
+    /// its platform mounts it.
+    pub fn set_password_file(&mut self, path: impl Into<PathBuf>) {
+        self.sources.insert(PASSWORD_FILE_KEY.into(), Source::Code);
+        self.password_file = Some(path.into());
     }
 
     /// Sets one pool parameter as if it came from the environment; validated by
@@ -201,9 +217,22 @@ impl Settings {
     /// Job need not hold the application's URL); otherwise as [`db_config`](Self::db_config).
     pub fn migration_db_config(&self, default_url: Option<&str>) -> Result<DbConfig, ConfigError> {
         match (&self.database_url, &self.database_url_direct) {
-            (None, Some(direct)) => DbConfig::from_parts(direct, &self.pool),
+            (None, Some(direct)) => {
+                self.with_password_file(DbConfig::from_parts(direct, &self.pool)?)
+            }
             _ => self.db_config(default_url),
         }
+    }
+
+    /// `config` with `DATABASE_PASSWORD_FILE`, if set, and its provenance.
+    fn with_password_file(&self, config: DbConfig) -> Result<DbConfig, ConfigError> {
+        let Some(path) = &self.password_file else {
+            return Ok(config);
+        };
+        let mut config = config.with_password_file(path.clone())?;
+        let source = self.sources.get(PASSWORD_FILE_KEY).cloned();
+        config.note_password_file_source(source.unwrap_or(Source::Code));
+        Ok(config)
     }
 
     /// The validated pool configuration: the configured URL, or `default_url` when none is
@@ -221,8 +250,9 @@ impl Settings {
             }
             (None, _) => default_url.ok_or(ConfigError::MissingUrl)?,
         };
-        let mut config = DbConfig::from_parts(url, &self.pool)?;
-        config.note_sources(&self.sources, self.database_url.is_some());
+        let mut base = DbConfig::from_parts(url, &self.pool)?;
+        base.note_sources(&self.sources, self.database_url.is_some());
+        let mut config = self.with_password_file(base)?;
         if let Some(direct) = &self.database_url_direct {
             config = config.with_direct_url(direct)?;
         }
@@ -271,6 +301,7 @@ impl std::fmt::Debug for Settings {
                     .as_ref()
                     .map(|_| "<set, not shown>"),
             )
+            .field("password_file", &self.password_file)
             .field(
                 "database_replica_urls",
                 &self.replica_urls.as_ref().map(|_| "<set, not shown>"),

@@ -26,7 +26,13 @@ pub(crate) struct SplitUrl {
     /// PostgreSQL: every host the URL names, in order (`driver_url` carries the first); empty
     /// when it names none (the driver's default socket) and for the other backends.
     pub hosts: Vec<HostSpec>,
+    /// PostgreSQL: the `passfile` query parameter (libpq's), taken out of `driver_url`: sqlx
+    /// does not know it, and reads passfiles itself only from the environment.
+    pub passfile: Option<String>,
 }
+
+/// libpq's query parameter naming a `.pgpass`-format file (PostgreSQL only).
+pub(crate) const PASSFILE: &str = "passfile";
 
 /// Parses `raw` and separates our parameters from the driver's.
 pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
@@ -62,6 +68,7 @@ pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
 
     let mut params = Vec::new();
     let mut driver_pairs = Vec::new();
+    let mut passfile = None;
     for (key, value) in url.query_pairs() {
         let key = key.into_owned();
         let value = value.into_owned();
@@ -80,6 +87,15 @@ pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
             .map(|p| p.key.to_owned());
         if let Some(name) = ours {
             params.push((name, value));
+        } else if backend == Backend::Postgres && key == PASSFILE {
+            if value.trim().is_empty() {
+                return Err(ConfigError::InvalidValue {
+                    param: PASSFILE.into(),
+                    value,
+                    reason: "must name a .pgpass-format file".into(),
+                });
+            }
+            passfile = Some(value);
         } else if backend.driver_keys().contains(&key.as_str()) {
             driver_pairs.push((key, value));
         } else {
@@ -97,6 +113,7 @@ pub(crate) fn split(raw: &str) -> Result<SplitUrl, ConfigError> {
         driver_url: url,
         params,
         hosts: host_list.map(|l| l.hosts).unwrap_or_default(),
+        passfile,
     })
 }
 
@@ -107,6 +124,7 @@ impl std::fmt::Debug for SplitUrl {
             .field("driver_url", &self.redacted())
             .field("params", &self.params)
             .field("hosts", &self.hosts)
+            .field("passfile", &self.passfile)
             .finish()
     }
 }
@@ -116,12 +134,29 @@ impl SplitUrl {
     pub fn redacted(&self) -> RedactedUrl {
         RedactedUrl::with_hosts(&self.driver_url, &self.hosts)
     }
+
+    /// Whether the URL carries its own password (in the user info, or PostgreSQL's `password`
+    /// query parameter). An empty one counts as none, as in libpq: the other sources apply.
+    pub fn has_password(&self) -> bool {
+        let in_userinfo = self.driver_url.password().is_some_and(|p| !p.is_empty());
+        let in_query = self.backend == Backend::Postgres
+            && self
+                .driver_url
+                .query_pairs()
+                .any(|(k, v)| k == "password" && !v.is_empty());
+        in_userinfo || in_query
+    }
 }
 
 fn unknown_parameter(key: &str, backend: Backend) -> ConfigError {
+    let ours: &[&str] = match backend {
+        Backend::Postgres => &[PASSFILE],
+        _ => &[],
+    };
     let closest = POOL_KEYS
         .iter()
         .chain(backend.driver_keys())
+        .chain(ours)
         .map(|known| (strsim::damerau_levenshtein(key, known), *known))
         .min_by_key(|(distance, _)| *distance);
     let hint = match closest {
@@ -130,7 +165,13 @@ fn unknown_parameter(key: &str, backend: Backend) -> ConfigError {
             "; pool parameters are {}; {} parameters are {}",
             POOL_KEYS.join(", "),
             backend.name(),
-            backend.driver_keys().join(", ")
+            backend
+                .driver_keys()
+                .iter()
+                .chain(ours)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     ConfigError::UnknownParameter {

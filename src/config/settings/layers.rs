@@ -11,7 +11,7 @@ use super::super::profile::{Profile, Source, Sources};
 use super::super::service_links::is_service_link;
 use super::super::shutdown::ShutdownSettings;
 use super::super::unknown::{self, Unknown};
-use super::named::named_pools;
+use super::named::{PASSWORD_FILE_PREFIX, named_pools};
 use super::scalar::Scalar;
 use super::{AppKeys, AppValues, BARE, LIBRARY_KEYS, LogFormat, Settings};
 use crate::config::replica::{
@@ -139,7 +139,7 @@ impl Settings {
             };
             sources.insert("profile".into(), source);
         }
-        let (mut settings, values, strangers) = Self::from_raw(raw, app)?;
+        let (mut settings, values, strangers) = Self::from_raw(raw, app, &file_label)?;
         let known: Vec<&str> = LIBRARY_KEYS
             .iter()
             .chain(app.keys)
@@ -167,6 +167,25 @@ impl Settings {
                 settings.set_named_pool(name, v.clone());
             }
         }
+        // After every URL is known; sorted, so the first error is the same at every start.
+        // `DATABASE_PASSWORD_FILE` itself is the primary's (a bare library key).
+        let mut files: Vec<(&String, &String)> = env
+            .iter()
+            .filter(|(k, v)| {
+                k.strip_prefix(PASSWORD_FILE_PREFIX)
+                    .is_some_and(|name| !name.is_empty())
+                    && !v.is_empty()
+            })
+            .collect();
+        files.sort();
+        for (var, path) in files {
+            let source = if from_dotenv.contains(var) {
+                Source::DotEnv
+            } else {
+                Source::Environment
+            };
+            settings.set_named_password_file(var, path, source)?;
+        }
         Ok((settings, values))
     }
 
@@ -174,6 +193,7 @@ impl Settings {
     fn from_raw(
         raw: HashMap<String, Scalar>,
         app: AppKeys<'_>,
+        file_label: &str,
     ) -> Result<(Self, AppValues, Vec<String>), ConfigError> {
         let mut strangers = Vec::new();
         let mut ours = AppValues::default();
@@ -185,7 +205,7 @@ impl Settings {
                 continue;
             }
             if key == "pools" {
-                named = named_pools(value)?;
+                named = named_pools(value, file_label)?;
             } else if let Scalar::Table(_) = value {
                 return Err(ConfigError::Source(format!(
                     "`{key}` is a table; only `pools` holds tables (`[pools.<name>]`)"
@@ -217,6 +237,7 @@ impl Settings {
         let settings = Self {
             database_url: ours.text("database_url").map(str::to_owned),
             database_url_direct: ours.text("database_url_direct").map(str::to_owned),
+            password_file: ours.0.get("database_password_file").map(PathBuf::from),
             replica_urls: ours.text("database_replica_urls").map(str::to_owned),
             replica_bounds: (
                 ours.duration("replica_wait", DEFAULT_REPLICA_WAIT)?,
