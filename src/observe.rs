@@ -106,7 +106,7 @@ pub(crate) struct Instruments {
     pub statements_failed: AtomicU64,
     errors: [AtomicU64; 8],
     pub opened: AtomicU64,
-    closed: [AtomicU64; 7],
+    closed: [AtomicU64; CloseReason::ALL.len()],
     pub leaks: AtomicU64,
     /// Liveness pings at checkout (idle past `ping_after_idle`, or older than a failure).
     pub pings: AtomicU64,

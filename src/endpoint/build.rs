@@ -30,10 +30,10 @@ use super::hosts::{self, Role};
 use crate::config::TargetSessionAttrs;
 use crate::config::{Backend, ConfigError, DbConfig, PoolOptions};
 use crate::observe::Instruments;
-#[cfg(feature = "mysql")]
-use crate::pool::session_sql;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use crate::pool::login::Login;
+#[cfg(feature = "mysql")]
+use crate::pool::session_sql;
 use crate::pool::{Connector, Pool};
 use crate::secrets::Secrets;
 use crate::tasks::Tasks;
@@ -164,7 +164,10 @@ pub(crate) fn migration_connector(
                 .map_err(driver_err)?
                 .disable_statement_logging(),
             session.clone(),
-            Arc::new(Login::new(secrets.clone(), config.direct_url_has_password())),
+            Arc::new(Login::new(
+                secrets.clone(),
+                config.direct_url_has_password(),
+            )),
         ),
         #[cfg(feature = "sqlite")]
         Connector::Sqlite(o) => Connector::Sqlite(o.clone()),

@@ -5,7 +5,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sea_orm::sqlx::ConnectOptions;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 
 use super::raw::{self, RawConn};
@@ -216,7 +215,11 @@ impl Host {
     /// What the host is now, on a connection of its own within `bound`: a write refused as
     /// read-only may have been the caller's own `SET TRANSACTION READ ONLY`, which must not
     /// evict a healthy host.
-    pub(super) async fn role_now(&self, login: &super::login::Login, bound: Duration) -> Option<Role> {
+    pub(super) async fn role_now(
+        &self,
+        login: &super::login::Login,
+        bound: Duration,
+    ) -> Option<Role> {
         let check = async {
             let (conn, _) = login.connect(&self.opts, bound).await.ok()?;
             let mut raw = RawConn::Postgres(conn);

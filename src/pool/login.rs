@@ -120,11 +120,6 @@ impl Login {
         self.active()
     }
 
-    /// The sources (shared by the endpoints of one configuration).
-    pub fn secrets(&self) -> &Arc<Secrets> {
-        &self.secrets
-    }
-
     /// Whether connections need anything beyond the driver's options as parsed.
     fn active(&self) -> bool {
         self.secrets.is_configured() && (!self.url_password || self.secrets.has_provider())
@@ -226,10 +221,7 @@ fn annotate(e: sqlx::Error, used: &Resolved) -> sqlx::Error {
         (Some(source), sqlx::Error::Database(db)) if refused(&e) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             sqlx::Error::Io(std::io::Error::other(Refused {
-                message: format!(
-                    "{} (SQLSTATE {code}; password from {source})",
-                    db.message()
-                ),
+                message: format!("{} (SQLSTATE {code}; password from {source})", db.message()),
             }))
         }
         _ => e,

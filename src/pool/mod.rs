@@ -24,6 +24,8 @@ mod host;
 mod inline;
 #[cfg(feature = "postgres")]
 mod literal;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) mod login;
 mod maintain;
 mod manager;
 mod op;
@@ -37,8 +39,6 @@ pub(crate) mod session_sql;
 mod shared;
 pub(crate) mod stream;
 mod tidy;
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) mod login;
 #[cfg(feature = "postgres")]
 mod topology;
 

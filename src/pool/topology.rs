@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use sea_orm::sqlx;
 use sea_orm::sqlx::postgres::PgConnectOptions;
-use sea_orm::sqlx::{self, ConnectOptions};
 
 use super::host::{Attempting, Host, HostState, VerifyGuard, millis};
 use super::login::Login;
@@ -317,16 +317,12 @@ impl Topology {
         inline: bool,
     ) -> Result<(Opened, bool), Attempt> {
         let started = Instant::now();
-        let mut new_login = false;
-        let mut raw = match tokio::time::timeout(bound, self.login.connect(&host.opts, bound)).await
-        {
-            Ok(Ok((c, changed))) => {
-                new_login = changed;
-                RawConn::Postgres(c)
-            }
-            Ok(Err(e)) => return Err(Attempt::Failed(e)),
-            Err(_) => return Err(Attempt::TimedOut),
-        };
+        let (mut raw, new_login) =
+            match tokio::time::timeout(bound, self.login.connect(&host.opts, bound)).await {
+                Ok(Ok((c, changed))) => (RawConn::Postgres(c), changed),
+                Ok(Err(e)) => return Err(Attempt::Failed(e)),
+                Err(_) => return Err(Attempt::TimedOut),
+            };
         // One snapshot: the check asked for and the epoch it vouches for go together.
         let (epoch, marked) = host.snapshot();
         let need = self.need_for(marked, second_pass);

@@ -13,7 +13,6 @@ use self::budget::{Budget, budget_line};
 pub use self::readiness::Readiness;
 use self::readiness::ReadinessSlot;
 use crate::config::{Backend, DbConfig};
-use crate::secrets::Secrets;
 use crate::endpoint::{
     DbConn, Endpoint, HighWater, LastError, Phase, PingError, Retire, WalPosition, find_writable,
     log_summaries, migration_connector, seaorm_connection,
@@ -22,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::observe::Instruments;
 use crate::pool::{Connector, Pool};
 use crate::replica::{Need, Reader, Replica, ReplicaStats, Replicas};
+use crate::secrets::Secrets;
 use crate::stats::{PoolStats, TxCounters};
 use crate::tasks::Tasks;
 
@@ -69,9 +69,10 @@ impl DbService {
         let high_water = config.replicas().map(|_| Arc::new(HighWater::default()));
         // One set of sources for the primary, its replicas and migrations: each file is
         // watched once, and a missing one stops the start here.
-        let secrets = Arc::new(Secrets::open(config.credential_sources().clone()).map_err(
-            |e| crate::Error::Config(e.into_config_error()),
-        )?);
+        let secrets = Arc::new(
+            Secrets::open(config.credential_sources().clone())
+                .map_err(|e| crate::Error::Config(e.into_config_error()))?,
+        );
         let primary = Endpoint::new(config, high_water.clone(), true, &secrets)?;
         let migrations =
             migration_connector(primary.config(), primary.pool().connector(), &secrets)?;

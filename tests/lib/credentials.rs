@@ -111,7 +111,10 @@ async fn warm_service(config: DbConfig) -> DbService {
     db.connect().await.expect("connects");
     let want = db.stats().min;
     assert!(
-        eventually(Duration::from_secs(10), || async { db.stats().open >= want }).await,
+        eventually(Duration::from_secs(10), || async {
+            db.stats().open >= want
+        })
+        .await,
         "the pool fills to min_connections: {:?}",
         db.stats()
     );
@@ -245,10 +248,16 @@ async fn a_password_file_rotated_under_load_loses_nothing_and_soft_evict_leaves_
     assert_eq!(failed, 0);
     assert!(db.stats().closed.evicted >= 1, "{:?}", db.stats().closed);
     let shown = shown(&db).await;
-    assert!(shown.contains("evicted"), "the close reason is a metric:\n{shown}");
+    assert!(
+        shown.contains("evicted"),
+        "the close reason is a metric:\n{shown}"
+    );
     db.close(Duration::from_secs(5)).await;
     assert_no_secret(
-        &[("the logs", &logs.text()), ("the service's reports", &shown)],
+        &[
+            ("the logs", &logs.text()),
+            ("the service's reports", &shown),
+        ],
         &["old-secret-1", "new-secret-2"],
     );
 }
@@ -291,7 +300,9 @@ async fn a_passfile_gives_each_host_its_own_line_and_is_reread_when_it_changes()
     db.soft_evict();
     let mut ok = 0;
     for _ in 0..40 {
-        select_one(&db).await.expect("a statement after the rotation");
+        select_one(&db)
+            .await
+            .expect("a statement after the rotation");
         ok += 1;
     }
     assert_eq!(ok, 40);
@@ -305,8 +316,16 @@ async fn a_passfile_gives_each_host_its_own_line_and_is_reread_when_it_changes()
     let shown = shown(&db).await;
     db.close(Duration::from_secs(5)).await;
     assert_no_secret(
-        &[("the logs", &logs.text()), ("the service's reports", &shown)],
-        &["alpha-pass-1", "bravo-pass-1", "bravo-pass-2", "wrong-for-everyone"],
+        &[
+            ("the logs", &logs.text()),
+            ("the service's reports", &shown),
+        ],
+        &[
+            "alpha-pass-1",
+            "bravo-pass-1",
+            "bravo-pass-2",
+            "wrong-for-everyone",
+        ],
     );
 }
 
@@ -323,11 +342,13 @@ impl CredentialsProvider for DynamicRoles {
         &self,
         request: &CredentialsRequest<'_>,
     ) -> Result<Credentials, dbservice::config::ProviderError> {
-        use sea_orm::sqlx::{self, Connection};
+        use sea_orm::sqlx::{self, ConnectOptions, Connection};
         assert_eq!(request.backend, "postgresql");
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let (user, password) = (format!("dyn_{n}"), format!("dyn-secret-{n}"));
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
+        // The provider's own statements are its business: not logged (they hold the secret).
+        let opts: sqlx::postgres::PgConnectOptions = self.admin_url.parse()?;
+        let mut admin = opts.disable_statement_logging().connect().await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "CREATE ROLE {user} LOGIN PASSWORD '{password}' IN ROLE dyn_group"
         )))
@@ -365,7 +386,9 @@ async fn a_provider_is_asked_for_each_new_connection_and_its_new_secret_is_used(
     let db = warm_service(config).await;
     let asked = provider.calls.load(Ordering::SeqCst);
     assert!(asked >= 3, "asked once per connection opened: {asked}");
-    select_one(&db).await.expect("a statement as a dynamic role");
+    select_one(&db)
+        .await
+        .expect("a statement as a dynamic role");
     db.soft_evict();
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -376,7 +399,10 @@ async fn a_provider_is_asked_for_each_new_connection_and_its_new_secret_is_used(
         db.stats()
     );
     let now = provider.calls.load(Ordering::SeqCst);
-    assert!(now > asked, "new connections asked again: {asked} then {now}");
+    assert!(
+        now > asked,
+        "new connections asked again: {asked} then {now}"
+    );
     let newest = format!("dyn_{now}");
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -388,7 +414,10 @@ async fn a_provider_is_asked_for_each_new_connection_and_its_new_secret_is_used(
     let shown = shown(&db).await;
     db.close(Duration::from_secs(5)).await;
     assert_no_secret(
-        &[("the logs", &logs.text()), ("the service's reports", &shown)],
+        &[
+            ("the logs", &logs.text()),
+            ("the service's reports", &shown),
+        ],
         &["dyn-secret-"],
     );
 }
@@ -404,8 +433,13 @@ async fn a_password_refused_just_after_a_rotation_is_read_again_and_retried_once
     write_atomically(&file, "before-rotation");
     // A slow link: the file is read when the connect begins, and the server checks the
     // password a round trip later, after the rotation below.
-    let proxy = crate::support::DelayProxy::start(&c.url("postgres"), Duration::from_millis(400)).await;
-    let port = url::Url::parse(&proxy.url).expect("proxy url").port().expect("port");
+    let proxy =
+        crate::support::proxy::DelayProxy::start(&c.url("postgres"), Duration::from_millis(400))
+            .await;
+    let port = url::Url::parse(&proxy.url)
+        .expect("proxy url")
+        .port()
+        .expect("port");
     let url = format!(
         "postgres://rot_retry@127.0.0.1:{port}/postgres?connection_limit=1&connect_timeout=15&connect_retry_timeout=0"
     );
@@ -432,7 +466,10 @@ async fn a_password_refused_just_after_a_rotation_is_read_again_and_retried_once
         "the retry is logged:\n{text}"
     );
     db.close(Duration::from_secs(5)).await;
-    assert_no_secret(&[("the logs", &text)], &["before-rotation", "after-rotation"]);
+    assert_no_secret(
+        &[("the logs", &text)],
+        &["before-rotation", "after-rotation"],
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -483,7 +520,9 @@ async fn a_missing_or_empty_password_file_is_refused_at_start_naming_it() {
             .expect("url")
             .with_password_file(file)
             .expect("a path is a valid value");
-        let err = DbService::new(config).expect_err("refused at start").to_string();
+        let err = DbService::new(config)
+            .expect_err("refused at start")
+            .to_string();
         assert!(
             err.contains("DATABASE_PASSWORD_FILE")
                 && err.contains(&file.display().to_string())
@@ -497,6 +536,7 @@ async fn a_missing_or_empty_password_file_is_refused_at_start_naming_it() {
 /// used from the next connection on (a wrong one refuses it, the right one again accepts it).
 #[tokio::test(flavor = "current_thread")]
 async fn a_replaced_ca_file_is_read_by_the_next_connection() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let c = cluster().await;
     let served_ca = {
         let c = c.clone();
@@ -511,8 +551,19 @@ async fn a_replaced_ca_file_is_read_by_the_next_connection() {
     let status = std::process::Command::new("openssl")
         .current_dir(dir.path())
         .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out",
-            "other.pem", "-days", "2", "-subj", "/CN=another-ca",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=another-ca",
         ])
         .stderr(std::process::Stdio::null())
         .status()
@@ -533,12 +584,18 @@ async fn a_replaced_ca_file_is_read_by_the_next_connection() {
     write_atomically(&ca, &wrong);
     db.soft_evict();
     assert!(
-        eventually(Duration::from_secs(10), || async { select_one(&db).await.is_err() }).await,
+        eventually(Duration::from_secs(10), || async {
+            select_one(&db).await.is_err()
+        })
+        .await,
         "a new connection read the replaced CA file and refused the server"
     );
     write_atomically(&ca, &right);
     assert!(
-        eventually(Duration::from_secs(15), || async { select_one(&db).await.is_ok() }).await,
+        eventually(Duration::from_secs(15), || async {
+            select_one(&db).await.is_ok()
+        })
+        .await,
         "the right CA file again: connections open again"
     );
     db.close(Duration::from_secs(5)).await;
