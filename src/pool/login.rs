@@ -24,53 +24,37 @@ pub(crate) trait LoginOptions: ConnectOptions<Connection: Sized> + Clone {
     fn logged_in(&self, r: &Resolved) -> Self;
 }
 
-#[cfg(feature = "postgres")]
-impl LoginOptions for sqlx::postgres::PgConnectOptions {
-    const BACKEND: &'static str = "postgresql";
-    fn host(&self) -> &str {
-        self.get_host()
-    }
-    fn port(&self) -> u16 {
-        self.get_port()
-    }
-    fn user(&self) -> &str {
-        self.get_username()
-    }
-    fn database(&self) -> Option<&str> {
-        self.get_database()
-    }
-    fn logged_in(&self, r: &Resolved) -> Self {
-        let mut o = self.clone();
-        if let Some(u) = &r.user {
-            o = o.username(u);
+/// The two drivers' options spell it the same way.
+macro_rules! login_options {
+    ($feature:literal, $options:ty, $backend:literal) => {
+        #[cfg(feature = $feature)]
+        impl LoginOptions for $options {
+            const BACKEND: &'static str = $backend;
+            fn host(&self) -> &str {
+                self.get_host()
+            }
+            fn port(&self) -> u16 {
+                self.get_port()
+            }
+            fn user(&self) -> &str {
+                self.get_username()
+            }
+            fn database(&self) -> Option<&str> {
+                self.get_database()
+            }
+            fn logged_in(&self, r: &Resolved) -> Self {
+                let mut o = self.clone();
+                if let Some(u) = &r.user {
+                    o = o.username(u);
+                }
+                o.password(r.password.as_deref().unwrap_or_default())
+            }
         }
-        o.password(r.password.as_deref().unwrap_or_default())
-    }
+    };
 }
 
-#[cfg(feature = "mysql")]
-impl LoginOptions for sqlx::mysql::MySqlConnectOptions {
-    const BACKEND: &'static str = "mysql";
-    fn host(&self) -> &str {
-        self.get_host()
-    }
-    fn port(&self) -> u16 {
-        self.get_port()
-    }
-    fn user(&self) -> &str {
-        self.get_username()
-    }
-    fn database(&self) -> Option<&str> {
-        self.get_database()
-    }
-    fn logged_in(&self, r: &Resolved) -> Self {
-        let mut o = self.clone();
-        if let Some(u) = &r.user {
-            o = o.username(u);
-        }
-        o.password(r.password.as_deref().unwrap_or_default())
-    }
-}
+login_options!("postgres", sqlx::postgres::PgConnectOptions, "postgresql");
+login_options!("mysql", sqlx::mysql::MySqlConnectOptions, "mysql");
 
 /// The credentials side of an endpoint: its sources, and what the last connection logged in
 /// with (for the one-connection SeaORM pool behind `DbConn::raw()`, which connects by itself).

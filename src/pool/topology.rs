@@ -318,7 +318,10 @@ impl Topology {
     ) -> Result<(Opened, bool), Attempt> {
         let started = Instant::now();
         let (mut raw, new_login) =
-            match tokio::time::timeout(bound, self.login.connect(&host.opts, bound)).await {
+            // Boxed: the login's future (a provider's, a retry's) would otherwise sit inline in
+            // every caller's, deep enough to overflow a test thread's stack in debug builds.
+            match tokio::time::timeout(bound, Box::pin(self.login.connect(&host.opts, bound))).await
+            {
                 Ok(Ok((c, changed))) => (RawConn::Postgres(c), changed),
                 Ok(Err(e)) => return Err(Attempt::Failed(e)),
                 Err(_) => return Err(Attempt::TimedOut),

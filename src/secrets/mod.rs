@@ -237,16 +237,24 @@ impl Secrets {
     /// Several sources are listed in precedence order, joined by ` > `; none is `url`.
     pub fn describe(&self) -> String {
         let s = &self.sources;
-        let listed: Vec<String> = [
-            s.provider.as_ref().map(|_| String::from(PROVIDER)),
-            s.password_file.as_ref().map(NamedPath::to_string),
-            s.passfile.as_ref().map(NamedPath::to_string),
-            s.env_password.as_ref().map(|(v, _)| (*v).to_owned()),
-            s.default_passfile.as_ref().map(NamedPath::to_string),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        // (source, whether it always answers): a passfile without a matching line falls
+        // through to the next source, the others end the list.
+        let candidates = [
+            (s.provider.as_ref().map(|_| String::from(PROVIDER)), true),
+            (s.password_file.as_ref().map(NamedPath::to_string), true),
+            (s.passfile.as_ref().map(NamedPath::to_string), false),
+            (s.env_password.as_ref().map(|(v, _)| (*v).to_owned()), true),
+            (s.default_passfile.as_ref().map(NamedPath::to_string), false),
+        ];
+        let mut listed: Vec<String> = Vec::new();
+        for (source, ends) in candidates {
+            if let Some(source) = source {
+                listed.push(source);
+                if ends {
+                    break;
+                }
+            }
+        }
         if listed.is_empty() {
             String::from("url")
         } else {

@@ -182,10 +182,11 @@ fn assert_no_secret(haystacks: &[(&str, &str)], secrets: &[&str]) {
     }
 }
 
-/// What the service shows of itself: health, statistics, metrics.
+/// What the service shows of itself: `/health/db`, statistics, metrics.
 async fn shown(db: &DbService) -> String {
     format!(
-        "{:?}\n{}\n{:?}",
+        "{}\n{:?}\n{}\n{:?}",
+        dbservice::health::details(db, None).body,
         db.stats(),
         dbservice::metrics::Metrics::new(db, None).render(),
         db.hosts()
@@ -247,6 +248,16 @@ async fn a_password_file_rotated_under_load_loses_nothing_and_soft_evict_leaves_
     assert_eq!(first, None, "a statement failed during the rotation");
     assert_eq!(failed, 0);
     assert!(db.stats().closed.evicted >= 1, "{:?}", db.stats().closed);
+    assert_eq!(
+        db.config().sources().get("password"),
+        Some(&dbservice::config::Source::Code),
+        "the provenance of the password setting"
+    );
+    assert_eq!(
+        db.password_source(),
+        format!("DATABASE_PASSWORD_FILE {}", file.display()),
+        "where passwords come from, without the value"
+    );
     let shown = shown(&db).await;
     assert!(
         shown.contains("evicted"),

@@ -485,6 +485,44 @@ async fn wrong_password_exits_within_connect_timeout_without_retrying() {
     );
 }
 
+/// The same with the password from `DATABASE_PASSWORD_FILE`: exit 1 at once, naming the
+/// setting and the file, never what it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_file_exits_within_connect_timeout_naming_the_file() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let c = crate::support::PgCluster::start();
+        c.require_password("file_user", "right-one");
+        c
+    })
+    .await
+    .expect("cluster");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("db_password");
+    std::fs::write(&file, "the-wrong-one\n").expect("write");
+    let url = format!(
+        "postgres://file_user@127.0.0.1:{}/postgres?connect_timeout=2&connect_retry_timeout=60",
+        cluster.port
+    );
+    let mut server = Server::spawn(&[
+        ("DATABASE_URL", url),
+        ("DATABASE_PASSWORD_FILE", file.display().to_string()),
+    ]);
+    let (code, took) = server.wait_exit(Duration::from_secs(30)).await;
+    let out = server.output();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        took < Duration::from_secs(4),
+        "exits within connect_timeout + 1 s (+ start-up): {took:?}"
+    );
+    assert!(out.contains("28P01"), "the SQLSTATE is reported:\n{out}");
+    assert!(
+        out.contains(&format!("DATABASE_PASSWORD_FILE {}", file.display())),
+        "the file is named:\n{out}"
+    );
+    assert!(!out.contains("the-wrong-one"), "password printed:\n{out}");
+    assert!(!out.contains("right-one"), "password printed:\n{out}");
+}
+
 #[tokio::test]
 async fn sslmode_require_against_a_server_without_tls_fails_at_once_naming_sslmode() {
     let (out, took) =
