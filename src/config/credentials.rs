@@ -20,6 +20,9 @@ pub struct CredentialsRequest<'a> {
     pub database: Option<&'a str>,
     /// The user named by the URL (the driver's default when it names none).
     pub user: &'a str,
+    /// The server just refused what the last answer gave: a provider that caches should
+    /// fetch anew (the connection is tried once more with the new answer, if it differs).
+    pub refused: bool,
 }
 
 /// What a [`CredentialsProvider`] answers. `Debug` never shows the password.

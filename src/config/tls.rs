@@ -45,7 +45,11 @@ pub(super) fn resolve(url: &SplitUrl) -> Option<TlsMode> {
     match url.backend {
         #[cfg(feature = "postgres")]
         Backend::Postgres => {
-            let mode = PgConnectOptions::from_str(driver_url)
+            // With a stand-in password: sqlx would otherwise read (and, on a malformed line,
+            // log) the passfile while parsing, only to learn the TLS mode.
+            let mut probe = url.driver_url.clone();
+            probe.query_pairs_mut().append_pair("password", "stand-in");
+            let mode = PgConnectOptions::from_str(probe.as_str())
                 .map(|o| o.get_ssl_mode())
                 .unwrap_or_default();
             let source = if in_url {

@@ -96,10 +96,12 @@ fn stand_in_password(url: &str, login: &Login) -> Option<String> {
         return None;
     }
     let mut u = url::Url::parse(url).ok()?;
-    if !u.password().unwrap_or_default().is_empty() {
+    if !u.password().unwrap_or_default().is_empty() || u.query_pairs().any(|(k, _)| k == "password")
+    {
         return None;
     }
-    u.set_password(Some("stand-in")).ok()?;
+    // A query parameter, not the user info: it works for a URL without a host (a socket).
+    u.query_pairs_mut().append_pair("password", "stand-in");
     Some(u.into())
 }
 

@@ -112,10 +112,12 @@ impl Login {
     /// `base` with the credentials the last connection logged in with (`base` itself before
     /// any): for a connection the driver opens by itself.
     pub fn current<O: LoginOptions>(&self, base: &O) -> O {
-        match self.last.lock().ok().and_then(|l| l.clone()) {
-            Some(r) if self.active() => base.logged_in(&r),
-            _ => base.clone(),
+        if !self.active() {
+            return base.clone();
         }
+        // Before any connection: no password rather than the stand-in the options carry.
+        let last = self.last.lock().ok().and_then(|l| l.clone());
+        base.logged_in(&last.unwrap_or_default())
     }
 
     /// `base` with the credentials read now, or the last ones if the sources fail (a reader
@@ -132,6 +134,7 @@ impl Login {
             port: base.port(),
             database: base.database(),
             user: base.user(),
+            refused: fresh,
         };
         let r = self
             .secrets
@@ -159,11 +162,13 @@ impl Login {
         let (opts, used) = self.options(base, false, bound).await?;
         let (conn, used) = match opts.connect().await {
             Ok(c) => (c, used),
-            Err(e) if refused(&e) && used.rereadable => {
+            Err(e) if refused(O::BACKEND, &e) && used.rereadable => {
                 let left = bound.saturating_sub(started.elapsed());
-                let (again, fresh) = self.options(base, true, left).await?;
+                let Ok((again, fresh)) = self.options(base, true, left).await else {
+                    return Err(annotate(O::BACKEND, e, &used));
+                };
                 if fresh == used {
-                    return Err(annotate(e, &used));
+                    return Err(annotate(O::BACKEND, e, &used));
                 }
                 tracing::info!(
                     source = used.source.as_deref().unwrap_or("url"),
@@ -171,10 +176,10 @@ impl Login {
                 );
                 match again.connect().await {
                     Ok(c) => (c, fresh),
-                    Err(e) => return Err(annotate(e, &fresh)),
+                    Err(e) => return Err(annotate(O::BACKEND, e, &fresh)),
                 }
             }
-            Err(e) => return Err(annotate(e, &used)),
+            Err(e) => return Err(annotate(O::BACKEND, e, &used)),
         };
         let changed = match self.last.lock() {
             Ok(mut last) => {
@@ -188,21 +193,22 @@ impl Login {
     }
 }
 
-/// The server refused the credentials: PostgreSQL's 28P01 (and 28000, which `pg_hba.conf`
-/// rejections and some poolers use), MySQL's 1045.
-pub(crate) fn refused(e: &sqlx::Error) -> bool {
+/// The server refused the password: PostgreSQL's 28P01 (not 28000, a `pg_hba.conf`
+/// rejection no password changes), MySQL's 1045 (reported by sqlx as SQLSTATE 28000).
+pub(crate) fn refused(backend: &str, e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| matches!(c.as_ref(), "28P01" | "28000" | "1045")),
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| match backend {
+            "mysql" => c == "28000",
+            _ => c == "28P01",
+        }),
         _ => false,
     }
 }
 
 /// A refusal of a password that came from a file or a provider, named by that source.
-fn annotate(e: sqlx::Error, used: &Resolved) -> sqlx::Error {
+fn annotate(backend: &str, e: sqlx::Error, used: &Resolved) -> sqlx::Error {
     match (&used.source, &e) {
-        (Some(source), sqlx::Error::Database(db)) if refused(&e) => {
+        (Some(source), sqlx::Error::Database(db)) if refused(backend, &e) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             sqlx::Error::Io(std::io::Error::other(Refused {
                 message: format!("{} (SQLSTATE {code}; password from {source})", db.message()),

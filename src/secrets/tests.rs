@@ -50,6 +50,7 @@ fn request<'a>(
         port,
         database,
         user,
+        refused: false,
     }
 }
 

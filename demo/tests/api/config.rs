@@ -158,6 +158,7 @@ fn env_example_lists_every_setting_with_valid_values() {
             "database_url"
             | "database_url_direct"
             | "database_replica_urls"
+            | "database_password_file"
             | "host"
             | "port"
             | "log_format" => key.to_ascii_uppercase(),
