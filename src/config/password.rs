@@ -156,6 +156,7 @@ impl DbConfig {
     /// Whether `DATABASE_URL_DIRECT` carries its own password; `false` when it is not set.
     /// (Each replica is a `DbConfig` of its own: ask it with
     /// [`url_has_password`](Self::url_has_password).)
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
     pub(crate) fn direct_url_has_password(&self) -> bool {
         self.direct.as_ref().is_some_and(SplitUrl::has_password)
     }

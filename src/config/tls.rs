@@ -41,7 +41,6 @@ pub(super) fn resolve(url: &SplitUrl) -> Option<TlsMode> {
         .driver_url
         .query_pairs()
         .any(|(k, _)| k == "sslmode" || k == "ssl-mode");
-    let driver_url = url.driver_url.as_str();
     match url.backend {
         #[cfg(feature = "postgres")]
         Backend::Postgres => {
@@ -75,7 +74,7 @@ pub(super) fn resolve(url: &SplitUrl) -> Option<TlsMode> {
         }
         #[cfg(feature = "mysql")]
         Backend::MySql => {
-            let mode = MySqlConnectOptions::from_str(driver_url)
+            let mode = MySqlConnectOptions::from_str(url.driver_url.as_str())
                 .map(|o| o.get_ssl_mode())
                 .unwrap_or_default();
             let (mode, verifies_server) = match mode {

@@ -33,6 +33,8 @@ use crate::observe::Instruments;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 use crate::pool::login::Login;
 #[cfg(feature = "mysql")]
+use crate::pool::login::LoginOptions;
+#[cfg(feature = "mysql")]
 use crate::pool::session_sql;
 use crate::pool::{Connector, Pool};
 use crate::secrets::Secrets;
@@ -192,6 +194,7 @@ pub(crate) async fn find_writable(
         #[allow(unreachable_patterns)]
         _ => false,
     };
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
     if needed {
         let bound = connector.connect_bound(connect_timeout);
         let scrub = |e: &sqlx::Error| crate::pool::describe(config, e);
@@ -201,7 +204,7 @@ pub(crate) async fn find_writable(
             crate::pool::close_raw(opened.raw, Duration::from_secs(1)).await;
         }
     }
-    let _ = (connector, connect_timeout, config);
+    let _ = (connector, connect_timeout, config, needed);
 }
 
 /// A lazy SeaORM connection of one connection with the pool's connect options (for an
@@ -251,9 +254,15 @@ pub(crate) fn seaorm_connection(
             SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
         }
         #[cfg(feature = "mysql")]
-        Connector::MySql(o, _, login) => SqlxMySqlConnector::from_sqlx_mysql_pool(
-            raw_pool(p, retire).connect_lazy_with(login.current(o)),
-        ),
+        Connector::MySql(o, _, login) => {
+            let pool = raw_pool(p, retire).connect_lazy_with(login.current(o));
+            // New credentials (a rotation) reach its next connection.
+            let (follower, base) = (pool.clone(), o.clone());
+            login.on_change(Box::new(move |r| {
+                follower.set_connect_options(base.logged_in(r));
+            }));
+            SqlxMySqlConnector::from_sqlx_mysql_pool(pool)
+        }
         #[cfg(feature = "sqlite")]
         Connector::Sqlite(o) => SqlxSqliteConnector::from_sqlx_sqlite_pool(
             raw_pool(p, retire).connect_lazy_with(o.clone()),

@@ -221,7 +221,10 @@ impl Host {
         bound: Duration,
     ) -> Option<Role> {
         let check = async {
-            let (conn, _) = login.connect(&self.opts, bound).await.ok()?;
+            let (conn, _) = login
+                .connect(&self.opts, Some(&self.spec.host), bound)
+                .await
+                .ok()?;
             let mut raw = RawConn::Postgres(conn);
             let role = ask_role(&mut raw, bound).await;
             raw::close(raw, Duration::from_millis(200)).await;

@@ -3,7 +3,8 @@
 //! server refuses a password that its source has replaced since, and a refusal that names
 //! where the password came from (never the password).
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::{self, ConnectOptions};
@@ -62,7 +63,27 @@ pub(crate) struct Login {
     secrets: Arc<Secrets>,
     /// The URL carries its own password: only a provider replaces it.
     url_password: bool,
-    last: Mutex<Option<Resolved>>,
+    /// Numbers each connect's read of the sources, so that a slow connect that read before a
+    /// rotation cannot make its older credentials the latest.
+    reads: AtomicU64,
+    /// The newest credentials a connection logged in with, and the number of their read.
+    last: Mutex<Option<(u64, Resolved)>>,
+    /// Told the newest credentials when they change (the one-connection SeaORM pool on MySQL;
+    /// on PostgreSQL the topology's follower, which also follows host moves).
+    on_change: OnceLock<Tell>,
+}
+
+/// What is told the newest credentials (see [`Login::on_change`]).
+type Tell = Box<dyn Fn(&Resolved) + Send + Sync>;
+
+/// What one connection logged in with.
+#[derive(Debug, Default)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) struct LoggedIn {
+    /// `None`: the driver's options as parsed (no source of ours applies).
+    pub used: Option<Resolved>,
+    /// Newer than, and different from, what the last connection logged in with.
+    pub newest: bool,
 }
 
 impl std::fmt::Debug for Login {
@@ -95,7 +116,24 @@ impl Login {
         Self {
             secrets,
             url_password,
+            reads: AtomicU64::new(0),
             last: Mutex::new(None),
+            on_change: OnceLock::new(),
+        }
+    }
+
+    /// Registers what to tell when the newest credentials change (once).
+    #[cfg(feature = "mysql")]
+    pub fn on_change(&self, f: Tell) {
+        let _ = self.on_change.set(f);
+    }
+
+    /// `base` with `used`'s credentials, or `base` itself when none of ours applied.
+    #[cfg(feature = "postgres")]
+    pub fn with<O: LoginOptions>(&self, base: &O, used: Option<&Resolved>) -> O {
+        match used {
+            Some(r) => base.logged_in(r),
+            None => base.clone(),
         }
     }
 
@@ -116,7 +154,11 @@ impl Login {
             return base.clone();
         }
         // Before any connection: no password rather than the stand-in the options carry.
-        let last = self.last.lock().ok().and_then(|l| l.clone());
+        let last = self
+            .last
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|(_, r)| r.clone()));
         base.logged_in(&last.unwrap_or_default())
     }
 
@@ -125,12 +167,13 @@ impl Login {
     async fn options<O: LoginOptions>(
         &self,
         base: &O,
+        host: Option<&str>,
         fresh: bool,
         bound: Duration,
     ) -> Result<(O, Resolved), sqlx::Error> {
         let request = CredentialsRequest {
             backend: O::BACKEND,
-            host: base.host(),
+            host: host.unwrap_or(base.host()),
             port: base.port(),
             database: base.database(),
             user: base.user(),
@@ -147,24 +190,26 @@ impl Login {
     /// Opens one connection with `base`'s options and the credentials read now. A password
     /// refused (28P01, MySQL 1045) whose source may have changed since it was read is read
     /// again, and if it did change, the connection is tried once more: a rotation caught
-    /// between the read and the server's check costs a round trip, not a failure. Returns
-    /// whether the credentials differ from the last connection's (the caller tells the
-    /// one-connection SeaORM pool).
+    /// between the read and the server's check costs a round trip, not a failure. `host`:
+    /// the host as the configuration names it (a socket directory, not the driver's stand-in
+    /// for it), for passfile lines and providers.
     pub async fn connect<O: LoginOptions>(
         &self,
         base: &O,
+        host: Option<&str>,
         bound: Duration,
-    ) -> Result<(O::Connection, bool), sqlx::Error> {
+    ) -> Result<(O::Connection, LoggedIn), sqlx::Error> {
         if !self.active() {
-            return base.connect().await.map(|c| (c, false));
+            return base.connect().await.map(|c| (c, LoggedIn::default()));
         }
         let started = Instant::now();
-        let (opts, used) = self.options(base, false, bound).await?;
+        let read = self.reads.fetch_add(1, Ordering::AcqRel);
+        let (opts, used) = self.options(base, host, false, bound).await?;
         let (conn, used) = match opts.connect().await {
             Ok(c) => (c, used),
             Err(e) if refused(O::BACKEND, &e) && used.rereadable => {
                 let left = bound.saturating_sub(started.elapsed());
-                let Ok((again, fresh)) = self.options(base, true, left).await else {
+                let Ok((again, fresh)) = self.options(base, host, true, left).await else {
                     return Err(annotate(O::BACKEND, e, &used));
                 };
                 if fresh == used {
@@ -181,15 +226,27 @@ impl Login {
             }
             Err(e) => return Err(annotate(O::BACKEND, e, &used)),
         };
-        let changed = match self.last.lock() {
+        let newest = match self.last.lock() {
             Ok(mut last) => {
-                let changed = last.as_ref().is_some_and(|l| *l != used);
-                *last = Some(used);
-                changed
+                let newer = last.as_ref().is_none_or(|(n, _)| *n < read);
+                let differs = last.as_ref().is_none_or(|(_, r)| *r != used);
+                if newer {
+                    *last = Some((read, used.clone()));
+                }
+                newer && differs
             }
             Err(_) => false,
         };
-        Ok((conn, changed))
+        if newest && let Some(tell) = self.on_change.get() {
+            tell(&used);
+        }
+        Ok((
+            conn,
+            LoggedIn {
+                used: Some(used),
+                newest,
+            },
+        ))
     }
 }
 

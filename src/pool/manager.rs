@@ -6,11 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use sea_orm::sqlx;
+#[cfg(feature = "sqlite")]
+use sea_orm::sqlx::ConnectOptions;
 #[cfg(feature = "mysql")]
 use sea_orm::sqlx::mysql::MySqlConnectOptions;
 #[cfg(feature = "sqlite")]
 use sea_orm::sqlx::sqlite::SqliteConnectOptions;
-use sea_orm::sqlx::{self, ConnectOptions};
 
 use super::Shared;
 use super::conn::Conn;
@@ -37,6 +39,7 @@ pub(crate) enum Connector {
 
 /// How long a credentials provider may take for a connection opened outside a connect's own
 /// bound (the caller's bound still applies around it).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 const OPEN_LOGIN_BOUND: Duration = Duration::from_secs(10);
 
 impl Connector {
@@ -90,14 +93,14 @@ impl Connector {
             Connector::Postgres(t) => match t.hosts.get(host).or(t.hosts.first()) {
                 Some(h) => t
                     .login
-                    .connect(&h.opts, OPEN_LOGIN_BOUND)
+                    .connect(&h.opts, Some(&h.spec.host), OPEN_LOGIN_BOUND)
                     .await
                     .map(|(c, _)| RawConn::Postgres(c)),
                 None => Err(sqlx::Error::Configuration("no host to connect to".into())),
             },
             #[cfg(feature = "mysql")]
             Connector::MySql(o, session, login) => {
-                let (mut c, _) = login.connect(o, OPEN_LOGIN_BOUND).await?;
+                let (mut c, _) = login.connect(o, None, OPEN_LOGIN_BOUND).await?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(session.as_str()))
                     .execute(&mut c)
                     .await?;

@@ -58,7 +58,7 @@ pub(crate) use self::manager::{ConnectFailed, Connector, Manager};
 pub(crate) use self::op::{Op, Output, unexpected};
 pub(crate) use self::pooled::Pooled;
 pub(crate) use self::raw::RawConn;
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) use self::raw::close as close_raw;
 use self::reach::Reachability;
 pub(crate) use self::reach::{Failure, describe, is_transient_connect};
@@ -375,6 +375,10 @@ impl Pool {
     pub fn soft_evict(&self) {
         self.shared.generation.fetch_add(1, Ordering::AcqRel);
         self.shared.maintain_now.notify_one();
+        #[cfg(feature = "postgres")]
+        if let Some(t) = self.shared.connector.topology() {
+            t.refollow();
+        }
     }
 
     /// Times the pool moved to another host or lost the one it was on.

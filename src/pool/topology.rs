@@ -14,7 +14,7 @@ use sea_orm::sqlx;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 
 use super::host::{Attempting, Host, HostState, VerifyGuard, millis};
-use super::login::Login;
+use super::login::{LoggedIn, Login};
 use super::raw::{self, Opened, RawConn};
 use super::reach::HostsFailed;
 use super::role::{Need, Role, ask_role, ask_session};
@@ -181,12 +181,10 @@ impl Topology {
                 let attempt = self
                     .try_host(i, host, second_pass, connect_timeout, inline)
                     .await;
-                let new_login = matches!(&attempt, Ok((_, true)));
-                let attempt = attempt.map(|(opened, _)| opened);
                 attempting.done = true;
                 match attempt {
-                    Ok(opened) => {
-                        if self.kept(i, host, opened.epoch, new_login) {
+                    Ok((opened, logged_in)) => {
+                        if self.kept(i, host, opened.epoch, &logged_in) {
                             return Ok(opened);
                         }
                         // Marked while this connection was being checked: not handed out.
@@ -271,7 +269,7 @@ impl Topology {
     /// A connection was kept on `host`: note it, and say so when the pool moved. Returns
     /// false when the host was marked while the connection was being checked (then it is not
     /// kept).
-    fn kept(&self, i: usize, host: &Host, epoch: u64, new_login: bool) -> bool {
+    fn kept(&self, i: usize, host: &Host, epoch: u64, logged_in: &LoggedIn) -> bool {
         if !host.keep(epoch) {
             return false;
         }
@@ -288,10 +286,12 @@ impl Topology {
             }
         }
         drop(current);
-        if (moved || new_login)
+        // This connection's own host and credentials (never one host's options with another
+        // host's passfile line).
+        if (moved || logged_in.newest)
             && let Some(follow) = self.follower.get()
         {
-            follow(&self.login.current(&host.opts));
+            follow(&self.login.with(&host.opts, logged_in.used.as_ref()));
         }
         if self.lost.swap(false, Ordering::AcqRel) {
             tracing::info!(host = %host.spec, "a matching server again: connections go to {}", host.spec);
@@ -315,17 +315,16 @@ impl Topology {
         second_pass: bool,
         bound: Duration,
         inline: bool,
-    ) -> Result<(Opened, bool), Attempt> {
+    ) -> Result<(Opened, LoggedIn), Attempt> {
         let started = Instant::now();
-        let (mut raw, new_login) =
-            // Boxed: the login's future (a provider's, a retry's) would otherwise sit inline in
-            // every caller's, deep enough to overflow a test thread's stack in debug builds.
-            match tokio::time::timeout(bound, Box::pin(self.login.connect(&host.opts, bound))).await
-            {
-                Ok(Ok((c, changed))) => (RawConn::Postgres(c), changed),
-                Ok(Err(e)) => return Err(Attempt::Failed(e)),
-                Err(_) => return Err(Attempt::TimedOut),
-            };
+        // Boxed: the login's future (a provider's, a retry's) would otherwise sit inline in
+        // every caller's, deep enough to overflow a test thread's stack in debug builds.
+        let connecting = Box::pin(self.login.connect(&host.opts, Some(&host.spec.host), bound));
+        let (mut raw, logged_in) = match tokio::time::timeout(bound, connecting).await {
+            Ok(Ok((c, logged_in))) => (RawConn::Postgres(c), logged_in),
+            Ok(Err(e)) => return Err(Attempt::Failed(e)),
+            Err(_) => return Err(Attempt::TimedOut),
+        };
         // One snapshot: the check asked for and the epoch it vouches for go together.
         let (epoch, marked) = host.snapshot();
         let need = self.need_for(marked, second_pass);
@@ -361,7 +360,7 @@ impl Topology {
                 epoch,
                 session,
             },
-            new_login,
+            logged_in,
         ))
     }
 
@@ -416,6 +415,15 @@ impl Topology {
         self.hosts
             .get(i)
             .is_some_and(|h| h.needs_verify() && (self.hosts.len() > 1 || h.seen_writable()))
+    }
+
+    /// Tells the follower the options in use now, as after a move: the one-connection SeaORM
+    /// pool drops its connection at its next use and opens one with these (after a soft
+    /// eviction).
+    pub fn refollow(&self) {
+        if let Some(follow) = self.follower.get() {
+            follow(&self.preferred());
+        }
     }
 
     /// Registers what to do when the pool moves to another host: the one-connection SeaORM

@@ -611,3 +611,83 @@ async fn a_replaced_ca_file_is_read_by_the_next_connection() {
     );
     db.close(Duration::from_secs(5)).await;
 }
+
+/// MySQL/MariaDB: the pool and the one connection behind `DbConn::raw()` take the password
+/// from the file, and follow it when it rotates.
+#[tokio::test(flavor = "current_thread")]
+async fn mysql_takes_its_password_from_a_file_for_the_pool_and_for_raw() {
+    use sea_orm::ConnectionTrait;
+    use sea_orm::sqlx::{self, ConnectOptions, Connection};
+    let logs = Captured::default();
+    let _guard = logs.install();
+    let Some(root_url) = crate::support::fresh_mysql_database().await else {
+        return;
+    };
+    let parsed = url::Url::parse(&root_url).expect("url");
+    let database = parsed.path().trim_start_matches('/').to_owned();
+    let user = crate::support::unique_name("rot");
+    // The test's own statements hold the passwords: not logged.
+    let root_opts: sqlx::mysql::MySqlConnectOptions = root_url.parse().expect("root url");
+    let mut root = root_opts
+        .disable_statement_logging()
+        .connect()
+        .await
+        .expect("root");
+    for sql in [
+        format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'maria-secret-1'"),
+        format!("GRANT ALL ON {database}.* TO '{user}'@'%'"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut root)
+            .await
+            .expect("user");
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("pw");
+    write_atomically(&file, "maria-secret-1\n");
+    let url = format!(
+        "mysql://{user}@{}:{}/{database}?connection_limit=2",
+        parsed.host_str().unwrap_or("127.0.0.1"),
+        parsed.port().unwrap_or(3306)
+    );
+    let config = DbConfig::from_url(&url)
+        .expect("url")
+        .with_password_file(&file)
+        .expect("password file");
+    let db = DbService::new(config).expect("service");
+    db.connect()
+        .await
+        .expect("logs in with the file's password");
+    select_one(&db).await.expect("the pool serves");
+    db.conn()
+        .raw()
+        .execute_unprepared("SELECT 1")
+        .await
+        .expect("raw() logs in with the file's password too");
+
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER USER '{user}'@'%' IDENTIFIED BY 'maria-secret-2'"
+    )))
+    .execute(&mut root)
+    .await
+    .expect("rotate");
+    write_atomically(&file, "maria-secret-2\n");
+    db.soft_evict();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            select_one(&db).await.is_ok()
+        })
+        .await,
+        "new connections log in with the rotated password"
+    );
+    let text = logs.text();
+    db.close(Duration::from_secs(5)).await;
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP USER '{user}'@'%'")))
+        .execute(&mut root)
+        .await;
+    let _ = root.close().await;
+    assert_no_secret(
+        &[("the logs", &text)],
+        &["maria-secret-1", "maria-secret-2"],
+    );
+}
