@@ -78,12 +78,11 @@ type Tell = Box<dyn Fn(&Resolved) + Send + Sync>;
 
 /// What one connection logged in with.
 #[derive(Debug, Default)]
-#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) struct LoggedIn {
     /// `None`: the driver's options as parsed (no source of ours applies).
     pub used: Option<Resolved>,
-    /// Newer than, and different from, what the last connection logged in with.
-    pub newest: bool,
+    /// The number of the read that gave `used` (see [`Login::note`]).
+    pub read: u64,
 }
 
 impl std::fmt::Debug for Login {
@@ -203,12 +202,13 @@ impl Login {
             return base.connect().await.map(|c| (c, LoggedIn::default()));
         }
         let started = Instant::now();
-        let read = self.reads.fetch_add(1, Ordering::AcqRel);
+        let mut read = self.reads.fetch_add(1, Ordering::AcqRel);
         let (opts, used) = self.options(base, host, false, bound).await?;
         let (conn, used) = match opts.connect().await {
             Ok(c) => (c, used),
             Err(e) if refused(O::BACKEND, &e) && used.rereadable => {
                 let left = bound.saturating_sub(started.elapsed());
+                read = self.reads.fetch_add(1, Ordering::AcqRel);
                 let Ok((again, fresh)) = self.options(base, host, true, left).await else {
                     return Err(annotate(O::BACKEND, e, &used));
                 };
@@ -226,27 +226,38 @@ impl Login {
             }
             Err(e) => return Err(annotate(O::BACKEND, e, &used)),
         };
-        let newest = match self.last.lock() {
-            Ok(mut last) => {
-                let newer = last.as_ref().is_none_or(|(n, _)| *n < read);
-                let differs = last.as_ref().is_none_or(|(_, r)| *r != used);
-                if newer {
-                    *last = Some((read, used.clone()));
-                }
-                newer && differs
-            }
-            Err(_) => false,
-        };
-        if newest && let Some(tell) = self.on_change.get() {
-            tell(&used);
-        }
         Ok((
             conn,
             LoggedIn {
                 used: Some(used),
-                newest,
+                read,
             },
         ))
+    }
+
+    /// Notes that a connection logged in with `logged_in` is kept (handed to the pool), not
+    /// a check's or a cancel's: returns whether its credentials are now the newest and
+    /// differ from the last kept (then the one-connection SeaORM pool is told). A slower
+    /// connect that read before a rotation never replaces a newer read.
+    pub fn note(&self, logged_in: &LoggedIn) -> bool {
+        let Some(used) = &logged_in.used else {
+            return false;
+        };
+        let Ok(mut last) = self.last.lock() else {
+            return false;
+        };
+        let newer = last.as_ref().is_none_or(|(n, _)| *n < logged_in.read);
+        let differs = last.as_ref().is_none_or(|(_, r)| r != used);
+        if newer {
+            *last = Some((logged_in.read, used.clone()));
+        }
+        let newest = newer && differs;
+        // Told under the lock: two notes cannot reach the pool in the other order. The hook
+        // only swaps the pool's options (sqlx's lock, held for a clone), never comes back here.
+        if newest && let Some(tell) = self.on_change.get() {
+            tell(used);
+        }
+        newest
     }
 }
 

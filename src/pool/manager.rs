@@ -100,7 +100,10 @@ impl Connector {
             },
             #[cfg(feature = "mysql")]
             Connector::MySql(o, session, login) => {
-                let (mut c, _) = login.connect(o, None, OPEN_LOGIN_BOUND).await?;
+                let (mut c, logged_in) = login.connect(o, None, OPEN_LOGIN_BOUND).await?;
+                // MySQL has one host and no separate check connections: every login here is
+                // the pool's or a cancel's, both with the credentials read now.
+                login.note(&logged_in);
                 sqlx::raw_sql(sqlx::AssertSqlSafe(session.as_str()))
                     .execute(&mut c)
                     .await?;

@@ -288,7 +288,8 @@ impl Topology {
         drop(current);
         // This connection's own host and credentials (never one host's options with another
         // host's passfile line).
-        if (moved || logged_in.newest)
+        let newest = self.login.note(logged_in);
+        if (moved || newest)
             && let Some(follow) = self.follower.get()
         {
             follow(&self.login.with(&host.opts, logged_in.used.as_ref()));

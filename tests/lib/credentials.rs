@@ -680,6 +680,30 @@ async fn mysql_takes_its_password_from_a_file_for_the_pool_and_for_raw() {
         .await,
         "new connections log in with the rotated password"
     );
+    // MySQL keeps sessions whose password changed: end raw()'s, so that its next use must
+    // log in again, with the password its pool was told.
+    let id = db
+        .conn()
+        .raw()
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::MySql,
+            "SELECT CONNECTION_ID() AS id",
+        ))
+        .await
+        .expect("raw() session id")
+        .and_then(|row| row.try_get::<u64>("", "id").ok())
+        .expect("an id");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL {id}")))
+        .execute(&mut root)
+        .await
+        .expect("kill raw()'s session");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            db.conn().raw().execute_unprepared("SELECT 1").await.is_ok()
+        })
+        .await,
+        "raw() logs in again with the rotated password"
+    );
     let text = logs.text();
     db.close(Duration::from_secs(5)).await;
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP USER '{user}'@'%'")))
