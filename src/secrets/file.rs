@@ -96,6 +96,12 @@ impl Failure {
     }
 }
 
+/// Why [`Watched::read_regular`] read nothing.
+enum Opened {
+    Io(std::io::Error),
+    NotRegular,
+}
+
 /// The last read and the last good content.
 struct State<T> {
     /// The stamp of the last read, good or bad: the same stamp is not read again.
@@ -239,7 +245,10 @@ impl<T> Watched<T> {
         if let Some(mode) = self.loose_mode(meta) {
             return Err(Failure::Loose(mode));
         }
-        let bytes = std::fs::read(&self.file.path).map_err(|e| self.io_failure(&e))?;
+        let bytes = self.read_regular().map_err(|e| match e {
+            Opened::Io(e) => self.io_failure(&e),
+            Opened::NotRegular => Failure::Bad(self.file_error("not a regular file")),
+        })?;
         let mut skipped = Vec::new();
         let content = (self.parse)(&self.file, &bytes, self.rules.lenient, &mut skipped)
             .map_err(Failure::Bad)?;
@@ -249,6 +258,27 @@ impl<T> Watched<T> {
             }
         }
         Ok(content)
+    }
+
+    /// The file's bytes, if what is opened is a regular file: opened without blocking and
+    /// checked on the handle, so a FIFO swapped in after the `stat` can neither block the
+    /// open nor be read (the check and the read see the same file).
+    fn read_regular(&self) -> Result<Vec<u8>, Opened> {
+        use std::io::Read;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(libc::O_NONBLOCK);
+        }
+        let mut f = options.open(&self.file.path).map_err(Opened::Io)?;
+        if !f.metadata().map_err(Opened::Io)?.is_file() {
+            return Err(Opened::NotRegular);
+        }
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).map_err(Opened::Io)?;
+        Ok(bytes)
     }
 
     /// The permission bits of a passfile that group or others may access.

@@ -160,6 +160,28 @@ async fn a_missing_password_file_names_the_setting_and_the_path() {
     assert!(err.to_string().ends_with("is a directory"), "{err}");
 }
 
+/// A FIFO (or a device) is refused without being opened for a blocking read: a worker thread
+/// must never wait on a writer that may not come.
+#[tokio::test]
+async fn a_fifo_in_place_of_the_file_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let opened = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || password_file(&path).map(|_| ())),
+    )
+    .await
+    .expect("no blocking open")
+    .expect("task");
+    let err = opened.expect_err("a FIFO is not a password file");
+    assert!(err.to_string().ends_with("not a regular file"), "{err}");
+}
+
 #[tokio::test]
 async fn a_file_replaced_by_a_rename_is_read_again() {
     let dir = tempfile::tempdir().expect("tempdir");
