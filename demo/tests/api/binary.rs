@@ -452,15 +452,23 @@ async fn the_password_never_appears_even_at_trace_level() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_password_exits_within_connect_timeout_without_retrying() {
-    let cluster = tokio::task::spawn_blocking(|| {
+/// A private cluster where `role` logs in over TCP with `password` (scram-sha-256).
+async fn cluster_asking_password(
+    role: &'static str,
+    password: &'static str,
+) -> crate::support::PgCluster {
+    tokio::task::spawn_blocking(move || {
         let c = crate::support::PgCluster::start();
-        c.require_password("app_user", "right-one");
+        c.require_password(role, password);
         c
     })
     .await
-    .expect("cluster");
+    .expect("cluster")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_exits_within_connect_timeout_without_retrying() {
+    let cluster = cluster_asking_password("app_user", "right-one").await;
     let url = format!(
         "postgres://app_user:{PASSWORD}@127.0.0.1:{}/postgres?connect_timeout=2&connect_retry_timeout=60",
         cluster.port
@@ -489,13 +497,7 @@ async fn wrong_password_exits_within_connect_timeout_without_retrying() {
 /// setting and the file, never what it holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_file_exits_within_connect_timeout_naming_the_file() {
-    let cluster = tokio::task::spawn_blocking(|| {
-        let c = crate::support::PgCluster::start();
-        c.require_password("file_user", "right-one");
-        c
-    })
-    .await
-    .expect("cluster");
+    let cluster = cluster_asking_password("file_user", "right-one").await;
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("db_password");
     std::fs::write(&file, "the-wrong-one\n").expect("write");
