@@ -8,6 +8,7 @@ mod support;
 
 mod binary;
 mod config;
+mod credentials;
 mod deploy;
 mod faults;
 mod hardening;
