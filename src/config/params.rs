@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::duration;
 use super::hosts::{self, LoadBalanceHosts, TargetSessionAttrs};
 use super::parse;
-use super::table::{NOT_SQLITE, POSTGRES, Param, optional, pool_params};
+use super::table::{NOT_SQLITE, POSTGRES, POSTGRES_PRIMARY, Param, optional, pool_params};
 
 /// The default client-side statement deadline: long enough for any statement a web request
 /// should run, short enough that a hung database frees the request well before a load
@@ -194,11 +194,11 @@ pool_params! {
         /// `prefer-standby`, as libpq 14+ defines them. Hosts are tried in turn, each within
         /// `connect_timeout`. Default: `any`.
         target_session_attrs: TargetSessionAttrs = TargetSessionAttrs::Any,
-            hosts::target_session_attrs, only POSTGRES;
+            hosts::target_session_attrs, only POSTGRES_PRIMARY;
         /// `random` shuffles the hosts for every new connection (libpq 16); `disable` tries
         /// them in the order written. Default: `disable`.
         load_balance_hosts: LoadBalanceHosts = LoadBalanceHosts::Disable,
-            hosts::load_balance_hosts, only POSTGRES;
+            hosts::load_balance_hosts, only POSTGRES_PRIMARY;
     }
 }
 

@@ -265,7 +265,11 @@ impl Settings {
             let inherited: Vec<(String, String)> = self
                 .pool
                 .iter()
-                .filter(|(k, _)| !PRIMARY_ONLY.contains(&k.as_str()))
+                .filter(|(k, _)| {
+                    !super::params::PARAMS
+                        .iter()
+                        .any(|p| p.key == k && p.primary_only())
+                })
                 .cloned()
                 .collect();
             let replicas = ReplicaConfig::from_urls(urls, &inherited)?
@@ -282,10 +286,6 @@ impl Settings {
         self.replica_urls = Some(urls.into());
     }
 }
-
-/// Parameters of the primary's pool that its replicas do not inherit from the file or the
-/// environment.
-const PRIMARY_ONLY: [&str; 2] = ["target_session_attrs", "load_balance_hosts"];
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

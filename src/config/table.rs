@@ -36,18 +36,37 @@ pub(crate) struct Support {
     pub on: &'static [Backend],
     /// Their names, as the error shows them.
     pub named: &'static str,
+    /// Which hosts the primary's pool looks for: replicas do not inherit it from the file or
+    /// the environment (a replica's own URL says what it looks for).
+    pub primary_only: bool,
+}
+
+impl Param {
+    /// Whether the primary's value of this parameter stays the primary's (see
+    /// [`Support::primary_only`]).
+    pub fn primary_only(&self) -> bool {
+        self.only.as_ref().is_some_and(|s| s.primary_only)
+    }
 }
 
 /// A session setting of PostgreSQL's.
 pub(crate) const POSTGRES: Support = Support {
     on: &[Backend::Postgres],
     named: "PostgreSQL",
+    primary_only: false,
+};
+
+/// A PostgreSQL setting of the primary's pool alone: which of its hosts it looks for.
+pub(crate) const POSTGRES_PRIMARY: Support = Support {
+    primary_only: true,
+    ..POSTGRES
 };
 
 /// A driver option SQLite's driver lacks.
 pub(crate) const NOT_SQLITE: Support = Support {
     on: &[Backend::Postgres, Backend::MySql],
     named: "PostgreSQL and MySQL/MariaDB",
+    primary_only: false,
 };
 
 /// `Some(value)` when an entry has the optional clause, else `None`.

@@ -214,7 +214,17 @@ async fn a_password_file_rotated_under_load_loses_nothing_and_soft_evict_leaves_
     let db = warm_service(config).await;
     let readers = Readers::start(&db, 8);
     let done = readers.done.clone();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let served = |more: u32| {
+        let done = done.clone();
+        let from = done.load(Ordering::Relaxed);
+        async move {
+            eventually(Duration::from_secs(10), || async {
+                done.load(Ordering::Relaxed) >= from + more
+            })
+            .await
+        }
+    };
+    assert!(served(100).await, "the readers are under way");
 
     // The rotation: the Secret's file first, then the role (connections opened with the old
     // password keep serving: PostgreSQL does not end them).
@@ -225,7 +235,10 @@ async fn a_password_file_rotated_under_load_loses_nothing_and_soft_evict_leaves_
         "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        served(100).await,
+        "connections opened with the old password go on serving after the rotation"
+    );
     let before = done.load(Ordering::Relaxed);
     db.soft_evict();
     let old = format!("AND (extract(epoch FROM backend_start) * 1000000)::bigint < {rotated}");
@@ -463,6 +476,9 @@ async fn a_password_refused_just_after_a_rotation_is_read_again_and_retried_once
         let db = db.clone();
         async move { db.connect().await }
     });
+    // A window, not a condition: each hop of the proxy takes 400 ms, so the server checks the
+    // password at least 800 ms after the file was read; 150 ms in, the read is done (local)
+    // and the check is still ahead.
     tokio::time::sleep(Duration::from_millis(150)).await;
     admin(&c, "ALTER ROLE rot_retry PASSWORD 'after-rotation'").await;
     write_atomically(&file, "after-rotation");

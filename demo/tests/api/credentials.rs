@@ -81,7 +81,21 @@ async fn transfers_go_on_while_the_password_file_rotates() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Transfers acknowledged so far, then awaited to grow by `more` (the load is running).
+    let acked_now = |acknowledged: &std::sync::Mutex<Vec<i64>>| {
+        acknowledged.lock().map(|a| a.len()).unwrap_or(0)
+    };
+    let moved_on = |more: usize| {
+        let acknowledged = acknowledged.clone();
+        let from = acked_now(&acknowledged);
+        async move {
+            eventually(Duration::from_secs(15), || async {
+                acked_now(&acknowledged) >= from + more
+            })
+            .await
+        }
+    };
+    assert!(moved_on(20).await, "transfers are under way");
 
     write_atomically(&file, "ledger-new-2\n");
     {
@@ -97,7 +111,10 @@ async fn transfers_go_on_while_the_password_file_rotates() {
         "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        moved_on(10).await,
+        "connections opened with the old password go on serving after the rotation"
+    );
     app.db.soft_evict();
     let old_sessions = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE usename = 'ledger_app' \
@@ -111,7 +128,10 @@ async fn transfers_go_on_while_the_password_file_rotates() {
         .await,
         "every connection opened with the old password closed after soft_evict"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        moved_on(20).await,
+        "transfers go on over connections opened with the new password"
+    );
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.expect("client");
