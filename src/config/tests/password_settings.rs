@@ -226,3 +226,32 @@ fn production_does_not_warn_about_password_files() {
     .expect("settings");
     assert!(s.warnings().is_empty(), "{:?}", s.warnings());
 }
+
+/// Which hosts the primary looks for stays the primary's (the parameter table marks those
+/// parameters); every other setting from the environment reaches the replicas too.
+#[test]
+fn replicas_inherit_pool_settings_but_not_what_the_primary_looks_for() {
+    use crate::config::TargetSessionAttrs;
+    let settings = load(
+        &[
+            ("DATABASE_URL", "postgres://u@p1:5432,p2:5432/app"),
+            ("DATABASE_REPLICA_URLS", "postgres://u@r1/app"),
+            ("DBSERVICE_TARGET_SESSION_ATTRS", "read-write"),
+            ("DBSERVICE_CONNECTION_LIMIT", "7"),
+        ],
+        None,
+    )
+    .expect("settings");
+    let config = settings.db_config(None).expect("config");
+    assert_eq!(
+        config.pool().session.target_session_attrs,
+        TargetSessionAttrs::ReadWrite
+    );
+    let replica = &config.replicas().expect("replicas").replicas[0];
+    assert_eq!(
+        replica.pool().session.target_session_attrs,
+        TargetSessionAttrs::Any,
+        "not inherited"
+    );
+    assert_eq!(replica.pool().limits.connection_limit, 7, "inherited");
+}
