@@ -102,6 +102,8 @@ pub mod metrics;
 pub mod migrate;
 mod named;
 mod observe;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 mod pool;
 mod reads;
 pub mod replica;
@@ -112,6 +114,7 @@ mod sql_text;
 mod stats;
 mod tasks;
 mod time;
+pub mod trace;
 mod transaction;
 
 // What `main` and a handler use, at the root; everything else has one path, in its module.

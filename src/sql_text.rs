@@ -143,6 +143,14 @@ impl<'a> Iterator for Tokens<'a> {
 
 impl std::iter::FusedIterator for Tokens<'_> {}
 
+impl Tokens<'_> {
+    #[allow(dead_code)] // SKELETON
+    /// Where the last token returned ends (a quoted one's text is `sql[start..end]`).
+    pub(crate) fn end(&self) -> usize {
+        self.pos
+    }
+}
+
 /// A byte of a bare word: ASCII letters, digits, `_`, and any byte of a non-ASCII character.
 fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
