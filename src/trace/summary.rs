@@ -103,7 +103,22 @@ pub(crate) fn summarize(sql: &str, backend: DbBackend) -> Summary<'_> {
             None => break,
             Some((_, Token::Punct('('))) => depth += 1,
             Some((_, Token::Punct(')'))) => depth = depth.saturating_sub(1),
-            Some((_, Token::Punct(';'))) => break,
+            Some((_, Token::Punct(';'))) => {
+                // `SELECT WHERE false; COMMIT` (the guarded commit): a probe before the
+                // transaction's end is named by the end (read without recursion: a text of
+                // many statements costs one pass).
+                let next = it.find_map(|(_, t)| match t {
+                    Token::Word(w) => Some(keyword(w)),
+                    _ => None,
+                });
+                if let Some(end) = next.filter(|op| matches!(op.as_ref(), "COMMIT" | "ROLLBACK")) {
+                    return Summary {
+                        operation: Some(end),
+                        collection: None,
+                    };
+                }
+                break;
+            }
             Some((_, Token::Word(w))) if depth == 0 && w.eq_ignore_ascii_case(after) => {
                 found = true;
             }
@@ -218,6 +233,12 @@ mod tests {
             pair("WITH", None)
         );
         assert_eq!(both("vacuum analyze t"), pair("VACUUM", None));
+        assert_eq!(both("SELECT WHERE false; COMMIT"), pair("COMMIT", None));
+        assert_eq!(
+            both("SELECT WHERE false; COMMIT; SELECT pg_current_wal_lsn()"),
+            pair("COMMIT", None)
+        );
+        assert_eq!(both("SELECT 1; SELECT 2 FROM t"), pair("SELECT", None));
         assert_eq!(both("  -- only a comment"), (None, None));
         assert_eq!(both(""), (None, None));
     }
