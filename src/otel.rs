@@ -344,7 +344,11 @@ fn operation_attributes(pool_name: KeyValue, config: &DbConfig) -> Vec<KeyValue>
     let server = match config.hosts().first() {
         Some(h) => Some((h.host.clone(), h.port)),
         None => url.as_ref().and_then(|u| {
-            let default = if backend == Backend::MySql { 3306 } else { 5432 };
+            let default = if backend == Backend::MySql {
+                3306
+            } else {
+                5432
+            };
             u.host_str()
                 .map(|h| (h.to_owned(), u.port().unwrap_or(default)))
         }),
