@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use sea_orm::DbErr;
+use sea_orm::{DbErr, sqlx};
 
 use crate::classify::ErrorKind;
 use crate::stats::CloseReason;
@@ -99,6 +99,61 @@ fn load(slot: Option<&AtomicU64>) -> u64 {
     slot.map_or(0, |a| a.load(Ordering::Relaxed))
 }
 
+/// How a statement ended, for [`Instruments::on_statement`]: the call sites hand over what they
+/// have (`bool` = failed or not, or the error itself) and only a metrics hook looks inside it.
+#[derive(Debug, Clone, Copy)]
+// Only a metrics hook reads the errors.
+#[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+pub(crate) enum Outcome<'a> {
+    /// It succeeded.
+    Ok,
+    /// It failed, for a reason the call site did not pass on.
+    Failed,
+    /// It failed with this error.
+    Db(&'a DbErr),
+    /// It failed with this driver error.
+    Driver(&'a sqlx::Error),
+}
+
+impl Outcome<'_> {
+    pub fn failed(self) -> bool {
+        !matches!(self, Outcome::Ok)
+    }
+}
+
+impl From<bool> for Outcome<'_> {
+    fn from(failed: bool) -> Self {
+        if failed { Outcome::Failed } else { Outcome::Ok }
+    }
+}
+
+impl<'a> From<Option<&'a DbErr>> for Outcome<'a> {
+    fn from(error: Option<&'a DbErr>) -> Self {
+        error.map_or(Outcome::Ok, Outcome::Db)
+    }
+}
+
+impl<'a> From<Option<&'a sqlx::Error>> for Outcome<'a> {
+    fn from(error: Option<&'a sqlx::Error>) -> Self {
+        error.map_or(Outcome::Ok, Outcome::Driver)
+    }
+}
+
+/// Where the events of one pool go besides its own counters: the OpenTelemetry instruments of
+/// [`crate::otel`]. A trait so that this layer imports nothing above it; the hook does its
+/// own reading of the SQL text and the error, so a pool without one pays nothing for it.
+#[cfg(feature = "opentelemetry")]
+pub(crate) trait MetricsHook: Send + Sync + std::fmt::Debug {
+    /// A caller waited `seconds` for a connection (0 when one was free).
+    fn wait(&self, seconds: f64);
+    /// A connection was opened in `seconds`.
+    fn created(&self, seconds: f64);
+    /// A connection was held `seconds` by its caller.
+    fn held(&self, seconds: f64);
+    /// A statement ran for `seconds` and ended so.
+    fn statement(&self, sql: &str, seconds: f64, outcome: Outcome<'_>);
+}
+
 /// The service's own instruments.
 #[derive(Debug)]
 pub(crate) struct Instruments {
@@ -133,6 +188,10 @@ pub(crate) struct Instruments {
     pub waits: Window,
     pub queries: Window,
     slow_query_threshold: Option<Duration>,
+    /// The OpenTelemetry instruments, once [`crate::otel::instrument`] registered them: the
+    /// first registration stays. Unset, an event costs one atomic load for it.
+    #[cfg(feature = "opentelemetry")]
+    hook: std::sync::OnceLock<Box<dyn MetricsHook>>,
 }
 
 fn buckets() -> Histogram {
@@ -166,18 +225,35 @@ impl Instruments {
             waits: Window::default(),
             queries: Window::default(),
             slow_query_threshold,
+            #[cfg(feature = "opentelemetry")]
+            hook: std::sync::OnceLock::new(),
         }
     }
 
-    /// One statement finished (or failed) after `elapsed`.
+    /// Sends this pool's events to `hook` too, unless one is set already (then `false`, and
+    /// `hook` is dropped).
+    #[cfg(feature = "opentelemetry")]
+    pub fn set_hook(&self, hook: Box<dyn MetricsHook>) -> bool {
+        self.hook.set(hook).is_ok()
+    }
+
     /// Turns the statement log (`log_statements`) on or off.
     pub fn with_statement_log(mut self, on: bool) -> Self {
         self.log_statements = on;
         self
     }
 
-    pub fn on_statement(&self, sql: &str, elapsed: Duration, failed: bool) {
+    /// One statement finished (or failed) after `elapsed`. `outcome`: `failed` as a `bool`,
+    /// or the error itself (`result.as_ref().err()`, a `DbErr` or a driver error), which gives
+    /// the OpenTelemetry metric its `error.type` (the SQLSTATE).
+    pub fn on_statement<'a>(&self, sql: &str, elapsed: Duration, outcome: impl Into<Outcome<'a>>) {
+        let outcome = outcome.into();
+        let failed = outcome.failed();
         let secs = elapsed.as_secs_f64();
+        #[cfg(feature = "opentelemetry")]
+        if let Some(hook) = self.hook.get() {
+            hook.statement(sql, secs, outcome);
+        }
         if self.log_statements {
             // `log_statements`: every statement, as its SQL text with placeholders; the bound
             // values are never part of it.
@@ -213,12 +289,22 @@ impl Instruments {
     /// A connection was opened, taking `took`.
     pub fn on_created(&self, took: Duration) {
         self.opened.fetch_add(1, Ordering::Relaxed);
-        self.create_histogram.observe(took.as_secs_f64());
+        let secs = took.as_secs_f64();
+        self.create_histogram.observe(secs);
+        #[cfg(feature = "opentelemetry")]
+        if let Some(hook) = self.hook.get() {
+            hook.created(secs);
+        }
     }
 
     /// A connection came back after being held for `held`.
     pub fn on_hold(&self, held: Duration) {
-        self.hold_histogram.observe(held.as_secs_f64());
+        let secs = held.as_secs_f64();
+        self.hold_histogram.observe(secs);
+        #[cfg(feature = "opentelemetry")]
+        if let Some(hook) = self.hook.get() {
+            hook.held(secs);
+        }
     }
 
     /// A connection was closed.
@@ -255,6 +341,10 @@ impl Instruments {
         let secs = waited.as_secs_f64();
         self.wait_histogram.observe(secs);
         self.waits.record(secs);
+        #[cfg(feature = "opentelemetry")]
+        if let Some(hook) = self.hook.get() {
+            hook.wait(secs);
+        }
     }
 
     pub fn on_error(&self, err: &DbErr) {

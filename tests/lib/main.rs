@@ -16,6 +16,7 @@ mod failover;
 mod handout;
 mod inline;
 mod migrate;
+mod otel;
 mod pgbouncer;
 mod pool;
 mod pools;
