@@ -176,7 +176,7 @@ impl Pooled {
             }
         };
         conn.instruments()
-            .on_statement(sql, started.elapsed(), result.is_err());
+            .on_statement(sql, started.elapsed(), result.as_ref().err());
         result
     }
 

@@ -169,7 +169,7 @@ impl Transaction {
         }
         self.db
             .instruments()
-            .on_statement(statement, started.elapsed(), result.is_err());
+            .on_statement(statement, started.elapsed(), result.as_ref().err());
         result
             .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(e))))
             .inspect_err(|e| self.db.instruments().on_error(e))
