@@ -179,7 +179,11 @@ impl OtlpReceiver {
             for rs in &req.resource_spans {
                 let resource = attributes(rs.resource.as_ref().map_or(&[][..], |r| &r.attributes));
                 for ss in &rs.scope_spans {
-                    let scope = ss.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+                    let scope = ss
+                        .scope
+                        .as_ref()
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default();
                     for span in &ss.spans {
                         out.push(ReceivedSpan {
                             resource: resource.clone(),
@@ -202,7 +206,11 @@ impl OtlpReceiver {
             for rm in &req.resource_metrics {
                 let resource = attributes(rm.resource.as_ref().map_or(&[][..], |r| &r.attributes));
                 for sm in &rm.scope_metrics {
-                    let scope = sm.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+                    let scope = sm
+                        .scope
+                        .as_ref()
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default();
                     for metric in &sm.metrics {
                         out.push(ReceivedMetric {
                             resource: resource.clone(),
