@@ -144,7 +144,6 @@ impl<'a> Iterator for Tokens<'a> {
 impl std::iter::FusedIterator for Tokens<'_> {}
 
 impl Tokens<'_> {
-    #[allow(dead_code)] // SKELETON
     /// Where the last token returned ends (a quoted one's text is `sql[start..end]`).
     pub(crate) fn end(&self) -> usize {
         self.pos

@@ -233,6 +233,41 @@ impl DbConfig {
         self.url.driver_url.as_str()
     }
 
+    /// The database's name (`db.namespace` in telemetry): the URL's path, or PostgreSQL's
+    /// `dbname` parameter; `None` for SQLite and when the URL names none.
+    pub(crate) fn database_name(&self) -> Option<String> {
+        if self.url.backend == Backend::Sqlite {
+            return None;
+        }
+        let url = &self.url.driver_url;
+        let from_query = url
+            .query_pairs()
+            .find(|(k, _)| k == "dbname")
+            .map(|(_, v)| v.into_owned());
+        let from_path = percent_encoding::percent_decode_str(url.path().trim_start_matches('/'))
+            .decode_utf8()
+            .ok()
+            .map(|p| p.into_owned());
+        from_query.or(from_path).filter(|n| !n.is_empty())
+    }
+
+    /// The first server the URL names (`server.address`, `server.port` in telemetry).
+    pub(crate) fn first_server(&self) -> Option<(String, u16)> {
+        if let Some(h) = self.url.hosts.first() {
+            return Some((h.host.clone(), h.port));
+        }
+        let url = &self.url.driver_url;
+        let host = url.host_str().filter(|h| !h.is_empty())?;
+        let default = match self.url.backend {
+            Backend::MySql => 3306,
+            _ => 5432,
+        };
+        Some((
+            host.trim_matches(['[', ']']).to_owned(),
+            url.port().unwrap_or(default),
+        ))
+    }
+
     /// Removes this URL's password from `text` (for driver messages we did not write).
     pub(crate) fn scrub(&self, text: &str) -> String {
         redact::scrub(text, &self.secrets)

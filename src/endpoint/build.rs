@@ -102,7 +102,12 @@ pub(crate) fn build(
         other => return Err(other.not_compiled()),
     };
     let raw = seaorm_connection(&connector, p, Retire::WhenIdle);
-    let pool = Pool::new(config, connector, instruments.clone(), tasks.clone())?;
+    let node = if writes {
+        crate::trace::spans::Node::Primary
+    } else {
+        crate::trace::spans::Node::Replica
+    };
+    let pool = Pool::new(config, connector, instruments.clone(), tasks.clone(), node)?;
     Ok((pool, raw))
 }
 

@@ -148,6 +148,7 @@ impl Endpoint {
     /// Names the pool for log lines, once (later calls are ignored).
     pub fn set_name(&self, name: &str) {
         let _ = self.inner.name.set(name.to_owned());
+        let _ = self.inner.pool.shared().name.set(name.to_owned());
     }
 
     /// The configuration in effect.

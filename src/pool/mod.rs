@@ -71,6 +71,8 @@ use crate::classify::{AcquireError, acquire_failed};
 use crate::config::{ConfigError, DbConfig};
 use crate::observe::Instruments;
 use crate::tasks::Tasks;
+use crate::trace::spans;
+use tracing::Instrument;
 
 /// A checkout that does not wait in the queue.
 const NOW: Timeouts = Timeouts {
@@ -107,6 +109,7 @@ impl Pool {
         connector: Connector,
         instruments: Arc<Instruments>,
         tasks: Arc<Tasks>,
+        node: crate::trace::spans::Node,
     ) -> Result<Self, ConfigError> {
         let p = config.pool();
         let limits = Limits::of(p);
@@ -125,6 +128,8 @@ impl Pool {
             connector: connector.clone(),
             maintain_now: Arc::default(),
             generation: Default::default(),
+            trace: crate::trace::spans::PoolAttrs::new(config, node),
+            name: std::sync::OnceLock::new(),
             limits,
         });
         let manager = Manager {
@@ -181,6 +186,25 @@ impl Pool {
         self.acquire_logged(bound, None, false).await
     }
 
+    /// The span of a checkout that waits (disabled when no subscriber wants it).
+    fn wait_span(&self) -> tracing::Span {
+        let name = self.shared.name.get().map_or("primary", String::as_str);
+        spans::wait(&self.shared.trace, name)
+    }
+
+    /// [`timed_out`](Self::timed_out), recorded on the wait's span.
+    fn waited_in_vain(
+        &self,
+        span: &Option<tracing::Span>,
+        started: Instant,
+        warn: bool,
+    ) -> AcquireError {
+        if let Some(span) = span {
+            spans::record_failure(span, "pool_timeout");
+        }
+        self.timed_out(started.elapsed(), warn)
+    }
+
     async fn acquire_logged(
         &self,
         bound: Option<Duration>,
@@ -198,6 +222,8 @@ impl Pool {
             instruments: ins,
             since: started,
         };
+        // Created only once the caller has to wait (see `crate::trace`).
+        let mut wait_span: Option<tracing::Span> = None;
         // Fast path: a connection free now. No waiter can be passed over: the pool's
         // semaphore hands a returned permit straight to the first waiter. Taking it may still
         // cost a round trip (a ping after idle) or a connect, so the caller's bound applies
@@ -212,12 +238,16 @@ impl Pool {
                 (Poll::Ready(got), _) => got,
                 (Poll::Pending, Some(l)) => {
                     let left = l.saturating_sub(started.elapsed());
-                    match tokio::time::timeout(left, now).await {
+                    let span = wait_span.insert(self.wait_span()).clone();
+                    match tokio::time::timeout(left, now).instrument(span).await {
                         Ok(got) => got,
-                        Err(_) => return Err(self.timed_out(started.elapsed(), warn)),
+                        Err(_) => return Err(self.waited_in_vain(&wait_span, started, warn)),
                     }
                 }
-                (Poll::Pending, None) => now.await,
+                (Poll::Pending, None) => {
+                    let span = wait_span.insert(self.wait_span()).clone();
+                    now.instrument(span).await
+                }
             };
             match got {
                 Ok(obj) => return Ok(Pooled::new(obj, site, Instant::now(), &self.shared)),
@@ -226,24 +256,30 @@ impl Pool {
                 Err(_) => {}
             }
         }
+        let span = wait_span.get_or_insert_with(|| self.wait_span()).clone();
         let mut retry = Duration::from_millis(20);
         loop {
             if self.shared.closing.load(Ordering::Acquire) {
+                spans::record_failure(&span, "pool_closed");
                 return Err(AcquireError::Closed);
             }
             if self.shared.reach.is_down() && self.pool.status().available == 0 {
+                spans::record_failure(&span, "connection");
                 return Err(self.unreachable(started.elapsed(), true, warn));
             }
             let remaining = limit.map(|l| l.saturating_sub(started.elapsed()));
             if remaining.is_some_and(|r| r.is_zero()) {
-                return Err(self.timed_out(started.elapsed(), warn));
+                return Err(self.waited_in_vain(&wait_span, started, warn));
             }
             let got = match remaining {
-                Some(r) => match tokio::time::timeout(r, self.pool.get()).await {
+                Some(r) => match tokio::time::timeout(r, self.pool.get())
+                    .instrument(span.clone())
+                    .await
+                {
                     Ok(got) => got,
-                    Err(_) => return Err(self.timed_out(started.elapsed(), warn)),
+                    Err(_) => return Err(self.waited_in_vain(&wait_span, started, warn)),
                 },
-                None => self.pool.get().await,
+                None => self.pool.get().instrument(span.clone()).await,
             };
             match got {
                 Ok(obj) => return Ok(Pooled::new(obj, site, Instant::now(), &self.shared)),

@@ -17,6 +17,8 @@ use super::raw::{self, RawConn};
 use super::{Manager, Shared, tidy};
 use crate::classify::query_deadline_passed;
 use crate::stats::CloseReason;
+use crate::trace::spans;
+use tracing::Instrument;
 
 /// A connection taken from the pool; goes back when dropped.
 pub(crate) struct Pooled {
@@ -71,8 +73,22 @@ impl Pooled {
         self.obj.as_deref_mut()
     }
 
-    /// Runs one statement within `deadline`, counted and timed; see [`Conn::suspect`].
+    /// Runs one statement within `deadline`, counted and timed, in a statement span (see
+    /// [`crate::trace`]) under the caller's current span; see [`Conn::suspect`].
     pub async fn run(&mut self, op: Op<'_>, deadline: Option<Duration>) -> Result<Output, DbErr> {
+        let prepared = !matches!(op, Op::Unprepared(_) | Op::UnpreparedRows(_));
+        let span = spans::statement(&self.shared.trace, self.host(), op.sql(), prepared);
+        if span.is_disabled() {
+            return self.run_op(op, deadline).await;
+        }
+        let result = self.run_op(op, deadline).instrument(span.clone()).await;
+        if let Err(e) = &result {
+            spans::failed(&span, e);
+        }
+        result
+    }
+
+    async fn run_op(&mut self, op: Op<'_>, deadline: Option<Duration>) -> Result<Output, DbErr> {
         let Some(conn) = self.obj.as_deref_mut() else {
             return Err(DbErr::Custom("the connection was already released".into()));
         };
@@ -162,6 +178,11 @@ impl Pooled {
         conn.instruments()
             .on_statement(sql, started.elapsed(), result.is_err());
         result
+    }
+
+    /// A statement span for `sql` on this connection (see [`crate::trace`]).
+    pub(crate) fn statement_span(&self, sql: &str, prepared: bool) -> tracing::Span {
+        spans::statement(&self.shared.trace, self.host(), sql, prepared)
     }
 
     /// Which of the endpoint's hosts the connection is on.

@@ -79,6 +79,10 @@ pub(crate) struct Shared {
     /// Bumped by [`soft_evict`](super::Pool::soft_evict): connections whose opening began
     /// before are closed (idle ones at once, busy ones at check-in).
     pub(super) generation: std::sync::atomic::AtomicU64,
+    /// What every span of this pool carries (see [`crate::trace`]).
+    pub trace: crate::trace::spans::PoolAttrs,
+    /// The pool's name (`primary`, a named pool's, `replica_1`), for wait spans.
+    pub name: std::sync::OnceLock<String>,
 }
 
 impl Shared {

@@ -6,9 +6,9 @@
 //!
 //! | span (`otel.name`) | target | when | attributes |
 //! |---|---|---|---|
-//! | `{db.operation.name} {db.collection.name}` (`SELECT accounts`), kind CLIENT | [`STATEMENT_TARGET`] | each statement, on `db.conn()`, in transactions, on replicas, in batch writes and streams | `db.system.name`, `db.namespace`, `db.query.text`, `db.operation.name`, `db.collection.name`, `server.address`, `server.port`, `dbservice.node`; on failure `db.response.status_code` (SQLSTATE), `error.type`, `otel.status_code=error` |
+//! | `{db.operation.name} {db.collection.name}` (`SELECT accounts`), kind CLIENT | [`STATEMENT_TARGET`] | each statement, on `db.conn()`, in transactions (`BEGIN` and `COMMIT` too), on replicas, in batch writes (`COPY` included) and streams | `db.system.name`, `db.namespace`, `db.query.text`, `db.operation.name`, `db.collection.name`, `server.address`, `server.port`, `dbservice.node`; on failure `db.response.status_code` (SQLSTATE), `error.type`, `otel.status_code=error` |
 //! | `transaction`, kind INTERNAL | [`TRANSACTION_TARGET`] | each `db.transaction(...)` / `db.begin()` | `db.system.name`, `db.namespace`, `db.transaction.isolation`, `db.transaction.attempts`, `db.transaction.outcome` (`committed`, `rolled_back`, `failed`, `timeout`); a `retry` event per retried attempt |
-//! | `db.client.connection.wait`, kind INTERNAL | [`WAIT_TARGET`] | a checkout that had to wait (no idle connection at once) | `db.client.connection.pool.name`, `db.system.name`, `error.type` on a timeout |
+//! | `db.client.connection.wait`, kind INTERNAL | [`WAIT_TARGET`] | a checkout that did not complete at once: it queued behind other callers, or its connection needed a round trip first (a ping after idle, a state check) or had to be opened | `db.client.connection.pool.name`, `db.system.name`, `error.type` on a timeout |
 //!
 //! `db.query.text` is the statement as sent with placeholders (`$1`, `?`): bound values never
 //! appear, and under `pgbouncer=true` (values inlined on the wire) it is still the placeholder
@@ -20,7 +20,7 @@
 //!
 //! [database client semantic conventions]: https://opentelemetry.io/docs/specs/semconv/database/database-spans/
 
-#[allow(dead_code)] // SKELETON: used by the span and metrics work.
+pub(crate) mod spans;
 pub(crate) mod summary;
 
 /// The `tracing` target of statement spans.

@@ -5,6 +5,7 @@ use std::panic::Location;
 use std::time::{Duration, Instant};
 
 use sea_orm::{AccessMode, DbErr, IsolationLevel};
+use tracing::Instrument;
 
 use super::bump;
 use super::error::TxError;
@@ -107,8 +108,20 @@ impl DbService {
         let site = Some(Location::caller());
         async move {
             let started = Instant::now();
-            self.begin_guarded(&opts, opts.max_wait, started, site)
-                .await
+            let span = crate::trace::spans::transaction(
+                &self.pool().shared().trace,
+                opts.isolation.map(super::Isolation::label),
+                opts.read_only,
+            );
+            crate::trace::spans::attempt(&span, 1);
+            let begun = self
+                .begin_guarded(&opts, opts.max_wait, started, site)
+                .instrument(span.clone())
+                .await;
+            if begun.is_err() {
+                crate::trace::spans::transaction_ended(&span, super::outcome(&begun));
+            }
+            begun.map(|tx| tx.with_span(span))
         }
     }
 }

@@ -60,43 +60,48 @@ pub(super) async fn finish_detached(
     let what = if commit { "COMMIT" } else { "ROLLBACK" };
     // The task's own bound: a COMMIT/ROLLBACK the server never answers is abandoned, and the
     // connection, still inside its transaction, is closed.
-    let task = tasks.spawn(async move {
-        let within = Some(bound.saturating_mul(2));
-        let postgres = conn
-            .conn()
-            .and_then(|c| c.raw.as_ref())
-            .is_some_and(RawConn::is_postgres);
-        let result = match (&track, commit) {
-            (Some(high_water), true) => conn
-                .run(
-                    Op::UnpreparedRows(GUARDED_COMMIT_WITH_POSITION.as_str()),
-                    within,
-                )
-                .await
-                .inspect(|out| {
-                    if let Output::All(rows) = out
-                        && let Some(p) = position_in(rows)
-                    {
-                        high_water.advance(p.0);
-                    }
-                }),
-            (None, true) if postgres => conn.run(Op::Unprepared(GUARDED_COMMIT), within).await,
-            _ => conn.run(Op::Unprepared(what), within).await,
-        };
-        let ended = match &result {
-            Ok(_) => true,
-            // The transaction had failed and the COMMIT was never sent: end it here.
-            Err(e) if sqlstate(e).as_deref() == Some(IN_FAILED_TRANSACTION) => {
-                conn.run(Op::Unprepared("ROLLBACK"), within).await.is_ok()
+    // Under the caller's span (a transaction's), so that COMMIT's statement span nests there.
+    let span = tracing::Span::current();
+    let task = tasks.spawn(tracing::Instrument::instrument(
+        async move {
+            let within = Some(bound.saturating_mul(2));
+            let postgres = conn
+                .conn()
+                .and_then(|c| c.raw.as_ref())
+                .is_some_and(RawConn::is_postgres);
+            let result = match (&track, commit) {
+                (Some(high_water), true) => conn
+                    .run(
+                        Op::UnpreparedRows(GUARDED_COMMIT_WITH_POSITION.as_str()),
+                        within,
+                    )
+                    .await
+                    .inspect(|out| {
+                        if let Output::All(rows) = out
+                            && let Some(p) = position_in(rows)
+                        {
+                            high_water.advance(p.0);
+                        }
+                    }),
+                (None, true) if postgres => conn.run(Op::Unprepared(GUARDED_COMMIT), within).await,
+                _ => conn.run(Op::Unprepared(what), within).await,
+            };
+            let ended = match &result {
+                Ok(_) => true,
+                // The transaction had failed and the COMMIT was never sent: end it here.
+                Err(e) if sqlstate(e).as_deref() == Some(IN_FAILED_TRANSACTION) => {
+                    conn.run(Op::Unprepared("ROLLBACK"), within).await.is_ok()
+                }
+                Err(_) => false,
+            };
+            if ended {
+                conn.set_in_transaction(false);
             }
-            Err(_) => false,
-        };
-        if ended {
-            conn.set_in_transaction(false);
-        }
-        drop(conn);
-        result.map(|_| ())
-    });
+            drop(conn);
+            result.map(|_| ())
+        },
+        span,
+    ));
     match tokio::time::timeout(bound, task).await {
         Ok(Ok(result)) => result,
         Ok(Err(e)) => Err(DbErr::Custom(format!("the {what} task failed: {e}"))),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr};
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 use super::bump;
 use super::error::TxError;
@@ -29,6 +30,9 @@ pub struct Transaction {
     /// Savepoints currently open (for their names).
     pub(super) depth: AtomicU32,
     db: DbService,
+    /// `db.begin()`'s own span, which its statements nest under and which records how it
+    /// ended; disabled inside `db.transaction(...)`, whose span is the caller's current one.
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -51,7 +55,19 @@ impl Transaction {
             timeout,
             depth: AtomicU32::new(0),
             db,
+            span: tracing::Span::none(),
         }
+    }
+
+    /// Gives a handle from `db.begin()` its span.
+    pub(super) fn with_span(mut self, span: tracing::Span) -> Self {
+        self.span = span;
+        self
+    }
+
+    /// Records how the transaction ended on its span.
+    fn ended<T, E>(&self, result: &Result<T, TxError<E>>) {
+        crate::trace::spans::transaction_ended(&self.span, super::outcome(result));
     }
 
     /// Takes the connection out to end the transaction.
@@ -74,23 +90,33 @@ impl Transaction {
         let counters = self.db.tx_counters();
         let ping_timeout = self.db.config().pool().limits.ping_timeout;
         if self.started.elapsed() > self.timeout {
-            let _ = finish_detached(self.db.tasks(), conn, false, ping_timeout, None).await;
+            let _ = finish_detached(self.db.tasks(), conn, false, ping_timeout, None)
+                .instrument(self.span.clone())
+                .await;
             bump(&counters.timeout);
-            return Err(TxError::Timeout(self.timeout));
+            let result = Err(TxError::Timeout(self.timeout));
+            self.ended(&result);
+            return result;
         }
         let bound = commit_bound(self.timeout, ping_timeout);
-        let result =
-            finish_detached(self.db.tasks(), conn, true, bound, self.db.high_water()).await;
-        self.db.commit_outcome(result, self.timeout)
+        let result = finish_detached(self.db.tasks(), conn, true, bound, self.db.high_water())
+            .instrument(self.span.clone())
+            .await;
+        let result = self.db.commit_outcome(result, self.timeout);
+        self.ended(&result);
+        result
     }
 
     /// Rolls back now.
     pub async fn rollback(mut self) -> Result<(), DbErr> {
         bump(&self.db.tx_counters().rollback);
+        self.ended(&Err::<(), _>(TxError::Aborted(())));
         match self.take() {
             Some(conn) => {
                 let bound = self.db.config().pool().limits.ping_timeout;
-                finish_detached(self.db.tasks(), conn, false, bound, None).await
+                finish_detached(self.db.tasks(), conn, false, bound, None)
+                    .instrument(self.span.clone())
+                    .await
             }
             None => Ok(()),
         }
@@ -108,6 +134,10 @@ impl Transaction {
     pub(crate) async fn copy_in(&self, statement: &str, data: &[u8]) -> Result<u64, DbErr> {
         use sea_orm::{RuntimeErr, sqlx};
         let mut guard = self.conn.lock().await;
+        let span = match guard.as_ref() {
+            Some(pooled) => pooled.statement_span(statement, true),
+            None => tracing::Span::none(),
+        };
         let Some(conn) = guard.as_mut().and_then(|c| c.conn()) else {
             return Err(DbErr::Custom("the transaction has already ended".into()));
         };
@@ -120,6 +150,7 @@ impl Transaction {
             copy.send(data).await?;
             copy.finish().await
         };
+        let work = work.instrument(span.clone());
         let result: Result<u64, sqlx::Error> = match self.deadline {
             Some(d) => tokio::time::timeout(d, work).await.unwrap_or_else(|_| {
                 Err(sqlx::Error::Io(std::io::Error::new(
@@ -129,6 +160,9 @@ impl Transaction {
             }),
             None => work.await,
         };
+        if let Err(e) = &result {
+            crate::trace::spans::failed_sqlx(&span, e);
+        }
         if let Err(sqlx::Error::Io(_)) = &result {
             // Abandoned mid-copy: the connection's state is unknown; it is not reused.
             conn.broken = true;
@@ -147,6 +181,7 @@ impl Transaction {
             return Err(DbErr::Custom("the transaction has already ended".into()));
         };
         conn.run(op, self.deadline)
+            .instrument(self.span.clone())
             .await
             .inspect_err(|e| self.db.instruments().on_error(e))
     }
@@ -158,11 +193,16 @@ impl Drop for Transaction {
     fn drop(&mut self) {
         if let Some(conn) = self.take() {
             bump(&self.db.tx_counters().rollback);
+            self.ended(&Err::<(), _>(TxError::Aborted(())));
             let bound = self.db.config().pool().limits.ping_timeout;
             let tasks = self.db.tasks().clone();
             let spawn_on = tasks.clone();
+            let span = self.span.clone();
             spawn_on.spawn(async move {
-                if let Err(e) = finish_detached(&tasks, conn, false, bound, None).await {
+                if let Err(e) = finish_detached(&tasks, conn, false, bound, None)
+                    .instrument(span)
+                    .await
+                {
                     tracing::warn!(error = %e, "rollback of an abandoned transaction failed; its connection is closed");
                 }
             });

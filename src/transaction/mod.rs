@@ -93,6 +93,8 @@ pub use self::savepoint::savepoint;
 use crate::classify::{find_db_err, is_retryable, is_server_lost, sqlstate};
 use crate::pool::Site;
 use crate::service::DbService;
+use crate::trace::spans;
+use tracing::Instrument;
 
 pub(super) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
@@ -233,10 +235,12 @@ impl DbService {
         self.run_transaction(opts, body, site)
     }
 
+    /// [`run_attempts`](Self::run_attempts) in a transaction span (see [`crate::trace`]),
+    /// which its statements nest under and which records the attempts and the outcome.
     async fn run_transaction<F, T, E>(
         &self,
         opts: TxOptions,
-        mut body: F,
+        body: F,
         site: Site,
     ) -> Result<T, TxError<E>>
     where
@@ -244,7 +248,36 @@ impl DbService {
         T: Send,
         E: std::error::Error + Send + 'static,
     {
+        let span = spans::transaction(
+            &self.pool().shared().trace,
+            opts.isolation.map(Isolation::label),
+            opts.read_only,
+        );
+        if span.is_disabled() {
+            return self.run_attempts(opts, body, site, &span).await;
+        }
+        let result = self
+            .run_attempts(opts, body, site, &span)
+            .instrument(span.clone())
+            .await;
+        spans::transaction_ended(&span, outcome(&result));
+        result
+    }
+
+    async fn run_attempts<F, T, E>(
+        &self,
+        opts: TxOptions,
+        mut body: F,
+        site: Site,
+        span: &tracing::Span,
+    ) -> Result<T, TxError<E>>
+    where
+        F: AsyncFnMut(&Transaction) -> Result<T, E> + Send,
+        T: Send,
+        E: std::error::Error + Send + 'static,
+    {
         let called = Instant::now();
+        let mut attempts = 0u32;
         let mut conflicts = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(10))
             .with_max_delay(Duration::from_millis(500))
@@ -258,6 +291,8 @@ impl DbService {
         // The error that caused the pending failover retry.
         let mut cause: Option<TxError<E>> = None;
         loop {
+            attempts += 1;
+            spans::attempt(span, attempts);
             let (error, committing, body_ran) =
                 match self.attempt(&opts, wait, &mut body, site).await {
                     Attempt::Done(value) => return Ok(value),
@@ -279,6 +314,7 @@ impl DbService {
                     Some(delay) => {
                         bump(&self.tx_counters().retry);
                         tracing::debug!(delay_ms = delay.as_millis() as u64, error = %error, "retrying transaction");
+                        spans::retry(span, "conflict", delay);
                         tokio::time::sleep(delay).await;
                         wait = opts.max_wait;
                     }
@@ -295,6 +331,7 @@ impl DbService {
                         return Err(error);
                     }
                     bump(&self.tx_counters().retry);
+                    spans::retry(span, "server_lost", delay);
                     tracing::debug!(delay_ms = delay.as_millis() as u64, left_ms = left.as_millis() as u64, error = %error, "the transaction lost its server before COMMIT; retrying on a new connection");
                     tokio::time::sleep(delay).await;
                     // Positive but for a scheduler stall; then the retry's wait ends at once
@@ -419,6 +456,21 @@ impl DbService {
 fn session_ended(err: &DbErr) -> bool {
     sqlstate(err)
         .is_some_and(|code| matches!(code.as_str(), "57P01" | "57P02") || code.starts_with("08"))
+}
+
+/// The `db.transaction.outcome` a transaction's result is recorded as on its span:
+/// `committed`, `rolled_back` (the body returned an error), `timeout`, `max_wait`,
+/// `failed_before_commit`, `commit_unknown`, `failed` (an error of the database).
+pub(crate) fn outcome<T, E>(result: &Result<T, TxError<E>>) -> &'static str {
+    match result {
+        Ok(_) => "committed",
+        Err(TxError::Aborted(_)) => "rolled_back",
+        Err(TxError::Timeout(_)) => "timeout",
+        Err(TxError::MaxWait(_)) => "max_wait",
+        Err(TxError::FailedBeforeCommit(_)) => "failed_before_commit",
+        Err(TxError::CommitOutcomeUnknown(_)) => "commit_unknown",
+        Err(TxError::Database(_)) => "failed",
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,17 @@ pub enum Isolation {
     Serializable,
 }
 
+impl Isolation {
+    /// The level as SQL spells it, lower case (`read committed`): `db.transaction.isolation`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read committed",
+            Isolation::RepeatableRead => "repeatable read",
+            Isolation::Serializable => "serializable",
+        }
+    }
+}
+
 impl From<Isolation> for IsolationLevel {
     fn from(i: Isolation) -> Self {
         match i {

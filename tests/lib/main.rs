@@ -22,6 +22,7 @@ mod pools;
 mod replicas;
 mod server_full;
 mod session;
+mod spans;
 mod stale_plans;
 mod switchover_tx;
 mod transactions;

@@ -1,0 +1,307 @@
+//! Building the spans of [`crate::trace`]: their static attributes, computed once per pool, and
+//! the per-statement ones, computed only when a subscriber wants the span.
+
+use std::borrow::Cow;
+
+use sea_orm::{DbBackend, DbErr, sqlx};
+use tracing::field::Empty;
+use tracing::{Level, Span};
+
+use super::summary::summarize;
+use super::{QUERY_TEXT_LIMIT, STATEMENT_TARGET, TRANSACTION_TARGET, WAIT_TARGET};
+use crate::config::{Backend, DbConfig};
+use crate::sql_text::{Token, tokens};
+
+/// Which node a pool talks to (`dbservice.node`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Node {
+    Primary,
+    Replica,
+}
+
+/// A pool's attributes, the same on every span it makes.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolAttrs {
+    pub backend: DbBackend,
+    pub system: &'static str,
+    pub namespace: Option<String>,
+    /// Each host of the endpoint (PostgreSQL's multi-host URLs), else the URL's one.
+    hosts: Vec<(String, u16)>,
+    node: &'static str,
+}
+
+impl PoolAttrs {
+    pub fn new(config: &DbConfig, node: Node) -> Self {
+        let (backend, system) = match config.backend() {
+            Backend::Postgres => (DbBackend::Postgres, "postgresql"),
+            Backend::MySql => (DbBackend::MySql, "mysql"),
+            Backend::Sqlite => (DbBackend::Sqlite, "sqlite"),
+        };
+        let hosts = if config.hosts().is_empty() {
+            config.first_server().into_iter().collect()
+        } else {
+            config
+                .hosts()
+                .iter()
+                .map(|h| (h.host.clone(), h.port))
+                .collect()
+        };
+        Self {
+            backend,
+            system,
+            namespace: config.database_name(),
+            hosts,
+            node: match node {
+                Node::Primary => "primary",
+                Node::Replica => "replica",
+            },
+        }
+    }
+
+    fn server(&self, host: usize) -> Option<&(String, u16)> {
+        self.hosts.get(host).or_else(|| self.hosts.first())
+    }
+}
+
+/// The span of one statement on the connection to host number `host`, or a disabled span
+/// when no subscriber wants it (then `sql` is not read at all). `prepared`: `sql` carries
+/// placeholders for its values; otherwise (text run unprepared) its literals are masked.
+pub(crate) fn statement(attrs: &PoolAttrs, host: usize, sql: &str, prepared: bool) -> Span {
+    if !tracing::enabled!(target: STATEMENT_TARGET, Level::INFO) {
+        return Span::none();
+    }
+    let summary = summarize(sql, attrs.backend);
+    let text = query_text(sql, prepared, attrs.backend);
+    let server = attrs.server(host);
+    tracing::info_span!(
+        target: STATEMENT_TARGET,
+        "db.statement",
+        otel.name = %summary.span_name(attrs.system),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        db.system.name = attrs.system,
+        db.namespace = attrs.namespace.as_deref(),
+        db.query.text = %text,
+        db.operation.name = summary.operation.as_deref(),
+        db.collection.name = summary.collection.as_deref(),
+        server.address = server.map(|s| s.0.as_str()),
+        server.port = server.map(|s| i64::from(s.1)),
+        dbservice.node = attrs.node,
+        db.response.status_code = Empty,
+        error.type = Empty,
+    )
+}
+
+/// Records a failed statement's SQLSTATE (or the kind of failure) on its span.
+pub(crate) fn failed(span: &Span, error: &DbErr) {
+    if span.is_disabled() {
+        return;
+    }
+    match crate::classify::sqlstate(error) {
+        Some(code) => {
+            span.record("db.response.status_code", code.as_str());
+            span.record("error.type", code.as_str());
+        }
+        None => {
+            span.record("error.type", error_type(error));
+        }
+    }
+    span.record("otel.status_code", "error");
+}
+
+/// [`failed`] for a driver error not yet wrapped.
+pub(crate) fn failed_sqlx(span: &Span, error: &sqlx::Error) {
+    if span.is_disabled() {
+        return;
+    }
+    if let sqlx::Error::Database(db) = error
+        && let Some(code) = db.code()
+    {
+        span.record("db.response.status_code", code.as_ref());
+        span.record("error.type", code.as_ref());
+    } else {
+        span.record("error.type", sqlx_error_type(error));
+    }
+    span.record("otel.status_code", "error");
+}
+
+/// A short, bounded name for an error without a SQLSTATE (`error.type` must not grow without
+/// bound, and must not carry the message, which may quote values): the error kind's label.
+fn error_type(error: &DbErr) -> &'static str {
+    crate::classify::ErrorKind::of(error).label()
+}
+
+fn sqlx_error_type(error: &sqlx::Error) -> &'static str {
+    match error {
+        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => "timeout",
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => "connection",
+        sqlx::Error::PoolTimedOut => "pool_timeout",
+        sqlx::Error::PoolClosed => "pool_closed",
+        _ => "_OTHER",
+    }
+}
+
+/// `db.query.text`: `sql` cut at [`QUERY_TEXT_LIMIT`] bytes; text run unprepared has its
+/// literals masked first.
+fn query_text(sql: &str, prepared: bool, backend: DbBackend) -> Cow<'_, str> {
+    let text = if prepared {
+        Cow::Borrowed(sql)
+    } else {
+        mask_literals(sql, backend)
+    };
+    if text.len() <= QUERY_TEXT_LIMIT {
+        return text;
+    }
+    let mut cut = QUERY_TEXT_LIMIT;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Cow::Owned(text.get(..cut).unwrap_or_default().to_owned())
+}
+
+/// `sql` with each string literal and number replaced by `?` (OpenTelemetry's sanitization of
+/// text that is not parameterized): a value typed into the SQL is still a value.
+pub(crate) fn mask_literals(sql: &str, backend: DbBackend) -> Cow<'_, str> {
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut it = tokens(sql, backend);
+    while let Some((start, token)) = it.next() {
+        let end = it.end();
+        let literal = match token {
+            Token::Quoted => {
+                let first = sql.as_bytes().get(start).copied();
+                // A name is quoted with `"` (MySQL: a string), `` ` `` or `[`; anything else
+                // quoted ('...', $tag$...$tag$) is a string.
+                match first {
+                    Some(b'"') => backend == DbBackend::MySql,
+                    Some(b'`' | b'[') => false,
+                    _ => true,
+                }
+            }
+            Token::Word(w) => w.as_bytes().first().is_some_and(u8::is_ascii_digit),
+            _ => false,
+        };
+        if literal {
+            let buf = out.get_or_insert_with(|| String::with_capacity(sql.len()));
+            buf.push_str(sql.get(copied..start).unwrap_or_default());
+            buf.push('?');
+            copied = end;
+        }
+    }
+    match out {
+        None => Cow::Borrowed(sql),
+        Some(mut buf) => {
+            buf.push_str(sql.get(copied..).unwrap_or_default());
+            Cow::Owned(buf)
+        }
+    }
+}
+
+/// The span of a transaction (`db.transaction(...)` or `db.begin()`).
+pub(crate) fn transaction(attrs: &PoolAttrs, isolation: Option<&str>, read_only: bool) -> Span {
+    tracing::info_span!(
+        target: TRANSACTION_TARGET,
+        "db.transaction",
+        otel.name = "transaction",
+        otel.kind = "internal",
+        otel.status_code = Empty,
+        db.system.name = attrs.system,
+        db.namespace = attrs.namespace.as_deref(),
+        db.transaction.isolation = isolation.unwrap_or("default"),
+        db.transaction.read_only = read_only,
+        db.transaction.attempts = Empty,
+        db.transaction.outcome = Empty,
+        error.type = Empty,
+    )
+}
+
+/// Records the attempt under way (the closure form may run its body more than once).
+pub(crate) fn attempt(span: &Span, attempts: u32) {
+    if !span.is_disabled() {
+        span.record("db.transaction.attempts", attempts);
+    }
+}
+
+/// A `retry` event on a transaction's span: why (`conflict`, `server_lost`) and after how long.
+pub(crate) fn retry(span: &Span, cause: &'static str, delay: std::time::Duration) {
+    if span.is_disabled() {
+        return;
+    }
+    tracing::info!(
+        target: TRANSACTION_TARGET,
+        parent: span,
+        cause,
+        delay_ms = delay.as_millis() as u64,
+        "retry"
+    );
+}
+
+/// Records how a transaction ended on its span (see [`crate::transaction::outcome`]).
+pub(crate) fn transaction_ended(span: &Span, outcome: &'static str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("db.transaction.outcome", outcome);
+    if !matches!(outcome, "committed" | "rolled_back") {
+        span.record("error.type", outcome);
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// The span of a checkout that had to wait.
+pub(crate) fn wait(attrs: &PoolAttrs, pool_name: &str) -> Span {
+    tracing::info_span!(
+        target: WAIT_TARGET,
+        "db.client.connection.wait",
+        otel.name = "db.client.connection.wait",
+        otel.kind = "internal",
+        otel.status_code = Empty,
+        db.system.name = attrs.system,
+        db.client.connection.pool.name = pool_name,
+        error.type = Empty,
+    )
+}
+
+/// Records on a span (a wait's, or a stream's cut off) that it ended in `kind`.
+pub(crate) fn record_failure(span: &Span, kind: &'static str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("error.type", kind);
+    span.record("otel.status_code", "error");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_of_unprepared_text_are_masked() {
+        let pg = DbBackend::Postgres;
+        assert_eq!(
+            mask_literals("SET LOCAL app.tenant = 'acme'; SELECT 42, \"x\"", pg),
+            "SET LOCAL app.tenant = ?; SELECT ?, \"x\""
+        );
+        assert_eq!(mask_literals("SELECT $q$secret$q$", pg), "SELECT ?");
+        assert_eq!(mask_literals("SELECT E'it\\'s'", pg), "SELECT E?");
+        assert_eq!(
+            mask_literals("SELECT \"secret\" FROM `t`", DbBackend::MySql),
+            "SELECT ? FROM `t`"
+        );
+        assert_eq!(mask_literals("BEGIN", pg), "BEGIN");
+        assert!(matches!(mask_literals("COMMIT", pg), Cow::Borrowed(_)));
+        // Names with digits are names; a parameter is kept.
+        assert_eq!(
+            mask_literals("SELECT t1.a FROM t1 WHERE b = $1", pg),
+            "SELECT t1.a FROM t1 WHERE b = $1"
+        );
+    }
+
+    #[test]
+    fn long_text_is_cut_at_a_character_boundary() {
+        let sql = format!("SELECT '{}'", "é".repeat(QUERY_TEXT_LIMIT));
+        let text = query_text(&sql, true, DbBackend::Postgres);
+        assert!(text.len() <= QUERY_TEXT_LIMIT && text.len() >= QUERY_TEXT_LIMIT - 1);
+        assert!(text.starts_with("SELECT 'é"));
+    }
+}
