@@ -353,6 +353,8 @@ impl Export {
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
+                // Nor the `tracing` target: the conventions' attributes say what a span is.
+                .with_target(false)
                 .with_filter(filter)
                 .boxed(),
         )

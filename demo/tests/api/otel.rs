@@ -506,6 +506,24 @@ async fn grpc_or_a_malformed_endpoint_exits_2_naming_the_variable() {
         assert!(out.contains(expected), "{var}={value}: {out}");
         assert!(!out.contains("hdr-SECRET-99"), "headers printed: {out}");
     }
+    // `.env` is not where the SDK looks: a line there would be ignored, so it is refused.
+    let cwd = tempfile::tempdir().expect("temp dir");
+    std::fs::write(cwd.path().join(".env"), "OTEL_SERVICE_NAME=from-dotenv\n").expect(".env");
+    let mut server = Server::spawn_in(
+        cwd,
+        &[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://127.0.0.1:4318".into(),
+        )],
+    );
+    let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(code, 2, "{}", server.output());
+    assert!(
+        server.output().contains("OTEL_SERVICE_NAME"),
+        "{}",
+        server.output()
+    );
+
     // The HTTP exporter is what this build has: said so for grpc.
     let mut server = Server::spawn(&[
         (
@@ -517,4 +535,30 @@ async fn grpc_or_a_malformed_endpoint_exits_2_naming_the_variable() {
     let (code, _) = server.wait_exit(Duration::from_secs(20)).await;
     assert_eq!(code, 2);
     assert!(server.output().contains("HTTP"), "{}", server.output());
+}
+
+/// The `OTEL_*` examples of `.env.example` are all valid together.
+#[test]
+fn env_example_otel_values_are_valid() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env.example"))
+        .expect(".env.example exists");
+    let vars: std::collections::HashMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.trim_start_matches('#').trim().split_once('='))
+        .filter(|(k, _)| k.starts_with("OTEL_"))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for var in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_SERVICE_NAME",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_SDK_DISABLED",
+    ] {
+        assert!(vars.contains_key(var), ".env.example lacks {var}");
+    }
+    let settings = dbservice_demo::otel::ExportSettings::from_map(&vars)
+        .expect("the examples are valid")
+        .expect("an endpoint is set");
+    assert!(settings.traces.is_some() && settings.metrics.is_some());
 }
