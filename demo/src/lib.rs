@@ -4,6 +4,8 @@
 
 pub mod entities;
 mod listeners;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod routes;
 pub mod schema;
 mod settings;
@@ -160,6 +162,11 @@ impl Application {
     /// The service behind the server.
     pub fn db(&self) -> &DbService {
         &self.db
+    }
+
+    /// The primary and the named pools (for `dbservice::otel::instrument`).
+    pub fn pools(&self) -> &Pools {
+        &self.pools
     }
 
     /// Serves until `stop` resolves (the binary passes the first SIGTERM/SIGINT) or the

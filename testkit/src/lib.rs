@@ -1,9 +1,11 @@
 //! The test harness shared by the library's tests, the demo's tests and the benchmark: private
-//! PostgreSQL clusters (`pg_cluster`), a fault-injecting TCP proxy (`proxy`), fresh databases on
-//! PostgreSQL, SQLite and MariaDB, and small polling helpers. Not published.
+//! PostgreSQL clusters (`pg_cluster`), a fault-injecting TCP proxy (`proxy`), an OTLP/HTTP
+//! receiver (`otlp`), fresh databases on PostgreSQL, SQLite and MariaDB, and small polling
+//! helpers. Not published.
 
 #![allow(missing_docs)]
 
+pub mod otlp;
 pub mod pg_cluster;
 pub mod pgbouncer;
 pub mod proxy;

@@ -159,7 +159,12 @@ impl Server {
         (address, client)
     }
 
-    fn signal(&self, sig: Signal) {
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn signal(&self, sig: Signal) {
         let pid = i32::try_from(self.child.id()).expect("pid fits");
         kill(Pid::from_raw(pid), sig).expect("signal delivered");
     }

@@ -18,6 +18,7 @@ mod metrics;
 mod migrate;
 mod mysql;
 mod openapi;
+mod otel;
 mod pgbouncer;
 mod pool;
 mod replicas;
