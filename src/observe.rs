@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use sea_orm::{DbErr, sqlx};
+use sea_orm::{DbBackend, DbErr, sqlx};
+
+pub(crate) use crate::trace::spans::Text;
 
 use crate::classify::ErrorKind;
 use crate::stats::CloseReason;
@@ -188,6 +190,7 @@ pub(crate) struct Instruments {
     pub waits: Window,
     pub queries: Window,
     slow_query_threshold: Option<Duration>,
+    backend: DbBackend,
     /// The OpenTelemetry instruments, once [`crate::otel::instrument`] registered them: the
     /// first registration stays. Unset, an event costs one atomic load for it.
     #[cfg(feature = "opentelemetry")]
@@ -225,6 +228,7 @@ impl Instruments {
             waits: Window::default(),
             queries: Window::default(),
             slow_query_threshold,
+            backend: DbBackend::Postgres,
             #[cfg(feature = "opentelemetry")]
             hook: std::sync::OnceLock::new(),
         }
@@ -237,6 +241,12 @@ impl Instruments {
         self.hook.set(hook).is_ok()
     }
 
+    /// The SQL dialect of this pool's statements (for masking literals in what is logged).
+    pub fn with_backend(mut self, backend: DbBackend) -> Self {
+        self.backend = backend;
+        self
+    }
+
     /// Turns the statement log (`log_statements`) on or off.
     pub fn with_statement_log(mut self, on: bool) -> Self {
         self.log_statements = on;
@@ -246,7 +256,16 @@ impl Instruments {
     /// One statement finished (or failed) after `elapsed`. `outcome`: `failed` as a `bool`,
     /// or the error itself (`result.as_ref().err()`, a `DbErr` or a driver error), which gives
     /// the OpenTelemetry metric its `error.type` (the SQLSTATE).
-    pub fn on_statement<'a>(&self, sql: &str, elapsed: Duration, outcome: impl Into<Outcome<'a>>) {
+    ///
+    /// `text.sql` is what the hook reads; the statement log and the slow-query line show
+    /// [`Text::shown`]: placeholders kept, literals of text without bound values masked.
+    pub fn on_statement<'a>(
+        &self,
+        text: Text<'_>,
+        elapsed: Duration,
+        outcome: impl Into<Outcome<'a>>,
+    ) {
+        let sql = text.sql;
         let outcome = outcome.into();
         let failed = outcome.failed();
         let secs = elapsed.as_secs_f64();
@@ -256,12 +275,12 @@ impl Instruments {
         }
         if self.log_statements {
             // `log_statements`: every statement, as its SQL text with placeholders; the bound
-            // values are never part of it.
+            // values are never part of it, nor the literals of text run without any.
             tracing::info!(
                 target: "dbservice::statements",
                 duration_ms = secs * 1000.0,
                 failed,
-                statement = %sql,
+                statement = %text.shown(self.backend),
                 "statement"
             );
         }
@@ -274,13 +293,13 @@ impl Instruments {
         if let Some(threshold) = self.slow_query_threshold
             && elapsed >= threshold
         {
-            // The SQL text carries placeholders, never the bound values.
+            // The SQL text carries placeholders, never the bound values (nor literals).
             tracing::warn!(
                 target: "dbservice::slow_query",
                 duration_ms = secs * 1000.0,
                 threshold_ms = threshold.as_secs_f64() * 1000.0,
                 failed,
-                statement = %sql,
+                statement = %text.shown(self.backend),
                 "slow query"
             );
         }

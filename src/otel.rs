@@ -36,11 +36,12 @@ use opentelemetry::metrics::{Histogram, Meter};
 use sea_orm::{DbBackend, sqlx};
 
 use crate::classify::{ErrorKind, sqlstate};
-use crate::config::{Backend, DbConfig};
+use crate::config::Backend;
 use crate::endpoint::{Endpoint, PRIMARY};
 use crate::named::Pools;
 use crate::observe::{MetricsHook, Outcome};
 use crate::service::DbService;
+use crate::trace::spans::PoolAttrs;
 use crate::trace::summary::summarize;
 
 /// Bucket boundaries, in seconds, of every histogram: the ones the conventions advise for
@@ -233,7 +234,7 @@ fn register(endpoints: Vec<(String, Endpoint)>, meter: &Meter) {
                 Backend::Sqlite => DbBackend::Sqlite,
             },
             pool: [pool_name.clone()],
-            operation: operation_attributes(pool_name.clone(), config),
+            operation: operation_attributes(pool_name.clone(), &endpoint.pool().shared().trace),
         };
         // The first registration wins; a pool already instrumented is not observed twice
         // either (its figures would be reported twice under the same attributes).
@@ -318,70 +319,53 @@ fn observe(pools: Arc<Vec<Observed>>, meter: &Meter) {
         .build();
 }
 
-/// The attributes every statement of the pool carries: its name, the system, the database
-/// and the server (its first host).
-fn operation_attributes(pool_name: KeyValue, config: &DbConfig) -> Vec<KeyValue> {
-    let backend = config.backend();
-    let mut out = vec![
-        pool_name,
-        KeyValue::new(
-            SYSTEM,
-            match backend {
-                Backend::Postgres => "postgresql",
-                Backend::MySql => "mysql",
-                Backend::Sqlite => "sqlite",
-            },
-        ),
-    ];
-    if backend == Backend::Sqlite {
-        // A file, not a server with databases: no namespace, no address.
-        return out;
+/// The attributes every statement of the pool carries: its name, and the system, database and
+/// server (its first host) its spans carry too ([`crate::trace`]).
+fn operation_attributes(pool_name: KeyValue, attrs: &PoolAttrs) -> Vec<KeyValue> {
+    let mut out = vec![pool_name, KeyValue::new(SYSTEM, attrs.system)];
+    if let Some(database) = &attrs.namespace {
+        out.push(KeyValue::new(
+            NAMESPACE,
+            Arc::<str>::from(database.as_str()),
+        ));
     }
-    let url = url::Url::parse(config.driver_url()).ok();
-    if let Some(database) = url.as_ref().and_then(database_name) {
-        out.push(KeyValue::new(NAMESPACE, Arc::<str>::from(database)));
-    }
-    let server = match config.hosts().first() {
-        Some(h) => Some((h.host.clone(), h.port)),
-        None => url.as_ref().and_then(|u| {
-            let default = if backend == Backend::MySql {
-                3306
-            } else {
-                5432
-            };
-            u.host_str()
-                .map(|h| (h.to_owned(), u.port().unwrap_or(default)))
-        }),
-    };
-    if let Some((host, port)) = server {
-        out.push(KeyValue::new(SERVER_ADDRESS, Arc::<str>::from(host)));
-        out.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+    if let Some((host, port)) = attrs.first_server() {
+        out.push(KeyValue::new(
+            SERVER_ADDRESS,
+            Arc::<str>::from(host.as_str()),
+        ));
+        out.push(KeyValue::new(SERVER_PORT, i64::from(*port)));
     }
     out
-}
-
-/// The database a PostgreSQL or MySQL URL names: its path without the leading `/`, decoded.
-/// The URL carries the password too; only the path is read.
-fn database_name(url: &url::Url) -> Option<String> {
-    let path = url.path().trim_start_matches('/');
-    if path.is_empty() {
-        return None;
-    }
-    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-    Some(decoded.into_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DbConfig;
 
     #[test]
     fn the_namespace_is_the_database_of_the_url_and_never_its_password() {
-        let url = url::Url::parse("postgres://app:s3cret@db1:6432/led%20ger?sslmode=disable")
-            .expect("url");
-        assert_eq!(database_name(&url).as_deref(), Some("led ger"));
-        let none = url::Url::parse("postgres://app@db1").expect("url");
-        assert_eq!(database_name(&none), None);
+        let attrs = |url: &str| {
+            let config = DbConfig::from_url(url).expect("url");
+            operation_attributes(
+                KeyValue::new(POOL_NAME, "p"),
+                &PoolAttrs::new(&config, crate::trace::spans::Node::Primary),
+            )
+        };
+        let pg = attrs("postgres://app:s3cret@db1:6432/led%20ger?sslmode=disable");
+        let text = format!("{pg:?}");
+        assert!(
+            text.contains("led ger") && text.contains("db1") && text.contains("6432"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        let sqlite = attrs("sqlite://data/app.sqlite?mode=rwc");
+        assert_eq!(
+            sqlite.len(),
+            2,
+            "a file has no namespace and no server: {sqlite:?}"
+        );
     }
 
     #[test]

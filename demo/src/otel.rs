@@ -32,7 +32,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets, filter_fn};
 
 /// The service name when neither `OTEL_SERVICE_NAME` nor `service.name` in
 /// `OTEL_RESOURCE_ATTRIBUTES` gives one.
@@ -90,20 +90,24 @@ pub struct Endpoint {
 }
 
 impl std::fmt::Display for Endpoint {
-    /// The URL and protocol, for the startup line; a URL with a user part (which could hold a
-    /// token) is not shown.
+    /// Where to and how, for the startup line: scheme, host and port only (a user part, path or
+    /// query could hold a token).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url = if self.url.contains('@') {
-            "(URL with a user part, not shown)"
-        } else {
-            &self.url
-        };
         let protocol = if self.json {
             "http/json"
         } else {
             "http/protobuf"
         };
-        write!(f, "{url} ({protocol})")
+        match url::Url::parse(&self.url) {
+            Ok(u) => write!(
+                f,
+                "{}://{}:{} ({protocol})",
+                u.scheme(),
+                u.host_str().unwrap_or_default(),
+                u.port_or_known_default().unwrap_or_default()
+            ),
+            Err(_) => write!(f, "(unparsable endpoint) ({protocol})"),
+        }
     }
 }
 
@@ -340,11 +344,18 @@ impl Export {
     /// (INFO and above; the drivers' at WARN), if traces are exported.
     pub fn layer(&self) -> Option<crate::telemetry::ExtraLayer> {
         let tracer = self.tracer.as_ref()?.tracer(SCOPE);
-        let filter = Targets::new()
+        let levels = Targets::new()
             .with_default(LevelFilter::INFO)
             .with_target("sqlx", LevelFilter::WARN)
             .with_target("sea_orm", LevelFilter::WARN)
             .with_target("sea_orm_migration", LevelFilter::WARN);
+        // Spans, and only the library's span events (a transaction's retries): log events
+        // (an error's message, a slow query's text) stay in the logs, since a driver's
+        // message may quote a value (MySQL's "Duplicate entry 'x'"), which the export must
+        // never carry.
+        let filter = levels.and(filter_fn(|meta| {
+            meta.is_span() || meta.target().starts_with("dbservice::spans")
+        }));
         Some(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
@@ -370,22 +381,32 @@ impl Export {
     /// the server drained, so the spans of the last requests are not lost.
     pub async fn shutdown(self, bound: Duration) {
         // The providers block while they flush (and their HTTP client must not be dropped on
-        // a runtime thread): on a blocking thread, and not waited for past the bound.
-        let flush = tokio::task::spawn_blocking(move || {
-            let mut errors = Vec::new();
-            if let Some(t) = self.tracer
-                && let Err(e) = t.shutdown_with_timeout(bound)
-            {
-                errors.push(format!("traces: {e}"));
-            }
-            if let Some(m) = self.meter
-                && let Err(e) = m.shutdown_with_timeout(bound)
-            {
-                errors.push(format!("metrics: {e}"));
-            }
-            errors
-        });
-        match tokio::time::timeout(bound, flush).await {
+        // a runtime thread): on a thread of their own, detached, so that neither this wait nor
+        // the runtime's end waits for it past the bound; one deadline for both providers.
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let deadline = std::time::Instant::now() + bound;
+        let spawned = std::thread::Builder::new()
+            .name("otel-shutdown".into())
+            .spawn(move || {
+                let left = || deadline.saturating_duration_since(std::time::Instant::now());
+                let mut errors = Vec::new();
+                if let Some(t) = self.tracer
+                    && let Err(e) = t.shutdown_with_timeout(left())
+                {
+                    errors.push(format!("traces: {e}"));
+                }
+                if let Some(m) = self.meter
+                    && let Err(e) = m.shutdown_with_timeout(left())
+                {
+                    errors.push(format!("metrics: {e}"));
+                }
+                let _ = done.send(errors);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "telemetry export shutdown could not start");
+            return;
+        }
+        match tokio::time::timeout(bound, finished).await {
             Ok(Ok(errors)) if errors.is_empty() => {
                 tracing::debug!("telemetry export flushed and stopped");
             }
@@ -393,7 +414,7 @@ impl Export {
                 errors = errors.join("; "),
                 "telemetry export stopped with errors (the last spans or metrics may be lost)"
             ),
-            Ok(Err(e)) => tracing::warn!(error = %e, "telemetry export shutdown failed"),
+            Ok(Err(_)) => tracing::warn!("telemetry export shutdown ended without an answer"),
             Err(_) => tracing::warn!(
                 bound = ?bound,
                 "telemetry export did not flush within its bound; the last spans or metrics may be lost"

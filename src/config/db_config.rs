@@ -253,6 +253,10 @@ impl DbConfig {
 
     /// The first server the URL names (`server.address`, `server.port` in telemetry).
     pub(crate) fn first_server(&self) -> Option<(String, u16)> {
+        // A SQLite URL's "host" is a file name, not a server.
+        if self.url.backend == Backend::Sqlite {
+            return None;
+        }
         if let Some(h) = self.url.hosts.first() {
             return Some((h.host.clone(), h.port));
         }

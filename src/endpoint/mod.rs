@@ -99,7 +99,8 @@ impl Endpoint {
         let p = config.pool();
         let instruments = Arc::new(
             Instruments::new(p.monitoring.slow_query_threshold)
-                .with_statement_log(p.monitoring.log_statements),
+                .with_statement_log(p.monitoring.log_statements)
+                .with_backend(crate::trace::spans::backend_of(config.backend())),
         );
         let tasks = Tasks::current();
         let (pool, raw) = build::build(&config, &instruments, &tasks, writes, secrets)?;

@@ -17,7 +17,7 @@ use super::raw::{self, RawConn};
 use super::{Manager, Shared, tidy};
 use crate::classify::query_deadline_passed;
 use crate::stats::CloseReason;
-use crate::trace::spans;
+use crate::trace::spans::{self, Text};
 use tracing::Instrument;
 
 /// A connection taken from the pool; goes back when dropped.
@@ -76,16 +76,29 @@ impl Pooled {
     /// Runs one statement within `deadline`, counted and timed, in a statement span (see
     /// [`crate::trace`]) under the caller's current span; see [`Conn::suspect`].
     pub async fn run(&mut self, op: Op<'_>, deadline: Option<Duration>) -> Result<Output, DbErr> {
-        let prepared = !matches!(op, Op::Unprepared(_) | Op::UnpreparedRows(_));
-        let span = spans::statement(&self.shared.trace, self.host(), op.sql(), prepared);
+        let span = spans::statement(&self.shared.trace, self.host(), Text::of(&op));
         if span.is_disabled() {
             return self.run_op(op, deadline).await;
         }
+        // A caller that goes away mid-statement (a timeout around it, a client gone) leaves a
+        // span that says so rather than one that looks like a success.
+        let mut unfinished = spans::Unfinished::statement(&span);
         let result = self.run_op(op, deadline).instrument(span.clone()).await;
+        unfinished.finished();
         if let Err(e) = &result {
             spans::failed(&span, e);
         }
         result
+    }
+
+    /// [`run`](Self::run) for the service's own bookkeeping outside any caller's work (the
+    /// replica probe): no span, so it makes no trace of its own every interval.
+    pub async fn run_untraced(
+        &mut self,
+        op: Op<'_>,
+        deadline: Option<Duration>,
+    ) -> Result<Output, DbErr> {
+        self.run_op(op, deadline).await
     }
 
     async fn run_op(&mut self, op: Op<'_>, deadline: Option<Duration>) -> Result<Output, DbErr> {
@@ -123,7 +136,8 @@ impl Pooled {
         // transaction, clears it.
         let dirty_before = conn.suspect;
         conn.suspect = true;
-        let sql = op.sql();
+        let text = Text::of(&op);
+        let sql = text.sql;
         let single = !matches!(op, Op::Unprepared(_) | Op::UnpreparedRows(_))
             && !matches!(*conn.mode, Mode::Inline { .. });
         // Marked before it runs, so that a statement abandoned mid-flight counts too.
@@ -176,13 +190,13 @@ impl Pooled {
             }
         };
         conn.instruments()
-            .on_statement(sql, started.elapsed(), result.as_ref().err());
+            .on_statement(text, started.elapsed(), result.as_ref().err());
         result
     }
 
-    /// A statement span for `sql` on this connection (see [`crate::trace`]).
-    pub(crate) fn statement_span(&self, sql: &str, prepared: bool) -> tracing::Span {
-        spans::statement(&self.shared.trace, self.host(), sql, prepared)
+    /// A statement span for `text` on this connection (see [`crate::trace`]).
+    pub(crate) fn statement_span(&self, text: Text<'_>) -> tracing::Span {
+        spans::statement(&self.shared.trace, self.host(), text)
     }
 
     /// Which of the endpoint's hosts the connection is on.

@@ -121,7 +121,7 @@ where
 pub(crate) fn start(mut conn: Pooled, stmt: Statement, bound: Option<Duration>) -> RowStream {
     let (tx, rx) = mpsc::channel(AHEAD);
     // Opened here, under the caller's span; the task that reads the rows runs in it.
-    let span = conn.statement_span(&stmt.sql, true);
+    let span = conn.statement_span(crate::trace::spans::Text::statement(&stmt));
     let record_on = span.clone();
     tokio::spawn(tracing::Instrument::instrument(
         async move {

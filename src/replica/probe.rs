@@ -55,7 +55,7 @@ async fn check(replica: &Replica, max_lag: Duration, primary_at: u64) {
         // Quiet: a saturated replica is no news here (no verdict this round).
         let mut conn = pool.acquire_quiet(Some(bound)).await.map_err(to_db_err)?;
         let host = conn.host();
-        conn.run(Op::One(&stmt), Some(bound))
+        conn.run_untraced(Op::One(&stmt), Some(bound))
             .await
             .map(|out| (out, host))
     };

@@ -7,7 +7,7 @@
 //! | span (`otel.name`) | target | when | attributes |
 //! |---|---|---|---|
 //! | `{db.operation.name} {db.collection.name}` (`SELECT accounts`), kind CLIENT | [`STATEMENT_TARGET`] | each statement, on `db.conn()`, in transactions (`BEGIN` and `COMMIT` too), on replicas, in batch writes (`COPY` included) and streams | `db.system.name`, `db.namespace`, `db.query.text`, `db.operation.name`, `db.collection.name`, `server.address`, `server.port`, `dbservice.node`; on failure `db.response.status_code` (SQLSTATE), `error.type`, `otel.status_code=error` |
-//! | `transaction`, kind INTERNAL | [`TRANSACTION_TARGET`] | each `db.transaction(...)` / `db.begin()` | `db.system.name`, `db.namespace`, `db.transaction.isolation`, `db.transaction.attempts`, `db.transaction.outcome` (`committed`, `rolled_back`, `failed`, `timeout`); a `retry` event per retried attempt |
+//! | `transaction`, kind INTERNAL | [`TRANSACTION_TARGET`] | each `db.transaction(...)` / `db.begin()` | `db.system.name`, `db.namespace`, `dbservice.transaction.isolation`, `dbservice.transaction.attempts`, `dbservice.transaction.outcome` (`committed`, `rolled_back`, `failed`, `timeout`); a `retry` event per retried attempt |
 //! | `db.client.connection.wait`, kind INTERNAL | [`WAIT_TARGET`] | a checkout that did not complete at once: it queued behind other callers, or its connection needed a round trip first (a ping after idle, a state check) or had to be opened | `db.client.connection.pool.name`, `db.system.name`, `error.type` on a timeout |
 //!
 //! `db.query.text` is the statement as sent with placeholders (`$1`, `?`): bound values never

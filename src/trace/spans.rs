@@ -3,13 +3,14 @@
 
 use std::borrow::Cow;
 
-use sea_orm::{DbBackend, DbErr, sqlx};
+use sea_orm::{DbBackend, DbErr, Statement, sqlx};
 use tracing::field::Empty;
 use tracing::{Level, Span};
 
 use super::summary::summarize;
 use super::{QUERY_TEXT_LIMIT, STATEMENT_TARGET, TRANSACTION_TARGET, WAIT_TARGET};
 use crate::config::{Backend, DbConfig};
+use crate::pool::Op;
 use crate::sql_text::{Token, tokens};
 
 /// Which node a pool talks to (`dbservice.node`).
@@ -30,12 +31,65 @@ pub(crate) struct PoolAttrs {
     node: &'static str,
 }
 
+/// SeaORM's name for `backend`'s dialect.
+pub(crate) fn backend_of(backend: Backend) -> DbBackend {
+    match backend {
+        Backend::Postgres => DbBackend::Postgres,
+        Backend::MySql => DbBackend::MySql,
+        Backend::Sqlite => DbBackend::Sqlite,
+    }
+}
+
+/// A statement's text, and whether its values travel bound (then the text has placeholders
+/// and is shown as is; otherwise it may have values typed in, and its literals are masked).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Text<'a> {
+    pub sql: &'a str,
+    pub parameterized: bool,
+}
+
+impl<'a> Text<'a> {
+    /// The text of `op`: parameterized when it carries bound values.
+    pub fn of(op: &Op<'a>) -> Self {
+        match op {
+            Op::Execute(s) | Op::One(s) | Op::All(s) => Self::statement(s),
+            Op::Unprepared(sql) | Op::UnpreparedRows(sql) => Self {
+                sql,
+                parameterized: false,
+            },
+        }
+    }
+
+    /// The text of `stmt`: parameterized when it carries bound values.
+    pub fn statement(stmt: &'a Statement) -> Self {
+        Self {
+            sql: &stmt.sql,
+            parameterized: stmt.values.as_ref().is_some_and(|v| !v.0.is_empty()),
+        }
+    }
+
+    /// Our own text, which holds no value.
+    pub fn internal(sql: &'a str) -> Self {
+        Self {
+            sql,
+            parameterized: true,
+        }
+    }
+
+    /// What spans and log lines show: cut at [`QUERY_TEXT_LIMIT`] bytes, literals masked
+    /// unless parameterized.
+    pub fn shown(&self, backend: DbBackend) -> Cow<'a, str> {
+        query_text(self.sql, self.parameterized, backend)
+    }
+}
+
 impl PoolAttrs {
     pub fn new(config: &DbConfig, node: Node) -> Self {
-        let (backend, system) = match config.backend() {
-            Backend::Postgres => (DbBackend::Postgres, "postgresql"),
-            Backend::MySql => (DbBackend::MySql, "mysql"),
-            Backend::Sqlite => (DbBackend::Sqlite, "sqlite"),
+        let backend = backend_of(config.backend());
+        let system = match config.backend() {
+            Backend::Postgres => "postgresql",
+            Backend::MySql => "mysql",
+            Backend::Sqlite => "sqlite",
         };
         let hosts = if config.hosts().is_empty() {
             config.first_server().into_iter().collect()
@@ -58,20 +112,24 @@ impl PoolAttrs {
         }
     }
 
+    /// The first server the endpoint names (`server.address`, `server.port`).
+    pub fn first_server(&self) -> Option<&(String, u16)> {
+        self.hosts.first()
+    }
+
     fn server(&self, host: usize) -> Option<&(String, u16)> {
         self.hosts.get(host).or_else(|| self.hosts.first())
     }
 }
 
 /// The span of one statement on the connection to host number `host`, or a disabled span
-/// when no subscriber wants it (then `sql` is not read at all). `prepared`: `sql` carries
-/// placeholders for its values; otherwise (text run unprepared) its literals are masked.
-pub(crate) fn statement(attrs: &PoolAttrs, host: usize, sql: &str, prepared: bool) -> Span {
+/// when no subscriber wants it (then the text is not read at all).
+pub(crate) fn statement(attrs: &PoolAttrs, host: usize, text: Text<'_>) -> Span {
     if !tracing::enabled!(target: STATEMENT_TARGET, Level::INFO) {
         return Span::none();
     }
-    let summary = summarize(sql, attrs.backend);
-    let text = query_text(sql, prepared, attrs.backend);
+    let summary = summarize(text.sql, attrs.backend);
+    let text = text.shown(attrs.backend);
     let server = attrs.server(host);
     tracing::info_span!(
         target: STATEMENT_TARGET,
@@ -90,6 +148,51 @@ pub(crate) fn statement(attrs: &PoolAttrs, host: usize, sql: &str, prepared: boo
         db.response.status_code = Empty,
         error.type = Empty,
     )
+}
+
+/// Marks its span `cancelled` when dropped before [`finished`](Self::finished): the caller's
+/// future was dropped mid-statement (or mid-transaction).
+pub(crate) struct Unfinished<'a> {
+    span: &'a Span,
+    done: bool,
+    transaction: bool,
+}
+
+impl<'a> Unfinished<'a> {
+    /// For a statement's span (`error.type=cancelled`).
+    pub fn statement(span: &'a Span) -> Self {
+        Self {
+            span,
+            done: false,
+            transaction: false,
+        }
+    }
+
+    /// For a transaction's span (`dbservice.transaction.outcome=cancelled`).
+    pub fn transaction(span: &'a Span) -> Self {
+        Self {
+            span,
+            done: false,
+            transaction: true,
+        }
+    }
+
+    pub fn finished(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if self.transaction {
+            transaction_ended(self.span, "cancelled");
+        } else {
+            record_failure(self.span, "cancelled");
+        }
+    }
 }
 
 /// Records a failed statement's SQLSTATE (or the kind of failure) on its span.
@@ -141,22 +244,20 @@ fn sqlx_error_type(error: &sqlx::Error) -> &'static str {
     }
 }
 
-/// `db.query.text`: `sql` cut at [`QUERY_TEXT_LIMIT`] bytes; text run unprepared has its
-/// literals masked first.
-fn query_text(sql: &str, prepared: bool, backend: DbBackend) -> Cow<'_, str> {
-    let text = if prepared {
-        Cow::Borrowed(sql)
-    } else {
-        mask_literals(sql, backend)
-    };
-    if text.len() <= QUERY_TEXT_LIMIT {
-        return text;
-    }
-    let mut cut = QUERY_TEXT_LIMIT;
-    while !text.is_char_boundary(cut) {
+/// `db.query.text`: `sql` cut at [`QUERY_TEXT_LIMIT`] bytes (at a character boundary), then,
+/// unless `parameterized`, its literals masked. Cut first, so a huge text costs no more than
+/// the limit; a literal the cut splits is unterminated and so masked to the end.
+fn query_text(sql: &str, parameterized: bool, backend: DbBackend) -> Cow<'_, str> {
+    let mut cut = sql.len().min(QUERY_TEXT_LIMIT);
+    while !sql.is_char_boundary(cut) {
         cut -= 1;
     }
-    Cow::Owned(text.get(..cut).unwrap_or_default().to_owned())
+    let head = sql.get(..cut).unwrap_or_default();
+    if parameterized {
+        Cow::Borrowed(head)
+    } else {
+        mask_literals(head, backend)
+    }
 }
 
 /// `sql` with each string literal and number replaced by `?` (OpenTelemetry's sanitization of
@@ -207,10 +308,10 @@ pub(crate) fn transaction(attrs: &PoolAttrs, isolation: Option<&str>, read_only:
         otel.status_code = Empty,
         db.system.name = attrs.system,
         db.namespace = attrs.namespace.as_deref(),
-        db.transaction.isolation = isolation.unwrap_or("default"),
-        db.transaction.read_only = read_only,
-        db.transaction.attempts = Empty,
-        db.transaction.outcome = Empty,
+        dbservice.transaction.isolation = isolation.unwrap_or("default"),
+        dbservice.transaction.read_only = read_only,
+        dbservice.transaction.attempts = Empty,
+        dbservice.transaction.outcome = Empty,
         error.type = Empty,
     )
 }
@@ -218,7 +319,7 @@ pub(crate) fn transaction(attrs: &PoolAttrs, isolation: Option<&str>, read_only:
 /// Records the attempt under way (the closure form may run its body more than once).
 pub(crate) fn attempt(span: &Span, attempts: u32) {
     if !span.is_disabled() {
-        span.record("db.transaction.attempts", attempts);
+        span.record("dbservice.transaction.attempts", attempts);
     }
 }
 
@@ -241,8 +342,8 @@ pub(crate) fn transaction_ended(span: &Span, outcome: &'static str) {
     if span.is_disabled() {
         return;
     }
-    span.record("db.transaction.outcome", outcome);
-    if !matches!(outcome, "committed" | "rolled_back") {
+    span.record("dbservice.transaction.outcome", outcome);
+    if !matches!(outcome, "committed" | "rolled_back" | "abandoned") {
         span.record("error.type", outcome);
         span.record("otel.status_code", "error");
     }

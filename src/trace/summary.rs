@@ -126,7 +126,7 @@ pub(crate) fn summarize(sql: &str, backend: DbBackend) -> Summary<'_> {
         }
     }
     if found {
-        collection = name_at(sql, &mut it);
+        collection = name_at(sql, &mut it, backend).filter(|_| alone(&mut it));
     }
     Summary {
         operation: Some(operation),
@@ -134,8 +134,49 @@ pub(crate) fn summarize(sql: &str, backend: DbBackend) -> Summary<'_> {
     }
 }
 
+/// Whether the table just read is the statement's only one: no `JOIN` and no `,` (an old-style
+/// join) follows before the clauses that cannot name tables. OpenTelemetry's conventions ask
+/// for no `db.collection.name` when the text names several.
+fn alone(it: &mut crate::sql_text::Tokens<'_>) -> bool {
+    let mut depth = 0usize;
+    for (_, token) in it {
+        match token {
+            Token::Punct('(') => depth += 1,
+            Token::Punct(')') => depth = depth.saturating_sub(1),
+            Token::Punct(';') if depth == 0 => return true,
+            Token::Punct(',') if depth == 0 => return false,
+            Token::Word(w) if depth == 0 => {
+                const ENDS: [&str; 10] = [
+                    "WHERE",
+                    "GROUP",
+                    "ORDER",
+                    "LIMIT",
+                    "HAVING",
+                    "RETURNING",
+                    "VALUES",
+                    "SET",
+                    "ON",
+                    "OFFSET",
+                ];
+                if w.eq_ignore_ascii_case("JOIN") {
+                    return false;
+                }
+                if ENDS.iter().any(|e| e.eq_ignore_ascii_case(w)) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
 /// A possibly qualified name (`a.b`, `"a"."b"`) from the next tokens, quotes taken off.
-fn name_at<'a>(sql: &'a str, it: &mut crate::sql_text::Tokens<'a>) -> Option<Cow<'a, str>> {
+fn name_at<'a>(
+    sql: &'a str,
+    it: &mut crate::sql_text::Tokens<'a>,
+    backend: DbBackend,
+) -> Option<Cow<'a, str>> {
     let mut parts: Vec<&'a str> = Vec::new();
     loop {
         let (start, token) = it.next()?;
@@ -148,8 +189,14 @@ fn name_at<'a>(sql: &'a str, it: &mut crate::sql_text::Tokens<'a>) -> Option<Cow
                 let inner = text
                     .get(1..text.len().saturating_sub(1))
                     .unwrap_or_default();
-                // A string literal ('...') is not a name.
-                if text.starts_with('\'') || inner.is_empty() {
+                // Only a quoted name is a name: `"..."` (MySQL: a string), `` `...` ``, `[...]`;
+                // a string literal ('...', $tag$...$tag$) never is, whatever the server says.
+                let name_quote = match text.as_bytes().first() {
+                    Some(b'"') => backend != DbBackend::MySql,
+                    Some(b'`' | b'[') => true,
+                    _ => false,
+                };
+                if !name_quote || inner.is_empty() {
                     return None;
                 }
                 inner
@@ -220,6 +267,31 @@ mod tests {
         assert_eq!(both("SELECT 'FROM x' AS s"), pair("SELECT", None));
         assert_eq!(both("SELECT 1"), pair("SELECT", None));
         assert_eq!(both("UPDATE ONLY t SET a = 1"), pair("UPDATE", Some("t")));
+        assert_eq!(both("SELECT * FROM $q$secret$q$"), pair("SELECT", None));
+        let s = summarize(r#"INSERT INTO "secret" VALUES (1)"#, DbBackend::MySql);
+        assert_eq!(s.collection, None);
+    }
+
+    #[test]
+    fn several_tables_name_no_collection() {
+        assert_eq!(
+            both(
+                r#"SELECT "a"."id" FROM "accounts" AS "a" LEFT JOIN "transfers" ON "a"."id" = "transfers"."from_id""#
+            ),
+            pair("SELECT", None)
+        );
+        assert_eq!(
+            both("SELECT * FROM a, b WHERE a.id = b.id"),
+            pair("SELECT", None)
+        );
+        assert_eq!(
+            both("SELECT * FROM a WHERE id IN (SELECT x FROM b, c) ORDER BY p, q"),
+            pair("SELECT", Some("a"))
+        );
+        assert_eq!(
+            both(r#"UPDATE "accounts" SET "x" = 1 FROM "t" WHERE "id" = $1"#),
+            pair("UPDATE", Some("accounts"))
+        );
     }
 
     #[test]

@@ -121,7 +121,7 @@ impl DbService {
             if begun.is_err() {
                 crate::trace::spans::transaction_ended(&span, super::outcome(&begun));
             }
-            begun.map(|tx| tx.with_span(span))
+            begun.map(|tx| tx.with_span(span, true))
         }
     }
 }

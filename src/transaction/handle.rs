@@ -30,9 +30,10 @@ pub struct Transaction {
     /// Savepoints currently open (for their names).
     pub(super) depth: AtomicU32,
     db: DbService,
-    /// `db.begin()`'s own span, which its statements nest under and which records how it
-    /// ended; disabled inside `db.transaction(...)`, whose span is the caller's current one.
+    /// The transaction's span (`db.begin()`'s own, or `db.transaction(...)`'s): its statements,
+    /// and a rollback after the handle was dropped, nest under it.
     span: tracing::Span,
+    owns_span: bool,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -56,18 +57,23 @@ impl Transaction {
             depth: AtomicU32::new(0),
             db,
             span: tracing::Span::none(),
+            owns_span: false,
         }
     }
 
-    /// Gives a handle from `db.begin()` its span.
-    pub(super) fn with_span(mut self, span: tracing::Span) -> Self {
+    /// Gives the handle its transaction's span; `owned`: a `db.begin()` handle, which records
+    /// the outcome (inside `db.transaction(...)` the closure's runner does).
+    pub(super) fn with_span(mut self, span: tracing::Span, owned: bool) -> Self {
         self.span = span;
+        self.owns_span = owned;
         self
     }
 
     /// Records how the transaction ended on its span.
     fn ended<T, E>(&self, result: &Result<T, TxError<E>>) {
-        crate::trace::spans::transaction_ended(&self.span, super::outcome(result));
+        if self.owns_span {
+            crate::trace::spans::transaction_ended(&self.span, super::outcome(result));
+        }
     }
 
     /// Takes the connection out to end the transaction.
@@ -135,7 +141,7 @@ impl Transaction {
         use sea_orm::{RuntimeErr, sqlx};
         let mut guard = self.conn.lock().await;
         let span = match guard.as_ref() {
-            Some(pooled) => pooled.statement_span(statement, true),
+            Some(pooled) => pooled.statement_span(crate::trace::spans::Text::internal(statement)),
             None => tracing::Span::none(),
         };
         let Some(conn) = guard.as_mut().and_then(|c| c.conn()) else {
@@ -167,9 +173,11 @@ impl Transaction {
             // Abandoned mid-copy: the connection's state is unknown; it is not reused.
             conn.broken = true;
         }
-        self.db
-            .instruments()
-            .on_statement(statement, started.elapsed(), result.as_ref().err());
+        self.db.instruments().on_statement(
+            crate::trace::spans::Text::internal(statement),
+            started.elapsed(),
+            result.as_ref().err(),
+        );
         result
             .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(e))))
             .inspect_err(|e| self.db.instruments().on_error(e))
@@ -193,7 +201,9 @@ impl Drop for Transaction {
     fn drop(&mut self) {
         if let Some(conn) = self.take() {
             bump(&self.db.tx_counters().rollback);
-            self.ended(&Err::<(), _>(TxError::Aborted(())));
+            if self.owns_span {
+                crate::trace::spans::transaction_ended(&self.span, "abandoned");
+            }
             let bound = self.db.config().pool().limits.ping_timeout;
             let tasks = self.db.tasks().clone();
             let spawn_on = tasks.clone();

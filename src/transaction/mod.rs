@@ -256,10 +256,13 @@ impl DbService {
         if span.is_disabled() {
             return self.run_attempts(opts, body, site, &span).await;
         }
+        // Dropped before the end (the caller went away): the span says `cancelled`.
+        let mut unfinished = spans::Unfinished::transaction(&span);
         let result = self
             .run_attempts(opts, body, site, &span)
             .instrument(span.clone())
             .await;
+        unfinished.finished();
         spans::transaction_ended(&span, outcome(&result));
         result
     }
@@ -294,7 +297,7 @@ impl DbService {
             attempts += 1;
             spans::attempt(span, attempts);
             let (error, committing, body_ran) =
-                match self.attempt(&opts, wait, &mut body, site).await {
+                match self.attempt(&opts, wait, &mut body, site, span).await {
                     Attempt::Done(value) => return Ok(value),
                     Attempt::NotBegun(e) => (e, false, false),
                     Attempt::Failed(e) => (e, false, true),
@@ -351,6 +354,7 @@ impl DbService {
         wait: Duration,
         body: &mut F,
         site: Site,
+        span: &tracing::Span,
     ) -> Attempt<T, E>
     where
         F: AsyncFnMut(&Transaction) -> Result<T, E> + Send,
@@ -360,7 +364,8 @@ impl DbService {
         let counters = self.tx_counters();
         let started = Instant::now();
         let mut tx = match self.begin_guarded(opts, wait, started, site).await {
-            Ok(tx) => tx,
+            // Its span: a handle dropped mid-body rolls back under it.
+            Ok(tx) => tx.with_span(span.clone(), false),
             Err(e) => return Attempt::NotBegun(e.widen()),
         };
         let budget = opts.timeout.saturating_sub(started.elapsed());
@@ -458,9 +463,11 @@ fn session_ended(err: &DbErr) -> bool {
         .is_some_and(|code| matches!(code.as_str(), "57P01" | "57P02") || code.starts_with("08"))
 }
 
-/// The `db.transaction.outcome` a transaction's result is recorded as on its span:
+/// The `dbservice.transaction.outcome` a transaction's result is recorded as on its span:
 /// `committed`, `rolled_back` (the body returned an error), `timeout`, `max_wait`,
-/// `failed_before_commit`, `commit_unknown`, `failed` (an error of the database).
+/// `failed_before_commit`, `commit_unknown`, `failed` (an error of the database); and, set
+/// elsewhere, `abandoned` (a `db.begin()` handle dropped open) and `cancelled` (the caller of
+/// `db.transaction(...)` went away before it ended).
 pub(crate) fn outcome<T, E>(result: &Result<T, TxError<E>>) -> &'static str {
     match result {
         Ok(_) => "committed",

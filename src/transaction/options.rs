@@ -21,7 +21,7 @@ pub enum Isolation {
 }
 
 impl Isolation {
-    /// The level as SQL spells it, lower case (`read committed`): `db.transaction.isolation`.
+    /// The level as SQL spells it, lower case (`read committed`): `dbservice.transaction.isolation`.
     pub fn label(self) -> &'static str {
         match self {
             Isolation::ReadCommitted => "read committed",

@@ -158,11 +158,19 @@ async fn pool_metrics_arrive_under_otel_names_and_move_with_load() {
             .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let during = otel.collect().await;
     let count = "db.client.connection.count";
     let state = "db.client.connection.state";
     let pool = "db.client.connection.pool.name";
+    // Read until both connections show as used (opening the second may take a moment on a
+    // loaded machine); the load lasts 8 × 0.2 s over two connections, 0.8 s at least.
+    let mut during = otel.collect().await;
+    let polled = std::time::Instant::now();
+    while value(&during, count, &[(pool, "primary"), (state, "used")]) < 2.0
+        && polled.elapsed() < Duration::from_millis(600)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        during = otel.collect().await;
+    }
     assert_eq!(
         value(&during, count, &[(pool, "primary"), (state, "used")]),
         2.0,

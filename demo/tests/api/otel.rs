@@ -237,7 +237,7 @@ async fn a_transfer_is_one_trace_server_transaction_statements_without_bound_val
     assert_eq!(tx.parent_span_id(), root.span_id(), "under the request");
     assert_eq!(tx.attr("db.system.name").as_deref(), Some("postgresql"));
     assert_eq!(
-        tx.attr("db.transaction.outcome").as_deref(),
+        tx.attr("dbservice.transaction.outcome").as_deref(),
         Some("committed")
     );
     let statements: Vec<&ReceivedSpan> = spans
