@@ -265,13 +265,12 @@ impl Instruments {
         elapsed: Duration,
         outcome: impl Into<Outcome<'a>>,
     ) {
-        let sql = text.sql;
         let outcome = outcome.into();
         let failed = outcome.failed();
         let secs = elapsed.as_secs_f64();
         #[cfg(feature = "opentelemetry")]
         if let Some(hook) = self.hook.get() {
-            hook.statement(sql, secs, outcome);
+            hook.statement(text.sql, secs, outcome);
         }
         if self.log_statements {
             // `log_statements`: every statement, as its SQL text with placeholders; the bound

@@ -2,6 +2,8 @@
 
 use sea_orm::{ExecResult, QueryResult, Statement};
 
+use crate::trace::spans::Text;
+
 /// How statements reach a PostgreSQL server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -43,7 +45,18 @@ pub(crate) fn unexpected() -> sea_orm::DbErr {
     sea_orm::DbErr::Custom("the statement returned an unexpected kind of result".into())
 }
 
-impl Op<'_> {
+impl<'a> Op<'a> {
+    /// Its text, parameterized when it carries bound values (what spans and logs show).
+    pub fn text(&self) -> Text<'a> {
+        match *self {
+            Op::Execute(s) | Op::One(s) | Op::All(s) => Text::statement(s),
+            Op::Unprepared(sql) | Op::UnpreparedRows(sql) => Text {
+                sql,
+                parameterized: false,
+            },
+        }
+    }
+
     pub fn sql(&self) -> &str {
         match self {
             Op::Execute(s) | Op::One(s) | Op::All(s) => &s.sql,

@@ -76,7 +76,7 @@ impl Pooled {
     /// Runs one statement within `deadline`, counted and timed, in a statement span (see
     /// [`crate::trace`]) under the caller's current span; see [`Conn::suspect`].
     pub async fn run(&mut self, op: Op<'_>, deadline: Option<Duration>) -> Result<Output, DbErr> {
-        let span = spans::statement(&self.shared.trace, self.host(), Text::of(&op));
+        let span = spans::statement(&self.shared.trace, self.host(), op.text());
         if span.is_disabled() {
             return self.run_op(op, deadline).await;
         }
@@ -136,7 +136,7 @@ impl Pooled {
         // transaction, clears it.
         let dirty_before = conn.suspect;
         conn.suspect = true;
-        let text = Text::of(&op);
+        let text = op.text();
         let sql = text.sql;
         let single = !matches!(op, Op::Unprepared(_) | Op::UnpreparedRows(_))
             && !matches!(*conn.mode, Mode::Inline { .. });

@@ -10,7 +10,6 @@ use tracing::{Level, Span};
 use super::summary::summarize;
 use super::{QUERY_TEXT_LIMIT, STATEMENT_TARGET, TRANSACTION_TARGET, WAIT_TARGET};
 use crate::config::{Backend, DbConfig};
-use crate::pool::Op;
 use crate::sql_text::{Token, tokens};
 
 /// Which node a pool talks to (`dbservice.node`).
@@ -49,17 +48,6 @@ pub(crate) struct Text<'a> {
 }
 
 impl<'a> Text<'a> {
-    /// The text of `op`: parameterized when it carries bound values.
-    pub fn of(op: &Op<'a>) -> Self {
-        match op {
-            Op::Execute(s) | Op::One(s) | Op::All(s) => Self::statement(s),
-            Op::Unprepared(sql) | Op::UnpreparedRows(sql) => Self {
-                sql,
-                parameterized: false,
-            },
-        }
-    }
-
     /// The text of `stmt`: parameterized when it carries bound values.
     pub fn statement(stmt: &'a Statement) -> Self {
         Self {
@@ -113,6 +101,7 @@ impl PoolAttrs {
     }
 
     /// The first server the endpoint names (`server.address`, `server.port`).
+    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
     pub fn first_server(&self) -> Option<&(String, u16)> {
         self.hosts.first()
     }
