@@ -126,3 +126,61 @@ fn standard_method(method: &str) -> &'static str {
         .find(|m| *m == method)
         .unwrap_or("other")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    fn rendered(http: &HttpMetrics) -> String {
+        let mut registry = Registry::default();
+        registry.register("t_requests", "", http.requests.clone());
+        registry.register("t_latency", "", http.latency.clone());
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    #[test]
+    fn cached_series_are_the_registered_ones_and_clones_share_them() {
+        let http = HttpMetrics::default();
+        let clone = http.clone();
+        let ms = Duration::from_millis(1);
+        http.record("GET", "/api/accounts/{id}", 200, ms);
+        clone.record("GET", "/api/accounts/{id}", 200, ms);
+        http.record("GET", "/api/accounts/{id}", 404, ms);
+        http.record("BREW", "/api/accounts/{id}", 200, ms);
+        http.record("GET", "unmatched", 1000, ms);
+        let text = rendered(&http);
+        let line = |labels: &str| {
+            text.lines()
+                .find(|l| l.starts_with("t_requests_total{") && l.contains(labels))
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+        };
+        let get = "method=\"GET\",route=\"/api/accounts/{id}\"";
+        assert_eq!(
+            line(&format!("{get},status=\"200\"")),
+            Some("2".into()),
+            "{text}"
+        );
+        assert_eq!(
+            line(&format!("{get},status=\"404\"")),
+            Some("1".into()),
+            "{text}"
+        );
+        assert_eq!(
+            line("method=\"other\",route=\"/api/accounts/{id}\",status=\"200\""),
+            Some("1".into()),
+            "{text}"
+        );
+        assert_eq!(
+            line("method=\"GET\",route=\"unmatched\",status=\"0\""),
+            Some("1".into()),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("t_latency_count{{{get}}} 3")),
+            "{text}"
+        );
+    }
+}
