@@ -127,7 +127,7 @@ fn otlp_server(
 
 /// Built without the demo's `otel` feature: no exporting server (the report says n/a).
 #[cfg(not(feature = "otel"))]
-fn otlp_server(_url: &str, _dir: &Path) -> Option<http::Server> {
+fn otlp_server(_receiver: Option<&()>, _url: &str, _dir: &Path) -> Option<http::Server> {
     None
 }
 
@@ -213,6 +213,8 @@ async fn run(opts: Opts) {
     let otlp = opts
         .runs("http")
         .then(dbservice_testkit::otlp::OtlpReceiver::start_discarding);
+    #[cfg(not(feature = "otel"))]
+    let otlp: Option<()> = None;
     let servers = if opts.runs("http") {
         let like_ours = format!("like-ours:{our_default_size}");
         vec![
@@ -238,12 +240,7 @@ async fn run(opts: Opts) {
             ),
         ]
         .into_iter()
-        .chain(otlp_server(
-            #[cfg(feature = "otel")]
-            otlp.as_ref(),
-            &url,
-            work_dir.path(),
-        ))
+        .chain(otlp_server(otlp.as_ref(), &url, work_dir.path()))
         .chain(pool::BOUNCER_URL.get().map(|b| {
             http::Server::demo(
                 "demo through PgBouncer (pgbouncer=true)",
