@@ -20,6 +20,6 @@ mod shutdown;
 
 pub use self::deadline::{RequestTimeout, bound_request};
 pub use self::error::ApiError;
-pub use self::log::{log_request, request_spans};
+pub use self::log::{RequestSpan, log_request, request_spans};
 pub use self::metrics::serve_metrics;
 pub use self::shutdown::drain;

@@ -1,6 +1,8 @@
 //! [`HttpMetrics`]: per-route request counters and latency histograms, recorded by whatever
 //! serves the requests (the actix wing's `log_request`, or any framework's middleware).
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -28,6 +30,20 @@ pub(super) struct RouteLabels {
 pub struct HttpMetrics {
     pub(super) requests: Family<RequestLabels, Counter>,
     pub(super) latency: Family<RouteLabels, Histogram>,
+    /// The two series of every (route, method, status) seen so far, shared by the clones:
+    /// after a label set's first request, recording it allocates nothing and takes one read
+    /// lock (the families' `get_or_create` would copy the route twice and lock and hash twice).
+    handles: Arc<RwLock<HashMap<Box<str>, Vec<Handles>>>>,
+}
+
+/// One label set's series (`prometheus-client` metrics are `Arc`-backed: a clone is the same
+/// series).
+#[derive(Debug)]
+struct Handles {
+    method: &'static str,
+    status: u16,
+    requests: Counter,
+    latency: Histogram,
 }
 
 impl Default for HttpMetrics {
@@ -37,6 +53,7 @@ impl Default for HttpMetrics {
             latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
+            handles: Arc::default(),
         }
     }
 }
@@ -54,19 +71,48 @@ impl HttpMetrics {
         } else {
             0
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                method,
-                route: route.to_owned(),
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabels {
-                method,
-                route: route.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
+        let cached = self.handles.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = cached
+            .get(route)
+            .and_then(|v| v.iter().find(|h| h.method == method && h.status == status))
+        {
+            h.requests.inc();
+            h.latency.observe(seconds);
+            return;
+        }
+        drop(cached);
+        // First request of this label set: create its series and keep them.
+        let h = Handles {
+            method,
+            status,
+            requests: self
+                .requests
+                .get_or_create(&RequestLabels {
+                    method,
+                    route: route.to_owned(),
+                    status,
+                })
+                .clone(),
+            latency: self
+                .latency
+                .get_or_create(&RouteLabels {
+                    method,
+                    route: route.to_owned(),
+                })
+                .clone(),
+        };
+        h.requests.inc();
+        h.latency.observe(seconds);
+        let mut cached = self.handles.write().unwrap_or_else(PoisonError::into_inner);
+        let same_route = cached.entry(route.into()).or_default();
+        // Another thread may have cached it meanwhile: the series are the same either way.
+        if !same_route
+            .iter()
+            .any(|c| c.method == method && c.status == status)
+        {
+            same_route.push(h);
+        }
     }
 }
 
@@ -79,4 +125,62 @@ fn standard_method(method: &str) -> &'static str {
         .into_iter()
         .find(|m| *m == method)
         .unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    fn rendered(http: &HttpMetrics) -> String {
+        let mut registry = Registry::default();
+        registry.register("t_requests", "", http.requests.clone());
+        registry.register("t_latency", "", http.latency.clone());
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    #[test]
+    fn cached_series_are_the_registered_ones_and_clones_share_them() {
+        let http = HttpMetrics::default();
+        let clone = http.clone();
+        let ms = Duration::from_millis(1);
+        http.record("GET", "/api/accounts/{id}", 200, ms);
+        clone.record("GET", "/api/accounts/{id}", 200, ms);
+        http.record("GET", "/api/accounts/{id}", 404, ms);
+        http.record("BREW", "/api/accounts/{id}", 200, ms);
+        http.record("GET", "unmatched", 1000, ms);
+        let text = rendered(&http);
+        let line = |labels: &str| {
+            text.lines()
+                .find(|l| l.starts_with("t_requests_total{") && l.contains(labels))
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+        };
+        let get = "method=\"GET\",route=\"/api/accounts/{id}\"";
+        assert_eq!(
+            line(&format!("{get},status=\"200\"")),
+            Some("2".into()),
+            "{text}"
+        );
+        assert_eq!(
+            line(&format!("{get},status=\"404\"")),
+            Some("1".into()),
+            "{text}"
+        );
+        assert_eq!(
+            line("method=\"other\",route=\"/api/accounts/{id}\",status=\"200\""),
+            Some("1".into()),
+            "{text}"
+        );
+        assert_eq!(
+            line("method=\"GET\",route=\"unmatched\",status=\"0\""),
+            Some("1".into()),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("t_latency_count{{{get}}} 3")),
+            "{text}"
+        );
+    }
 }

@@ -16,7 +16,7 @@ pub(crate) async fn scaling_grid(opts: &Opts, url: &str) -> Vec<Cell> {
     let mut plan: Vec<(usize, usize, u32)> = Vec::new();
     // Every variant across concurrency at N = 10 (the plot); ours across pool sizes too.
     for &c in cs {
-        for v in 0..READ_VARIANTS.len() {
+        for v in 0..crate::pool::TRACED {
             plan.push((v, c, POOL));
         }
     }
@@ -26,7 +26,7 @@ pub(crate) async fn scaling_grid(opts: &Opts, url: &str) -> Vec<Cell> {
         vec![5, 20, 50]
     };
     let variants = if opts.full_grid {
-        0..READ_VARIANTS.len()
+        0..crate::pool::TRACED
     } else {
         0..1
     };

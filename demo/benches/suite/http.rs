@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use crate::pool::ROWS;
 use crate::stats::Sample;
 
+/// The name of the demo exporting over OTLP (the report finds its row by it).
+pub const OTLP_DEMO: &str = "demo, OTLP export to a local receiver";
+
 /// A server under test, killed on drop.
 pub struct Server {
     pub name: &'static str,

@@ -108,6 +108,29 @@ async fn load(url: &str, rows: i64) {
     setup.close(Duration::from_secs(5)).await;
 }
 
+/// The demo exporting its traces and metrics over OTLP to the in-process receiver (every
+/// other setting at its default), when the suite is built with the demo's `otel` feature.
+#[cfg(feature = "otel")]
+fn otlp_server(
+    receiver: Option<&dbservice_testkit::otlp::OtlpReceiver>,
+    url: &str,
+    dir: &Path,
+) -> Option<http::Server> {
+    let endpoint = receiver?.endpoint();
+    Some(http::Server::demo(
+        http::OTLP_DEMO,
+        url,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+        dir,
+    ))
+}
+
+/// Built without the demo's `otel` feature: no exporting server (the report says n/a).
+#[cfg(not(feature = "otel"))]
+fn otlp_server(_receiver: Option<&()>, _url: &str, _dir: &Path) -> Option<http::Server> {
+    None
+}
+
 fn log(round: usize, s: &Series) {
     if let Some(r) = s.rounds.last() {
         eprintln!(
@@ -185,6 +208,13 @@ async fn run(opts: Opts) {
     let mut pgbench_simple = Series::new("pgbench -M simple, 16 clients, direct");
     let mut pgbench_bouncer = Series::new("pgbench -M simple, 16 clients, through PgBouncer");
 
+    // The destination of the exporting demo's spans and metrics: answers at once, keeps nothing.
+    #[cfg(feature = "otel")]
+    let otlp = opts
+        .runs("http")
+        .then(dbservice_testkit::otlp::OtlpReceiver::start_discarding);
+    #[cfg(not(feature = "otel"))]
+    let otlp: Option<()> = None;
     let servers = if opts.runs("http") {
         let like_ours = format!("like-ours:{our_default_size}");
         vec![
@@ -210,6 +240,7 @@ async fn run(opts: Opts) {
             ),
         ]
         .into_iter()
+        .chain(otlp_server(otlp.as_ref(), &url, work_dir.path()))
         .chain(pool::BOUNCER_URL.get().map(|b| {
             http::Server::demo(
                 "demo through PgBouncer (pgbouncer=true)",

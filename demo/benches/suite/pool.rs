@@ -25,6 +25,9 @@ pub const ROWS: i64 = 100_000;
 pub enum Client {
     /// `DbService` with our defaults (except the pool size under test).
     Ours(DbService),
+    /// [`Client::Ours`] whose tasks run under a subscriber that records the library's spans
+    /// (`dbservice::spans::*`): see [`spans_recorded`].
+    OursTraced(DbService, tracing::Dispatch),
     /// `Database::connect(url)`.
     SeaOrmDefaults(DatabaseConnection),
     /// Bare SeaORM with our pool settings: size, no statement logging, ping on checkout only
@@ -38,7 +41,7 @@ pub enum Client {
 }
 
 /// The pool-level read variants, in the order the tables print them.
-pub const READ_VARIANTS: [&str; 8] = [
+pub const READ_VARIANTS: [&str; 9] = [
     "DbService (our defaults)",
     "bare SeaORM, its defaults",
     "bare SeaORM, configured like ours",
@@ -47,7 +50,49 @@ pub const READ_VARIANTS: [&str; 8] = [
     "DbService, max_uses=50000 and leak detection (10 s)",
     "DbService, pgbouncer=true, through PgBouncer",
     "DbService, pgbouncer=true, direct",
+    "DbService, spans recorded (tracing-opentelemetry, no exporter)",
 ];
+
+/// The variant whose tasks record the library's spans (not in the scaling grid).
+pub const TRACED: usize = 8;
+
+/// A subscriber that records the library's spans as an exporting service would, but exports
+/// nothing: `tracing-opentelemetry` on an SDK tracer provider without an exporter (spans are
+/// built, sampled and ended), the demo's exporter filter (INFO, the drivers at WARN). Applied
+/// per task (`WithSubscriber`), so nothing global changes.
+#[cfg(feature = "otel")]
+pub fn spans_recorded() -> tracing::Dispatch {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let filter = Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target("sqlx", LevelFilter::WARN)
+        .with_target("sea_orm", LevelFilter::WARN);
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("bench"))
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_target(false)
+        .with_filter(filter);
+    tracing::Dispatch::new(tracing_subscriber::registry().with(layer))
+}
+
+/// Without the `otel` feature: a registry with a formatting layer into a sink at INFO, the
+/// cost of a subscriber that records and formats every span.
+#[cfg(not(feature = "otel"))]
+pub fn spans_recorded() -> tracing::Dispatch {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::sink)
+        .with_filter(LevelFilter::INFO);
+    tracing::Dispatch::new(tracing_subscriber::registry().with(layer))
+}
 
 /// PgBouncer's URL, when the suite started one (variant 6 needs it).
 pub static BOUNCER_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -63,7 +108,7 @@ impl Client {
     /// Opens the variant `index` of [`READ_VARIANTS`] with a pool of `size`.
     pub async fn open(index: usize, url: &str, size: u32) -> Client {
         match index {
-            0 | 5 => {
+            0 | 5 | TRACED => {
                 let extra = if index == 5 {
                     "&max_uses=50000&leak_detection_threshold=10s"
                 } else {
@@ -77,7 +122,11 @@ impl Client {
                 )
                 .expect("service");
                 db.connect().await.expect("connects");
-                Client::Ours(db)
+                if index == TRACED {
+                    Client::OursTraced(db, spans_recorded())
+                } else {
+                    Client::Ours(db)
+                }
             }
             1 => {
                 let mut o = ConnectOptions::new(url);
@@ -111,7 +160,7 @@ impl Client {
 
     pub async fn close(self) {
         match self {
-            Client::Ours(db) => {
+            Client::Ours(db) | Client::OursTraced(db, _) => {
                 let _ = db.close(Duration::from_secs(5)).await;
             }
             Client::SeaOrmDefaults(c) | Client::SeaOrmLikeOurs(c) => {
@@ -125,7 +174,7 @@ impl Client {
     /// One single-row read by primary key; true if the row came back.
     pub async fn read(&self, id: i64) -> bool {
         match self {
-            Client::Ours(db) => matches!(
+            Client::Ours(db) | Client::OursTraced(db, _) => matches!(
                 accounts::Entity::find_by_id(id).one(db.conn()).await,
                 Ok(Some(_))
             ),
@@ -167,7 +216,7 @@ impl Client {
             Client::SeaOrmDefaults(c) | Client::SeaOrmLikeOurs(c) => {
                 bare_transfer(c, from, to).await.is_ok()
             }
-            Client::RawSqlx(_) | Client::DeadpoolPostgres(_) => false,
+            Client::RawSqlx(_) | Client::DeadpoolPostgres(_) | Client::OursTraced(..) => false,
         }
     }
 }
@@ -250,28 +299,36 @@ pub async fn run(client: &Client, work: Work, tasks: usize, duration: Duration) 
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let (client, stop) = (client.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut rng = fastrand::Rng::with_seed(t as u64 ^ 0x5eed);
-                let mut latencies = Vec::with_capacity(1 << 14);
-                let mut errors = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let op = Instant::now();
-                    let ok = match work {
-                        Work::Read => client.read(rng.i64(1..=ROWS)).await,
-                        Work::Transfer => {
-                            let from = rng.i64(1..=ROWS);
-                            let to = 1 + (from + rng.i64(0..ROWS - 1)) % ROWS;
-                            client.transfer(from, to).await
+            // The traced variant's tasks run under its subscriber; the others under none.
+            let dispatch = match &client {
+                Client::OursTraced(_, d) => d.clone(),
+                _ => tracing::Dispatch::none(),
+            };
+            tokio::spawn(tracing::instrument::WithSubscriber::with_subscriber(
+                async move {
+                    let mut rng = fastrand::Rng::with_seed(t as u64 ^ 0x5eed);
+                    let mut latencies = Vec::with_capacity(1 << 14);
+                    let mut errors = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let op = Instant::now();
+                        let ok = match work {
+                            Work::Read => client.read(rng.i64(1..=ROWS)).await,
+                            Work::Transfer => {
+                                let from = rng.i64(1..=ROWS);
+                                let to = 1 + (from + rng.i64(0..ROWS - 1)) % ROWS;
+                                client.transfer(from, to).await
+                            }
+                        };
+                        if ok {
+                            latencies.push(op.elapsed().as_micros() as u32);
+                        } else {
+                            errors += 1;
                         }
-                    };
-                    if ok {
-                        latencies.push(op.elapsed().as_micros() as u32);
-                    } else {
-                        errors += 1;
                     }
-                }
-                (latencies, errors)
-            })
+                    (latencies, errors)
+                },
+                dispatch,
+            ))
         })
         .collect();
     tokio::time::sleep(duration).await;
