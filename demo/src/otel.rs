@@ -227,9 +227,10 @@ fn protocol(value: Option<&str>, var: &str) -> Result<Option<bool>, String> {
 
 /// Checks that `value` is an `http://host[:port][/path]` URL; returns it.
 fn check_url(var: &str, value: &str) -> Result<String, String> {
-    // The value is shown only when it carries no user part (which could hold a token).
-    let shown = if value.contains('@') {
-        "(value not shown: it has a user part)".to_owned()
+    // The value is shown only when it carries no user part, query or fragment (any of which
+    // could hold a token).
+    let shown = if value.contains(['@', '?', '#']) {
+        "(value not shown: it has a user part, query or fragment)".to_owned()
     } else {
         format!("`{value}`")
     };
@@ -354,7 +355,7 @@ impl Export {
         // message may quote a value (MySQL's "Duplicate entry 'x'"), which the export must
         // never carry.
         let filter = levels.and(filter_fn(|meta| {
-            meta.is_span() || meta.target().starts_with("dbservice::spans")
+            meta.is_span() || meta.target().starts_with("dbservice::spans::")
         }));
         Some(
             tracing_opentelemetry::layer()

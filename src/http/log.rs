@@ -12,7 +12,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web;
 use tracing::Span;
-use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
+use tracing_actix_web::{RootSpanBuilder, TracingLogger};
 
 /// actix middleware: a span per request (`request_id`, `http.method`, `http.route`, ...).
 /// Wrap it outermost (last `.wrap`), so the request log line and everything the handler logs
@@ -22,11 +22,11 @@ pub fn request_spans() -> TracingLogger<RequestSpan> {
 }
 
 /// The request's span: `tracing-actix-web`'s `root_span!` (its fields, and an incoming
-/// `traceparent` continued when its OpenTelemetry feature is on), ended more cheaply than its
-/// default builder on success: only `http.status_code` is recorded. `otel.status_code` stays
-/// unset for an answer that is not an error, as OpenTelemetry's HTTP server conventions ask
-/// (the default records `OK`, which a subscriber formats into the span on every request);
-/// an error is recorded as the default builder does (`exception.*`, `otel.status_code`).
+/// `traceparent` continued when its OpenTelemetry feature is on), ended with the status only:
+/// `http.status_code`, and `otel.status_code=error` for a 5xx answer (OpenTelemetry's HTTP
+/// server conventions: a 4xx is the client's error, not the server span's). The error's text
+/// is not recorded (the default builder records it as `exception.message`/`exception.details`):
+/// an answer such as `invalid_json` quotes the client's input, which a collector must not get.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestSpan;
 
@@ -39,11 +39,13 @@ impl RootSpanBuilder for RequestSpan {
         span: Span,
         outcome: &Result<ServiceResponse<B>, actix_web::Error>,
     ) {
-        match outcome {
-            Ok(r) if r.response().error().is_none() => {
-                span.record("http.status_code", i32::from(r.status().as_u16()));
-            }
-            _ => DefaultRootSpanBuilder::on_request_end(span, outcome),
+        let status = match outcome {
+            Ok(r) => r.status(),
+            Err(e) => e.as_response_error().status_code(),
+        };
+        span.record("http.status_code", i32::from(status.as_u16()));
+        if status.is_server_error() {
+            span.record("otel.status_code", "error");
         }
     }
 }

@@ -260,10 +260,11 @@ pub(crate) fn mask_literals(sql: &str, backend: DbBackend) -> Cow<'_, str> {
         let literal = match token {
             Token::Quoted => {
                 let first = sql.as_bytes().get(start).copied();
-                // A name is quoted with `"` (MySQL: a string), `` ` `` or `[`; anything else
-                // quoted ('...', $tag$...$tag$) is a string.
+                // A name is quoted with `"` (MySQL: a string; SQLite: a string where no column
+                // has that name, so masked too), `` ` `` or `[`; anything else quoted ('...',
+                // $tag$...$tag$) is a string.
                 match first {
-                    Some(b'"') => backend == DbBackend::MySql,
+                    Some(b'"') => backend != DbBackend::Postgres,
                     Some(b'`' | b'[') => false,
                     _ => true,
                 }

@@ -95,12 +95,19 @@ impl Transaction {
         };
         let counters = self.db.tx_counters();
         let ping_timeout = self.db.config().pool().limits.ping_timeout;
+        // Dropped mid-commit (its caller went away): the span says `cancelled`.
+        let span = self.span.clone();
+        let mut unfinished = crate::trace::spans::Unfinished::transaction(&span);
+        if !self.owns_span {
+            unfinished.finished();
+        }
         if self.started.elapsed() > self.timeout {
             let _ = finish_detached(self.db.tasks(), conn, false, ping_timeout, None)
                 .instrument(self.span.clone())
                 .await;
             bump(&counters.timeout);
             let result = Err(TxError::Timeout(self.timeout));
+            unfinished.finished();
             self.ended(&result);
             return result;
         }
@@ -109,6 +116,7 @@ impl Transaction {
             .instrument(self.span.clone())
             .await;
         let result = self.db.commit_outcome(result, self.timeout);
+        unfinished.finished();
         self.ended(&result);
         result
     }
@@ -116,8 +124,7 @@ impl Transaction {
     /// Rolls back now.
     pub async fn rollback(mut self) -> Result<(), DbErr> {
         bump(&self.db.tx_counters().rollback);
-        self.ended(&Err::<(), _>(TxError::Aborted(())));
-        match self.take() {
+        let result = match self.take() {
             Some(conn) => {
                 let bound = self.db.config().pool().limits.ping_timeout;
                 finish_detached(self.db.tasks(), conn, false, bound, None)
@@ -125,7 +132,14 @@ impl Transaction {
                     .await
             }
             None => Ok(()),
+        };
+        // Recorded once the ROLLBACK answered: `rolled_back`, or `failed` (its connection is
+        // closed, which ends the transaction on the server anyway).
+        match &result {
+            Ok(()) => self.ended(&Err::<(), _>(TxError::Aborted(()))),
+            Err(e) => self.ended(&Err::<(), TxError<()>>(TxError::Database(e.clone()))),
         }
+        result
     }
 
     /// `COPY` needs PostgreSQL, which this build leaves out.
@@ -188,10 +202,16 @@ impl Transaction {
         let Some(conn) = guard.as_mut() else {
             return Err(DbErr::Custom("the transaction has already ended".into()));
         };
-        conn.run(op, self.deadline)
-            .instrument(self.span.clone())
-            .await
-            .inspect_err(|e| self.db.instruments().on_error(e))
+        // A `db.begin()` handle's statements nest under its span; inside `db.transaction(...)`
+        // the transaction's span is already current or an ancestor of the caller's own spans,
+        // which a statement must stay under.
+        let run = conn.run(op, self.deadline);
+        let result = if self.owns_span {
+            run.instrument(self.span.clone()).await
+        } else {
+            run.await
+        };
+        result.inspect_err(|e| self.db.instruments().on_error(e))
     }
 }
 

@@ -581,3 +581,41 @@ async fn a_begun_transaction_that_commits_records_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_callers_own_span_inside_a_transaction_stays_the_statements_parent() {
+    let url = fresh_pg_database().await;
+    let db = service(&url).await;
+    captured(|spans| async move {
+        db.transaction(async |tx| {
+            tracing::Instrument::instrument(
+                tx.execute_raw(insert(SECRET)),
+                tracing::info_span!("debit"),
+            )
+            .await
+            .map(|_| ())
+        })
+        .await
+        .expect("committed");
+        let all = spans.spans();
+        let debit = all
+            .iter()
+            .find(|s| s.target == module_path!())
+            .expect("the caller's span");
+        let tx = all
+            .iter()
+            .find(|s| s.target == dbservice::trace::TRANSACTION_TARGET)
+            .expect("the transaction's span");
+        assert_eq!(debit.parent, Some(tx.seq));
+        let insert = all
+            .iter()
+            .find(|s| s.name() == "INSERT accounts")
+            .expect("the INSERT's span");
+        assert_eq!(
+            insert.parent,
+            Some(debit.seq),
+            "under the caller's span, not beside it"
+        );
+    })
+    .await;
+}

@@ -59,8 +59,8 @@ pub const TRACED: usize = 8;
 /// A subscriber that records the library's spans as an exporting service would, but exports
 /// nothing: `tracing-opentelemetry` on an SDK tracer provider without an exporter (spans are
 /// built, sampled and ended), the demo's exporter filter (INFO, the drivers at WARN). Applied
-/// per task (`WithSubscriber`), so nothing global changes.
-#[cfg(feature = "otel")]
+/// per task (`WithSubscriber`), so nothing global changes. The suite always builds with the
+/// demo's `otel` feature (its self dev-dependency turns it on for tests and benches).
 pub fn spans_recorded() -> tracing::Dispatch {
     use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::Layer as _;
@@ -78,19 +78,6 @@ pub fn spans_recorded() -> tracing::Dispatch {
         .with_tracked_inactivity(false)
         .with_target(false)
         .with_filter(filter);
-    tracing::Dispatch::new(tracing_subscriber::registry().with(layer))
-}
-
-/// Without the `otel` feature: a registry with a formatting layer into a sink at INFO, the
-/// cost of a subscriber that records and formats every span.
-#[cfg(not(feature = "otel"))]
-pub fn spans_recorded() -> tracing::Dispatch {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::filter::LevelFilter;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::sink)
-        .with_filter(LevelFilter::INFO);
     tracing::Dispatch::new(tracing_subscriber::registry().with(layer))
 }
 
