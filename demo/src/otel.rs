@@ -365,6 +365,10 @@ impl Export {
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
+                // Nor an OpenTelemetry context attached on every enter (every poll of an
+                // instrumented future): no other OpenTelemetry instrumentation runs in this
+                // process to read it; parents and `traceparent` do not need it.
+                .with_context_activation(false)
                 // Nor the `tracing` target: the conventions' attributes say what a span is.
                 .with_target(false)
                 .with_filter(filter)

@@ -114,8 +114,10 @@ impl DbService {
                 opts.read_only,
             );
             crate::trace::spans::attempt(&span, 1);
-            let begun = self
-                .begin_guarded(&opts, opts.max_wait, started, site)
+            // Boxed: its checkout, BEGIN and their spans are a large future, and the caller's
+            // own future (a handler's, a test's, on a 2 MiB thread stack in debug builds) would
+            // otherwise hold it inline.
+            let begun = Box::pin(self.begin_guarded(&opts, opts.max_wait, started, site))
                 .instrument(span.clone())
                 .await;
             if begun.is_err() {

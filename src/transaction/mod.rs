@@ -363,7 +363,9 @@ impl DbService {
     {
         let counters = self.tx_counters();
         let started = Instant::now();
-        let mut tx = match self.begin_guarded(opts, wait, started, site).await {
+        // Boxed, as in `begin`: the caller's future would otherwise hold the checkout's and
+        // BEGIN's inline (a deep stack in debug builds).
+        let mut tx = match Box::pin(self.begin_guarded(opts, wait, started, site)).await {
             // Its span: a handle dropped mid-body rolls back under it.
             Ok(tx) => tx.with_span(span.clone(), false),
             Err(e) => return Attempt::NotBegun(e.widen()),
