@@ -57,15 +57,22 @@ const KNOWN: [&str; 22] = [
     "REPLACE",
 ];
 
-/// Upper-case `word`, from [`KNOWN`] when it is one of them.
+/// The longest first word taken as a keyword: it becomes a span name and a metric attribute,
+/// whose values must stay few.
+const KEYWORD_MAX: usize = 24;
+
+/// Upper-case `word`, from [`KNOWN`] when it is one of them; any other word of ASCII letters
+/// (`VACUUM`, `TRUNCATE`) up to [`KEYWORD_MAX`] letters; else (a number, a long or non-ASCII
+/// word) `_OTHER`.
 fn keyword(word: &str) -> Cow<'static, str> {
-    KNOWN
-        .iter()
-        .find(|k| k.eq_ignore_ascii_case(word))
-        .map_or_else(
-            || Cow::Owned(word.to_ascii_uppercase()),
-            |k| Cow::Borrowed(*k),
-        )
+    if let Some(k) = KNOWN.iter().find(|k| k.eq_ignore_ascii_case(word)) {
+        return Cow::Borrowed(*k);
+    }
+    if word.len() <= KEYWORD_MAX && word.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_') {
+        Cow::Owned(word.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed("_OTHER")
+    }
 }
 
 /// Reads `sql` by `backend`'s quoting rules. Never panics, allocates only for a keyword
@@ -305,6 +312,8 @@ mod tests {
             pair("WITH", None)
         );
         assert_eq!(both("vacuum analyze t"), pair("VACUUM", None));
+        assert_eq!(both("42"), pair("_OTHER", None));
+        assert_eq!(both(&"x".repeat(100)), pair("_OTHER", None));
         assert_eq!(both("SELECT WHERE false; COMMIT"), pair("COMMIT", None));
         assert_eq!(
             both("SELECT WHERE false; COMMIT; SELECT pg_current_wal_lsn()"),
