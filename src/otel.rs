@@ -33,15 +33,14 @@ use std::sync::Arc;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
-use sea_orm::{DbBackend, sqlx};
+use sea_orm::DbBackend;
 
-use crate::classify::{ErrorKind, sqlstate};
 use crate::config::Backend;
 use crate::endpoint::{Endpoint, PRIMARY};
 use crate::named::Pools;
 use crate::observe::{MetricsHook, Outcome};
 use crate::service::DbService;
-use crate::trace::spans::PoolAttrs;
+use crate::trace::spans::{PoolAttrs, error_of_db, error_of_driver};
 use crate::trace::summary::summarize;
 
 /// Bucket boundaries, in seconds, of every histogram: the ones the conventions advise for
@@ -188,25 +187,8 @@ fn error_of(outcome: Outcome<'_>) -> Option<(Cow<'static, str>, Option<String>)>
     match outcome {
         Outcome::Ok => None,
         Outcome::Failed => Some((Cow::Borrowed("_OTHER"), None)),
-        Outcome::Db(e) => Some(match sqlstate(e) {
-            Some(code) => (Cow::Owned(code.clone()), Some(code)),
-            None => (Cow::Borrowed(ErrorKind::of(e).label()), None),
-        }),
-        Outcome::Driver(e) => Some(match e {
-            sqlx::Error::Database(db) => match db.code() {
-                Some(code) => (Cow::Owned(code.to_string()), Some(code.into_owned())),
-                None => (Cow::Borrowed(ErrorKind::Query.label()), None),
-            },
-            sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-                (Cow::Borrowed(ErrorKind::QueryTimeout.label()), None)
-            }
-            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
-                (Cow::Borrowed(ErrorKind::Connection.label()), None)
-            }
-            sqlx::Error::PoolTimedOut => (Cow::Borrowed(ErrorKind::PoolTimeout.label()), None),
-            sqlx::Error::PoolClosed => (Cow::Borrowed(ErrorKind::PoolClosed.label()), None),
-            _ => (Cow::Borrowed("_OTHER"), None),
-        }),
+        Outcome::Db(e) => Some(error_of_db(e)),
+        Outcome::Driver(e) => Some(error_of_driver(e)),
     }
 }
 
@@ -380,7 +362,7 @@ mod tests {
             error_of(Outcome::Failed),
             Some((Cow::Borrowed("_OTHER"), None))
         );
-        let closed = sqlx::Error::PoolClosed;
+        let closed = sea_orm::sqlx::Error::PoolClosed;
         assert_eq!(
             error_of(Outcome::Driver(&closed)),
             Some((Cow::Borrowed("pool_closed"), None))

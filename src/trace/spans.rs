@@ -9,6 +9,7 @@ use tracing::{Level, Span};
 
 use super::summary::summarize;
 use super::{QUERY_TEXT_LIMIT, STATEMENT_TARGET, TRANSACTION_TARGET, WAIT_TARGET};
+use crate::classify::ErrorKind;
 use crate::config::{Backend, DbConfig};
 use crate::sql_text::{Token, tokens};
 
@@ -186,51 +187,52 @@ impl Drop for Unfinished<'_> {
 
 /// Records a failed statement's SQLSTATE (or the kind of failure) on its span.
 pub(crate) fn failed(span: &Span, error: &DbErr) {
-    if span.is_disabled() {
-        return;
+    if !span.is_disabled() {
+        record_error(span, error_of_db(error));
     }
-    match crate::classify::sqlstate(error) {
-        Some(code) => {
-            span.record("db.response.status_code", code.as_str());
-            span.record("error.type", code.as_str());
-        }
-        None => {
-            span.record("error.type", error_type(error));
-        }
-    }
-    span.record("otel.status_code", "error");
 }
 
 /// [`failed`] for a driver error not yet wrapped.
 pub(crate) fn failed_sqlx(span: &Span, error: &sqlx::Error) {
-    if span.is_disabled() {
-        return;
+    if !span.is_disabled() {
+        record_error(span, error_of_driver(error));
     }
-    if let sqlx::Error::Database(db) = error
-        && let Some(code) = db.code()
-    {
-        span.record("db.response.status_code", code.as_ref());
-        span.record("error.type", code.as_ref());
-    } else {
-        span.record("error.type", sqlx_error_type(error));
+}
+
+fn record_error(span: &Span, (kind, code): (Cow<'static, str>, Option<String>)) {
+    if let Some(code) = &code {
+        span.record("db.response.status_code", code.as_str());
     }
+    span.record("error.type", kind.as_ref());
     span.record("otel.status_code", "error");
 }
 
-/// A short, bounded name for an error without a SQLSTATE (`error.type` must not grow without
-/// bound, and must not carry the message, which may quote values): the error kind's label.
-fn error_type(error: &DbErr) -> &'static str {
-    crate::classify::ErrorKind::of(error).label()
+/// A failure's `error.type` and `db.response.status_code`, the same on spans and metrics: the
+/// SQLSTATE when the server answered, else the error kind's label (`query_timeout`,
+/// `connection`, ...): a short, bounded name, never the message, which may quote values.
+pub(crate) fn error_of_db(error: &DbErr) -> (Cow<'static, str>, Option<String>) {
+    match crate::classify::sqlstate(error) {
+        Some(code) => (Cow::Owned(code.clone()), Some(code)),
+        None => (Cow::Borrowed(ErrorKind::of(error).label()), None),
+    }
 }
 
-fn sqlx_error_type(error: &sqlx::Error) -> &'static str {
-    match error {
-        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => "timeout",
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => "connection",
-        sqlx::Error::PoolTimedOut => "pool_timeout",
-        sqlx::Error::PoolClosed => "pool_closed",
-        _ => "_OTHER",
-    }
+/// [`error_of_db`] for a driver error not yet wrapped.
+pub(crate) fn error_of_driver(error: &sqlx::Error) -> (Cow<'static, str>, Option<String>) {
+    let kind = match error {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => return (Cow::Owned(code.to_string()), Some(code.into_owned())),
+            None => ErrorKind::Query,
+        },
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => ErrorKind::QueryTimeout,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+            ErrorKind::Connection
+        }
+        sqlx::Error::PoolTimedOut => ErrorKind::PoolTimeout,
+        sqlx::Error::PoolClosed => ErrorKind::PoolClosed,
+        _ => return (Cow::Borrowed("_OTHER"), None),
+    };
+    (Cow::Borrowed(kind.label()), None)
 }
 
 /// `db.query.text`: `sql` cut at [`QUERY_TEXT_LIMIT`] bytes (at a character boundary), then,
