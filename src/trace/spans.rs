@@ -57,7 +57,8 @@ impl<'a> Text<'a> {
         }
     }
 
-    /// Our own text, which holds no value.
+    /// Our own text, which holds no value (COPY's, PostgreSQL only).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub fn internal(sql: &'a str) -> Self {
         Self {
             sql,
