@@ -127,3 +127,51 @@ pub(super) fn map_server_timeout<E>(
         TxError::Database(e)
     }
 }
+
+impl crate::service::DbService {
+    /// Counts and classifies the result of a COMMIT. An error the server answered (it carries
+    /// a SQLSTATE) means the transaction did not commit: [`IN_FAILED_TRANSACTION`] says a
+    /// statement inside it had failed before (its error swallowed by the body), anything else
+    /// is the COMMIT's own failure; except an answer that the session is ending (57P01, 57P02,
+    /// class 08), which is no answer about the COMMIT: a backend terminated while it waited for
+    /// a synchronous standby reports 57P01 after it committed locally. That, and any other
+    /// error (no answer in time, the connection broke, the task died), leaves the outcome
+    /// unknown.
+    pub(super) fn commit_outcome(
+        &self,
+        result: Result<(), DbErr>,
+        timeout: Duration,
+    ) -> Result<(), TxError<std::convert::Infallible>> {
+        let counters = self.tx_counters();
+        match result {
+            Ok(()) => {
+                bump(&counters.commit);
+                Ok(())
+            }
+            Err(e) if sqlstate(&e).as_deref() == Some(IN_FAILED_TRANSACTION) => {
+                self.instruments().on_error(&e);
+                bump(&counters.failed_before_commit);
+                tracing::error!(error = %e, "a statement failed inside the transaction and its error was not returned; rolled back instead of committed");
+                Err(TxError::FailedBeforeCommit(e))
+            }
+            Err(e) if sqlstate(&e).is_some() && !session_ended(&e) => {
+                self.instruments().on_error(&e);
+                bump(&counters.rollback);
+                Err(map_server_timeout(e, timeout, counters))
+            }
+            Err(e) => {
+                self.instruments().on_error(&e);
+                bump(&counters.commit_unknown);
+                tracing::error!(error = %e, "COMMIT outcome unknown");
+                Err(TxError::CommitOutcomeUnknown(e.to_string()))
+            }
+        }
+    }
+}
+
+/// The server's answer says it is ending the session (terminated, shutting down, the
+/// connection failed), not how the statement went.
+pub(super) fn session_ended(err: &DbErr) -> bool {
+    sqlstate(err)
+        .is_some_and(|code| matches!(code.as_str(), "57P01" | "57P02") || code.starts_with("08"))
+}

@@ -1,3 +1,4 @@
+use super::finish::session_ended;
 use super::*;
 use crate::classify::tests::server;
 
