@@ -343,8 +343,8 @@ async fn a_caller_that_waits_for_a_connection_gets_a_wait_span() {
         let waited = db.conn().execute_unprepared("SELECT 1").await;
         assert!(waited.is_err(), "the pool of one is held");
         drop(holder);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        // Free again: this one takes the idle connection without a wait span.
+        // Free again once the dropped transaction's rollback ends (this checkout waits for it
+        // within pool_timeout, and may have a wait span of its own, without an error).
         db.conn()
             .execute_unprepared("SELECT 1")
             .await
@@ -393,7 +393,15 @@ async fn pgbouncer_mode_shows_the_placeholder_text_not_the_inlined_one() {
         }
         drop(rows);
         assert_eq!(n, 1);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The stream's span closes when its reader task ends, just after the last row.
+        let closed = crate::support::eventually(Duration::from_secs(5), || async {
+            spans
+                .statements()
+                .iter()
+                .any(|s| s.name() == "SELECT accounts")
+        })
+        .await;
+        assert!(closed, "the stream has its span: {:#?}", spans.spans());
         let all = spans.statements();
         let insert = all
             .iter()

@@ -429,6 +429,8 @@ async fn without_an_endpoint_nothing_is_exported_and_no_export_thread_runs() {
         "no exporter HTTP client either: {:?}",
         thread_names(pid)
     );
+    // An absence cannot be awaited: ten export intervals (50 ms spans, 100 ms metrics) pass
+    // and nothing may arrive.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.requests() + receiver.rejected(), 0);
     assert!(
