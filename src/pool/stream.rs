@@ -117,71 +117,78 @@ where
 }
 
 /// Starts streaming `stmt` on `conn` in a task of its own; `bound` limits how long the
-/// stream may hold the connection.
-pub(crate) fn start(mut conn: Pooled, stmt: Statement, bound: Option<Duration>) -> RowStream {
+/// stream may hold the connection. The statement's span is opened here, under the caller's
+/// span, and the task runs in it.
+pub(crate) fn start(conn: Pooled, stmt: Statement, bound: Option<Duration>) -> RowStream {
     let (tx, rx) = mpsc::channel(AHEAD);
-    // Opened here, under the caller's span; the task that reads the rows runs in it.
     let span = conn.statement_span(crate::trace::spans::Text::statement(&stmt));
-    let record_on = span.clone();
     tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            let started = Instant::now();
-            let Some(c) = conn.conn() else {
-                return;
-            };
-            c.suspect = true;
-            let inline_mode = matches!(*c.mode, Mode::Inline { .. });
-            let at = super::effects::Context {
-                postgres: c.raw.as_ref().is_some_and(RawConn::is_postgres),
-                in_tx: c.in_tx,
-            };
-            if super::effects::taints(&stmt.sql, !inline_mode, at) {
-                c.tainted = true;
-            }
-            let (mode, in_tx) = (c.mode.clone(), c.in_tx);
-            let Some(raw) = c.raw.as_mut() else {
-                return;
-            };
-            let work = async {
-                match raw {
-                    #[cfg(feature = "postgres")]
-                    RawConn::Postgres(c) => pump_postgres(c, &stmt, &mode, in_tx, &tx).await,
-                    #[cfg(feature = "mysql")]
-                    RawConn::MySql(c) => pump(query(&stmt).fetch(c), &tx).await,
-                    #[cfg(feature = "sqlite")]
-                    RawConn::Sqlite(c) => pump(query(&stmt).fetch(c), &tx).await,
-                }
-            };
-            let (completed, cut_off) = match bound {
-                Some(b) => match tokio::time::timeout(b, work).await {
-                    Ok(done) => (done, None),
-                    Err(_) => (false, Some(b)),
-                },
-                None => (work.await, None),
-            };
-            if let Some(c) = conn.conn() {
-                // Read to the end: nothing is left pending on the connection. Otherwise its
-                // statement may still run on the server: cancelled before the connection's reuse.
-                c.suspect = !completed || c.in_tx;
-                c.in_flight = !completed;
-            }
-            // The connection goes back before the reader hears why the stream ended.
-            drop(conn);
-            tracing::trace!(
-                held_ms = started.elapsed().as_millis() as u64,
-                "stream finished"
-            );
-            if let Some(b) = cut_off {
-                crate::trace::spans::record_failure(&record_on, "timeout");
-                let _ = tx
-                    .send(Err(DbErr::Custom(format!(
-                        "the stream held its connection longer than stream_timeout ({b:?}); \
-                     read it faster or raise stream_timeout"
-                    ))))
-                    .await;
-            }
-        },
+        feed(conn, stmt, bound, tx),
         span,
     ));
     RowStream(rx)
+}
+
+/// The stream's task: reads the rows into `tx`, then gives the connection back.
+async fn feed(
+    mut conn: Pooled,
+    stmt: Statement,
+    bound: Option<Duration>,
+    tx: mpsc::Sender<Result<QueryResult, DbErr>>,
+) {
+    let started = Instant::now();
+    let Some(c) = conn.conn() else {
+        return;
+    };
+    c.suspect = true;
+    let inline_mode = matches!(*c.mode, Mode::Inline { .. });
+    let at = super::effects::Context {
+        postgres: c.raw.as_ref().is_some_and(RawConn::is_postgres),
+        in_tx: c.in_tx,
+    };
+    if super::effects::taints(&stmt.sql, !inline_mode, at) {
+        c.tainted = true;
+    }
+    let (mode, in_tx) = (c.mode.clone(), c.in_tx);
+    let Some(raw) = c.raw.as_mut() else {
+        return;
+    };
+    let work = async {
+        match raw {
+            #[cfg(feature = "postgres")]
+            RawConn::Postgres(c) => pump_postgres(c, &stmt, &mode, in_tx, &tx).await,
+            #[cfg(feature = "mysql")]
+            RawConn::MySql(c) => pump(query(&stmt).fetch(c), &tx).await,
+            #[cfg(feature = "sqlite")]
+            RawConn::Sqlite(c) => pump(query(&stmt).fetch(c), &tx).await,
+        }
+    };
+    let (completed, cut_off) = match bound {
+        Some(b) => match tokio::time::timeout(b, work).await {
+            Ok(done) => (done, None),
+            Err(_) => (false, Some(b)),
+        },
+        None => (work.await, None),
+    };
+    if let Some(c) = conn.conn() {
+        // Read to the end: nothing is left pending on the connection. Otherwise its
+        // statement may still run on the server: cancelled before the connection's reuse.
+        c.suspect = !completed || c.in_tx;
+        c.in_flight = !completed;
+    }
+    // The connection goes back before the reader hears why the stream ended.
+    drop(conn);
+    tracing::trace!(
+        held_ms = started.elapsed().as_millis() as u64,
+        "stream finished"
+    );
+    if let Some(b) = cut_off {
+        crate::trace::spans::record_failure(&tracing::Span::current(), "timeout");
+        let _ = tx
+            .send(Err(DbErr::Custom(format!(
+                "the stream held its connection longer than stream_timeout ({b:?}); \
+                 read it faster or raise stream_timeout"
+            ))))
+            .await;
+    }
 }
