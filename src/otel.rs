@@ -35,7 +35,6 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
 use sea_orm::DbBackend;
 
-use crate::config::Backend;
 use crate::endpoint::{Endpoint, PRIMARY};
 use crate::named::Pools;
 use crate::observe::{MetricsHook, Outcome};
@@ -210,11 +209,7 @@ fn register(endpoints: Vec<(String, Endpoint)>, meter: &Meter) {
         let pool_name = KeyValue::new(POOL_NAME, Arc::<str>::from(name.as_str()));
         let hook = PoolHook {
             histograms: histograms.clone(),
-            backend: match config.backend() {
-                Backend::Postgres => DbBackend::Postgres,
-                Backend::MySql => DbBackend::MySql,
-                Backend::Sqlite => DbBackend::Sqlite,
-            },
+            backend: config.backend().dialect(),
             pool: [pool_name.clone()],
             operation: operation_attributes(pool_name.clone(), &endpoint.pool().shared().trace),
         };

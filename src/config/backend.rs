@@ -24,6 +24,33 @@ impl Backend {
         }
     }
 
+    /// SeaORM's name for the backend's SQL dialect.
+    pub fn dialect(self) -> sea_orm::DbBackend {
+        match self {
+            Backend::Postgres => sea_orm::DbBackend::Postgres,
+            Backend::MySql => sea_orm::DbBackend::MySql,
+            Backend::Sqlite => sea_orm::DbBackend::Sqlite,
+        }
+    }
+
+    /// The system's name in OpenTelemetry's conventions (`db.system.name`).
+    pub fn otel_system(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgresql",
+            Backend::MySql => "mysql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+
+    /// The port a URL naming no port means (none for SQLite, a file).
+    pub fn default_port(self) -> Option<u16> {
+        match self {
+            Backend::Postgres => Some(super::hosts::DEFAULT_PORT),
+            Backend::MySql => Some(3306),
+            Backend::Sqlite => None,
+        }
+    }
+
     /// The cargo feature of `dbservice` that compiles this backend's driver in.
     pub fn feature(self) -> &'static str {
         match self {

@@ -253,19 +253,13 @@ impl DbConfig {
 
     /// The first server the URL names (`server.address`, `server.port` in telemetry).
     pub(crate) fn first_server(&self) -> Option<(String, u16)> {
-        // A SQLite URL's "host" is a file name, not a server.
-        if self.url.backend == Backend::Sqlite {
-            return None;
-        }
+        // A SQLite URL's "host" is a file name, not a server: no default port.
+        let default = self.url.backend.default_port()?;
         if let Some(h) = self.url.hosts.first() {
             return Some((h.host.clone(), h.port));
         }
         let url = &self.url.driver_url;
         let host = url.host_str().filter(|h| !h.is_empty())?;
-        let default = match self.url.backend {
-            Backend::MySql => 3306,
-            _ => 5432,
-        };
         Some((
             host.trim_matches(['[', ']']).to_owned(),
             url.port().unwrap_or(default),

@@ -32,7 +32,7 @@ pub(crate) use self::position::{
     COMMIT_WITH_POSITION_SQL, CURRENT_POSITION_SQL, HighWater, position_in,
 };
 use crate::alerts::{AlertStatus, Alerts};
-use crate::config::{Backend, DbConfig};
+use crate::config::DbConfig;
 use crate::error::Result;
 use crate::observe::Instruments;
 use crate::pool::Pool;
@@ -100,18 +100,14 @@ impl Endpoint {
         let instruments = Arc::new(
             Instruments::new(p.monitoring.slow_query_threshold)
                 .with_statement_log(p.monitoring.log_statements)
-                .with_backend(crate::trace::spans::backend_of(config.backend())),
+                .with_backend(config.backend().dialect()),
         );
         let tasks = Tasks::current();
         let (pool, raw) = build::build(&config, &instruments, &tasks, writes, secrets)?;
         if let Some(warning) = config.tls_warning() {
             tracing::warn!("{warning}");
         }
-        let backend = match config.backend() {
-            Backend::Postgres => sea_orm::DbBackend::Postgres,
-            Backend::MySql => sea_orm::DbBackend::MySql,
-            Backend::Sqlite => sea_orm::DbBackend::Sqlite,
-        };
+        let backend = config.backend().dialect();
         let conn = DbConn::new(
             pool.clone(),
             raw,

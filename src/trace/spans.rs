@@ -10,7 +10,7 @@ use tracing::{Level, Span};
 use super::summary::summarize;
 use super::{QUERY_TEXT_LIMIT, STATEMENT_TARGET, TRANSACTION_TARGET, WAIT_TARGET};
 use crate::classify::ErrorKind;
-use crate::config::{Backend, DbConfig};
+use crate::config::DbConfig;
 use crate::sql_text::{Token, tokens};
 
 /// Which node a pool talks to (`dbservice.node`).
@@ -29,15 +29,6 @@ pub(crate) struct PoolAttrs {
     /// Each host of the endpoint (PostgreSQL's multi-host URLs), else the URL's one.
     hosts: Vec<(String, u16)>,
     node: &'static str,
-}
-
-/// SeaORM's name for `backend`'s dialect.
-pub(crate) fn backend_of(backend: Backend) -> DbBackend {
-    match backend {
-        Backend::Postgres => DbBackend::Postgres,
-        Backend::MySql => DbBackend::MySql,
-        Backend::Sqlite => DbBackend::Sqlite,
-    }
 }
 
 /// A statement's text, and whether its values travel bound (then the text has placeholders
@@ -75,12 +66,8 @@ impl<'a> Text<'a> {
 
 impl PoolAttrs {
     pub fn new(config: &DbConfig, node: Node) -> Self {
-        let backend = backend_of(config.backend());
-        let system = match config.backend() {
-            Backend::Postgres => "postgresql",
-            Backend::MySql => "mysql",
-            Backend::Sqlite => "sqlite",
-        };
+        let backend = config.backend().dialect();
+        let system = config.backend().otel_system();
         let hosts = if config.hosts().is_empty() {
             config.first_server().into_iter().collect()
         } else {
