@@ -15,8 +15,9 @@ use sea_orm::{ActiveModelTrait, DbErr, EntityName, EntityTrait, IdenStatic, Iter
 use serde::Serialize;
 
 use crate::config::Backend;
+use crate::context::SessionContext;
 use crate::service::DbService;
-use crate::transaction::{TxError, TxOptions};
+use crate::transaction::{Transaction, TxError, TxOptions};
 
 /// PostgreSQL's limit on bind parameters in one statement (an `i16` count on the wire).
 const POSTGRES_BIND_LIMIT: usize = 65_535;
@@ -149,11 +150,33 @@ impl DbService {
     where
         A: ActiveModelTrait + Clone + Send + Sync + 'static,
     {
+        self.insert_batch_in(models, opts, None).await
+    }
+
+    /// [`insert_batch`](Self::insert_batch) with a session context (none: refused under
+    /// `require_context`). With one, `method: None` picks `Insert`: PostgreSQL refuses
+    /// `COPY FROM` into a table under row-level security, which a context is usually for.
+    pub(crate) async fn insert_batch_in<A>(
+        &self,
+        models: Vec<A>,
+        opts: BatchOptions,
+        context: Option<SessionContext>,
+    ) -> Result<BatchOutcome, BatchError>
+    where
+        A: ActiveModelTrait + Clone + Send + Sync + 'static,
+    {
+        if context.is_none() && self.conn().requires_context() {
+            let refused = crate::context::refused(self.instruments(), "the batch write");
+            return Err(BatchError::Transaction(TxError::Database(refused)));
+        }
         let backend = self.backend();
         let forced = opts.method.is_some();
         let method = match opts.method {
             Some(m) => m,
-            None if backend == Backend::Postgres && models.len() >= opts.copy_from_rows => {
+            None if backend == Backend::Postgres
+                && context.is_none()
+                && models.len() >= opts.copy_from_rows =>
+            {
                 BatchMethod::Copy
             }
             None => BatchMethod::Insert,
@@ -183,7 +206,12 @@ impl DbService {
                 Ok((statement, data)) => {
                     let (statement, data) = (&statement, &data);
                     let rows = self
-                        .transaction_with(tx, async |t| t.copy_in(statement, data).await)
+                        .run_transaction(
+                            tx,
+                            async |t: &Transaction| t.copy_in(statement, data).await,
+                            None,
+                            context.clone(),
+                        )
                         .await?;
                     return Ok(BatchOutcome {
                         rows,
@@ -199,19 +227,18 @@ impl DbService {
         }
         let per = chunk_rows(backend, columns.len(), opts.max_chunk_rows);
         let models = &models;
-        let (rows, statements) = self
-            .transaction_with(tx, async |t| {
-                let mut rows = 0;
-                let mut statements = 0;
-                for chunk in models.chunks(per) {
-                    rows += A::Entity::insert_many(chunk.iter().cloned())
-                        .exec_without_returning(t)
-                        .await?;
-                    statements += 1;
-                }
-                Ok::<_, DbErr>((rows, statements))
-            })
-            .await?;
+        let insert = async |t: &Transaction| {
+            let mut rows = 0;
+            let mut statements = 0;
+            for chunk in models.chunks(per) {
+                rows += A::Entity::insert_many(chunk.iter().cloned())
+                    .exec_without_returning(t)
+                    .await?;
+                statements += 1;
+            }
+            Ok::<_, DbErr>((rows, statements))
+        };
+        let (rows, statements) = self.run_transaction(tx, insert, None, context).await?;
         Ok(BatchOutcome {
             rows,
             statements,

@@ -16,6 +16,8 @@
 //! - [`Pools`]: the primary pool and named ones (`DATABASE_URL_<NAME>`), by name.
 //! - [`replica`]: read replicas (`DATABASE_REPLICA_URLS`) with read-your-writes, `db.read()`.
 //! - [`batch`]: many rows in one bounded transaction: chunked `INSERT`s or `COPY`.
+//! - [`context`]: `db.with_context(ctx)` ([`WithContext`]): `app.*` settings carried as
+//!   `SET LOCAL` by every statement, for row-level security; `require_context` fails closed.
 //! - [`migrate`]: sea-orm-migration behind a cross-process lock with a bounded wait, and the
 //!   check that a database is not behind a build that does not migrate.
 //! - [`classify`]: what a database error means (SQLSTATE, kind, retryable).
@@ -93,6 +95,7 @@ pub mod alerts;
 pub mod batch;
 pub mod classify;
 pub mod config;
+pub mod context;
 mod endpoint;
 mod error;
 pub mod health;
@@ -107,6 +110,7 @@ pub mod otel;
 mod pool;
 mod reads;
 pub mod replica;
+mod scoped;
 mod secrets;
 mod service;
 pub mod shutdown;
@@ -121,6 +125,7 @@ mod transaction;
 pub use endpoint::{DbConn, DbStream, Endpoint, LastError, Phase, PingError};
 pub use error::{Error, Result};
 pub use named::{Pools, PoolsError};
+pub use scoped::WithContext;
 pub use service::{DbService, Readiness};
 pub use stats::CloseReason;
 pub use stats::{

@@ -175,6 +175,11 @@ pub(crate) struct Instruments {
     pub cancels: AtomicU64,
     /// Keepalive pings of idle connections (`keepalive_idle`).
     pub keepalive_pings: AtomicU64,
+    /// Statements, transactions, streams and batches refused for want of a session context
+    /// (`require_context`).
+    pub context_refused: AtomicU64,
+    /// The session contexts' names this pool served (never their values).
+    pub context_names: crate::context::SeenNames,
     /// `log_statements`: one INFO line per statement.
     log_statements: bool,
     pub create_histogram: Histogram,
@@ -216,6 +221,8 @@ impl Instruments {
             session_resets: AtomicU64::new(0),
             cancels: AtomicU64::new(0),
             keepalive_pings: AtomicU64::new(0),
+            context_refused: AtomicU64::new(0),
+            context_names: crate::context::SeenNames::default(),
             log_statements: false,
             create_histogram: buckets(),
             hold_histogram: buckets(),

@@ -151,6 +151,9 @@ pub struct PoolStats {
     pub statements_cancelled: u64,
     /// Keepalive pings of connections quiet for `keepalive_idle` while idle in the pool.
     pub keepalive_pings: u64,
+    /// Statements, transactions, streams and batches refused for want of a session context
+    /// (`require_context`; see [`crate::context`]).
+    pub context_refused: u64,
     /// Connections and transactions reported as held past `leak_detection_threshold`.
     pub leaks: u64,
     /// Whether the database is known down (fail-fast: callers get the cause at once).

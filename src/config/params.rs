@@ -183,6 +183,12 @@ pool_params! {
         /// `idle_in_transaction_session_timeout`, `schema`) travel as `SET LOCAL` in each
         /// message instead of the startup packet. Default: false.
         pgbouncer: bool = false, parse::switch, only POSTGRES;
+        /// Refuse, on the client, every statement, transaction, stream and batch run without a
+        /// session context ([`DbService::with_context`](crate::DbService::with_context)), with
+        /// an error naming it (and the caller's source location for transactions): row-level
+        /// security that fails closed in the application too. The service's own statements
+        /// (checks, position queries, migrations) are not refused. Default: false.
+        require_context: bool = false, parse::switch, only POSTGRES;
         /// Prepared statements cached per connection. `None`: the driver's default (100).
         /// Alias in the URL: `statement-cache-capacity` (sqlx's spelling).
         statement_cache_size: Option<usize> = None, parse::cache_size, only NOT_SQLITE,

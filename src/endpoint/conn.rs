@@ -31,6 +31,8 @@ pub struct DbConn {
     stream_bound: Option<Duration>,
     /// With read replicas: the instance's write position, advanced after each write.
     high_water: Option<Arc<HighWater>>,
+    /// `require_context`: statements without a session context are refused.
+    require_context: bool,
 }
 
 impl std::fmt::Debug for DbConn {
@@ -52,6 +54,7 @@ impl DbConn {
         deadline: Option<Duration>,
         stream_bound: Option<Duration>,
         high_water: Option<Arc<HighWater>>,
+        require_context: bool,
     ) -> Self {
         Self {
             pool,
@@ -60,6 +63,7 @@ impl DbConn {
             deadline,
             stream_bound,
             high_water,
+            require_context,
         }
     }
 
@@ -78,44 +82,75 @@ impl DbConn {
     /// do harm: after `idle_session_timeout` (57P05, sent only to idle sessions), and after
     /// `pg_terminate_backend` (57P01) only for a `SELECT`, since a backend killed while
     /// waiting for a synchronous standby reports 57P01 after its local commit.
+    ///
+    /// A caller's statement: under `require_context` it is refused (see [`crate::context`]).
     pub(crate) async fn run(&self, op: Op<'_>) -> Result<Output, DbErr> {
-        self.run_bounded(op, None).await
+        if self.require_context {
+            return Err(self.refuse(op.sql()));
+        }
+        self.run_bounded(op, None, "").await
+    }
+
+    /// [`run`](Self::run) never refused: with a session context's `SET LOCAL`s (`context`),
+    /// which travel with the statement, or the service's own statements (empty).
+    pub(crate) async fn run_with(&self, op: Op<'_>, context: &str) -> Result<Output, DbErr> {
+        self.run_bounded(op, None, context).await
+    }
+
+    /// Whether `require_context` is on.
+    pub(crate) fn requires_context(&self) -> bool {
+        self.require_context
     }
 
     /// [`run`](Self::run) with the wait for a connection bounded by `bound` (and
     /// `pool_timeout`), and no WARN line when that wait times out: for a caller with somewhere
-    /// else to go (a replica read falls back to the primary).
+    /// else to go (a replica read falls back to the primary). `context`: a session context's
+    /// `SET LOCAL`s, empty for none; never refused (the caller checked).
     pub(crate) async fn run_within(
         &self,
         op: Op<'_>,
         bound: Option<Duration>,
+        context: &str,
     ) -> Result<Output, DbErr> {
-        self.run_bounded(op, Some(bound)).await
+        self.run_bounded(op, Some(bound), context).await
+    }
+
+    /// The error for a statement refused under `require_context`, counted.
+    pub(crate) fn refuse(&self, sql: &str) -> DbErr {
+        let ins = &self.pool.shared().instruments;
+        let what = crate::trace::summary::summarize(sql, self.backend).span_name("statement");
+        crate::context::refused(ins, &format!("the statement `{what}`"))
     }
 
     async fn run_bounded(
         &self,
         op: Op<'_>,
         quiet: Option<Option<Duration>>,
+        context: &str,
     ) -> Result<Output, DbErr> {
         let ins = &self.pool.shared().instruments;
-        let mut result = self.run_once(op, quiet).await;
+        let mut result = self.run_once(op, quiet, context).await;
         if let Err(e) = &result
             && safe_to_rerun(sqlstate(e).as_deref(), op.sql())
         {
             ins.on_error(e);
-            result = self.run_once(op, quiet).await;
+            result = self.run_once(op, quiet, context).await;
         }
         result.inspect_err(|e| ins.on_error(e))
     }
 
-    async fn run_once(&self, op: Op<'_>, quiet: Option<Option<Duration>>) -> Result<Output, DbErr> {
+    async fn run_once(
+        &self,
+        op: Op<'_>,
+        quiet: Option<Option<Duration>>,
+        context: &str,
+    ) -> Result<Output, DbErr> {
         let acquired = match quiet {
             None => self.pool.acquire(None, None).await,
             Some(bound) => self.pool.acquire_quiet(bound).await,
         };
         let mut conn = acquired.map_err(to_db_err)?;
-        let out = conn.run(op, self.deadline).await?;
+        let out = conn.run_in(op, self.deadline, context).await?;
         if let Some(high_water) = &self.high_water
             && !surely_reads(op.sql())
         {
@@ -227,6 +262,29 @@ impl futures_core::Stream for DbStream {
     }
 }
 
+impl DbConn {
+    /// Streams `stmt` with a session context's `SET LOCAL`s (`context`, empty for none).
+    pub(crate) async fn stream_in(
+        &self,
+        stmt: Statement,
+        context: &str,
+    ) -> Result<DbStream, DbErr> {
+        let ins = &self.pool.shared().instruments;
+        let conn = self
+            .pool
+            .acquire(None, None)
+            .await
+            .map_err(to_db_err)
+            .inspect_err(|e| ins.on_error(e))?;
+        Ok(DbStream(crate::pool::stream::start(
+            conn,
+            stmt,
+            self.stream_bound,
+            context.to_owned(),
+        )))
+    }
+}
+
 impl StreamTrait for DbConn {
     type Stream<'a> = DbStream;
 
@@ -239,18 +297,10 @@ impl StreamTrait for DbConn {
         stmt: Statement,
     ) -> Pin<Box<dyn Future<Output = Result<DbStream, DbErr>> + 'a + Send>> {
         Box::pin(async move {
-            let ins = &self.pool.shared().instruments;
-            let conn = self
-                .pool
-                .acquire(None, None)
-                .await
-                .map_err(to_db_err)
-                .inspect_err(|e| ins.on_error(e))?;
-            Ok(DbStream(crate::pool::stream::start(
-                conn,
-                stmt,
-                self.stream_bound,
-            )))
+            if self.require_context {
+                return Err(self.refuse(&stmt.sql));
+            }
+            self.stream_in(stmt, "").await
         })
     }
 }

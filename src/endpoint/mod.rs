@@ -115,6 +115,7 @@ impl Endpoint {
             p.deadlines.query_timeout,
             p.deadlines.stream_timeout,
             high_water,
+            p.session.require_context,
         );
         Ok(Self {
             inner: Arc::new(Inner {
@@ -265,6 +266,7 @@ impl Endpoint {
             session_resets: ins.session_resets.load(Ordering::Relaxed),
             statements_cancelled: ins.cancels.load(Ordering::Relaxed),
             keepalive_pings: ins.keepalive_pings.load(Ordering::Relaxed),
+            context_refused: ins.context_refused.load(Ordering::Relaxed),
             leaks: ins.leaks.load(Ordering::Relaxed),
             database_down: self.inner.pool.down().is_some(),
             topology_changes: self.inner.pool.topology_changes(),

@@ -99,7 +99,7 @@ fn gauges(s: &PoolStats) -> [(&'static str, &'static str, f64); 10] {
 }
 
 /// The plain counters (named without `_total`: the encoder adds it).
-fn counters(s: &PoolStats) -> [(&'static str, &'static str, u64); 5] {
+fn counters(s: &PoolStats) -> [(&'static str, &'static str, u64); 6] {
     [
         (
             "dbservice_pool_connections_opened",
@@ -125,6 +125,11 @@ fn counters(s: &PoolStats) -> [(&'static str, &'static str, u64); 5] {
             "dbservice_pool_topology_changes",
             "Times the pool moved to another host or lost the one it was on (a failover, a server turned read-only)",
             s.topology_changes,
+        ),
+        (
+            "dbservice_client_context_refused",
+            "Statements, transactions, streams and batches refused for want of a session context (require_context)",
+            s.context_refused,
         ),
     ]
 }

@@ -49,22 +49,38 @@ macro_rules! run_on {
     };
 }
 
-/// Runs `op` on `conn`; `in_tx`: inside a transaction we began (its settings are set already).
+/// Runs `op` on `conn`; `in_tx`: inside a transaction we began (its settings, a context's
+/// included, are set already). `context`: a session context's `SET LOCAL`s (empty for none),
+/// which outside a transaction put the statement in one message behind them, values written
+/// in, so that PostgreSQL runs both in one implicit transaction (one round trip).
 pub(crate) async fn run(
     conn: &mut RawConn,
     op: Op<'_>,
     mode: &Mode,
     in_tx: bool,
+    context: &str,
 ) -> Result<Output, sqlx::Error> {
     match conn {
         #[cfg(feature = "postgres")]
-        RawConn::Postgres(c) => match mode {
-            Mode::Prepared => run_on!(c, op, true),
-            Mode::Unnamed => run_on!(c, op, false),
-            Mode::Inline { prefix } => {
-                super::inline::run(c, op, if in_tx { "" } else { prefix }).await
+        RawConn::Postgres(c) => {
+            use super::inline::{self, Prefix};
+            let session = match mode {
+                Mode::Inline { prefix } => Some(prefix.as_str()),
+                Mode::Prepared | Mode::Unnamed => None,
+            };
+            match session {
+                // Inside our transaction BEGIN carried every setting.
+                Some(_) if in_tx => inline::run(c, op, Prefix::default()).await,
+                None if in_tx || context.is_empty() => run_on!(c, op, *mode == Mode::Prepared),
+                session => {
+                    let prefix = Prefix {
+                        session: session.unwrap_or(""),
+                        context,
+                    };
+                    inline::run(c, op, prefix).await
+                }
             }
-        },
+        }
         #[cfg(feature = "mysql")]
         RawConn::MySql(c) => run_on!(c, op, true),
         #[cfg(feature = "sqlite")]

@@ -15,11 +15,12 @@ use super::literal::{InlineError, write_value};
 use super::op::{Op, Output};
 use crate::sql_text::{self, Token};
 
-/// Runs `op` as one simple-protocol message, `prefix` (the session's `SET LOCAL`s) in front.
+/// Runs `op` as one simple-protocol message, `prefix` in front: the session's `SET LOCAL`s
+/// behind PgBouncer, then a session context's.
 pub(crate) async fn run(
     c: &mut PgConnection,
     op: Op<'_>,
-    prefix: &str,
+    prefix: Prefix<'_>,
 ) -> Result<Output, sqlx::Error> {
     let body = match op {
         Op::Unprepared(sql) | Op::UnpreparedRows(sql) => sql.to_owned(),
@@ -41,12 +42,31 @@ pub(crate) async fn run(
     }
 }
 
+/// What goes in front of a statement sent as one message: the pool's session settings
+/// (behind PgBouncer) and a session context's `SET LOCAL`s, each possibly empty.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Prefix<'a> {
+    pub session: &'a str,
+    pub context: &'a str,
+}
+
+impl Prefix<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.session.is_empty() && self.context.is_empty()
+    }
+}
+
 /// `body` behind `prefix`, without copying when there is no prefix.
-pub(crate) fn prefixed(prefix: &str, body: String) -> String {
+pub(crate) fn prefixed(prefix: Prefix<'_>, body: String) -> String {
     if prefix.is_empty() {
         body
     } else {
-        format!("{prefix}{body}")
+        let mut out =
+            String::with_capacity(prefix.session.len() + prefix.context.len() + body.len());
+        out.push_str(prefix.session);
+        out.push_str(prefix.context);
+        out.push_str(&body);
+        out
     }
 }
 

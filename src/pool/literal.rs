@@ -258,6 +258,11 @@ fn bare_text(s: Option<&str>, param: usize) -> Result<Literal, InlineError> {
     }))
 }
 
+/// `s` as a text literal (see [`text`]): how a session context's values are written.
+pub(crate) fn text_literal(s: &str) -> Result<String, InlineError> {
+    text(s, 1)
+}
+
 /// A string literal that reads the same whatever `standard_conforming_strings` says: a
 /// plain one when there is no backslash, else an escape string (`E'...'`).
 fn text(s: &str, param: usize) -> Result<String, InlineError> {

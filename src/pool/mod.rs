@@ -56,6 +56,8 @@ use self::holds::Holds;
 pub(crate) use self::holds::Site;
 #[cfg(feature = "postgres")]
 pub(crate) use self::host::Host;
+#[cfg(feature = "postgres")]
+pub(crate) use self::literal::text_literal;
 pub(crate) use self::manager::{ConnectFailed, Connector, Manager};
 pub(crate) use self::op::{Op, Output, unexpected};
 pub(crate) use self::pooled::Pooled;

@@ -95,7 +95,7 @@ fn rerun_allowed(op: Op<'_>, in_tx: bool) -> bool {
     matches!(op, Op::One(_) | Op::All(_)) && !in_tx && crate::reads::surely_reads(op.sql())
 }
 
-/// [`exec::run`], recovering from a stale cached statement: evicts this connection's cache,
+/// [`exec::run`] (`context`: see there), recovering from a stale cached statement: evicts this connection's cache,
 /// outdates every other connection's, and re-runs a read once (see the module docs).
 pub(crate) async fn run(
     raw: &mut RawConn,
@@ -103,8 +103,9 @@ pub(crate) async fn run(
     mode: &Mode,
     in_tx: bool,
     plans: &mut Plans,
+    context: &str,
 ) -> Result<Output, sqlx::Error> {
-    let first = exec::run(raw, op, mode, in_tx).await;
+    let first = exec::run(raw, op, mode, in_tx, context).await;
     let e = match first {
         // Only sqlx's own named statements are cached (a `PREPARE` of the caller's is not).
         Err(e)
@@ -122,7 +123,7 @@ pub(crate) async fn run(
     evict(raw).await?;
     plans.evicted();
     if rerun_allowed(op, in_tx) {
-        exec::run(raw, op, mode, in_tx).await
+        exec::run(raw, op, mode, in_tx, context).await
     } else {
         Err(e)
     }

@@ -76,13 +76,28 @@ impl Pooled {
     /// Runs one statement within `deadline`, counted and timed, in a statement span (see
     /// [`crate::trace`]) under the caller's current span; see [`Conn::suspect`].
     pub async fn run(&mut self, op: Op<'_>, deadline: Option<Duration>) -> Result<Output, DbErr> {
+        self.run_in(op, deadline, "").await
+    }
+
+    /// [`run`](Self::run) with a session context's `SET LOCAL`s (`context`, empty for none):
+    /// outside a transaction they go in front of the statement, in the same message (see
+    /// [`crate::context`]); inside one, BEGIN carried them.
+    pub async fn run_in(
+        &mut self,
+        op: Op<'_>,
+        deadline: Option<Duration>,
+        context: &str,
+    ) -> Result<Output, DbErr> {
         let span = spans::statement(&self.shared.trace, self.host(), op.text());
         // A caller that goes away mid-statement (a timeout around it, a client gone) leaves a
         // span that says so rather than one that looks like a success. One path whether the
         // span is wanted or not (a disabled span costs a check per poll): two would each hold
         // the statement's future, doubling what every caller's future carries.
         let mut unfinished = spans::Unfinished::statement(&span);
-        let result = self.run_op(op, deadline).instrument(span.clone()).await;
+        let result = self
+            .run_op(op, deadline, context)
+            .instrument(span.clone())
+            .await;
         unfinished.finished();
         if let Err(e) = &result {
             spans::failed(&span, e);
@@ -97,10 +112,15 @@ impl Pooled {
         op: Op<'_>,
         deadline: Option<Duration>,
     ) -> Result<Output, DbErr> {
-        self.run_op(op, deadline).await
+        self.run_op(op, deadline, "").await
     }
 
-    async fn run_op(&mut self, op: Op<'_>, deadline: Option<Duration>) -> Result<Output, DbErr> {
+    async fn run_op(
+        &mut self,
+        op: Op<'_>,
+        deadline: Option<Duration>,
+        context: &str,
+    ) -> Result<Output, DbErr> {
         let Some(conn) = self.obj.as_deref_mut() else {
             return Err(DbErr::Custom("the connection was already released".into()));
         };
@@ -137,8 +157,10 @@ impl Pooled {
         conn.suspect = true;
         let text = op.text();
         let sql = text.sql;
+        // Sent as text (values written in) is not one statement by protocol.
         let single = !matches!(op, Op::Unprepared(_) | Op::UnpreparedRows(_))
-            && !matches!(*conn.mode, Mode::Inline { .. });
+            && !matches!(*conn.mode, Mode::Inline { .. })
+            && (conn.in_tx || context.is_empty());
         // Marked before it runs, so that a statement abandoned mid-flight counts too.
         if taints(sql, single, at) {
             conn.tainted = true;
@@ -146,7 +168,7 @@ impl Pooled {
         }
         conn.in_flight = true;
         let started = Instant::now();
-        let work = plans::run(raw, op, &conn.mode, conn.in_tx, &mut conn.plans);
+        let work = plans::run(raw, op, &conn.mode, conn.in_tx, &mut conn.plans, context);
         let outcome = match deadline {
             Some(d) => tokio::time::timeout(d, work).await.map_err(|_| d),
             None => Ok(work.await),

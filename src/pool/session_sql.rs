@@ -118,11 +118,13 @@ pub(crate) struct Begin<'a> {
     pub remaining: Duration,
     /// `Some` behind PgBouncer: the pool's session settings, sent inside the transaction.
     pub session: Option<&'a PoolOptions>,
+    /// A session context's `SET LOCAL`s (PostgreSQL; empty for none).
+    pub context: &'a str,
 }
 
 /// The statements that begin a transaction, each one round trip. PostgreSQL: one
 /// simple-protocol message with `BEGIN`, behind PgBouncer the session settings
-/// ([`session_prefix`]), the isolation level and access mode (what SeaORM would send as a `SET
+/// ([`session_prefix`]), a session context's settings, the isolation level and access mode (what SeaORM would send as a `SET
 /// TRANSACTION` of its own), and the transaction's budget for the server (see
 /// [`settings_after_begin`]). MySQL/MariaDB: the isolation level applies to the next
 /// transaction only, then `START TRANSACTION`. SQLite: `BEGIN`.
@@ -133,7 +135,8 @@ pub(crate) fn begin(backend: DbBackend, b: &Begin<'_>) -> Vec<String> {
             // statement_timeout.
             let session = b.session.map(session_prefix).unwrap_or_default();
             vec![format!(
-                "BEGIN; {session}{}",
+                "BEGIN; {session}{}{}",
+                b.context,
                 settings_after_begin(b.isolation, b.access, b.remaining)
             )]
         }
@@ -193,6 +196,7 @@ mod tests {
             access: None,
             remaining: Duration::from_secs(2),
             session: Some(&p),
+            context: "SET LOCAL app.tenant_id = '7'; ",
         };
         let grace = Duration::from_secs(2)
             .saturating_add(SERVER_GRACE)
@@ -200,8 +204,8 @@ mod tests {
         assert_eq!(
             super::begin(DbBackend::Postgres, &begin),
             vec![format!(
-                "BEGIN; SET LOCAL statement_timeout = 5000; SET TRANSACTION ISOLATION LEVEL \
-                 SERIALIZABLE; SET LOCAL statement_timeout = {grace}; \
+                "BEGIN; SET LOCAL statement_timeout = 5000; SET LOCAL app.tenant_id = '7'; \
+                 SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; SET LOCAL statement_timeout = {grace}; \
                  SET LOCAL idle_in_transaction_session_timeout = {grace}"
             )]
         );

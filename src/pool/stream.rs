@@ -76,33 +76,44 @@ where
 }
 
 /// Streams `stmt` on a PostgreSQL connection the way every other statement is sent there
-/// (`mode`): behind PgBouncer as one simple-protocol message with its values inlined and the
-/// session's `SET LOCAL`s in front, with no statement cache on the unnamed statement.
+/// (`mode`): behind PgBouncer, or with a session context outside a transaction, as one
+/// simple-protocol message with its values inlined and the `SET LOCAL`s in front; with no
+/// statement cache on the unnamed statement.
 #[cfg(feature = "postgres")]
 async fn pump_postgres(
     c: &mut PgConnection,
     stmt: &Statement,
     mode: &Mode,
     in_tx: bool,
+    context: &str,
     tx: &mpsc::Sender<Result<QueryResult, DbErr>>,
 ) -> bool {
-    match mode {
-        Mode::Prepared | Mode::Unnamed => {
+    let session = match mode {
+        Mode::Inline { prefix } => Some(prefix.as_str()),
+        Mode::Prepared | Mode::Unnamed => None,
+    };
+    let prefix = match session {
+        Some(_) if in_tx => inline::Prefix::default(),
+        None if in_tx || context.is_empty() => {
             let q = sqlx::query_with(AssertSqlSafe(stmt.sql.as_str()), values(stmt))
                 .persistent(*mode == Mode::Prepared);
-            pump(q.fetch(c), tx).await
+            return pump(q.fetch(c), tx).await;
         }
-        Mode::Inline { prefix } => match inline::inline(stmt) {
-            Ok(body) => {
-                let sql = inline::prefixed(if in_tx { "" } else { prefix }, body);
-                pump(sqlx::raw_sql(AssertSqlSafe(sql)).fetch(c), tx).await
-            }
-            Err(e) => {
-                // Nothing was sent: the connection is as it was.
-                let _ = tx.send(Err(query_err(e.into()))).await;
-                true
-            }
+        session => inline::Prefix {
+            session: session.unwrap_or(""),
+            context,
         },
+    };
+    match inline::inline(stmt) {
+        Ok(body) => {
+            let sql = inline::prefixed(prefix, body);
+            pump(sqlx::raw_sql(AssertSqlSafe(sql)).fetch(c), tx).await
+        }
+        Err(e) => {
+            // Nothing was sent: the connection is as it was.
+            let _ = tx.send(Err(query_err(e.into()))).await;
+            true
+        }
     }
 }
 
@@ -117,13 +128,19 @@ where
 }
 
 /// Starts streaming `stmt` on `conn` in a task of its own; `bound` limits how long the
-/// stream may hold the connection. The statement's span is opened here, under the caller's
-/// span, and the task runs in it.
-pub(crate) fn start(conn: Pooled, stmt: Statement, bound: Option<Duration>) -> RowStream {
+/// stream may hold the connection; `context`: a session context's `SET LOCAL`s (empty for
+/// none). The statement's span is opened here, under the caller's span, and the task runs in
+/// it.
+pub(crate) fn start(
+    conn: Pooled,
+    stmt: Statement,
+    bound: Option<Duration>,
+    context: String,
+) -> RowStream {
     let (tx, rx) = mpsc::channel(AHEAD);
     let span = conn.statement_span(crate::trace::spans::Text::statement(&stmt));
     tokio::spawn(tracing::Instrument::instrument(
-        feed(conn, stmt, bound, tx),
+        feed(conn, stmt, bound, context, tx),
         span,
     ));
     RowStream(rx)
@@ -134,6 +151,7 @@ async fn feed(
     mut conn: Pooled,
     stmt: Statement,
     bound: Option<Duration>,
+    context: String,
     tx: mpsc::Sender<Result<QueryResult, DbErr>>,
 ) {
     let started = Instant::now();
@@ -141,7 +159,7 @@ async fn feed(
         return;
     };
     c.suspect = true;
-    let inline_mode = matches!(*c.mode, Mode::Inline { .. });
+    let inline_mode = matches!(*c.mode, Mode::Inline { .. }) || (!context.is_empty() && !c.in_tx);
     let at = super::effects::Context {
         postgres: c.raw.as_ref().is_some_and(RawConn::is_postgres),
         in_tx: c.in_tx,
@@ -156,7 +174,7 @@ async fn feed(
     let work = async {
         match raw {
             #[cfg(feature = "postgres")]
-            RawConn::Postgres(c) => pump_postgres(c, &stmt, &mode, in_tx, &tx).await,
+            RawConn::Postgres(c) => pump_postgres(c, &stmt, &mode, in_tx, &context, &tx).await,
             #[cfg(feature = "mysql")]
             RawConn::MySql(c) => pump(query(&stmt).fetch(c), &tx).await,
             #[cfg(feature = "sqlite")]

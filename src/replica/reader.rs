@@ -7,6 +7,7 @@ use sea_orm::{DbBackend, DbErr, Statement};
 
 use super::set::{Fallback, Replicas};
 use crate::classify::{ErrorKind, sqlstate};
+use crate::context::SessionContext;
 use crate::endpoint::{CURRENT_POSITION_SQL, Endpoint, WalPosition};
 use crate::pool::{Op, Output};
 use crate::reads::check_read;
@@ -41,6 +42,8 @@ pub struct Reader {
     replicas: Option<Arc<Replicas>>,
     need: Need,
     backend: DbBackend,
+    /// A session context every read carries, on a replica and on the primary alike.
+    context: Option<SessionContext>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -113,7 +116,14 @@ impl Reader {
             replicas,
             need,
             backend,
+            context: None,
         }
+    }
+
+    /// This reader with a session context (see [`crate::context`]).
+    pub(crate) fn with_context(mut self, context: SessionContext) -> Self {
+        self.context = Some(context);
+        self
     }
 
     /// This reader, once its `read_after` token is known to be reached by the primary (see
@@ -138,7 +148,7 @@ impl Reader {
             position: p,
             source,
         };
-        let row = match self.primary.conn().run(Op::One(&stmt)).await {
+        let row = match self.primary.conn().run_with(Op::One(&stmt), "").await {
             Ok(Output::One(row)) => row,
             Ok(_) => return Err(unchecked(crate::pool::unexpected())),
             Err(e) => return Err(unchecked(e)),
@@ -165,8 +175,15 @@ impl Reader {
                  that writes nothing), and {why}; run it through db.conn() or a transaction"
             )));
         }
+        let context = match &self.context {
+            Some(c) => c.sql(),
+            None if self.primary.conn().requires_context() => {
+                return Err(self.primary.conn().refuse(op.sql()));
+            }
+            None => "",
+        };
         let Some(set) = self.replicas.as_deref() else {
-            return self.primary.conn().run(op).await;
+            return self.primary.conn().run_with(op, context).await;
         };
         let need = match self.need {
             Need::Instance => set.high_water.get(),
@@ -185,7 +202,7 @@ impl Reader {
                     .replica
                     .endpoint
                     .conn()
-                    .run_within(op, Some(left))
+                    .run_within(op, Some(left), context)
                     .await
                 {
                     // A connection opened since the position was learned may reach another
@@ -220,7 +237,7 @@ impl Reader {
             Err(why) => why,
         };
         set.fell_back(why);
-        self.primary.conn().run(op).await
+        self.primary.conn().run_with(op, context).await
     }
 }
 

@@ -270,7 +270,10 @@ impl Replica {
     /// Asks the replica how far it has replayed, within `bound`.
     async fn ask_replayed(&self, bound: Duration) -> Result<u64, DbErr> {
         let stmt = Statement::from_string(DbBackend::Postgres, REPLAY_SQL);
-        let asked = self.endpoint.conn().run_within(Op::One(&stmt), Some(bound));
+        let asked = self
+            .endpoint
+            .conn()
+            .run_within(Op::One(&stmt), Some(bound), "");
         let row = match tokio::time::timeout(bound, asked).await {
             Ok(Ok(Output::One(row))) => row,
             Ok(Ok(_)) => return Err(crate::pool::unexpected()),

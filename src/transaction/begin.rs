@@ -28,6 +28,7 @@ impl DbService {
         wait: Duration,
         started: Instant,
         site: Site,
+        context: &str,
     ) -> Result<Transaction, TxError<std::convert::Infallible>> {
         let max_wait = || {
             bump(&self.tx_counters().max_wait);
@@ -57,6 +58,7 @@ impl DbService {
                 remaining: opts.timeout.saturating_sub(started.elapsed()),
                 // A session is not ours behind PgBouncer: its settings go with the BEGIN.
                 session: pool.session.pgbouncer.then_some(pool),
+                context,
             },
         );
         conn.set_in_transaction(true);
@@ -105,8 +107,22 @@ impl DbService {
         &self,
         opts: TxOptions,
     ) -> impl Future<Output = Result<Transaction, TxError<std::convert::Infallible>>> + '_ {
-        let site = Some(Location::caller());
-        async move {
+        self.begin_in(opts, Some(Location::caller()), None)
+    }
+
+    /// [`begin`](Self::begin) with a session context (none: refused under
+    /// `require_context`), `site` being the caller's location.
+    pub(crate) async fn begin_in(
+        &self,
+        opts: TxOptions,
+        site: Site,
+        context: Option<crate::context::SessionContext>,
+    ) -> Result<Transaction, TxError<std::convert::Infallible>> {
+        {
+            if context.is_none() && self.conn().requires_context() {
+                return Err(TxError::Database(self.refuse_transaction(site)));
+            }
+            let context = context.as_ref().map_or("", |c| c.sql());
             let started = Instant::now();
             let span = crate::trace::spans::transaction(
                 &self.pool().shared().trace,
@@ -117,7 +133,7 @@ impl DbService {
             // Boxed: its checkout, BEGIN and their spans are a large future, and the caller's
             // own future (a handler's, a test's, on a 2 MiB thread stack in debug builds) would
             // otherwise hold it inline.
-            let begun = Box::pin(self.begin_guarded(&opts, opts.max_wait, started, site))
+            let begun = Box::pin(self.begin_guarded(&opts, opts.max_wait, started, site, context))
                 .instrument(span.clone())
                 .await;
             if begun.is_err() {
@@ -125,5 +141,14 @@ impl DbService {
             }
             begun.map(|tx| tx.with_span(span, true))
         }
+    }
+
+    /// The error for a transaction refused under `require_context`, naming where it began.
+    pub(super) fn refuse_transaction(&self, site: Site) -> DbErr {
+        let what = match site {
+            Some(at) => format!("the transaction begun at {at}"),
+            None => "the transaction".to_owned(),
+        };
+        crate::context::refused(self.instruments(), &what)
     }
 }

@@ -232,34 +232,41 @@ impl DbService {
         E: std::error::Error + Send + 'static,
     {
         let site = Some(Location::caller());
-        self.run_transaction(opts, body, site)
+        self.run_transaction(opts, body, site, None)
     }
 
     /// [`run_attempts`](Self::run_attempts) in a transaction span (see [`crate::trace`]),
     /// which its statements nest under and which records the attempts and the outcome.
-    async fn run_transaction<F, T, E>(
+    /// `context`: a session context every attempt's BEGIN carries (none: refused under
+    /// `require_context`).
+    pub(crate) async fn run_transaction<F, T, E>(
         &self,
         opts: TxOptions,
         body: F,
         site: Site,
+        context: Option<crate::context::SessionContext>,
     ) -> Result<T, TxError<E>>
     where
         F: AsyncFnMut(&Transaction) -> Result<T, E> + Send,
         T: Send,
         E: std::error::Error + Send + 'static,
     {
+        if context.is_none() && self.conn().requires_context() {
+            return Err(TxError::Database(self.refuse_transaction(site)));
+        }
+        let context = context.as_ref().map_or("", |c| c.sql());
         let span = spans::transaction(
             &self.pool().shared().trace,
             opts.isolation.map(Isolation::label),
             opts.read_only,
         );
         if span.is_disabled() {
-            return self.run_attempts(opts, body, site, &span).await;
+            return self.run_attempts(opts, body, site, &span, context).await;
         }
         // Dropped before the end (the caller went away): the span says `cancelled`.
         let mut unfinished = spans::Unfinished::transaction(&span);
         let result = self
-            .run_attempts(opts, body, site, &span)
+            .run_attempts(opts, body, site, &span, context)
             .instrument(span.clone())
             .await;
         unfinished.finished();
@@ -273,6 +280,7 @@ impl DbService {
         mut body: F,
         site: Site,
         span: &tracing::Span,
+        context: &str,
     ) -> Result<T, TxError<E>>
     where
         F: AsyncFnMut(&Transaction) -> Result<T, E> + Send,
@@ -296,13 +304,15 @@ impl DbService {
         loop {
             attempts += 1;
             spans::attempt(span, attempts);
-            let (error, committing, body_ran) =
-                match self.attempt(&opts, wait, &mut body, site, span).await {
-                    Attempt::Done(value) => return Ok(value),
-                    Attempt::NotBegun(e) => (e, false, false),
-                    Attempt::Failed(e) => (e, false, true),
-                    Attempt::CommitFailed(e) => (e, true, true),
-                };
+            let (error, committing, body_ran) = match self
+                .attempt(&opts, wait, &mut body, site, span, context)
+                .await
+            {
+                Attempt::Done(value) => return Ok(value),
+                Attempt::NotBegun(e) => (e, false, false),
+                Attempt::Failed(e) => (e, false, true),
+                Attempt::CommitFailed(e) => (e, true, true),
+            };
             // A failover retry that ran out of the budget before it began: the lost server is
             // the news, not the wait.
             let error = match (error, cause.take()) {
@@ -355,6 +365,7 @@ impl DbService {
         body: &mut F,
         site: Site,
         span: &tracing::Span,
+        context: &str,
     ) -> Attempt<T, E>
     where
         F: AsyncFnMut(&Transaction) -> Result<T, E> + Send,
@@ -365,7 +376,7 @@ impl DbService {
         let started = Instant::now();
         // Boxed, as in `begin`: the caller's future would otherwise hold the checkout's and
         // BEGIN's inline (a deep stack in debug builds).
-        let mut tx = match Box::pin(self.begin_guarded(opts, wait, started, site)).await {
+        let mut tx = match Box::pin(self.begin_guarded(opts, wait, started, site, context)).await {
             // Its span: a handle dropped mid-body rolls back under it.
             Ok(tx) => tx.with_span(span.clone(), false),
             Err(e) => return Attempt::NotBegun(e.widen()),

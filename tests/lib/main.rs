@@ -9,6 +9,7 @@ mod support {
 mod batch;
 mod commit_outcome;
 mod config;
+mod context;
 mod credentials;
 mod deadlines;
 mod environment;
