@@ -285,6 +285,13 @@ fn pool_details(db: &DbService) -> serde_json::Value {
         "config": db.config(),
         "last_error": db.last_error(),
         "server_full": server_full,
+        // Session contexts: whether one is required, the names served (never values), and
+        // the work refused for want of one.
+        "context": {
+            "required": cfg.session.require_context,
+            "names": db.context_names(),
+            "refused": stats.context_refused,
+        },
         "time": rfc3339::format(SystemTime::now()),
     });
     // Which host each pool is on, and what the others were found to be.

@@ -118,29 +118,27 @@ impl DbService {
         site: Site,
         context: Option<crate::context::SessionContext>,
     ) -> Result<Transaction, TxError<std::convert::Infallible>> {
-        {
-            if context.is_none() && self.conn().requires_context() {
-                return Err(TxError::Database(self.refuse_transaction(site)));
-            }
-            let context = context.as_ref().map_or("", |c| c.sql());
-            let started = Instant::now();
-            let span = crate::trace::spans::transaction(
-                &self.pool().shared().trace,
-                opts.isolation.map(super::Isolation::label),
-                opts.read_only,
-            );
-            crate::trace::spans::attempt(&span, 1);
-            // Boxed: its checkout, BEGIN and their spans are a large future, and the caller's
-            // own future (a handler's, a test's, on a 2 MiB thread stack in debug builds) would
-            // otherwise hold it inline.
-            let begun = Box::pin(self.begin_guarded(&opts, opts.max_wait, started, site, context))
-                .instrument(span.clone())
-                .await;
-            if begun.is_err() {
-                crate::trace::spans::transaction_ended(&span, super::outcome(&begun));
-            }
-            begun.map(|tx| tx.with_span(span, true))
+        if context.is_none() && self.conn().requires_context() {
+            return Err(TxError::Database(self.refuse_transaction(site)));
         }
+        let context = context.as_ref().map_or("", |c| c.sql());
+        let started = Instant::now();
+        let span = crate::trace::spans::transaction(
+            &self.pool().shared().trace,
+            opts.isolation.map(super::Isolation::label),
+            opts.read_only,
+        );
+        crate::trace::spans::attempt(&span, 1);
+        // Boxed: its checkout, BEGIN and their spans are a large future, and the caller's
+        // own future (a handler's, a test's, on a 2 MiB thread stack in debug builds) would
+        // otherwise hold it inline.
+        let begun = Box::pin(self.begin_guarded(&opts, opts.max_wait, started, site, context))
+            .instrument(span.clone())
+            .await;
+        if begun.is_err() {
+            crate::trace::spans::transaction_ended(&span, super::outcome(&begun));
+        }
+        begun.map(|tx| tx.with_span(span, true))
     }
 
     /// The error for a transaction refused under `require_context`, naming where it began.
