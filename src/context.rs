@@ -62,7 +62,7 @@ pub enum ContextError {
          e.g. `app.tenant_id`"
     )]
     Name {
-        /// The name as given (cut to 80 characters).
+        /// The name as given (cut to 80 characters, control characters escaped).
         name: String,
     },
     /// The value holds a NUL character, which PostgreSQL refuses in any text.
@@ -182,8 +182,9 @@ impl SessionContext {
 }
 
 fn check_name(name: &str) -> Result<(), ContextError> {
+    // Cut and escaped: the name lands in an error message, and a log line.
     let bad = || ContextError::Name {
-        name: name.chars().take(80).collect(),
+        name: name.chars().take(80).flat_map(char::escape_debug).collect(),
     };
     let rest = name.strip_prefix(NAME_PREFIX).ok_or_else(bad)?;
     let mut chars = rest.chars();
@@ -284,9 +285,8 @@ pub(crate) fn refused(ins: &crate::observe::Instruments, what: &str) -> sea_orm:
 /// `COMMIT`, ...): in text run with a context outside a transaction it would let the
 /// statements after it run without the context.
 pub(crate) fn transaction_control(sql: &str) -> Option<String> {
-    const WORDS: [&str; 7] = [
-        "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "PREPARE",
-    ];
+    // `COMMIT PREPARED` and `ROLLBACK PREPARED` are found by their first word.
+    const WORDS: [&str; 6] = ["BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"];
     let mut at_start = true;
     for (_, token) in crate::sql_text::tokens(sql, sea_orm::DbBackend::Postgres) {
         match token {
