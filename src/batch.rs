@@ -166,7 +166,8 @@ impl DbService {
         A: ActiveModelTrait + Clone + Send + Sync + 'static,
     {
         if context.is_none() && self.conn().requires_context() {
-            let refused = crate::context::refused(self.instruments(), "the batch write");
+            self.instruments().on_context_refused();
+            let refused = crate::context::refused("the batch write");
             return Err(BatchError::Transaction(TxError::Database(refused)));
         }
         let backend = self.backend();

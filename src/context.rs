@@ -35,7 +35,6 @@
 //! and row-level security".
 
 use std::sync::Arc;
-use std::sync::RwLock;
 
 /// The prefix every setting name must carry: PostgreSQL's custom (placeholder) settings need
 /// a dot, and `app.` keeps them apart from the server's own and from extensions'.
@@ -162,7 +161,7 @@ impl SessionContext {
     }
 
     /// The settings' names, in order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    pub fn names(&self) -> impl Iterator<Item = &str> + Clone {
         self.inner.pairs.iter().map(|(n, _)| n.as_str())
     }
 
@@ -238,42 +237,10 @@ fn set_local(_: &[(String, String)]) -> Result<String, ContextError> {
     Ok(String::new())
 }
 
-/// The context names a pool has served, for `/health/db` (never the values). Bounded: the
-/// names come from code, and a few are expected.
-#[derive(Debug, Default)]
-pub(crate) struct SeenNames(RwLock<Vec<String>>);
-
-/// Names kept at most.
-const SEEN_MAX: usize = 32;
-
-impl SeenNames {
-    /// Notes `ctx`'s names (a read lock when they are known already, the usual case).
-    pub fn note(&self, ctx: &SessionContext) {
-        let known = |seen: &Vec<String>| ctx.names().all(|n| seen.iter().any(|s| s == n));
-        if self.0.read().is_ok_and(|seen| known(&seen)) {
-            return;
-        }
-        if let Ok(mut seen) = self.0.write() {
-            for name in ctx.names() {
-                if seen.len() < SEEN_MAX && !seen.iter().any(|s| s == name) {
-                    seen.push(name.to_owned());
-                }
-            }
-            seen.sort();
-        }
-    }
-
-    /// The names seen so far, sorted.
-    pub fn names(&self) -> Vec<String> {
-        self.0.read().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
 /// The error for work refused under `require_context` (`what`: the statement or the
-/// transaction, as the caller would recognise it), counted in `ins`.
-pub(crate) fn refused(ins: &crate::observe::Instruments, what: &str) -> sea_orm::DbErr {
-    ins.context_refused
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// transaction, as the caller would recognise it); the caller counts it
+/// ([`Instruments::on_context_refused`](crate::observe::Instruments::on_context_refused)).
+pub(crate) fn refused(what: &str) -> sea_orm::DbErr {
     sea_orm::DbErr::Custom(format!(
         "require_context is on and {what} has no session context: run it through \
          db.with_context(ctx) (see CONNECTION_POOLING.md, \"Tenant context and row-level \

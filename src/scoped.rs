@@ -31,7 +31,7 @@ impl DbService {
                 backend: backend.name(),
             });
         }
-        self.instruments().context_names.note(&context);
+        self.instruments().context_names.note(context.names());
         Ok(WithContext {
             db: self.clone(),
             context,

@@ -119,7 +119,8 @@ impl DbConn {
     pub(crate) fn refuse(&self, sql: &str) -> DbErr {
         let ins = &self.pool.shared().instruments;
         let what = crate::trace::summary::summarize(sql, self.backend).span_name("statement");
-        crate::context::refused(ins, &format!("the statement `{what}`"))
+        ins.on_context_refused();
+        crate::context::refused(&format!("the statement `{what}`"))
     }
 
     async fn run_bounded(

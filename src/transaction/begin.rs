@@ -147,6 +147,7 @@ impl DbService {
             Some(at) => format!("the transaction begun at {at}"),
             None => "the transaction".to_owned(),
         };
-        crate::context::refused(self.instruments(), &what)
+        self.instruments().on_context_refused();
+        crate::context::refused(&what)
     }
 }
