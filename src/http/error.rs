@@ -143,6 +143,19 @@ impl From<crate::batch::BatchError> for ApiError {
     }
 }
 
+impl From<crate::context::ContextError> for ApiError {
+    /// A setting built from request input (a value too long, a NUL) is the client's 400, its
+    /// message naming the setting, never the value; a context on a database without session
+    /// settings is the service's own error (500, logged).
+    fn from(err: crate::context::ContextError) -> Self {
+        use crate::context::ContextError;
+        match err {
+            ContextError::Unsupported { .. } => ApiError::internal(&err),
+            other => ApiError::bad_request("bad_context", other.to_string()),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status
@@ -230,6 +243,22 @@ mod tests {
         assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(err.code, "transaction_failed");
         assert!(err.retry_after.is_none());
+    }
+
+    #[test]
+    fn a_bad_context_value_is_a_400_that_names_the_setting_not_the_value() {
+        use crate::context::{ContextError, SessionContext};
+        let secret = "x".repeat(5000);
+        let err = ApiError::from(
+            SessionContext::new([("app.claims", secret.as_str())]).expect_err("too long"),
+        );
+        assert_eq!(
+            (err.status, err.code),
+            (StatusCode::BAD_REQUEST, "bad_context")
+        );
+        assert!(err.message.contains("app.claims") && !err.message.contains("xxxx"));
+        let unsupported = ApiError::from(ContextError::Unsupported { backend: "sqlite" });
+        assert_eq!(unsupported.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     /// A server that turned read-only (a demoted primary, a standby behind a DNS name that has
