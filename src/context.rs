@@ -270,6 +270,85 @@ pub(crate) fn transaction_control(sql: &str) -> Option<String> {
     None
 }
 
+/// Behind PgBouncer (`pgbouncer=true`) nothing resets a server session between its clients:
+/// work that carries a context may not change a setting beyond its transaction (a plain
+/// `SET`, `RESET`, `set_config(.., false)`), since that change would reach other clients,
+/// with their own context or none. Elsewhere the pool's session reset undoes it.
+pub(crate) fn check_session_settings(pgbouncer: bool, sql: &str) -> Result<(), sea_orm::DbErr> {
+    if !pgbouncer {
+        return Ok(());
+    }
+    match crate::context::session_setting_change(sql) {
+        Some(what) => Err(sea_orm::DbErr::Custom(format!(
+            "pgbouncer=true: `{what}` would change the server session beyond this transaction, \
+             and PgBouncer hands that session to other clients with nothing to reset it; work \
+             that carries a session context may change settings only for its transaction \
+             (SET LOCAL, set_config(.., true))"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// What in `sql` would change a setting for the rest of the session rather than for its
+/// transaction: a `SET` that is not `SET LOCAL`/`SET TRANSACTION`, a `RESET`, a
+/// `set_config(..)` whose third argument is not the word `true`, an `UPDATE pg_settings`.
+/// Behind PgBouncer (`pgbouncer=true`) nothing resets a server session between its clients,
+/// so such a change made with a context would outlive it and reach other clients.
+pub(crate) fn session_setting_change(sql: &str) -> Option<&'static str> {
+    use crate::sql_text::Token;
+    let tokens: Vec<Token<'_>> = crate::sql_text::tokens(sql, sea_orm::DbBackend::Postgres)
+        .map(|(_, t)| t)
+        .collect();
+    let word = |i: usize| match tokens.get(i) {
+        Some(Token::Word(w)) => Some(*w),
+        _ => None,
+    };
+    let is = |i: usize, w: &str| word(i).is_some_and(|x| x.eq_ignore_ascii_case(w));
+    let mut at_start = true;
+    for i in 0..tokens.len() {
+        let start = std::mem::replace(&mut at_start, tokens.get(i) == Some(&Token::Punct(';')));
+        if start && is(i, "SET") && !(is(i + 1, "LOCAL") || is(i + 1, "TRANSACTION")) {
+            return Some("SET");
+        }
+        if start && is(i, "RESET") {
+            return Some("RESET");
+        }
+        if is(i, "pg_settings") {
+            return Some("pg_settings");
+        }
+        if is(i, "set_config")
+            && tokens.get(i + 1) == Some(&Token::Punct('('))
+            && !third_argument_is_true(tokens.get(i + 2..).unwrap_or_default())
+        {
+            return Some("set_config");
+        }
+    }
+    None
+}
+
+/// Whether the arguments after `set_config(` end `, true)` at their own depth.
+fn third_argument_is_true(args: &[crate::sql_text::Token<'_>]) -> bool {
+    use crate::sql_text::Token;
+    let (mut depth, mut commas) = (0usize, 0usize);
+    let mut third: Vec<&Token<'_>> = Vec::new();
+    for t in args {
+        match t {
+            Token::Punct('(') => depth += 1,
+            Token::Punct(')') if depth == 0 => break,
+            Token::Punct(')') => depth -= 1,
+            Token::Punct(',') if depth == 0 => {
+                commas += 1;
+                continue;
+            }
+            _ => {}
+        }
+        if commas == 2 {
+            third.push(t);
+        }
+    }
+    matches!(third.as_slice(), [Token::Word(w)] if w.eq_ignore_ascii_case("true"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +415,41 @@ mod tests {
             "SET LOCAL app.a = '2'; SET LOCAL app.b = 'it''s'; "
         );
         assert!(!format!("{ctx:?}").contains("it's"));
+    }
+
+    #[test]
+    fn session_level_setting_changes_are_found() {
+        for (sql, word) in [
+            ("SET app.tenant_id = '1'", "SET"),
+            ("set session app.tenant_id to 1", "SET"),
+            ("SELECT 1; SET ROLE other", "SET"),
+            ("RESET ALL", "RESET"),
+            (
+                "SELECT set_config('app.tenant_id', '1', false)",
+                "set_config",
+            ),
+            ("SELECT set_config('app.t', $1, $2)", "set_config"),
+            (
+                "SELECT pg_catalog.set_config('a.b', f('x', 'y'), false)",
+                "set_config",
+            ),
+            (
+                "UPDATE pg_settings SET setting = '1' WHERE name = 'x'",
+                "pg_settings",
+            ),
+        ] {
+            assert_eq!(session_setting_change(sql), Some(word), "{sql}");
+        }
+        for sql in [
+            "SET LOCAL app.tenant_id = '1'",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SELECT set_config('app.t', f('a', 'b'), true)",
+            "UPDATE t SET a = 1",
+            "SELECT 'SET x = 1; RESET ALL'",
+            "SELECT reset FROM t",
+        ] {
+            assert_eq!(session_setting_change(sql), None, "{sql}");
+        }
     }
 
     #[test]

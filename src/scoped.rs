@@ -10,7 +10,7 @@ use sea_orm::{ActiveModelTrait, DbBackend, DbErr, Statement, StreamTrait};
 use crate::DbStream;
 use crate::batch::{BatchError, BatchOptions, BatchOutcome};
 use crate::config::Backend;
-use crate::context::{ContextError, SessionContext, transaction_control};
+use crate::context::{ContextError, SessionContext, check_session_settings, transaction_control};
 use crate::pool::{Op, Output};
 use crate::replica::{Reader, WalPosition};
 use crate::service::DbService;
@@ -160,20 +160,21 @@ impl WithContext {
     }
 
     async fn run(&self, op: Op<'_>) -> Result<Output, DbErr> {
-        check_no_transaction_control(op.sql())?;
+        self.check(op.sql())?;
         self.db.conn().run_with(op, self.context.sql()).await
     }
-}
 
-/// Refuses text that would end the statement's own transaction (and the context with it).
-fn check_no_transaction_control(sql: &str) -> Result<(), DbErr> {
-    match transaction_control(sql) {
-        Some(word) => Err(DbErr::Custom(format!(
-            "db.with_context(..) runs each statement in a transaction of its own that carries \
-             the context, and this text holds `{word}`: statements after it would run without \
-             the context; use .transaction(..) on the context's executor instead"
-        ))),
-        None => Ok(()),
+    /// Refuses text that would end the statement's own transaction (and the context with it),
+    /// and behind PgBouncer a change of a setting for the whole session.
+    fn check(&self, sql: &str) -> Result<(), DbErr> {
+        if let Some(word) = transaction_control(sql) {
+            return Err(DbErr::Custom(format!(
+                "db.with_context(..) runs each statement in a transaction of its own that \
+                 carries the context, and this text holds `{word}`: statements after it would \
+                 run without the context; use .transaction(..) on the context's executor instead"
+            )));
+        }
+        check_session_settings(self.db.config().pool().session.pgbouncer, sql)
     }
 }
 
@@ -191,7 +192,7 @@ impl StreamTrait for WithContext {
         stmt: Statement,
     ) -> Pin<Box<dyn Future<Output = Result<DbStream, DbErr>> + 'a + Send>> {
         Box::pin(async move {
-            check_no_transaction_control(&stmt.sql)?;
+            self.check(&stmt.sql)?;
             self.db.conn().stream_in(stmt, self.context.sql()).await
         })
     }

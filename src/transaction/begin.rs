@@ -72,7 +72,11 @@ impl DbService {
         })
         .await;
         match begun {
-            Ok(Ok(())) => Ok(Transaction::new(conn, started, opts.timeout, self.clone())),
+            Ok(Ok(())) => {
+                let mut tx = Transaction::new(conn, started, opts.timeout, self.clone());
+                tx.carries_context = !context.is_empty();
+                Ok(tx)
+            }
             // No answer within the wait: the connection is closed when dropped here, since it
             // may be inside a transaction.
             Err(_) => Err(max_wait()),

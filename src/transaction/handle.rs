@@ -34,6 +34,8 @@ pub struct Transaction {
     /// and a rollback after the handle was dropped, nest under it.
     span: tracing::Span,
     owns_span: bool,
+    /// Its BEGIN carried a session context (see [`crate::context`]).
+    pub(super) carries_context: bool,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -58,6 +60,7 @@ impl Transaction {
             db,
             span: tracing::Span::none(),
             owns_span: false,
+            carries_context: false,
         }
     }
 
@@ -198,6 +201,10 @@ impl Transaction {
     }
 
     async fn run(&self, op: Op<'_>) -> Result<Output, DbErr> {
+        if self.carries_context {
+            let pgbouncer = self.db.config().pool().session.pgbouncer;
+            crate::context::check_session_settings(pgbouncer, op.sql())?;
+        }
         let mut guard = self.conn.lock().await;
         let Some(conn) = guard.as_mut() else {
             return Err(DbErr::Custom("the transaction has already ended".into()));
