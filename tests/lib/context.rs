@@ -5,6 +5,7 @@
 //! tests that rely on a policy create a role of their own (`rls_*`, `NOSUPERUSER NOBYPASSRLS`),
 //! give it the tables (`ENABLE` + `FORCE ROW LEVEL SECURITY`) and connect the service as it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -285,8 +286,10 @@ async fn backend_pid(db: &impl ConnectionTrait) -> i64 {
 /// no row; the connection is the same one (`pid`).
 async fn assert_clean(db: &DbService, pid: i64, after: &str) {
     let (v, n, _) = view(db.conn()).await;
-    assert!(empty(v.as_deref()), "after {after}: setting {v:?}");
-    assert_eq!(n, 0, "after {after}: rows visible without a context");
+    assert!(
+        empty(v.as_deref()) && n == 0,
+        "after {after}, a statement without a context sees the setting {v:?} and {n} rows"
+    );
     assert_eq!(backend_pid(db.conn()).await, pid, "after {after}: replaced");
     let stats = db.stats();
     assert_eq!(
@@ -296,9 +299,8 @@ async fn assert_clean(db: &DbService, pid: i64, after: &str) {
     );
 }
 
-#[tokio::test]
-async fn nothing_of_a_context_leaks_to_the_next_statement_on_a_pool_of_one() {
-    let (_admin, url) = rls_database("connection_limit=1").await;
+async fn nothing_of_a_context_leaks(params: &str) {
+    let (_admin, url) = rls_database(params).await;
     let db = service(&url).await;
     let pid = backend_pid(db.conn()).await;
     let tenant = db.with_context(tenant_ctx(1)).expect("postgres");
@@ -322,28 +324,145 @@ async fn nothing_of_a_context_leaks_to_the_next_statement_on_a_pool_of_one() {
     assert_eq!(view(&tx).await, (Some("1".into()), 3, 0));
     drop(tx);
     assert_clean(&db, pid, "begin, dropped").await;
+}
 
-    // A session-level SET run through the context: the pool's reset undoes it.
+/// A session-level setting made through the context executor (`sql`, outside a transaction
+/// and inside one) must not outlive the context: the next statement without one, on the
+/// pool's only connection, sees no setting and no row.
+async fn a_session_level_setting_does_not_outlive_the_context(params: &str, sql: &str) {
+    let (_admin, url) = rls_database(params).await;
+    let db = service(&url).await;
+    let pid = backend_pid(db.conn()).await;
+    let tenant = db.with_context(tenant_ctx(1)).expect("postgres");
     let resets = db.stats().session_resets;
     tenant
-        .execute_unprepared("SET app.tenant_id = '1'")
+        .execute_unprepared(sql)
         .await
-        .expect("plain SET through the context");
-    assert_clean(&db, pid, "a plain SET through the context").await;
+        .unwrap_or_else(|e| panic!("{sql} through the context: {e}"));
+    assert_clean(&db, pid, &format!("`{sql}` through the context")).await;
     tenant
-        .transaction(async |tx| {
-            tx.execute_unprepared("SET app.tenant_id = '1'")
-                .await
-                .map(|_| ())
+        .transaction(async |tx| tx.execute_unprepared(sql).await.map(|_| ()))
+        .await
+        .unwrap_or_else(|e| panic!("{sql} in the context's transaction: {e}"));
+    assert_clean(&db, pid, &format!("`{sql}` in the context's transaction")).await;
+    if !params.contains("pgbouncer=true") {
+        assert!(
+            db.stats().session_resets >= resets + 2,
+            "{resets} -> {:?}",
+            db.stats()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_plain_set_through_the_context_is_undone_by_the_session_reset() {
+    a_session_level_setting_does_not_outlive_the_context(
+        "connection_limit=1",
+        "SET app.tenant_id = '1'",
+    )
+    .await;
+}
+
+/// `set_config(.., false)` is a session-level SET in a SELECT.
+#[tokio::test]
+async fn set_config_through_the_context_is_undone_by_the_session_reset() {
+    a_session_level_setting_does_not_outlive_the_context(
+        "connection_limit=1",
+        "SELECT set_config('app.tenant_id', '1', false)",
+    )
+    .await;
+}
+
+/// `pgbouncer=true` (against PostgreSQL itself: the same connection, the inline writer): the
+/// pool sends no session reset in this mode, the session being PgBouncer's.
+#[tokio::test]
+async fn a_plain_set_through_the_context_does_not_outlive_it_with_the_pgbouncer_writer() {
+    a_session_level_setting_does_not_outlive_the_context(
+        "connection_limit=1&pgbouncer=true",
+        "SET app.tenant_id = '1'",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn nothing_of_a_context_leaks_to_the_next_statement_on_a_pool_of_one() {
+    nothing_of_a_context_leaks("connection_limit=1").await;
+}
+
+#[tokio::test]
+async fn nothing_of_a_context_leaks_on_a_pool_of_one_without_statement_cache() {
+    nothing_of_a_context_leaks("connection_limit=1&statement_cache_size=0").await;
+}
+
+/// `pgbouncer=true` against PostgreSQL itself: the same connection, the inline writer.
+#[tokio::test]
+async fn nothing_of_a_context_leaks_on_a_pool_of_one_with_the_pgbouncer_writer() {
+    nothing_of_a_context_leaks("connection_limit=1&pgbouncer=true").await;
+}
+
+// Transaction options, retries and savepoints keep the context.
+
+#[tokio::test]
+async fn options_retries_and_savepoints_keep_the_context() {
+    let (_admin, url) = rls_database("").await;
+    let db = service(&url).await;
+    let one = db.with_context(tenant_ctx(1)).expect("postgres");
+    let opts = TxOptions::default()
+        .isolation(dbservice::Isolation::Serializable)
+        .read_only(true);
+    let (seen, iso, ro) = one
+        .transaction_with(opts, async |tx| {
+            let iso = tx
+                .query_one_raw(stmt("SHOW transaction_isolation"))
+                .await?
+                .and_then(|r| r.try_get_by_index::<String>(0).ok());
+            let ro = tx
+                .query_one_raw(stmt("SHOW transaction_read_only"))
+                .await?
+                .and_then(|r| r.try_get_by_index::<String>(0).ok());
+            Ok::<_, DbErr>((view(tx).await, iso, ro))
         })
         .await
-        .expect("plain SET in the context's transaction");
-    assert_clean(&db, pid, "a plain SET in the context's transaction").await;
-    assert!(
-        db.stats().session_resets >= resets + 2,
-        "{resets} -> {:?}",
-        db.stats()
+        .expect("serializable, read-only");
+    assert_eq!(seen, (Some("1".into()), 3, 0));
+    assert_eq!(
+        (iso.as_deref(), ro.as_deref()),
+        (Some("serializable"), Some("on"))
     );
+
+    // A serialization failure on the first attempt: the retry's BEGIN carries it again.
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let seen = one
+        .transaction_with(TxOptions::default().retries(2), async |tx| {
+            let before = view(tx).await;
+            if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                tx.execute_unprepared(
+                    "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$",
+                )
+                .await?;
+            }
+            Ok::<_, DbErr>((before, view(tx).await))
+        })
+        .await
+        .expect("retried");
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(seen, ((Some("1".into()), 3, 0), (Some("1".into()), 3, 0)));
+
+    // A savepoint rolled back keeps the transaction's context.
+    let seen = one
+        .transaction(async |tx| {
+            let inner = dbservice::savepoint(tx, async |sp| {
+                sp.execute_unprepared("INSERT INTO docs (tenant_id, body) VALUES (2, 'x')")
+                    .await
+                    .map(|_| ())
+            })
+            .await;
+            assert!(inner.is_err(), "the policy refuses it: {inner:?}");
+            Ok::<_, DbErr>(view(tx).await)
+        })
+        .await
+        .expect("savepoint");
+    assert_eq!(seen, (Some("1".into()), 3, 0));
 }
 
 // 3. Row-level security sees the tenant's rows only, on every path.
@@ -717,11 +836,17 @@ async fn transaction_control_through_the_context_is_refused() {
 
 // 7. Through a real PgBouncer (transaction mode, one server connection).
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_alternate_through_pgbouncer_on_one_server_connection() {
+/// A private cluster with the RLS schema behind a PgBouncer (transaction mode, one server
+/// connection); the URL of its database `tenants`, served as the role; `None` without a binary.
+async fn rls_behind_pgbouncer() -> Option<(
+    Arc<crate::support::PgCluster>,
+    crate::support::pgbouncer::PgBouncer,
+    String,
+    String,
+)> {
     if crate::support::pgbouncer::binary().is_none() {
         eprintln!("SKIPPED: no pgbouncer binary");
-        return;
+        return None;
     }
     let cluster = private_cluster().await;
     let admin = service(&cluster.url("postgres")).await;
@@ -737,10 +862,18 @@ async fn tenants_alternate_through_pgbouncer_on_one_server_connection() {
         crate::support::pgbouncer::PgBouncer::start(&c, 1, &extra)
     })
     .await
-    .expect("start pgbouncer")
-    .expect("pgbouncer binary");
+    .expect("start pgbouncer")?;
+    let url = bouncer.url("tenants");
+    Some((cluster, bouncer, url, role))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_alternate_through_pgbouncer_on_one_server_connection() {
+    let Some((_cluster, bouncer, url, role)) = rls_behind_pgbouncer().await else {
+        return;
+    };
     let url = with_params(
-        &bouncer.url("tenants"),
+        &url,
         "pgbouncer=true&connection_limit=4&statement_timeout=10s",
     );
     let one = service(&url).await;
@@ -786,6 +919,30 @@ async fn tenants_alternate_through_pgbouncer_on_one_server_connection() {
     tokio::join!(run(one.clone(), 0), run(two.clone(), 1));
     assert_eq!(one.stats().queries_failed, 0, "{:?}", one.stats());
     assert_eq!(two.stats().queries_failed, 0, "{:?}", two.stats());
+    drop(bouncer);
+}
+
+/// Behind a real PgBouncer the server connection is shared: a plain `SET app.tenant_id` run
+/// through one service's context executor must not reach another service's statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_set_through_the_context_does_not_reach_another_service_through_pgbouncer() {
+    let Some((_cluster, bouncer, url, _role)) = rls_behind_pgbouncer().await else {
+        return;
+    };
+    let url = with_params(&url, "pgbouncer=true&connection_limit=1");
+    let one = service(&url).await;
+    let other = service(&url).await;
+    assert_eq!(view(other.conn()).await.1, 0);
+    one.with_context(tenant_ctx(1))
+        .expect("postgres")
+        .execute_unprepared("SET app.tenant_id = '1'")
+        .await
+        .expect("plain SET through the context");
+    let (v, n, _) = view(other.conn()).await;
+    assert!(
+        empty(v.as_deref()) && n == 0,
+        "another service, without a context, sees the setting {v:?} and {n} of tenant 1's rows"
+    );
     drop(bouncer);
 }
 
