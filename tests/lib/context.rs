@@ -326,6 +326,89 @@ async fn nothing_of_a_context_leaks(params: &str) {
     assert_clean(&db, pid, "begin, dropped").await;
 }
 
+/// Work abandoned or failed under a context (a stream dropped after one row, a statement
+/// that fails, one cut off by `query_timeout`) leaves nothing of it behind on the only
+/// connection (it may have been replaced: only the session matters here).
+#[tokio::test]
+async fn abandoned_or_failed_work_leaves_nothing_of_the_context_behind() {
+    let (_admin, url) = rls_database("connection_limit=1&query_timeout=500ms").await;
+    let db = service(&url).await;
+    let tenant = db.with_context(tenant_ctx(1)).expect("postgres");
+    let check = async |after: &str| {
+        let (v, n, _) = view(db.conn()).await;
+        assert!(
+            empty(v.as_deref()) && n == 0,
+            "after {after}, a statement without a context sees the setting {v:?} and {n} rows"
+        );
+        assert!(db.stats().open <= 1, "{:?}", db.stats());
+    };
+
+    let mut stream = Box::pin(
+        tenant
+            .stream_raw(stmt(
+                "SELECT tenant_id FROM docs, generate_series(1, 100000) g",
+            ))
+            .await
+            .expect("stream"),
+    );
+    let first = stream.try_next().await.expect("first row").expect("a row");
+    assert_eq!(first.try_get_by_index::<i64>(0).expect("tenant_id"), 1);
+    drop(stream);
+    check("a stream dropped after one row").await;
+
+    let err = tenant
+        .execute_unprepared("UPDATE docs SET body = body || (1 / 0)::text")
+        .await
+        .expect_err("division by zero");
+    assert!(err.to_string().contains("division by zero"), "{err}");
+    check("a failed statement").await;
+
+    let started = std::time::Instant::now();
+    tenant
+        .query_one_raw(stmt("SELECT pg_sleep(5), current_setting('app.tenant_id')"))
+        .await
+        .expect_err("query_timeout");
+    assert!(started.elapsed() < Duration::from_secs(4), "not cut off");
+    check("a statement cut off by query_timeout").await;
+
+    let err = tenant
+        .transaction(async |tx| {
+            view(tx).await;
+            tx.execute_unprepared("SELECT 1 / 0").await.map(|_| ())
+        })
+        .await
+        .expect_err("a failed transaction");
+    assert!(err.to_string().contains("division by zero"), "{err}");
+    check("a failed transaction").await;
+}
+
+/// Many tenants at once on a small pool: each statement and transaction sees its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_tenants_on_a_small_pool_each_see_their_own() {
+    let (_admin, url) = rls_database("connection_limit=2").await;
+    let db = service(&url).await;
+    let work = (0..200_i64).map(|i| {
+        let db = db.clone();
+        async move {
+            let t = 1 + i % 2;
+            let expected = (Some(t.to_string()), if t == 1 { 3 } else { 2 }, 0);
+            let tenant = db.with_context(tenant_ctx(t)).expect("postgres");
+            if i % 3 == 0 {
+                let seen = tenant
+                    .transaction(async |tx| Ok::<_, DbErr>(view(tx).await))
+                    .await
+                    .expect("tx");
+                assert_eq!(seen, expected, "transaction {i}");
+            } else {
+                assert_eq!(view(&tenant).await, expected, "statement {i}");
+            }
+            let (v, n, _) = view(db.conn()).await;
+            assert!(empty(v.as_deref()) && n == 0, "no context {i}: {v:?} {n}");
+        }
+    });
+    futures::future::join_all(work).await;
+}
+
 /// A session-level setting made through the context executor (`sql`, outside a transaction
 /// and inside one) must not outlive the context: the next statement without one, on the
 /// pool's only connection, sees no setting and no row.
@@ -963,7 +1046,7 @@ async fn replica_reads_carry_the_context() {
     .expect("replica URL");
     let config = DbConfig::from_url(&with_params(
         &as_role(&primary.url("postgres"), &role),
-        "connection_limit=4&query_timeout=5s",
+        "connection_limit=4&query_timeout=5s&require_context=true",
     ))
     .and_then(|c| c.with_replicas(replicas.check_interval(Duration::from_millis(200))))
     .expect("config");
@@ -1012,9 +1095,21 @@ async fn replica_reads_carry_the_context() {
     }
     let after = db.replica_stats().expect("stats").reads;
     assert!(after.replica >= before + 20, "{before} -> {after:?}");
-    // Without a context the replica shows nothing of the table.
-    let (v, n, _) = view(&db.read_any()).await;
-    assert!(empty(v.as_deref()) && n == 0, "{v:?} {n}");
+    // Without a context (require_context is on): refused, on the client.
+    let refused = db.stats().context_refused;
+    let err = db
+        .read_any()
+        .query_one_raw(stmt(ON_REPLICA))
+        .await
+        .expect_err("a replica read without a context");
+    assert_refused(&err, "SELECT docs");
+    let err = db
+        .read()
+        .query_one_raw(stmt(ON_REPLICA))
+        .await
+        .expect_err("a read without a context");
+    assert_refused(&err, "SELECT docs");
+    assert_eq!(db.stats().context_refused, refused + 2);
 }
 
 // 9. Batches under a context go by INSERT, each row checked by the policy.
