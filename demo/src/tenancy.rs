@@ -17,7 +17,7 @@ use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement,
 };
 
-use dbservice::batch::{BatchMethod, BatchError, BatchOptions, BatchOutcome};
+use dbservice::batch::{BatchError, BatchMethod, BatchOptions, BatchOutcome};
 use dbservice::config::Backend;
 use dbservice::context::SessionContext;
 use dbservice::http::ApiError;
@@ -44,9 +44,8 @@ impl Tenancy {
     pub fn new(header: Option<&str>) -> Result<Self, String> {
         let name = header
             .map(|h| {
-                HeaderName::from_bytes(h.as_bytes()).map_err(|e| {
-                    format!("DBSERVICE_TENANT_HEADER is not an HTTP header name: {e}")
-                })
+                HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|e| format!("DBSERVICE_TENANT_HEADER is not an HTTP header name: {e}"))
             })
             .transpose()?;
         Ok(Self {

@@ -50,10 +50,7 @@ pub struct Page<T> {
     pub(crate) next_after: Option<i64>,
 }
 
-pub(crate) async fn create(
-    db: Scope,
-    body: ObjectBody,
-) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn create(db: Scope, body: ObjectBody) -> Result<HttpResponse, ApiError> {
     let NewAccount {
         owner,
         balance_cents,
@@ -102,10 +99,7 @@ fn validated(
 
 /// `POST /api/accounts/batch`: opens up to [`MAX_BATCH`] accounts in one transaction, all or
 /// nothing (chunked `INSERT`s, or `COPY` on PostgreSQL from 1000 rows).
-pub(crate) async fn create_batch(
-    db: Scope,
-    body: ObjectBody,
-) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn create_batch(db: Scope, body: ObjectBody) -> Result<HttpResponse, ApiError> {
     let NewAccounts { accounts: wanted } = from_object(body)?;
     if wanted.is_empty() || wanted.len() > MAX_BATCH {
         return Err(ApiError::bad_request(

@@ -141,11 +141,7 @@ impl From<ApiError> for TransferError {
     }
 }
 
-async fn run_transfer(
-    db: &Scope,
-    t: &NewTransfer,
-    key: Option<&str>,
-) -> Result<Outcome, ApiError> {
+async fn run_transfer(db: &Scope, t: &NewTransfer, key: Option<&str>) -> Result<Outcome, ApiError> {
     // Row locks in id order under READ COMMITTED (see the module docs); retries cover the
     // rare deadlock the database may still report.
     let opts = db
