@@ -172,8 +172,12 @@ async fn assert_no_transfer_crossed_tenants(cluster: &PgCluster) {
 async fn two_tenants_see_and_move_only_their_own_money() {
     let cluster = private_cluster().await;
     tenant_database(&cluster).await;
+    // require_context: a statement of any route that forgot the tenant would be refused.
     let app = tenant_app(
-        &with_params(&role_url(cluster.port), "connection_limit=8"),
+        &with_params(
+            &role_url(cluster.port),
+            "connection_limit=8&require_context=true",
+        ),
         |_| {},
     )
     .await;
