@@ -76,7 +76,9 @@ impl Tenancy {
 
     /// The startup check after migrations (PostgreSQL): whether the connected role bypasses
     /// row-level security. With tenancy on, a role that does is refused: every tenant would
-    /// see every row. With tenancy off it only decides how batches are written.
+    /// see every row. With tenancy off it only decides how batches are written. It sees the
+    /// primary pool's role: replica URLs must name the same role (a replica connection as a
+    /// superuser would pass the policy on reads).
     pub async fn check_role(&self, db: &DbService) -> Result<(), String> {
         if db.backend() != Backend::Postgres {
             return Ok(());
@@ -85,14 +87,13 @@ impl Tenancy {
                    FROM pg_roles WHERE rolname = current_user";
         let stmt = Statement::from_string(DbBackend::Postgres, sql);
         // With tenancy on, through a context: `require_context=true` would refuse it bare.
-        let row = match self.is_on() {
-            true => {
-                let scoped = SessionContext::tenant(TENANT_SETTING, 0)
-                    .and_then(|ctx| db.with_context(ctx))
-                    .map_err(|e| e.to_string())?;
-                scoped.query_one_raw(stmt).await
-            }
-            false => db.conn().query_one_raw(stmt).await,
+        let row = if self.is_on() {
+            let scoped = SessionContext::tenant(TENANT_SETTING, 0)
+                .and_then(|ctx| db.with_context(ctx))
+                .map_err(|e| e.to_string())?;
+            scoped.query_one_raw(stmt).await
+        } else {
+            db.conn().query_one_raw(stmt).await
         };
         let found = row.and_then(|row| {
             let row = row.ok_or_else(|| DbErr::Custom("no pg_roles row".into()))?;
@@ -237,9 +238,10 @@ impl Scope {
     {
         // PostgreSQL refuses COPY FROM into a table whose policy binds the role (the owner
         // too, under FORCE); a superuser's COPY stays the fast path it was.
-        let opts = match self.bound_by_rls {
-            true => opts.method(BatchMethod::Insert),
-            false => opts,
+        let opts = if self.bound_by_rls {
+            opts.method(BatchMethod::Insert)
+        } else {
+            opts
         };
         match &self.tenant {
             None => self.db.insert_batch(models, opts).await,
