@@ -10,6 +10,7 @@ pub mod routes;
 pub mod schema;
 mod settings;
 pub mod telemetry;
+mod tenancy;
 
 pub use self::settings::{DEMO_KEYS, DemoSettings, HttpSettings, MigrationSettings};
 
@@ -38,6 +39,7 @@ pub struct Application {
     pools: Pools,
     shutdown: ShutdownSettings,
     migrations: MigrationSettings,
+    tenants: web::Data<tenancy::Tenancy>,
 }
 
 impl Application {
@@ -47,6 +49,11 @@ impl Application {
     pub fn build(settings: &DemoSettings) -> Result<Self> {
         let config = settings.core.db_config(Some(DEFAULT_DATABASE_URL))?;
         let db = DbService::new(config)?;
+        // Refused before anything is bound: no row-level security, no tenancy.
+        let tenants = tenancy::Tenancy::new(settings.tenant_header.as_deref())
+            .and_then(|t| t.check_backend(db.backend()).map(|()| t))
+            .map_err(Error::Startup)?;
+        let tenants = web::Data::new(tenants);
         let mut pools = Pools::new(db.clone());
         pools
             .add_from_settings(&settings.core)
@@ -81,6 +88,7 @@ impl Application {
                 Metrics::new(&db, Some(http))
             })
         });
+        let app_tenants = tenants.clone();
         let mut server = HttpServer::new(move || {
             let mut app = App::new()
                 // Outermost first in the log: a request cut off by its deadline is logged and
@@ -97,6 +105,7 @@ impl Application {
                 .wrap(middleware::from_fn(log_request))
                 .wrap(request_spans())
                 .app_data(data.clone())
+                .app_data(app_tenants.clone())
                 .app_data(split.clone())
                 .app_data(health_options.clone())
                 .app_data(json_config())
@@ -146,6 +155,7 @@ impl Application {
             pools,
             shutdown: settings.core.shutdown,
             migrations: settings.migrations,
+            tenants,
         })
     }
 
@@ -188,6 +198,7 @@ impl Application {
         let db = self.db.clone();
         let pools = self.pools.clone();
         let migrations = self.migrations;
+        let tenants = self.tenants.clone();
         let startup = tokio::spawn(async move {
             // Named pools connect in the background; readiness follows the primary.
             if pools.names().len() > 1 {
@@ -195,7 +206,14 @@ impl Application {
             }
             tracing::info!(url = %db.config().redacted_url(), "connecting to the database");
             let result = db
-                .start(|db| async move { schema::prepare(&db, &migrations).await })
+                .start(|db| async move {
+                    schema::prepare(&db, &migrations)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    // After the migrations: the policy must exist for the check to mean much,
+                    // and a refused role must not serve a single request.
+                    tenants.check_role(&db).await
+                })
                 .await;
             match result {
                 Ok(()) => tracing::info!(migrate = migrations.at_startup, "database ready"),

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use actix_web::http::header::HeaderName;
 use dbservice::config::{AppKeys, AppValues, Profile};
 use dbservice::{config::ConfigError, config::Settings};
 
@@ -26,6 +27,7 @@ pub const DEMO_KEYS: &[&str] = &[
     "health_details",
     "migrate",
     "migrate_lock_timeout",
+    "tenant_header",
 ];
 
 const KEYS: AppKeys<'static> = AppKeys {
@@ -57,6 +59,12 @@ pub struct DemoSettings {
     pub http: HttpSettings,
     /// Whether the server migrates at startup, and the migration lock's bound.
     pub migrations: MigrationSettings,
+    /// Tenancy (`tenant_header`, e.g. `X-Tenant-Id`): when set, every `/api` request names its
+    /// tenant (a whole number from 1) in this header, and PostgreSQL's row-level security
+    /// shows it only that tenant's rows. PostgreSQL only, as a role that is neither superuser
+    /// nor BYPASSRLS (both checked at startup). Default: unset, tenancy off.
+    /// Checked to be a valid header name; as configured (headers match case-insensitively).
+    pub tenant_header: Option<String>,
 }
 
 /// Who runs the migrations, and how long a run waits for another's (see CONNECTION_POOLING.md,
@@ -119,6 +127,23 @@ impl Default for HttpSettings {
     }
 }
 
+/// `tenant_header` as a header name, refused with the reason when it is not one. The value is
+/// cut in the message: it is an operator's typo, not something to print at length.
+fn tenant_header(v: &AppValues) -> Result<Option<String>, ConfigError> {
+    let Some(name) = v.text("tenant_header") else {
+        return Ok(None);
+    };
+    HeaderName::from_bytes(name.as_bytes())
+        .map(|_| Some(name.to_owned()))
+        .map_err(|_| ConfigError::InvalidValue {
+            param: "tenant_header (DBSERVICE_TENANT_HEADER)".into(),
+            value: name.chars().take(64).collect(),
+            reason: "expected an HTTP header name such as X-Tenant-Id: letters, digits and \
+                     !#$%&'*+-.^_`|~, nothing else (unset or empty: tenancy off)"
+                .into(),
+        })
+}
+
 impl DemoSettings {
     /// Loads the settings from the process environment, `.env` and the config file.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -160,6 +185,7 @@ impl DemoSettings {
                     dbservice::migrate::DEFAULT_LOCK_TIMEOUT,
                 )?,
             },
+            tenant_header: tenant_header(v)?,
             core,
         })
     }

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20250101_000001_create_accounts;
 mod m20250101_000002_create_transfers;
 mod m20250101_000003_cap_balances;
+mod m20250101_000004_tenant_isolation;
 
 /// Where the demo keeps its data when `DATABASE_URL` is unset: an SQLite file in the working
 /// directory, created on first run. The migration CLI uses it too, so that
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000001_create_accounts::Migration),
             Box::new(m20250101_000002_create_transfers::Migration),
             Box::new(m20250101_000003_cap_balances::Migration),
+            Box::new(m20250101_000004_tenant_isolation::Migration),
         ]
     }
 }

@@ -1,4 +1,4 @@
-//! `accounts(id, owner, balance_cents >= 0, created_at)`.
+//! `accounts(id, owner, balance_cents >= 0, created_at, tenant_id)`.
 
 use sea_orm::entity::prelude::*;
 use serde::Serialize;
@@ -18,6 +18,10 @@ pub struct Model {
     /// Creation time (UTC).
     #[schema(value_type = String, format = DateTime)]
     pub created_at: ChronoDateTimeUtc,
+    /// The tenant the row belongs to; 0 when written with tenancy off. Not in the JSON: a
+    /// tenant names itself in every request, and sees no other tenant's rows.
+    #[serde(skip)]
+    pub tenant_id: i64,
 }
 
 /// No relations are navigated from accounts.

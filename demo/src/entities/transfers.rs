@@ -1,4 +1,4 @@
-//! `transfers(id, from_account_id, to_account_id, amount_cents > 0, idempotency_key unique, created_at)`.
+//! `transfers(id, from_account_id, to_account_id, amount_cents > 0, idempotency_key unique, created_at, tenant_id)`.
 
 use sea_orm::entity::prelude::*;
 use serde::Serialize;
@@ -22,6 +22,10 @@ pub struct Model {
     /// Creation time (UTC).
     #[schema(value_type = String, format = DateTime)]
     pub created_at: ChronoDateTimeUtc,
+    /// The tenant the row belongs to; 0 when written with tenancy off. Not in the JSON: a
+    /// tenant names itself in every request, and sees no other tenant's rows.
+    #[serde(skip)]
+    pub tenant_id: i64,
 }
 
 /// No relations are navigated from transfers.

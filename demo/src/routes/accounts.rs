@@ -1,4 +1,8 @@
 //! `POST /api/accounts`, `GET /api/accounts/{id}`, `GET /api/accounts?limit=&after=`.
+//!
+//! With tenancy on, each runs in the request's tenant [`Scope`]: row-level security shows it
+//! only the tenant's accounts (another tenant's id is a 404 like a missing one), and the
+//! accounts it opens are the tenant's.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
@@ -11,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::consistency::{reader, tell_position};
 use super::{MAX_BALANCE_CENTS, ObjectBody, from_object, page_limit};
 use crate::entities::accounts;
-use dbservice::DbService;
+use crate::tenancy::Scope;
 use dbservice::http::ApiError;
 
 /// Body of `POST /api/accounts`.
@@ -46,10 +50,7 @@ pub struct Page<T> {
     pub(crate) next_after: Option<i64>,
 }
 
-pub(crate) async fn create(
-    db: web::Data<DbService>,
-    body: ObjectBody,
-) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn create(db: Scope, body: ObjectBody) -> Result<HttpResponse, ApiError> {
     let NewAccount {
         owner,
         balance_cents,
@@ -59,12 +60,13 @@ pub(crate) async fn create(
         owner: Set(owner),
         balance_cents: Set(balance_cents),
         created_at: Set(Utc::now()),
+        tenant_id: Set(db.tenant_id()),
         ..Default::default()
     }
-    .insert(db.conn())
+    .insert(&db)
     .await?;
     let mut response = HttpResponse::Created();
-    tell_position(&db, &mut response);
+    tell_position(db.service(), &mut response);
     Ok(response
         .insert_header(("Location", format!("/api/accounts/{}", account.id)))
         .json(account))
@@ -97,10 +99,7 @@ fn validated(
 
 /// `POST /api/accounts/batch`: opens up to [`MAX_BATCH`] accounts in one transaction, all or
 /// nothing (chunked `INSERT`s, or `COPY` on PostgreSQL from 1000 rows).
-pub(crate) async fn create_batch(
-    db: web::Data<DbService>,
-    body: ObjectBody,
-) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn create_batch(db: Scope, body: ObjectBody) -> Result<HttpResponse, ApiError> {
     let NewAccounts { accounts: wanted } = from_object(body)?;
     if wanted.is_empty() || wanted.len() > MAX_BATCH {
         return Err(ApiError::bad_request(
@@ -119,6 +118,7 @@ pub(crate) async fn create_batch(
             owner: Set(owner),
             balance_cents: Set(balance_cents),
             created_at: Set(now),
+            tenant_id: Set(db.tenant_id()),
             ..Default::default()
         });
     }
@@ -126,7 +126,7 @@ pub(crate) async fn create_batch(
         .insert_batch(models, dbservice::batch::BatchOptions::default())
         .await?;
     let mut response = HttpResponse::Created();
-    tell_position(&db, &mut response);
+    tell_position(db.service(), &mut response);
     Ok(response.json(serde_json::json!({
         "inserted": done.rows,
         "statements": done.statements,
@@ -135,7 +135,7 @@ pub(crate) async fn create_batch(
 }
 
 pub(crate) async fn get(
-    db: web::Data<DbService>,
+    db: Scope,
     req: HttpRequest,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
@@ -150,7 +150,7 @@ pub(crate) async fn get(
 }
 
 pub(crate) async fn list(
-    db: web::Data<DbService>,
+    db: Scope,
     req: HttpRequest,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {

@@ -9,6 +9,7 @@
 
 use actix_web::{HttpRequest, HttpResponseBuilder};
 
+use crate::tenancy::Scope;
 use dbservice::DbService;
 use dbservice::http::ApiError;
 use dbservice::replica::{PositionError, Reader, WalPosition};
@@ -19,8 +20,8 @@ pub const DB_POSITION: &str = "Db-Position";
 /// The executor for a GET: a replica reader bound to the client's `Db-Position` if it sent
 /// one, else to this instance's writes. A malformed header, or a position the primary has not
 /// reached (a forged token would send every read to the primary after `replica_wait`), is a
-/// 400 naming it.
-pub(crate) async fn reader(db: &DbService, req: &HttpRequest) -> Result<Reader, ApiError> {
+/// 400 naming it. The reader carries the request's tenant, if any.
+pub(crate) async fn reader(db: &Scope, req: &HttpRequest) -> Result<Reader, ApiError> {
     let Some(value) = req.headers().get(DB_POSITION) else {
         return Ok(db.read());
     };

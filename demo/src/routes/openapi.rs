@@ -63,7 +63,11 @@ pub struct BatchResult {
         title = "dbservice demo ledger",
         description = "Accounts and money transfers on DbService. Errors are always \
             `{\"error\": {\"code\", \"message\"}}`. With read replicas, writes answer with a \
-            `Db-Position` header that GETs accept back for read-your-writes."
+            `Db-Position` header that GETs accept back for read-your-writes. With tenancy on \
+            (PostgreSQL, `DBSERVICE_TENANT_HEADER`, e.g. `X-Tenant-Id`), every accounts and \
+            transfers request names its tenant in that header (a whole number from 1; missing \
+            or invalid: 400 `missing_tenant` / `invalid_tenant`) and sees only its own rows: \
+            another tenant's account answers 404 like a missing one."
     ),
     paths(
         create_account,

@@ -14,8 +14,13 @@
 //! without moving money again; a concurrent duplicate that slips past the check hits the unique
 //! index, rolls back, and is answered with the original too.
 //!
-//! The transaction runs through [`DbService::transaction`], so it is bounded by
-//! `transaction_max_wait` (503) and `transaction_timeout` (504), and a client that disconnects
+//! With tenancy on, all of it runs in the request's tenant [`Scope`]: the locking SELECT sees
+//! only the tenant's accounts, so a transfer from or to another tenant's account is a 404
+//! like one naming a missing account, and the transfer row is the tenant's.
+//!
+//! The transaction runs through
+//! [`DbService::transaction_with`](dbservice::DbService::transaction_with), so it is bounded
+//! by `transaction_max_wait` (503) and `transaction_timeout` (504), and a client that disconnects
 //! mid-request cannot leave it half-done: it commits or rolls back as a whole.
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -31,7 +36,7 @@ use super::accounts::Page;
 use super::consistency::{reader, tell_position};
 use super::{MAX_BALANCE_CENTS, ObjectBody, from_object, page_limit};
 use crate::entities::{accounts, transfers};
-use dbservice::DbService;
+use crate::tenancy::Scope;
 use dbservice::http::ApiError;
 use dbservice::{Isolation, TxError};
 
@@ -98,7 +103,7 @@ fn validate(t: &NewTransfer) -> Result<(), ApiError> {
 }
 
 pub(crate) async fn create(
-    db: web::Data<DbService>,
+    db: Scope,
     req: HttpRequest,
     body: ObjectBody,
 ) -> Result<HttpResponse, ApiError> {
@@ -107,7 +112,7 @@ pub(crate) async fn create(
     let key = idempotency_key(&req)?;
     let outcome = run_transfer(&db, &t, key.as_deref()).await?;
     let mut response = HttpResponse::Created();
-    tell_position(&db, &mut response);
+    tell_position(db.service(), &mut response);
     Ok(match outcome {
         Outcome::Created(t) => response.json(t),
         Outcome::Replayed(t) => response
@@ -136,19 +141,18 @@ impl From<ApiError> for TransferError {
     }
 }
 
-async fn run_transfer(
-    db: &DbService,
-    t: &NewTransfer,
-    key: Option<&str>,
-) -> Result<Outcome, ApiError> {
+async fn run_transfer(db: &Scope, t: &NewTransfer, key: Option<&str>) -> Result<Outcome, ApiError> {
     // Row locks in id order under READ COMMITTED (see the module docs); retries cover the
     // rare deadlock the database may still report.
     let opts = db
+        .service()
         .tx_options()
         .isolation(Isolation::ReadCommitted)
         .retries(3);
     let result = db
-        .transaction_with(opts, async |txn| transfer_in(txn, t, key).await)
+        .transaction_with(opts, async |txn| {
+            transfer_in(txn, t, key, db.tenant_id()).await
+        })
         .await;
     match result {
         Ok(outcome) => Ok(outcome),
@@ -159,7 +163,7 @@ async fn run_transfer(
                 ));
             };
             // A concurrent request with the same key committed first: answer like a retry.
-            let original = find_by_key(db.conn(), key).await?.ok_or_else(|| {
+            let original = find_by_key(db, key).await?.ok_or_else(|| {
                 ApiError::conflict(
                     "idempotency_conflict",
                     "the idempotency key is being used concurrently",
@@ -179,7 +183,7 @@ async fn run_transfer(
 /// client is told the outcome is unknown and to retry with the same key, which cannot move the
 /// money twice.
 async fn resolve_unknown(
-    db: &DbService,
+    db: &Scope,
     t: &NewTransfer,
     key: Option<&str>,
     why: String,
@@ -188,7 +192,7 @@ async fn resolve_unknown(
     let Some(key) = key else {
         return Err(unknown());
     };
-    match find_by_key(db.conn(), key).await {
+    match find_by_key(db, key).await {
         Ok(Some(original)) => replay(original, t),
         Ok(None) | Err(_) => Err(unknown()),
     }
@@ -221,6 +225,7 @@ async fn transfer_in(
     txn: &dbservice::Transaction,
     t: &NewTransfer,
     key: Option<&str>,
+    tenant_id: i64,
 ) -> Result<Outcome, TransferError> {
     let ids = [
         Ord::min(t.from_account_id, t.to_account_id),
@@ -294,6 +299,7 @@ async fn transfer_in(
         amount_cents: Set(t.amount_cents),
         idempotency_key: Set(key.map(str::to_owned)),
         created_at: Set(Utc::now()),
+        tenant_id: Set(tenant_id),
         ..Default::default()
     }
     .insert(txn)
@@ -306,7 +312,7 @@ async fn transfer_in(
 }
 
 pub(crate) async fn list(
-    db: web::Data<DbService>,
+    db: Scope,
     req: HttpRequest,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {

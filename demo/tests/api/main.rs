@@ -23,3 +23,4 @@ mod pgbouncer;
 mod pool;
 mod replicas;
 mod startup;
+mod tenancy;

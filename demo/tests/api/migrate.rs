@@ -9,10 +9,11 @@ use crate::binary::Server as Process;
 use crate::support::{PASSWORD, eventually, fresh_pg_database};
 
 /// The ledger's migrations, in order (the migration crate's names).
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "m20250101_000001_create_accounts",
     "m20250101_000002_create_transfers",
     "m20250101_000003_cap_balances",
+    "m20250101_000004_tenant_isolation",
 ];
 
 /// The versions recorded in `seaql_migrations`, in order of recording.
@@ -79,7 +80,7 @@ async fn two_migrate_runs_at_once_apply_each_migration_once() {
     let (code_b, _) = b.wait_exit(Duration::from_secs(30)).await;
     let (out_a, out_b) = (a.output(), b.output());
     assert_eq!((code_a, code_b), (0, 0), "a:\n{out_a}\nb:\n{out_b}");
-    let applied = |out: &str| out.contains("applied 3 migration(s)");
+    let applied = |out: &str| out.contains("applied 4 migration(s)");
     let nothing = |out: &str| out.contains("no pending migrations");
     assert!(
         (applied(&out_a) && nothing(&out_b)) || (applied(&out_b) && nothing(&out_a)),
