@@ -8,12 +8,14 @@
 //! cargo bench --bench suite -- --full-grid   # every C x N cell of the scaling grid
 //! ```
 //!
-//! Options: `--rounds N`, `--seconds S`, `--only pool,tx,http,grid,replica,batch,failover`. `BENCH_DATABASE_URL`
+//! Options: `--rounds N`, `--seconds S`, `--only pool,context,tx,http,grid,replica,batch,failover`
+//! (`pool` includes `context`, the session context's rows). `BENCH_DATABASE_URL`
 //! points it at an existing PostgreSQL; otherwise it starts a private cluster (the test
 //! harness's). `BENCH_OUT` is where the report and the plot go (default: the workspace's `target/bench`).
 //! Everything talks to 127.0.0.1 only.
 
 mod batch;
+mod context;
 mod failover;
 mod grid;
 mod http;
@@ -194,6 +196,12 @@ async fn run(opts: Opts) {
             });
         }
     }
+    // The session context's rows: the same read without and with a context, back to back.
+    let mut contexts = if opts.runs("pool") || opts.runs("context") {
+        Some(context::ContextBench::open(&url, POOL).await)
+    } else {
+        None
+    };
     let mut reads: Vec<Series> = READ_VARIANTS.iter().map(|n| Series::new(*n)).collect();
     let mut transfers: Vec<Series> = [
         "DbService db.transaction (guards on)",
@@ -280,6 +288,9 @@ async fn run(opts: Opts) {
                 log(round, series);
             }
         }
+        if let Some(c) = contexts.as_mut() {
+            c.round(round, TASKS, seconds).await;
+        }
         if opts.runs("pool") || opts.runs("http") {
             let through = pool::BOUNCER_URL.get().cloned();
             let mut runs = vec![
@@ -359,6 +370,14 @@ async fn run(opts: Opts) {
     for c in clients.drain(..).flatten() {
         c.close().await;
     }
+    let context_rows = match contexts {
+        Some(c) => {
+            let rows = c.series.clone();
+            c.close().await;
+            rows
+        }
+        None => Vec::new(),
+    };
 
     let grid = if opts.runs("grid") {
         scaling_grid(&opts, &url).await
@@ -389,6 +408,7 @@ async fn run(opts: Opts) {
         &opts,
         &Report {
             reads: &reads,
+            contexts: &context_rows,
             transfers: &transfers,
             gets: &gets,
             posts: &posts,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dbservice::DbService;
 use dbservice::Isolation;
+use dbservice::{DbService, WithContext};
 use dbservice_demo::entities::{accounts, transfers};
 use sea_orm::sqlx::{self, postgres::PgPoolOptions};
 use sea_orm::{
@@ -25,6 +25,9 @@ pub const ROWS: i64 = 100_000;
 pub enum Client {
     /// `DbService` with our defaults (except the pool size under test).
     Ours(DbService),
+    /// `db.with_context(ctx)` on a [`Client::Ours`]: each read one simple-protocol message,
+    /// `SET LOCAL app.tenant_id = '42'; SELECT ...` with the id written in as a typed literal.
+    OursContext(WithContext),
     /// [`Client::Ours`] whose tasks run under a subscriber that records the library's spans
     /// (`dbservice::spans::*`): see [`spans_recorded`].
     OursTraced(DbService, tracing::Dispatch),
@@ -122,6 +125,24 @@ impl Client {
                 Client::SeaOrmDefaults(Database::connect(o).await.expect("SeaORM"))
             }
             2 => Client::SeaOrmLikeOurs(like_ours(url, size).await),
+            // pgbouncer=true: every statement one simple-protocol message, values inlined;
+            // through PgBouncer (6) or straight to PostgreSQL (7).
+            6 | 7 => {
+                let base = match (index, BOUNCER_URL.get()) {
+                    (6, Some(b)) => b.as_str(),
+                    _ => url,
+                };
+                let sep = if base.contains('?') { '&' } else { '?' };
+                let db = DbService::new(
+                    dbservice::config::DbConfig::from_url(&format!(
+                        "{base}{sep}connection_limit={size}&pgbouncer=true"
+                    ))
+                    .expect("valid URL"),
+                )
+                .expect("service");
+                db.connect().await.expect("connects");
+                Client::Ours(db)
+            }
             4 => {
                 use deadpool_postgres::{ManagerConfig, PoolConfig, RecyclingMethod, Runtime};
                 let mut cfg = deadpool_postgres::Config::new();
@@ -150,6 +171,8 @@ impl Client {
             Client::Ours(db) | Client::OursTraced(db, _) => {
                 let _ = db.close(Duration::from_secs(5)).await;
             }
+            // Its DbService is a `Client::Ours` of its own, closed there.
+            Client::OursContext(_) => {}
             Client::SeaOrmDefaults(c) | Client::SeaOrmLikeOurs(c) => {
                 let _ = c.close().await;
             }
@@ -165,6 +188,9 @@ impl Client {
                 accounts::Entity::find_by_id(id).one(db.conn()).await,
                 Ok(Some(_))
             ),
+            Client::OursContext(ctx) => {
+                matches!(accounts::Entity::find_by_id(id).one(ctx).await, Ok(Some(_)))
+            }
             Client::SeaOrmDefaults(c) | Client::SeaOrmLikeOurs(c) => {
                 matches!(accounts::Entity::find_by_id(id).one(c).await, Ok(Some(_)))
             }
@@ -203,7 +229,10 @@ impl Client {
             Client::SeaOrmDefaults(c) | Client::SeaOrmLikeOurs(c) => {
                 bare_transfer(c, from, to).await.is_ok()
             }
-            Client::RawSqlx(_) | Client::DeadpoolPostgres(_) | Client::OursTraced(..) => false,
+            Client::RawSqlx(_)
+            | Client::DeadpoolPostgres(_)
+            | Client::OursTraced(..)
+            | Client::OursContext(_) => false,
         }
     }
 }

@@ -10,6 +10,8 @@ const TELEMETRY_EXPORTING: &str = "HTTP GET: OTLP export to a local receiver / a
 
 pub(crate) struct Report<'a> {
     pub(crate) reads: &'a [Series],
+    /// The session context's rows, in [`context::CONTEXT_VARIANTS`]' order (empty: not run).
+    pub(crate) contexts: &'a [Series],
     pub(crate) transfers: &'a [Series],
     pub(crate) gets: &'a [Series],
     pub(crate) posts: &'a [Series],
@@ -60,6 +62,14 @@ pub(crate) fn report(opts: &Opts, r: &Report) -> String {
     table(
         &mut s,
         &format!(
+            "Pool level: session context, the same read by id back to back, {TASKS} tasks, \
+             pool of {POOL}"
+        ),
+        &r.contexts.iter().collect::<Vec<_>>(),
+    );
+    table(
+        &mut s,
+        &format!(
             "Pool level: transfers (read-modify-write transaction), {TASKS} tasks, pool of {POOL}"
         ),
         &r.transfers.iter().collect::<Vec<_>>(),
@@ -96,7 +106,7 @@ pub(crate) fn report(opts: &Opts, r: &Report) -> String {
     let bouncer = get_of("demo through PgBouncer (pgbouncer=true)");
     let exporting = get_of(http::OTLP_DEMO);
     // (name, numerator, denominator, target): each pair measured in the same rounds.
-    let pairs: [(&str, Option<&Series>, Option<&Series>, &str); 22] = [
+    let pairs: [(&str, Option<&Series>, Option<&Series>, &str); 25] = [
         (
             "PgBouncer: ours through PgBouncer / the same direct (pgbouncer=true)",
             r.reads.get(6),
@@ -140,6 +150,24 @@ pub(crate) fn report(opts: &Opts, r: &Report) -> String {
             "",
         ),
         ("pool: ours / raw sqlx", r.reads.first(), r.reads.get(3), ""),
+        (
+            "context: with context / without (same DbService)",
+            r.contexts.get(context::WITH_CONTEXT),
+            r.contexts.get(context::PLAIN),
+            "≥ 0.9",
+        ),
+        (
+            "context: pgbouncer=true direct (inlined, no SET LOCAL) / without context",
+            r.contexts.get(context::INLINED),
+            r.contexts.get(context::PLAIN),
+            "",
+        ),
+        (
+            "context: with context / pgbouncer=true direct (the SET LOCAL alone)",
+            r.contexts.get(context::WITH_CONTEXT),
+            r.contexts.get(context::INLINED),
+            "",
+        ),
         (
             "pool: max_uses and leak detection on / off",
             r.reads.get(5),
