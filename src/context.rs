@@ -254,8 +254,13 @@ pub(crate) fn refused(what: &str) -> sea_orm::DbErr {
 pub(crate) fn transaction_control(sql: &str) -> Option<String> {
     // `COMMIT PREPARED` and `ROLLBACK PREPARED` are found by their first word.
     const WORDS: [&str; 6] = ["BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"];
+    // One statement (every statement SeaORM builds): only its first word can be one.
+    let one = !sql.contains(';');
     let mut at_start = true;
     for (_, token) in crate::sql_text::tokens(sql, sea_orm::DbBackend::Postgres) {
+        if one && !at_start {
+            return None;
+        }
         match token {
             crate::sql_text::Token::Punct(';') => at_start = true,
             crate::sql_text::Token::Word(w) if at_start => {
