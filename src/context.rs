@@ -212,18 +212,20 @@ fn check_value(name: &str, value: &str) -> Result<(), ContextError> {
     Ok(())
 }
 
-/// `SET LOCAL name = 'value'; ` per setting. The name was checked to be `app.` and an
-/// identifier of lower-case letters, digits and `_`, so it is written as it is; the value as
-/// a literal by the pool's literal writer.
+/// `SET LOCAL app."name" = 'value'; ` per setting. The name was checked to be `app.` and an
+/// identifier of lower-case letters, digits and `_`; its second part is quoted all the same,
+/// so that a reserved word (`app.user`, `app.order`) is a name, not syntax (quoting a
+/// lower-case identifier does not change it). The value is written as a literal by the pool's
+/// literal writer.
 #[cfg(feature = "postgres")]
 fn set_local(pairs: &[(String, String)]) -> Result<String, ContextError> {
     let mut sql = String::new();
     for (name, value) in pairs {
         let literal = crate::pool::text_literal(value)
             .map_err(|_| ContextError::Nul { name: name.clone() })?;
-        sql.push_str("SET LOCAL ");
-        sql.push_str(name);
-        sql.push_str(" = ");
+        sql.push_str("SET LOCAL app.\"");
+        sql.push_str(name.strip_prefix(NAME_PREFIX).unwrap_or(name));
+        sql.push_str("\" = ");
         sql.push_str(&literal);
         sql.push_str("; ");
     }
@@ -248,28 +250,50 @@ pub(crate) fn refused(what: &str) -> sea_orm::DbErr {
     ))
 }
 
-/// The first word of each statement in `sql` that ends or begins a transaction (`BEGIN`,
-/// `COMMIT`, ...): in text run with a context outside a transaction it would let the
-/// statements after it run without the context.
-pub(crate) fn transaction_control(sql: &str) -> Option<String> {
+/// The words of the first statement in `sql` that begins or ends a transaction (`BEGIN`,
+/// `COMMIT`, `PREPARE TRANSACTION`, ...): in text run with a context, the statements after it
+/// would run without the context. `inside`: the text runs inside a transaction of ours, where
+/// `ROLLBACK TO` a savepoint keeps the transaction (and its context).
+pub(crate) fn transaction_control(sql: &str, inside: bool) -> Option<String> {
+    use crate::sql_text::Token;
     // `COMMIT PREPARED` and `ROLLBACK PREPARED` are found by their first word.
     const WORDS: [&str; 6] = ["BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"];
-    // One statement (every statement SeaORM builds): only its first word can be one.
+    // One statement (every statement SeaORM builds): only its first two words matter.
     let one = !sql.contains(';');
+    let mut tokens = crate::sql_text::tokens(sql, sea_orm::DbBackend::Postgres)
+        .map(|(_, t)| t)
+        .peekable();
     let mut at_start = true;
-    for (_, token) in crate::sql_text::tokens(sql, sea_orm::DbBackend::Postgres) {
-        if one && !at_start {
-            return None;
-        }
-        match token {
-            crate::sql_text::Token::Punct(';') => at_start = true,
-            crate::sql_text::Token::Word(w) if at_start => {
-                if WORDS.iter().any(|c| w.eq_ignore_ascii_case(c)) {
-                    return Some(w.to_ascii_uppercase());
-                }
-                at_start = false;
+    while let Some(token) = tokens.next() {
+        let start = std::mem::replace(&mut at_start, token == Token::Punct(';'));
+        let Token::Word(w) = token else {
+            continue;
+        };
+        if !start {
+            if one {
+                return None;
             }
-            _ => at_start = false,
+            continue;
+        }
+        let next = match tokens.peek() {
+            Some(Token::Word(n)) => n.to_ascii_uppercase(),
+            _ => String::new(),
+        };
+        let word = w.to_ascii_uppercase();
+        let ends = match word.as_str() {
+            "ROLLBACK" => !(inside && next == "TO"),
+            "PREPARE" => next == "TRANSACTION",
+            w => WORDS.contains(&w),
+        };
+        if ends {
+            return Some(if word == "PREPARE" {
+                "PREPARE TRANSACTION".to_owned()
+            } else {
+                word
+            });
+        }
+        if one {
+            return None;
         }
     }
     None
@@ -295,8 +319,10 @@ pub(crate) fn check_session_settings(pgbouncer: bool, sql: &str) -> Result<(), s
 }
 
 /// What in `sql` would change a setting for the rest of the session rather than for its
-/// transaction: a `SET` that is not `SET LOCAL`/`SET TRANSACTION`, a `RESET`, a
-/// `set_config(..)` whose third argument is not the word `true`, an `UPDATE pg_settings`.
+/// transaction: a `SET` that is not `SET LOCAL`/`SET TRANSACTION`/`SET CONSTRAINTS`, a
+/// `RESET`, a `set_config(..)` whose third argument is not the word `true`, an
+/// `UPDATE pg_settings`. Best effort, from the text: a function that calls `set_config`, a
+/// `DO` block or a quoted function name are not seen.
 /// Behind PgBouncer (`pgbouncer=true`) nothing resets a server session between its clients,
 /// so such a change made with a context would outlive it and reach other clients.
 pub(crate) fn session_setting_change(sql: &str) -> Option<&'static str> {
@@ -312,14 +338,24 @@ pub(crate) fn session_setting_change(sql: &str) -> Option<&'static str> {
     let mut at_start = true;
     for i in 0..tokens.len() {
         let start = std::mem::replace(&mut at_start, tokens.get(i) == Some(&Token::Punct(';')));
-        if start && is(i, "SET") && !(is(i + 1, "LOCAL") || is(i + 1, "TRANSACTION")) {
+        // `SET CONSTRAINTS` too lasts for its transaction only.
+        if start
+            && is(i, "SET")
+            && !(is(i + 1, "LOCAL") || is(i + 1, "TRANSACTION") || is(i + 1, "CONSTRAINTS"))
+        {
             return Some("SET");
         }
         if start && is(i, "RESET") {
             return Some("RESET");
         }
-        if is(i, "pg_settings") {
-            return Some("pg_settings");
+        // `UPDATE [pg_catalog.]pg_settings SET ...` is a SET; reading it is not.
+        if is(i, "UPDATE")
+            && (is(i + 1, "pg_settings")
+                || (is(i + 1, "pg_catalog")
+                    && tokens.get(i + 2) == Some(&Token::Punct('.'))
+                    && is(i + 3, "pg_settings")))
+        {
+            return Some("UPDATE pg_settings");
         }
         if is(i, "set_config")
             && tokens.get(i + 1) == Some(&Token::Punct('('))
@@ -417,7 +453,7 @@ mod tests {
         #[cfg(feature = "postgres")]
         assert_eq!(
             ctx.sql(),
-            "SET LOCAL app.a = '2'; SET LOCAL app.b = 'it''s'; "
+            "SET LOCAL app.\"a\" = '2'; SET LOCAL app.\"b\" = 'it''s'; "
         );
         assert!(!format!("{ctx:?}").contains("it's"));
     }
@@ -440,7 +476,11 @@ mod tests {
             ),
             (
                 "UPDATE pg_settings SET setting = '1' WHERE name = 'x'",
-                "pg_settings",
+                "UPDATE pg_settings",
+            ),
+            (
+                "update pg_catalog.pg_settings set setting = '1'",
+                "UPDATE pg_settings",
             ),
         ] {
             assert_eq!(session_setting_change(sql), Some(word), "{sql}");
@@ -452,6 +492,8 @@ mod tests {
             "UPDATE t SET a = 1",
             "SELECT 'SET x = 1; RESET ALL'",
             "SELECT reset FROM t",
+            "SET CONSTRAINTS ALL DEFERRED",
+            "SELECT setting FROM pg_settings WHERE name = 'work_mem'",
         ] {
             assert_eq!(session_setting_change(sql), None, "{sql}");
         }
@@ -459,13 +501,33 @@ mod tests {
 
     #[test]
     fn transaction_control_is_found_at_statement_starts_only() {
+        for inside in [false, true] {
+            assert_eq!(
+                transaction_control("UPDATE t SET a = 1; COMMIT; SELECT 1", inside),
+                Some("COMMIT".into())
+            );
+            assert_eq!(transaction_control("begin", inside), Some("BEGIN".into()));
+            assert_eq!(
+                transaction_control("SELECT 1; PREPARE TRANSACTION 'x'", inside),
+                Some("PREPARE TRANSACTION".into())
+            );
+            assert_eq!(
+                transaction_control("ROLLBACK", inside),
+                Some("ROLLBACK".into())
+            );
+            assert_eq!(transaction_control("SELECT 'COMMIT; BEGIN'", inside), None);
+            assert_eq!(
+                transaction_control("SELECT a AS begin FROM t", inside),
+                None
+            );
+            assert_eq!(transaction_control("SELECT 1 /* ; commit */", inside), None);
+            assert_eq!(transaction_control("PREPARE q AS SELECT 1", inside), None);
+            assert_eq!(transaction_control("SAVEPOINT s; RELEASE s", inside), None);
+        }
         assert_eq!(
-            transaction_control("UPDATE t SET a = 1; COMMIT; SELECT 1"),
-            Some("COMMIT".into())
+            transaction_control("ROLLBACK TO SAVEPOINT s", false),
+            Some("ROLLBACK".into())
         );
-        assert_eq!(transaction_control("begin"), Some("BEGIN".into()));
-        assert_eq!(transaction_control("SELECT 'COMMIT; BEGIN'"), None);
-        assert_eq!(transaction_control("SELECT a AS begin FROM t"), None);
-        assert_eq!(transaction_control("SELECT 1 /* ; commit */"), None);
+        assert_eq!(transaction_control("ROLLBACK TO SAVEPOINT s", true), None);
     }
 }

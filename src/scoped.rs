@@ -167,7 +167,7 @@ impl WithContext {
     /// Refuses text that would end the statement's own transaction (and the context with it),
     /// and behind PgBouncer a change of a setting for the whole session.
     fn check(&self, sql: &str) -> Result<(), DbErr> {
-        if let Some(word) = transaction_control(sql) {
+        if let Some(word) = transaction_control(sql, false) {
             return Err(DbErr::Custom(format!(
                 "db.with_context(..) runs each statement in a transaction of its own that \
                  carries the context, and this text holds `{word}`: statements after it would \

@@ -43,8 +43,10 @@ pub(crate) enum InlineError {
     },
     /// A kind of value this writer does not know how to write faithfully.
     #[error(
-        "${param}: a {kind} value cannot be written into SQL with pgbouncer=true; bind it on \
-         a connection without pgbouncer=true or cast it to text in the query"
+        "${param}: a {kind} value cannot be written into SQL as a literal, as statements are \
+         sent with pgbouncer=true, and with a session context outside a transaction; cast it \
+         to text in the query, or bind it: on a connection without pgbouncer=true, or inside \
+         a transaction (the context's `.transaction(..)`)"
     )]
     Unsupported {
         /// The placeholder's number.

@@ -176,7 +176,11 @@ impl Reader {
             )));
         }
         let context = match &self.context {
-            Some(c) => c.sql(),
+            Some(c) => {
+                let pgbouncer = self.primary.config().pool().session.pgbouncer;
+                crate::context::check_session_settings(pgbouncer, op.sql())?;
+                c.sql()
+            }
             None if self.primary.conn().requires_context() => {
                 return Err(self.primary.conn().refuse(op.sql()));
             }

@@ -202,6 +202,13 @@ impl Transaction {
 
     async fn run(&self, op: Op<'_>) -> Result<Output, DbErr> {
         if self.carries_context {
+            if let Some(word) = crate::context::transaction_control(op.sql(), true) {
+                return Err(DbErr::Custom(format!(
+                    "this transaction carries a session context, and this text holds `{word}`: \
+                     the statements after it would run outside the transaction, without the \
+                     context; end the transaction by returning from its body (or commit())"
+                )));
+            }
             let pgbouncer = self.db.config().pool().session.pgbouncer;
             crate::context::check_session_settings(pgbouncer, op.sql())?;
         }

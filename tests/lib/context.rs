@@ -921,6 +921,36 @@ async fn transaction_control_through_the_context_is_refused() {
         assert!(err.to_string().contains(word), "{sql}: {err}");
         assert_eq!(canary(db.conn()).await, 1, "{sql} ran");
     }
+    // Inside the context's transaction: ending it from the body would leave what follows
+    // outside it, without the context; a savepoint's ROLLBACK TO keeps it.
+    let outcome = tenant
+        .transaction(async |tx| {
+            tx.execute_unprepared("COMMIT; UPDATE canary SET n = n + 100")
+                .await
+                .map(|_| ())
+        })
+        .await;
+    assert!(
+        matches!(&outcome, Err(dbservice::TxError::Aborted(e)) if e.to_string().contains("`COMMIT`")),
+        "{outcome:?}"
+    );
+    let kept = tenant
+        .transaction(async |tx| {
+            tx.execute_unprepared(
+                "SAVEPOINT s; UPDATE canary SET n = n + 1; ROLLBACK TO SAVEPOINT s",
+            )
+            .await?;
+            Ok::<_, DbErr>(setting(tx).await)
+        })
+        .await
+        .expect("a savepoint rolled back inside the context's transaction");
+    assert_eq!(kept.as_deref(), Some("1"));
+    let err = tenant
+        .execute_unprepared("SELECT 1; PREPARE TRANSACTION 'x'")
+        .await
+        .expect_err("two-phase commit ends the transaction");
+    assert!(err.to_string().contains("PREPARE TRANSACTION"), "{err}");
+    assert_eq!(canary(db.conn()).await, 1, "the body ran");
     // The words inside literals, identifiers and comments are not statements.
     let row = tenant
         .query_one_raw(stmt("SELECT 'COMMIT; BEGIN' AS begin /* ; commit */"))
@@ -931,6 +961,56 @@ async fn transaction_control_through_the_context_is_refused() {
         row.try_get_by_index::<String>(0).expect("text"),
         "COMMIT; BEGIN"
     );
+}
+
+/// A name that is a reserved word (`user`, `order`) is a name: the server is sent `app."user"`.
+#[tokio::test]
+async fn reserved_words_are_names() {
+    let db = service(&fresh_pg_database().await).await;
+    let ctx = SessionContext::new([("app.user", "alice"), ("app.order", "o'1")]).expect("valid");
+    let row = db
+        .with_context(ctx)
+        .expect("postgres")
+        .query_one_raw(stmt(
+            "SELECT current_setting('app.user', true), current_setting('app.order', true)",
+        ))
+        .await
+        .expect("a context of reserved words")
+        .expect("row");
+    assert_eq!(
+        (
+            row.try_get_by_index::<String>(0).expect("user"),
+            row.try_get_by_index::<String>(1).expect("order")
+        ),
+        ("alice".to_owned(), "o'1".to_owned())
+    );
+}
+
+/// Behind PgBouncer a replica read with a context may not change a setting for the session
+/// either (`set_config(.., false)` reads as a `SELECT`).
+#[tokio::test]
+async fn a_session_level_set_config_in_a_read_is_refused_with_the_pgbouncer_writer() {
+    let url = with_params(
+        &fresh_pg_database().await,
+        "pgbouncer=true&connection_limit=1",
+    );
+    let db = service(&url).await;
+    let tenant = db.with_context(tenant_ctx(3)).expect("postgres");
+    let err = tenant
+        .read()
+        .query_one_raw(stmt("SELECT set_config('app.tenant_id', '7', false)"))
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("set_config"), "{err}");
+    assert!(empty(setting(db.conn()).await.as_deref()));
+    // Reading pg_settings is a read.
+    tenant
+        .read()
+        .query_one_raw(stmt(
+            "SELECT setting FROM pg_settings WHERE name = 'work_mem'",
+        ))
+        .await
+        .expect("reading pg_settings");
 }
 
 // 7. Through a real PgBouncer (transaction mode, one server connection).
