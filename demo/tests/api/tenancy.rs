@@ -126,6 +126,40 @@ impl Tenant<'_> {
         )
         .await
     }
+
+    /// A transfer with an `Idempotency-Key`: (status, replayed, body), `replayed` from the
+    /// `Idempotent-Replayed` header.
+    async fn keyed_transfer(
+        &self,
+        from: i64,
+        to: i64,
+        amount: i64,
+        key: &str,
+    ) -> (u16, bool, Value) {
+        let res = self
+            .app
+            .client
+            .post(format!("{}/api/transfers", self.app.address))
+            .header(HEADER, self.id.to_string())
+            .header("Idempotency-Key", key)
+            .json(&json!({"from_account_id": from, "to_account_id": to, "amount_cents": amount}))
+            .send()
+            .await
+            .expect("POST answered");
+        let status = res.status().as_u16();
+        let replayed = res
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        (status, replayed, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The balance of one of the tenant's accounts.
+    async fn balance(&self, id: i64) -> i64 {
+        let (status, body) = self.get(&format!("/api/accounts/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["balance_cents"].as_i64().expect("balance")
+    }
 }
 
 fn ids_of(page: &Value) -> Vec<i64> {
@@ -291,6 +325,126 @@ async fn two_tenants_see_and_move_only_their_own_money() {
             "tenant {tenant}'s transfers are stored as its own"
         );
     }
+    app.stop().await.expect("clean stop");
+}
+
+/// An `Idempotency-Key` is the tenant's own: another tenant using the same one gets its own
+/// transfer (not a 409 from a key it cannot see), and each tenant's replay returns its original,
+/// moving no money twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_using_the_same_idempotency_key_each_get_their_own_transfer() {
+    let cluster = private_cluster().await;
+    tenant_database(&cluster).await;
+    let app = tenant_app(
+        &with_params(&role_url(cluster.port), "connection_limit=8"),
+        |_| {},
+    )
+    .await;
+    let (one, two) = (Tenant { app: &app, id: 1 }, Tenant { app: &app, id: 2 });
+    let mut accounts = HashMap::new();
+    for t in [one, two] {
+        accounts.insert(t.id, t.open(3, 1_000).await);
+    }
+    // Different amounts, so that each tenant's transfer is told apart from the other's.
+    let amount = |t: Tenant| 100 * t.id;
+
+    let mut originals = HashMap::new();
+    for t in [one, two] {
+        let own = &accounts[&t.id];
+        let (status, replayed, body) = t.keyed_transfer(own[0], own[1], amount(t), "order-1").await;
+        assert_eq!(status, 201, "tenant {}: {body}", t.id);
+        assert!(!replayed, "tenant {}'s first use of the key: {body}", t.id);
+        assert_eq!(
+            (&body["from_account_id"], &body["amount_cents"]),
+            (&json!(own[0]), &json!(amount(t))),
+            "tenant {}'s own transfer: {body}",
+            t.id
+        );
+        originals.insert(t.id, body);
+    }
+    assert_ne!(
+        originals[&1]["id"], originals[&2]["id"],
+        "two transfers, one per tenant"
+    );
+
+    // Each tenant's replay, twice, returns its own original and moves nothing.
+    for _ in 0..2 {
+        for t in [one, two] {
+            let own = &accounts[&t.id];
+            let (status, replayed, body) =
+                t.keyed_transfer(own[0], own[1], amount(t), "order-1").await;
+            assert_eq!((status, replayed), (201, true), "tenant {}: {body}", t.id);
+            assert_eq!(body, originals[&t.id], "tenant {}'s own original", t.id);
+        }
+    }
+    // The key names the tenant's own transfer: another transfer under it is still refused.
+    let (status, _, body) = two
+        .keyed_transfer(accounts[&2][1], accounts[&2][2], 5, "order-1")
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, "idempotency_key_reused"),
+        "{body}"
+    );
+
+    // Concurrent duplicates of a key both tenants use: one transfer per tenant, every reply
+    // the tenant's own (a duplicate that loses the race hits the per-tenant unique index and
+    // is answered with the winner).
+    let requests = (0..16).map(|i| {
+        let t = if i % 2 == 0 { one } else { two };
+        let own = accounts[&t.id].clone();
+        async move {
+            let (status, _, body) = t.keyed_transfer(own[2], own[0], 10, "dup-key").await;
+            assert_eq!(status, 201, "tenant {}: {body}", t.id);
+            (t.id, body["id"].as_i64().expect("id"))
+        }
+    });
+    let mut dup_ids: HashMap<i64, BTreeSet<i64>> = HashMap::new();
+    for (tenant, id) in futures::future::join_all(requests).await {
+        dup_ids.entry(tenant).or_default().insert(id);
+    }
+    assert_eq!(dup_ids[&1].len(), 1, "tenant 1's duplicates: {dup_ids:?}");
+    assert_eq!(dup_ids[&2].len(), 1, "tenant 2's duplicates: {dup_ids:?}");
+    assert_ne!(dup_ids[&1], dup_ids[&2], "one transfer per tenant");
+
+    // Money moved once per tenant and key.
+    for t in [one, two] {
+        let own = &accounts[&t.id];
+        let mut balances = Vec::new();
+        for &id in own {
+            balances.push(t.balance(id).await);
+        }
+        assert_eq!(
+            balances,
+            vec![1_000 - amount(t) + 10, 1_000 + amount(t), 1_000 - 10],
+            "tenant {}'s balances",
+            t.id
+        );
+        let (status, page) = t.get("/api/transfers?limit=200").await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(
+            page["items"].as_array().map(Vec::len),
+            Some(2),
+            "tenant {}: {page}",
+            t.id
+        );
+    }
+    for key in ["order-1", "dup-key"] {
+        let stored = superuser_scalar(
+            &cluster,
+            &format!(
+                "SELECT count(DISTINCT tenant_id) FROM transfers \
+                 WHERE idempotency_key = '{key}' AND tenant_id IN (1, 2)"
+            ),
+        )
+        .await;
+        assert_eq!(stored, 2, "{key}: one row per tenant");
+    }
+    assert_eq!(
+        superuser_scalar(&cluster, "SELECT count(*) FROM transfers").await,
+        4
+    );
+    assert_no_transfer_crossed_tenants(&cluster).await;
     app.stop().await.expect("clean stop");
 }
 
