@@ -30,6 +30,8 @@ pub(crate) struct Conn {
     /// A caller may have dropped named statements (`DEALLOCATE`, `DISCARD`): sqlx's own
     /// statement cache is cleared with the reset.
     pub stale_statements: bool,
+    /// The statements prepared (SQL's `PREPARE`) for session-context statements.
+    pub context_plans: super::context_plans::ContextPlans,
     /// A statement was sent and its answer not read to the end (its caller gave up or was
     /// dropped): it may still run on the server until cancelled.
     pub in_flight: bool,
@@ -96,6 +98,7 @@ impl Conn {
             in_tx: false,
             tainted: false,
             stale_statements: false,
+            context_plans: super::context_plans::ContextPlans::new(1),
             in_flight: false,
             cancelled: false,
             session: None,

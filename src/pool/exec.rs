@@ -12,6 +12,7 @@ use sea_orm::sea_query::Values;
 use sea_orm::sqlx::{self, AssertSqlSafe};
 use sea_query_sqlx::SqlxValues;
 
+use super::context_plans::ContextPlans;
 use super::op::{Mode, Op, Output};
 use super::raw::RawConn;
 
@@ -52,13 +53,16 @@ macro_rules! run_on {
 /// Runs `op` on `conn`; `in_tx`: inside a transaction we began (its settings, a context's
 /// included, are set already). `context`: a session context's `SET LOCAL`s (empty for none),
 /// which outside a transaction put the statement in one message behind them, values written
-/// in, so that PostgreSQL runs both in one implicit transaction (one round trip).
+/// in (or, with the statement cache on, as an `EXECUTE` of a statement the connection prepared
+/// for it: [`ContextPlans`]), so that PostgreSQL runs both in one implicit transaction (one
+/// round trip).
 pub(crate) async fn run(
     conn: &mut RawConn,
     op: Op<'_>,
     mode: &Mode,
     in_tx: bool,
     context: &str,
+    context_plans: &mut ContextPlans,
 ) -> Result<Output, sqlx::Error> {
     match conn {
         #[cfg(feature = "postgres")]
@@ -72,6 +76,18 @@ pub(crate) async fn run(
                 // Inside our transaction BEGIN carried every setting.
                 Some(_) if in_tx => inline::run(c, op, Prefix::default()).await,
                 None if in_tx || context.is_empty() => run_on!(c, op, *mode == Mode::Prepared),
+                None if *mode == Mode::Prepared => match op {
+                    Op::Execute(stmt) | Op::One(stmt) | Op::All(stmt) => {
+                        super::context_plans::run(c, op, stmt, context, context_plans).await
+                    }
+                    Op::Unprepared(_) | Op::UnpreparedRows(_) => {
+                        let prefix = Prefix {
+                            session: "",
+                            context,
+                        };
+                        inline::run(c, op, prefix).await
+                    }
+                },
                 session => {
                     let prefix = Prefix {
                         session: session.unwrap_or(""),

@@ -26,7 +26,16 @@ pub(crate) async fn run(
         Op::Unprepared(sql) | Op::UnpreparedRows(sql) => sql.to_owned(),
         Op::Execute(s) | Op::One(s) | Op::All(s) => inline(s)?,
     };
-    let q = sqlx::raw_sql(AssertSqlSafe(prefixed(prefix, body)));
+    fetch(c, op, prefixed(prefix, body)).await
+}
+
+/// Sends `sql` as one simple-protocol message and reads what `op` wants of it.
+pub(crate) async fn fetch(
+    c: &mut PgConnection,
+    op: Op<'_>,
+    sql: String,
+) -> Result<Output, sqlx::Error> {
+    let q = sqlx::raw_sql(AssertSqlSafe(sql));
     match op {
         Op::Execute(_) | Op::Unprepared(_) => {
             q.execute(&mut *c).await.map(|r| Output::Exec(r.into()))

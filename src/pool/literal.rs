@@ -78,6 +78,31 @@ pub(super) fn write_value(
     Ok(())
 }
 
+/// Writes `value` (placeholder number `param`) as [`write_value`] does, for an `EXECUTE`, and
+/// returns the type to declare for its parameter in the `PREPARE`: the type the prepared path
+/// binds it as (sqlx's), so the statement means the same either way; `unknown` for an
+/// untyped `NULL`.
+pub(super) fn write_argument(
+    out: &mut String,
+    value: &Value,
+    param: usize,
+) -> Result<&'static str, InlineError> {
+    Ok(match literal(value, param)? {
+        Literal::Cast(s, ty) => {
+            let _ = write!(out, "({s}::{ty})");
+            ty
+        }
+        Literal::Bare(s) => {
+            out.push_str(&s);
+            match value {
+                Value::Bool(_) => "bool",
+                Value::Enum(OptionEnum::None(_)) => "unknown",
+                _ => "text",
+            }
+        }
+    })
+}
+
 /// A value's SQL: bare (untyped text, `NULL`, `true`), or an expression and the type to
 /// cast it to.
 enum Literal {

@@ -244,6 +244,7 @@ impl managed::Manager for Manager {
             Plans::new(self.shared.plans.clone()),
             self.shared.instruments.clone(),
         );
+        conn.context_plans = super::context_plans::ContextPlans::new(limits.statement_cache);
         conn.session = session;
         conn.host = host;
         conn.epoch = epoch;

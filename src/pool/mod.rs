@@ -16,6 +16,7 @@
 
 mod checkout;
 mod conn;
+mod context_plans;
 mod effects;
 mod exec;
 mod holds;

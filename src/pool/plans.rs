@@ -61,7 +61,7 @@ impl Plans {
 /// Whether `e` says a cached statement no longer matches the server: a changed result type
 /// (0A000 from `RevalidateCachedQuery`; 0A000 alone also means any unsupported feature) or a
 /// statement that no longer exists (26000).
-fn is_stale(e: &sqlx::Error) -> bool {
+pub(super) fn is_stale(e: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = e else {
         return false;
     };
@@ -104,8 +104,9 @@ pub(crate) async fn run(
     in_tx: bool,
     plans: &mut Plans,
     context: &str,
+    context_plans: &mut super::context_plans::ContextPlans,
 ) -> Result<Output, sqlx::Error> {
-    let first = exec::run(raw, op, mode, in_tx, context).await;
+    let first = exec::run(raw, op, mode, in_tx, context, context_plans).await;
     let e = match first {
         // Only sqlx's own named statements are cached (a `PREPARE` of the caller's is not).
         Err(e)
@@ -123,7 +124,7 @@ pub(crate) async fn run(
     evict(raw).await?;
     plans.evicted();
     if rerun_allowed(op, in_tx) {
-        exec::run(raw, op, mode, in_tx, context).await
+        exec::run(raw, op, mode, in_tx, context, context_plans).await
     } else {
         Err(e)
     }

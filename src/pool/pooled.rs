@@ -168,7 +168,15 @@ impl Pooled {
         }
         conn.in_flight = true;
         let started = Instant::now();
-        let work = plans::run(raw, op, &conn.mode, conn.in_tx, &mut conn.plans, context);
+        let work = plans::run(
+            raw,
+            op,
+            &conn.mode,
+            conn.in_tx,
+            &mut conn.plans,
+            context,
+            &mut conn.context_plans,
+        );
         let outcome = match deadline {
             Some(d) => tokio::time::timeout(d, work).await.map_err(|_| d),
             None => Ok(work.await),

@@ -33,6 +33,9 @@ pub(crate) struct Limits {
     pub keepalive_idle: Option<Duration>,
     pub ping_timeout: Duration,
     pub leak_detection_threshold: Option<Duration>,
+    /// `statement_cache_size` (100 when unset, sqlx's default): also the bound on the
+    /// statements each connection prepares for session contexts.
+    pub statement_cache: usize,
 }
 
 impl Limits {
@@ -49,6 +52,7 @@ impl Limits {
             keepalive_idle: p.limits.keepalive.then_some(p.limits.keepalive_idle),
             ping_timeout: p.limits.ping_timeout,
             leak_detection_threshold: p.limits.leak_detection_threshold,
+            statement_cache: p.session.statement_cache_size.unwrap_or(100),
         }
     }
 }

@@ -147,6 +147,8 @@ pub(super) async fn make_fit(shared: &Arc<Shared>, conn: &mut Conn) -> Result<()
                     .instruments
                     .session_resets
                     .fetch_add(1, Ordering::Relaxed);
+                // The reset deallocated every SQL-prepared statement, the context's too.
+                conn.context_plans.forget();
             }
             conn.suspect = false;
             conn.tainted = false;

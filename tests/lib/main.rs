@@ -10,6 +10,7 @@ mod batch;
 mod commit_outcome;
 mod config;
 mod context;
+mod context_plans;
 mod credentials;
 mod deadlines;
 mod environment;
