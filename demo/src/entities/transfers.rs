@@ -1,4 +1,4 @@
-//! `transfers(id, from_account_id, to_account_id, amount_cents > 0, idempotency_key unique, created_at, tenant_id)`.
+//! `transfers(id, from_account_id, to_account_id, amount_cents > 0, idempotency_key unique per tenant, created_at, tenant_id)`.
 
 use sea_orm::entity::prelude::*;
 use serde::Serialize;
@@ -17,7 +17,8 @@ pub struct Model {
     pub to_account_id: i64,
     /// Amount in cents, above zero.
     pub amount_cents: i64,
-    /// The client's `Idempotency-Key`, unique when present.
+    /// The client's `Idempotency-Key`, unique when present (per tenant on PostgreSQL; every
+    /// row is tenant 0's while tenancy is off).
     pub idempotency_key: Option<String>,
     /// Creation time (UTC).
     #[schema(value_type = String, format = DateTime)]
