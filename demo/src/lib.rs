@@ -51,7 +51,10 @@ impl Application {
         let db = DbService::new(config)?;
         // Refused before anything is bound: no row-level security, no tenancy.
         let tenants = tenancy::Tenancy::new(settings.tenant_header.as_deref())
-            .and_then(|t| t.check_backend(db.backend()).map(|()| t))
+            .and_then(|t| {
+                let required = db.config().pool().session.require_context;
+                t.check_backend(db.backend(), required).map(|()| t)
+            })
             .map_err(Error::Startup)?;
         let tenants = web::Data::new(tenants);
         let mut pools = Pools::new(db.clone());

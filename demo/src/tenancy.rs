@@ -60,8 +60,18 @@ impl Tenancy {
         self.header.is_some()
     }
 
-    /// The build-time check: tenancy needs PostgreSQL's row-level security.
-    pub fn check_backend(&self, backend: Backend) -> Result<(), String> {
+    /// The build-time check: tenancy needs PostgreSQL's row-level security, and
+    /// `require_context` needs tenancy (the routes carry a context only with a tenant).
+    pub fn check_backend(&self, backend: Backend, require_context: bool) -> Result<(), String> {
+        if require_context && !self.is_on() {
+            return Err(
+                "require_context is on but tenancy is off (DBSERVICE_TENANT_HEADER is \
+                        unset): every route would be refused, since only a tenant's requests \
+                        carry a session context; set DBSERVICE_TENANT_HEADER, or turn \
+                        require_context off"
+                    .to_owned(),
+            );
+        }
         if self.is_on() && backend != Backend::Postgres {
             return Err(format!(
                 "tenancy is on (DBSERVICE_TENANT_HEADER={}) but the database is {}, which has \

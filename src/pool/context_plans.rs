@@ -149,9 +149,6 @@ pub(crate) async fn run(
         session: "",
         context,
     };
-    if !preparable(&stmt.sql) {
-        return inline::run(c, op, inlined).await;
-    }
     let values: &[Value] = stmt.values.as_ref().map_or(&[], |v| v.0.as_slice());
     let (args, types) = arguments(values)?;
     let key = format!("{types}\n{}", stmt.sql);
@@ -161,6 +158,11 @@ pub(crate) async fn run(
         let name = match plans.get(&key) {
             Some(Some(name)) => name,
             Some(None) => return inline::run(c, op, inlined).await,
+            // Read once per connection and statement: the cache answers the next time.
+            None if !preparable(&stmt.sql) => {
+                plans.insert(key.clone(), None);
+                return inline::run(c, op, inlined).await;
+            }
             None => match prepare(c, plans, &stmt.sql, &types).await? {
                 Prepared::As(name) => {
                     plans.insert(key.clone(), Some(name.clone()));

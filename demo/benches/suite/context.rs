@@ -1,9 +1,9 @@
 //! The session context's cost at pool level: the same single-row read by id, on the same
 //! `DbService` (same pool, same connections), without a context (a prepared statement) and
-//! through `db.with_context(..)` (one simple-protocol message, `SET LOCAL app.tenant_id = '42';`
-//! in front of the statement with its id written in as a typed literal), back to back in each
-//! round; and, to tell the two parts of that cost apart, the same read on a `pgbouncer=true`
-//! pool straight to PostgreSQL: the same one inlined message without the `SET LOCAL`.
+//! through `db.with_context(..)` (one simple-protocol message, `SET LOCAL app."tenant_id" =
+//! '42'; EXECUTE dbservice_ctx_N(('7'::int8))` of a statement each connection prepared once),
+//! back to back in each round; and, for comparison, the same read on a `pgbouncer=true` pool
+//! straight to PostgreSQL: one message with the statement inlined, re-planned every time.
 
 use dbservice::context::SessionContext;
 
@@ -12,7 +12,7 @@ use super::*;
 /// The rows, in the order the tables print them (and the ratios index them).
 pub(crate) const CONTEXT_VARIANTS: [&str; 3] = [
     "context: DbService, no context (prepared statement)",
-    "context: same DbService, with_context (SET LOCAL + inlined statement, one message)",
+    "context: same DbService, with_context (SET LOCAL + EXECUTE of a statement prepared once per connection, one message)",
     "context: DbService, pgbouncer=true, direct (inlined statement, one message, no SET LOCAL)",
 ];
 

@@ -163,7 +163,7 @@ pub(crate) fn report(opts: &Opts, r: &Report) -> String {
             "",
         ),
         (
-            "context: with context / pgbouncer=true direct (the SET LOCAL alone)",
+            "context: with context (EXECUTE) / pgbouncer=true direct (inlined, re-planned)",
             r.contexts.get(context::WITH_CONTEXT),
             r.contexts.get(context::INLINED),
             "",

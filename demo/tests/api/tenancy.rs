@@ -572,6 +572,24 @@ async fn tenancy_on_sqlite_is_refused_at_startup_naming_the_reason() {
     );
 }
 
+/// `require_context=true` without tenancy would refuse every route: refused at startup.
+#[tokio::test]
+async fn require_context_without_tenancy_is_refused_at_startup() {
+    let url = fresh_pg_database().await;
+    let mut server = Server::spawn(&[
+        ("DATABASE_URL", url),
+        ("DBSERVICE_REQUIRE_CONTEXT", "true".to_owned()),
+    ]);
+    let (exit, _) = server.wait_exit(Duration::from_secs(20)).await;
+    let out = server.output();
+    assert_eq!(exit, 2, "{out}");
+    assert!(
+        out.contains("require_context is on but tenancy is off")
+            && out.contains("DBSERVICE_TENANT_HEADER"),
+        "{out}"
+    );
+}
+
 #[tokio::test]
 async fn tenancy_as_a_superuser_is_refused_at_startup_naming_the_role() {
     let url = fresh_pg_database().await;
