@@ -98,7 +98,7 @@ impl Conn {
             in_tx: false,
             tainted: false,
             stale_statements: false,
-            context_plans: super::context_plans::ContextPlans::new(1),
+            context_plans: super::context_plans::ContextPlans::new(1, Arc::default()),
             in_flight: false,
             cancelled: false,
             session: None,

@@ -2,20 +2,27 @@
 //! cache on: `SET LOCAL ...; EXECUTE name(args)` in one simple-protocol message (one round
 //! trip; PostgreSQL runs the message as one implicit transaction, so the settings end with it),
 //! where `name` is a statement this connection prepared with SQL's `PREPARE`, once, with the
-//! types the prepared path binds its values as. The server plans it once, as it would a
-//! prepared statement, instead of parsing and planning inlined text every time.
+//! types the prepared path declares for its values (the `pgbouncer=true` writer's: sqlx's,
+//! but `int2` for an `i8` and `unknown` for an untyped `NULL`). The server plans it as it
+//! plans a prepared statement (custom plans first, then a generic one when that is no worse)
+//! instead of parsing and planning inlined text every time.
 //!
-//! The `PREPARE` goes in a message of its own (never beside the context's statement, where a
-//! second statement in the text could run in a message without the settings): a statement the
-//! server will not prepare (not a single `SELECT`/`INSERT`/`UPDATE`/`DELETE`/`MERGE`/`VALUES`,
-//! a parameter whose type it cannot tell) is remembered and sent inlined instead, as under
-//! `pgbouncer=true`. The names are the connection's own (`dbservice_ctx_N`, never reused); the
-//! session reset, which deallocates SQL-prepared statements, forgets them all.
+//! The `PREPARE` is sent by the extended protocol, which takes one statement: text that holds
+//! two is refused there, never run in part without the settings. A statement the server will
+//! not prepare (not a single `SELECT`/`INSERT`/`UPDATE`/`DELETE`/`MERGE`/`VALUES`, a parameter
+//! whose type it cannot tell, an operator without a match for the declared types) is
+//! remembered and sent inlined instead, as under `pgbouncer=true`. The names are the
+//! connection's own (`dbservice_ctx_<random>_<n>`, never reused); the session reset, which
+//! deallocates SQL-prepared statements, forgets them all. A statement prepared a moment ago
+//! and gone at its `EXECUTE` means the server session is shared (a pooler in transaction
+//! mode): the pool sends context statements inlined from then on.
 
 // Only PostgreSQL runs statements this way; the bookkeeping exists on every connection.
 #![cfg_attr(not(feature = "postgres"), allow(dead_code))]
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(feature = "postgres")]
 use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
@@ -37,13 +44,20 @@ use crate::sql_text::{self, Token};
 #[derive(Debug)]
 pub(crate) struct ContextPlans {
     entries: HashMap<String, Entry>,
-    /// Names of evicted statements, deallocated in front of the next `PREPARE`.
+    /// Names of evicted statements, deallocated before the next `PREPARE`.
     evicted: Vec<String>,
     /// The next name's number (names are never reused on a connection).
     next: u64,
+    /// This connection's own part of every name, random: a name prepared on a server session
+    /// another client of a pooler shares is never one of ours.
+    nonce: u32,
     /// A use counter, for evicting the least recently used.
     clock: u64,
     cap: usize,
+    /// The pool's switch: a statement prepared a moment ago was not on the session that ran
+    /// the `EXECUTE` (a pooler in transaction mode shares server sessions): context
+    /// statements are sent inlined from then on, on every connection of the pool.
+    off: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -54,14 +68,17 @@ struct Entry {
 }
 
 impl ContextPlans {
-    /// At most `cap` statements (the pool's `statement_cache_size`, 100 by default).
-    pub fn new(cap: usize) -> Self {
+    /// At most `cap` statements (the pool's `statement_cache_size`, 100 by default); `off`:
+    /// the pool's switch (see the field).
+    pub fn new(cap: usize, off: Arc<AtomicBool>) -> Self {
         Self {
             entries: HashMap::new(),
             evicted: Vec::new(),
             next: 0,
+            nonce: fastrand::u32(..),
             clock: 0,
             cap: cap.max(1),
+            off,
         }
     }
 
@@ -81,7 +98,7 @@ impl ContextPlans {
     /// A new name for `key`, making room first.
     fn name(&mut self) -> String {
         self.next += 1;
-        format!("dbservice_ctx_{}", self.next)
+        format!("dbservice_ctx_{:08x}_{}", self.nonce, self.next)
     }
 
     fn insert(&mut self, key: String, name: Option<String>) {
@@ -149,12 +166,16 @@ pub(crate) async fn run(
         session: "",
         context,
     };
+    if plans.off.load(Ordering::Relaxed) {
+        return inline::run(c, op, inlined).await;
+    }
     let values: &[Value] = stmt.values.as_ref().map_or(&[], |v| v.0.as_slice());
     let (args, types) = arguments(values)?;
     let key = format!("{types}\n{}", stmt.sql);
     // A stale statement (a migration changed its table's columns, or it was deallocated
     // behind our back) never ran: prepared anew and run once more.
     for attempt in 0..2 {
+        let mut fresh = false;
         let name = match plans.get(&key) {
             Some(Some(name)) => name,
             Some(None) => return inline::run(c, op, inlined).await,
@@ -166,6 +187,7 @@ pub(crate) async fn run(
             None => match prepare(c, plans, &stmt.sql, &types).await? {
                 Prepared::As(name) => {
                     plans.insert(key.clone(), Some(name.clone()));
+                    fresh = true;
                     name
                 }
                 Prepared::Never => {
@@ -182,12 +204,23 @@ pub(crate) async fn run(
             format!("{context}EXECUTE {name}({args})")
         };
         let result = inline::fetch(c, op, call).await;
+        let gone = |e: &sqlx::Error| matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("26000"));
         match &result {
-            Err(e) if attempt == 0 && is_stale(e) => {
-                let gone =
-                    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("26000"));
-                plans.drop_entry(&key, !gone);
+            // Prepared a moment ago on this connection and not there: the server session is
+            // not the connection's own (a pooler in transaction mode). The EXECUTE never ran.
+            Err(e) if fresh && gone(e) => {
+                if !plans.off.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "a statement prepared on this connection was gone at once: its server \
+                         session is shared (a pooler in transaction mode?); statements with a \
+                         session context are sent inlined from now on (set pgbouncer=true \
+                         behind PgBouncer)"
+                    );
+                }
+                plans.forget();
+                return inline::run(c, op, inlined).await;
             }
+            Err(e) if attempt == 0 && is_stale(e) => plans.drop_entry(&key, !gone(e)),
             _ => return result,
         }
     }
@@ -211,47 +244,53 @@ enum Prepared {
 }
 
 #[cfg(feature = "postgres")]
-/// `PREPARE`s `sql` with `types` under a new name, in a message of its own (behind the
-/// deallocation of evicted statements). An error of the connection itself is returned.
+/// `PREPARE`s `sql` with `types` under a new name, after deallocating the evicted ones (each
+/// in a round trip of its own: rare). An error of the connection itself is returned.
 async fn prepare(
     c: &mut PgConnection,
     plans: &mut ContextPlans,
     sql: &str,
     types: &str,
 ) -> Result<Prepared, sqlx::Error> {
+    if !plans.evicted.is_empty() {
+        let mut deallocate = String::new();
+        for old in &plans.evicted {
+            deallocate.push_str("DEALLOCATE ");
+            deallocate.push_str(old);
+            deallocate.push_str("; ");
+        }
+        match sqlx::raw_sql(AssertSqlSafe(deallocate))
+            .execute(&mut *c)
+            .await
+        {
+            // Answered: deallocated, or one of them was gone already (26000, the rest then
+            // stays until the session's reset or end).
+            Ok(_) | Err(sqlx::Error::Database(_)) => plans.evicted.clear(),
+            Err(e) => return Err(e),
+        }
+    }
     let name = plans.name();
     let prepare = if types.is_empty() {
         format!("PREPARE {name} AS {sql}")
     } else {
         format!("PREPARE {name}({types}) AS {sql}")
     };
-    let evicted: Vec<String> = plans.evicted.drain(..).collect();
-    let mut deallocate = String::new();
-    for old in &evicted {
-        deallocate.push_str("DEALLOCATE ");
-        deallocate.push_str(old);
-        deallocate.push_str("; ");
-    }
-    let first = sqlx::raw_sql(AssertSqlSafe(format!("{deallocate}{prepare}")))
+    // By the extended protocol: the server takes one statement there, so text that a reading
+    // of its tokens took for one but holds two is refused (42601), never run in part here,
+    // without the context.
+    let outcome = sqlx::query(AssertSqlSafe(prepare))
+        .persistent(false)
         .execute(&mut *c)
         .await;
-    let outcome = match first {
-        // An evicted statement the server had dropped already (26000) stopped the message
-        // before the PREPARE: once more without the deallocations.
-        Err(sqlx::Error::Database(db))
-            if !evicted.is_empty() && db.code().as_deref() == Some("26000") =>
-        {
-            sqlx::raw_sql(AssertSqlSafe(prepare)).execute(&mut *c).await
-        }
-        other => other,
-    };
     match outcome {
         Ok(_) => Ok(Prepared::As(name)),
-        // Syntax error, indeterminate or ambiguous parameter type, feature not supported.
+        // What the statement is, with these types: a syntax error (or several statements),
+        // an indeterminate or ambiguous parameter type, an operator or function without a
+        // match for the declared types, a type mismatch, a feature not supported.
         Err(sqlx::Error::Database(db))
             if matches!(
                 db.code().as_deref(),
-                Some("42601" | "42P18" | "42P08" | "0A000")
+                Some("42601" | "42P18" | "42P08" | "42883" | "42804" | "42846" | "42725" | "0A000")
             ) =>
         {
             Ok(Prepared::Never)
@@ -281,7 +320,7 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_is_evicted_and_deallocated_later() {
-        let mut plans = ContextPlans::new(2);
+        let mut plans = ContextPlans::new(2, Arc::default());
         plans.insert("a".into(), Some("n1".into()));
         plans.insert("b".into(), Some("n2".into()));
         assert_eq!(plans.get("a"), Some(Some("n1".into())));

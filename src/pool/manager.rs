@@ -244,7 +244,10 @@ impl managed::Manager for Manager {
             Plans::new(self.shared.plans.clone()),
             self.shared.instruments.clone(),
         );
-        conn.context_plans = super::context_plans::ContextPlans::new(limits.statement_cache);
+        conn.context_plans = super::context_plans::ContextPlans::new(
+            limits.statement_cache,
+            self.shared.context_prepare_off.clone(),
+        );
         conn.session = session;
         conn.host = host;
         conn.epoch = epoch;

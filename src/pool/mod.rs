@@ -105,6 +105,7 @@ impl Pool {
             cancel_slots: Arc::new(tokio::sync::Semaphore::new(2)),
             mode: Arc::new(statement_mode(config)),
             plans: Arc::default(),
+            context_prepare_off: Arc::default(),
             config: config.clone(),
             probing: AtomicBool::new(false),
             connector: connector.clone(),

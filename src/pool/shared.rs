@@ -75,6 +75,9 @@ pub(crate) struct Shared {
     pub mode: Arc<op::Mode>,
     /// Stale-statement events (see [`plans`]): outdates every connection's statement cache.
     pub plans: Arc<plans::PlanEpoch>,
+    /// Context statements are sent inlined on every connection: a statement a connection had
+    /// just prepared was not on the session that ran it (see [`super::context_plans`]).
+    pub context_prepare_off: Arc<AtomicBool>,
     pub(super) config: DbConfig,
     pub(super) probing: AtomicBool,
     pub(super) connector: Connector,
