@@ -101,8 +101,14 @@ impl<'a> Iterator for Tokens<'a> {
                 ),
                 b'/' if next == Some(b'*') => (comment_end(bytes, start, pg), None),
                 b'\'' => {
-                    let escapes = mysql || (pg && self.e_end == Some(start));
-                    (quote_end(bytes, start, b'\'', escapes), Some(Token::Quoted))
+                    let escape_string = pg && self.e_end == Some(start);
+                    let mut end = quote_end(bytes, start, b'\'', mysql || escape_string);
+                    // An escape string goes on in a quote after a line break (PostgreSQL's
+                    // string continuation), still taking backslash escapes.
+                    while escape_string && let Some(quote) = continuation(bytes, end) {
+                        end = quote_end(bytes, quote, b'\'', true);
+                    }
+                    (end, Some(Token::Quoted))
                 }
                 b'"' => (quote_end(bytes, start, b'"', mysql), Some(Token::Quoted)),
                 b'`' if !pg => (quote_end(bytes, start, b'`', false), Some(Token::Quoted)),
@@ -153,6 +159,29 @@ impl Tokens<'_> {
 /// A byte of a bare word: ASCII letters, digits, `_`, and any byte of a non-ASCII character.
 fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+/// Where a PostgreSQL string that ended at `from` goes on: a quote after whitespace that holds
+/// a line break, `--` comments allowed (the lexer's `quotecontinue`).
+fn continuation(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    let mut newline = false;
+    loop {
+        match bytes.get(at)? {
+            b'\n' | b'\r' => {
+                newline = true;
+                at += 1;
+            }
+            b' ' | b'\t' | b'\x0c' => at += 1,
+            // A comment runs to its line break, which it takes.
+            b'-' if bytes.get(at + 1) == Some(&b'-') => {
+                at = line_end(bytes, at);
+                newline = true;
+            }
+            b'\'' if newline => return Some(at),
+            _ => return None,
+        }
+    }
 }
 
 /// The end of the run of bytes from `from` that satisfy `keep`.

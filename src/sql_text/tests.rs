@@ -58,6 +58,20 @@ fn postgres_rules() {
         vec![Quoted, Word("x"), Quoted],
         "a plain string ends at the quote after its backslash"
     );
+    // An escape string goes on in a quote after a line break (comments allowed), still
+    // taking escapes: the `$1` and `;` below are inside it, as the server reads it.
+    for sql in [
+        "SELECT E'a'\n'\\', $1 ; x'",
+        "SELECT E'a' -- c\n  '\\', $1 ; x'",
+        "SELECT E'a'\r\n\n\t'\\', $1 ; x'",
+    ] {
+        assert_eq!(toks(sql, pg), vec![Word("SELECT"), Word("E"), Quoted], "{sql:?}");
+    }
+    // Without a line break, or for a plain string, the next quote is a string of its own.
+    assert_eq!(
+        toks("SELECT E'a' '\\', $1", pg),
+        vec![Word("SELECT"), Word("E"), Quoted, Quoted, Punct(','), Param("1")]
+    );
     // `xE'` and `a$E'` are not E strings: the word is not `E`.
     assert_eq!(toks("xE'\\' y", pg), vec![Word("xE"), Quoted, Word("y")]);
     assert_eq!(toks("a$E'\\' y", pg), vec![Word("a$E"), Quoted, Word("y")]);
