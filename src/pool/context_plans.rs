@@ -18,7 +18,7 @@
 //! mode): the pool sends context statements inlined from then on.
 
 // Only PostgreSQL runs statements this way; the bookkeeping exists on every connection.
-#![cfg_attr(not(feature = "postgres"), allow(dead_code))]
+#![cfg_attr(not(feature = "postgres"), allow(dead_code, unused_imports))]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ use super::literal::{InlineError, write_argument};
 #[cfg(feature = "postgres")]
 use super::op::{Op, Output};
 #[cfg(feature = "postgres")]
-use super::plans::is_stale;
+use crate::classify::is_stale_statement;
 #[cfg(feature = "postgres")]
 use crate::sql_text::{self, Token};
 
@@ -45,7 +45,7 @@ use crate::sql_text::{self, Token};
 pub(crate) struct ContextPlans {
     entries: HashMap<String, Entry>,
     /// Names of evicted statements, deallocated before the next `PREPARE`.
-    evicted: Vec<String>,
+    to_deallocate: Vec<String>,
     /// The next name's number (names are never reused on a connection).
     next: u64,
     /// This connection's own part of every name, random: a name prepared on a server session
@@ -73,7 +73,7 @@ impl ContextPlans {
     pub fn new(cap: usize, off: Arc<AtomicBool>) -> Self {
         Self {
             entries: HashMap::new(),
-            evicted: Vec::new(),
+            to_deallocate: Vec::new(),
             next: 0,
             nonce: fastrand::u32(..),
             clock: 0,
@@ -85,7 +85,7 @@ impl ContextPlans {
     /// The session was reset: every SQL-prepared statement is gone.
     pub fn forget(&mut self) {
         self.entries.clear();
-        self.evicted.clear();
+        self.to_deallocate.clear();
     }
 
     fn get(&mut self, key: &str) -> Option<Option<String>> {
@@ -110,7 +110,7 @@ impl ContextPlans {
                 .map(|(k, _)| k.clone())
             && let Some(entry) = self.entries.remove(&oldest)
         {
-            self.evicted.extend(entry.name);
+            self.to_deallocate.extend(entry.name);
         }
         self.clock += 1;
         let used = self.clock;
@@ -122,7 +122,7 @@ impl ContextPlans {
         if let Some(entry) = self.entries.remove(key)
             && exists
         {
-            self.evicted.extend(entry.name);
+            self.to_deallocate.extend(entry.name);
         }
     }
 }
@@ -220,7 +220,7 @@ pub(crate) async fn run(
                 plans.forget();
                 return inline::run(c, op, inlined).await;
             }
-            Err(e) if attempt == 0 && is_stale(e) => plans.drop_entry(&key, !gone(e)),
+            Err(e) if attempt == 0 && is_stale_statement(e) => plans.drop_entry(&key, !gone(e)),
             _ => return result,
         }
     }
@@ -252,9 +252,9 @@ async fn prepare(
     sql: &str,
     types: &str,
 ) -> Result<Prepared, sqlx::Error> {
-    if !plans.evicted.is_empty() {
+    if !plans.to_deallocate.is_empty() {
         let mut deallocate = String::new();
-        for old in &plans.evicted {
+        for old in &plans.to_deallocate {
             deallocate.push_str("DEALLOCATE ");
             deallocate.push_str(old);
             deallocate.push_str("; ");
@@ -265,7 +265,7 @@ async fn prepare(
         {
             // Answered: deallocated, or one of them was gone already (26000, the rest then
             // stays until the session's reset or end).
-            Ok(_) | Err(sqlx::Error::Database(_)) => plans.evicted.clear(),
+            Ok(_) | Err(sqlx::Error::Database(_)) => plans.to_deallocate.clear(),
             Err(e) => return Err(e),
         }
     }
@@ -326,11 +326,11 @@ mod tests {
         assert_eq!(plans.get("a"), Some(Some("n1".into())));
         plans.insert("c".into(), None);
         assert_eq!(plans.get("b"), None);
-        assert_eq!(plans.evicted, ["n2"]);
+        assert_eq!(plans.to_deallocate, ["n2"]);
         plans.drop_entry("a", false);
-        assert_eq!(plans.evicted, ["n2"]);
+        assert_eq!(plans.to_deallocate, ["n2"]);
         plans.forget();
-        assert!(plans.evicted.is_empty() && plans.get("c").is_none());
+        assert!(plans.to_deallocate.is_empty() && plans.get("c").is_none());
         assert_ne!(plans.name(), plans.name());
     }
 }

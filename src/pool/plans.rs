@@ -16,12 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sea_orm::sqlx;
 #[cfg(feature = "postgres")]
 use sea_orm::sqlx::Connection;
-#[cfg(feature = "postgres")]
-use sea_orm::sqlx::postgres::PgDatabaseError;
 
 use super::exec;
 use super::op::{Mode, Op, Output};
 use super::raw::RawConn;
+use crate::classify::is_stale_statement;
 
 /// The pool's count of stale-statement events; a connection whose cache predates the
 /// current count is evicted before it is handed out.
@@ -55,23 +54,6 @@ impl Plans {
     /// A stale statement was met: every connection's cache is outdated.
     fn bump(&mut self) {
         self.epoch.0.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
-/// Whether `e` says a cached statement no longer matches the server: a changed result type
-/// (0A000 from `RevalidateCachedQuery`; 0A000 alone also means any unsupported feature) or a
-/// statement that no longer exists (26000).
-pub(super) fn is_stale(e: &sqlx::Error) -> bool {
-    let sqlx::Error::Database(db) = e else {
-        return false;
-    };
-    match db.code().as_deref() {
-        Some("26000") => true,
-        #[cfg(feature = "postgres")]
-        Some("0A000") => db
-            .try_downcast_ref::<PgDatabaseError>()
-            .is_some_and(|pg| pg.routine() == Some("RevalidateCachedQuery")),
-        _ => false,
     }
 }
 
@@ -112,7 +94,7 @@ pub(crate) async fn run(
         Err(e)
             if *mode == Mode::Prepared
                 && !matches!(op, Op::Unprepared(_) | Op::UnpreparedRows(_))
-                && is_stale(&e) =>
+                && is_stale_statement(&e) =>
         {
             e
         }

@@ -65,12 +65,23 @@ fn postgres_rules() {
         "SELECT E'a' -- c\n  '\\', $1 ; x'",
         "SELECT E'a'\r\n\n\t'\\', $1 ; x'",
     ] {
-        assert_eq!(toks(sql, pg), vec![Word("SELECT"), Word("E"), Quoted], "{sql:?}");
+        assert_eq!(
+            toks(sql, pg),
+            vec![Word("SELECT"), Word("E"), Quoted],
+            "{sql:?}"
+        );
     }
     // Without a line break, or for a plain string, the next quote is a string of its own.
     assert_eq!(
         toks("SELECT E'a' '\\', $1", pg),
-        vec![Word("SELECT"), Word("E"), Quoted, Quoted, Punct(','), Param("1")]
+        vec![
+            Word("SELECT"),
+            Word("E"),
+            Quoted,
+            Quoted,
+            Punct(','),
+            Param("1")
+        ]
     );
     // `xE'` and `a$E'` are not E strings: the word is not `E`.
     assert_eq!(toks("xE'\\' y", pg), vec![Word("xE"), Quoted, Word("y")]);
