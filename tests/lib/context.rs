@@ -1276,6 +1276,13 @@ async fn context_names_are_listed_and_other_backends_refuse_a_context() {
     assert_eq!(setting(&tenant).await.as_deref(), Some("1"));
     assert_eq!(db.context_names(), ["app.tenant_id", "app.user_id"]);
     assert!(!format!("{tenant:?}").contains("secret-user"), "{tenant:?}");
+    // `/health/db`: the names served, never a value.
+    let health = dbservice::health::details(&db, None).body;
+    assert_eq!(
+        health["context"],
+        serde_json::json!({"required": false, "names": ["app.tenant_id", "app.user_id"], "refused": 0})
+    );
+    assert!(!health.to_string().contains("secret-user"));
 
     let dir = tempfile::tempdir().expect("dir");
     let sqlite = service(&sqlite_url(&dir)).await;
