@@ -245,23 +245,6 @@ pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
     }
 }
 
-/// Whether `e` says a cached statement no longer matches the server: a changed result type
-/// (0A000 from `RevalidateCachedQuery`; 0A000 alone also means any unsupported feature) or a
-/// statement that no longer exists (26000).
-pub(crate) fn is_stale_statement(e: &sqlx::Error) -> bool {
-    let sqlx::Error::Database(db) = e else {
-        return false;
-    };
-    match db.code().as_deref() {
-        Some("26000") => true,
-        #[cfg(feature = "postgres")]
-        Some("0A000") => db
-            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            .is_some_and(|pg| pg.routine() == Some("RevalidateCachedQuery")),
-        _ => false,
-    }
-}
-
 /// Whether a failed connect means the server is up but has no connection slot left for us,
 /// rather than unreachable: PostgreSQL 53300 ("sorry, too many clients already", "remaining
 /// connection slots are reserved ...", "too many connections for role ..."); PgBouncer's

@@ -10,7 +10,7 @@ use sea_orm::{ActiveModelTrait, DbBackend, DbErr, Statement, StreamTrait};
 use crate::DbStream;
 use crate::batch::{BatchError, BatchOptions, BatchOutcome};
 use crate::config::Backend;
-use crate::context::{ContextError, SessionContext, check_session_settings, transaction_control};
+use crate::context::{ContextError, SessionContext, check_text};
 use crate::pool::{Op, Output};
 use crate::replica::{Reader, WalPosition};
 use crate::service::DbService;
@@ -167,14 +167,7 @@ impl WithContext {
     /// Refuses text that would end the statement's own transaction (and the context with it),
     /// and behind PgBouncer a change of a setting for the whole session.
     fn check(&self, sql: &str) -> Result<(), DbErr> {
-        if let Some(word) = transaction_control(sql, false) {
-            return Err(DbErr::Custom(format!(
-                "db.with_context(..) runs each statement in a transaction of its own that \
-                 carries the context, and this text holds `{word}`: statements after it would \
-                 run without the context; use .transaction(..) on the context's executor instead"
-            )));
-        }
-        check_session_settings(self.db.config().pool().session.pgbouncer, sql)
+        check_text(sql, false, self.db.config().pool().session.pgbouncer)
     }
 }
 

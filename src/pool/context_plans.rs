@@ -36,7 +36,7 @@ use super::literal::{InlineError, write_argument};
 #[cfg(feature = "postgres")]
 use super::op::{Op, Output};
 #[cfg(feature = "postgres")]
-use crate::classify::is_stale_statement;
+use super::stale::is_stale_statement;
 #[cfg(feature = "postgres")]
 use crate::sql_text::{self, Token};
 

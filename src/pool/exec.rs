@@ -66,40 +66,33 @@ pub(crate) async fn run(
 ) -> Result<Output, sqlx::Error> {
     match conn {
         #[cfg(feature = "postgres")]
-        RawConn::Postgres(c) => {
-            use super::inline::{self, Prefix};
-            let session = match mode {
-                Mode::Inline { prefix } => Some(prefix.as_str()),
-                Mode::Prepared | Mode::Unnamed => None,
-            };
-            match session {
-                // Inside our transaction BEGIN carried every setting.
-                Some(_) if in_tx => inline::run(c, op, Prefix::default()).await,
-                None if in_tx || context.is_empty() => run_on!(c, op, *mode == Mode::Prepared),
-                None if *mode == Mode::Prepared => match op {
-                    Op::Execute(stmt) | Op::One(stmt) | Op::All(stmt) => {
-                        super::context_plans::run(c, op, stmt, context, context_plans).await
-                    }
-                    Op::Unprepared(_) | Op::UnpreparedRows(_) => {
-                        let prefix = Prefix {
-                            session: "",
-                            context,
-                        };
-                        inline::run(c, op, prefix).await
-                    }
-                },
-                session => {
-                    let prefix = Prefix {
-                        session: session.unwrap_or(""),
-                        context,
-                    };
-                    inline::run(c, op, prefix).await
-                }
-            }
-        }
+        RawConn::Postgres(c) => postgres(c, op, mode, in_tx, context, context_plans).await,
         #[cfg(feature = "mysql")]
         RawConn::MySql(c) => run_on!(c, op, true),
         #[cfg(feature = "sqlite")]
         RawConn::Sqlite(c) => run_on!(c, op, true),
+    }
+}
+
+/// [`run`] on PostgreSQL.
+#[cfg(feature = "postgres")]
+async fn postgres(
+    c: &mut sqlx::PgConnection,
+    op: Op<'_>,
+    mode: &Mode,
+    in_tx: bool,
+    context: &str,
+    context_plans: &mut ContextPlans,
+) -> Result<Output, sqlx::Error> {
+    use super::inline;
+    let Some(prefix) = inline::message_prefix(mode, in_tx, context) else {
+        return run_on!(c, op, *mode == Mode::Prepared);
+    };
+    match (mode, op) {
+        // With the statement cache on: an EXECUTE of a statement prepared once.
+        (Mode::Prepared, Op::Execute(stmt) | Op::One(stmt) | Op::All(stmt)) => {
+            super::context_plans::run(c, op, stmt, prefix.context, context_plans).await
+        }
+        _ => inline::run(c, op, prefix).await,
     }
 }

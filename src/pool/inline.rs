@@ -12,7 +12,7 @@ use sea_orm::sqlx::{self, AssertSqlSafe, PgConnection};
 use sea_orm::{DbBackend, Statement, Value};
 
 use super::literal::{InlineError, write_value};
-use super::op::{Op, Output};
+use super::op::{Mode, Op, Output};
 use crate::sql_text::{self, Token};
 
 /// Runs `op` as one simple-protocol message, `prefix` in front: the session's `SET LOCAL`s
@@ -62,6 +62,29 @@ pub(crate) struct Prefix<'a> {
 impl Prefix<'_> {
     pub fn is_empty(&self) -> bool {
         self.session.is_empty() && self.context.is_empty()
+    }
+}
+
+/// How a statement goes to PostgreSQL in `mode`: `None` as a statement of the extended
+/// protocol (prepared, or the unnamed one), `Some` as one simple-protocol message behind this
+/// prefix: behind PgBouncer always, elsewhere when a session context travels with it. Inside
+/// our own transaction its BEGIN carried every setting, the context's included.
+pub(crate) fn message_prefix<'a>(
+    mode: &'a Mode,
+    in_tx: bool,
+    context: &'a str,
+) -> Option<Prefix<'a>> {
+    let context = if in_tx { "" } else { context };
+    match mode {
+        Mode::Inline { prefix } => Some(Prefix {
+            session: if in_tx { "" } else { prefix },
+            context,
+        }),
+        Mode::Prepared | Mode::Unnamed if context.is_empty() => None,
+        Mode::Prepared | Mode::Unnamed => Some(Prefix {
+            session: "",
+            context,
+        }),
     }
 }
 

@@ -39,6 +39,7 @@ mod reach;
 mod role;
 pub(crate) mod session_sql;
 mod shared;
+mod stale;
 pub(crate) mod stream;
 mod tidy;
 #[cfg(feature = "postgres")]

@@ -20,7 +20,7 @@ use sea_orm::sqlx::Connection;
 use super::exec;
 use super::op::{Mode, Op, Output};
 use super::raw::RawConn;
-use crate::classify::is_stale_statement;
+use super::stale::is_stale_statement;
 
 /// The pool's count of stale-statement events; a connection whose cache predates the
 /// current count is evicted before it is handed out.

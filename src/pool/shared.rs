@@ -18,6 +18,10 @@ use crate::config::{DbConfig, PoolOptions};
 use crate::observe::Instruments;
 use crate::tasks::Tasks;
 
+/// sqlx's statement cache per connection when `statement_cache_size` is unset (its
+/// `PgConnectOptions` default), which the context's prepared statements follow too.
+const DRIVER_STATEMENT_CACHE: usize = 100;
+
 /// The pool parameters the hand-out needs, copied out of [`PoolOptions`].
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
@@ -52,7 +56,10 @@ impl Limits {
             keepalive_idle: p.limits.keepalive.then_some(p.limits.keepalive_idle),
             ping_timeout: p.limits.ping_timeout,
             leak_detection_threshold: p.limits.leak_detection_threshold,
-            statement_cache: p.session.statement_cache_size.unwrap_or(100),
+            statement_cache: p
+                .session
+                .statement_cache_size
+                .unwrap_or(DRIVER_STATEMENT_CACHE),
         }
     }
 }

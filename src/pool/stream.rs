@@ -88,21 +88,10 @@ async fn pump_postgres(
     context: &str,
     tx: &mpsc::Sender<Result<QueryResult, DbErr>>,
 ) -> bool {
-    let session = match mode {
-        Mode::Inline { prefix } => Some(prefix.as_str()),
-        Mode::Prepared | Mode::Unnamed => None,
-    };
-    let prefix = match session {
-        Some(_) if in_tx => inline::Prefix::default(),
-        None if in_tx || context.is_empty() => {
-            let q = sqlx::query_with(AssertSqlSafe(stmt.sql.as_str()), values(stmt))
-                .persistent(*mode == Mode::Prepared);
-            return pump(q.fetch(c), tx).await;
-        }
-        session => inline::Prefix {
-            session: session.unwrap_or(""),
-            context,
-        },
+    let Some(prefix) = inline::message_prefix(mode, in_tx, context) else {
+        let q = sqlx::query_with(AssertSqlSafe(stmt.sql.as_str()), values(stmt))
+            .persistent(*mode == Mode::Prepared);
+        return pump(q.fetch(c), tx).await;
     };
     match inline::inline(stmt) {
         Ok(body) => {

@@ -178,7 +178,7 @@ impl Reader {
         let context = match &self.context {
             Some(c) => {
                 let pgbouncer = self.primary.config().pool().session.pgbouncer;
-                crate::context::check_session_settings(pgbouncer, op.sql())?;
+                crate::context::check_text(op.sql(), false, pgbouncer)?;
                 c.sql()
             }
             None if self.primary.conn().requires_context() => {

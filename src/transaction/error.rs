@@ -52,3 +52,20 @@ impl TxError<std::convert::Infallible> {
         }
     }
 }
+
+/// The `dbservice.transaction.outcome` a transaction's result is recorded as on its span:
+/// `committed`, `rolled_back` (the body returned an error), `timeout`, `max_wait`,
+/// `failed_before_commit`, `commit_unknown`, `failed` (an error of the database); and, set
+/// elsewhere, `abandoned` (a `db.begin()` handle dropped open) and `cancelled` (the caller of
+/// `db.transaction(...)` went away before it ended).
+pub(crate) fn outcome<T, E>(result: &Result<T, TxError<E>>) -> &'static str {
+    match result {
+        Ok(_) => "committed",
+        Err(TxError::Aborted(_)) => "rolled_back",
+        Err(TxError::Timeout(_)) => "timeout",
+        Err(TxError::MaxWait(_)) => "max_wait",
+        Err(TxError::FailedBeforeCommit(_)) => "failed_before_commit",
+        Err(TxError::CommitOutcomeUnknown(_)) => "commit_unknown",
+        Err(TxError::Database(_)) => "failed",
+    }
+}

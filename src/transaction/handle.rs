@@ -202,15 +202,8 @@ impl Transaction {
 
     async fn run(&self, op: Op<'_>) -> Result<Output, DbErr> {
         if self.carries_context {
-            if let Some(word) = crate::context::transaction_control(op.sql(), true) {
-                return Err(DbErr::Custom(format!(
-                    "this transaction carries a session context, and this text holds `{word}`: \
-                     the statements after it would run outside the transaction, without the \
-                     context; end the transaction by returning from its body (or commit())"
-                )));
-            }
             let pgbouncer = self.db.config().pool().session.pgbouncer;
-            crate::context::check_session_settings(pgbouncer, op.sql())?;
+            crate::context::check_text(op.sql(), true, pgbouncer)?;
         }
         let mut guard = self.conn.lock().await;
         let Some(conn) = guard.as_mut() else {

@@ -86,6 +86,7 @@ use std::panic::Location;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr};
 
 pub use self::error::TxError;
+use self::error::outcome;
 use self::finish::{commit_bound, finish_detached};
 pub use self::handle::Transaction;
 pub use self::options::{Isolation, TxOptions};
@@ -427,23 +428,6 @@ impl DbService {
 
     fn backend_kind(&self) -> DbBackend {
         self.conn().get_database_backend()
-    }
-}
-
-/// The `dbservice.transaction.outcome` a transaction's result is recorded as on its span:
-/// `committed`, `rolled_back` (the body returned an error), `timeout`, `max_wait`,
-/// `failed_before_commit`, `commit_unknown`, `failed` (an error of the database); and, set
-/// elsewhere, `abandoned` (a `db.begin()` handle dropped open) and `cancelled` (the caller of
-/// `db.transaction(...)` went away before it ended).
-pub(crate) fn outcome<T, E>(result: &Result<T, TxError<E>>) -> &'static str {
-    match result {
-        Ok(_) => "committed",
-        Err(TxError::Aborted(_)) => "rolled_back",
-        Err(TxError::Timeout(_)) => "timeout",
-        Err(TxError::MaxWait(_)) => "max_wait",
-        Err(TxError::FailedBeforeCommit(_)) => "failed_before_commit",
-        Err(TxError::CommitOutcomeUnknown(_)) => "commit_unknown",
-        Err(TxError::Database(_)) => "failed",
     }
 }
 
